@@ -1,0 +1,333 @@
+"""``raydenoise ingest``: stream paired images into Parquet shards with Ray Data.
+
+The driver only lists keys and pairs them (no pixels). Pairs are cut into shard specs of at
+most ``rows_per_shard`` pairs, per split, in natural id order; Ray Data runs one task per shard
+spec, and each task reads, validates, normalizes and writes its own shard in small row groups,
+so memory per task stays bounded however large the data set. Tasks return only small records
+(row counts and rejected files), which the driver turns into ``manifest.json``.
+
+Layout of OUT::
+
+    manifest.json                     arguments, counts, shard list, schema, rejected inputs
+    train/<run>-00000.parquet ...     at most rows_per_shard rows each
+    val/<run>-00000.parquet ...
+    test/<run>-00000.parquet ...
+
+Re-running into the same OUT writes new shards under a new run name, then the new manifest,
+then deletes the previous run's shards: readers of the manifest always see a consistent set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .images import ImageError, to_png_rgb8
+from .pairing import SPLITS, Pair, Rejected, pair_keys
+from .storage import StorageError, Store, endpoint_from_env, open_store
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+ROW_GROUP_ROWS = 8  # pairs per Parquet row group: bounds a writer's memory to a few MB
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("low", pa.binary(), nullable=False),
+        pa.field("high", pa.binary(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("low_file", pa.string(), nullable=False),
+        pa.field("high_file", pa.string(), nullable=False),
+    ],
+    metadata={"raydenoise.schema_version": str(SCHEMA_VERSION)},
+)
+COLUMN_DOCS = {
+    "id": "relative path without extension, shared by the pair",
+    "split": "train, val or test (seeded hash of id)",
+    "low": "PNG-encoded 8-bit RGB of the degraded image",
+    "high": "PNG-encoded 8-bit RGB of the clean image",
+    "height": "pixels",
+    "width": "pixels",
+    "low_file": "source key of low, relative to --low",
+    "high_file": "source key of high, relative to --high",
+}
+
+
+class IngestError(Exception):
+    """A user-facing failure of the whole ingest (bad arguments, nothing valid, storage)."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    low: str
+    high: str
+    out: str
+    rows_per_shard: int = 128
+    seed: int = 42
+    split: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    s3_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifest: dict
+    out: str
+
+
+@functools.lru_cache(maxsize=16)
+def _store(uri: str, endpoint: str | None) -> Store:
+    # One filesystem object per worker process and URI (s3fs clients are costly to create).
+    return open_store(uri, endpoint)
+
+
+def _read(store: Store, key: str) -> tuple[bytes | None, str | None]:
+    """The object's bytes, or a rejection reason for an object that is gone or forbidden.
+
+    Other errors (network, throttling) propagate: they are about the store, not the file, so
+    the task fails and the whole ingest reports it instead of silently rejecting inputs.
+    """
+    try:
+        return store.read_bytes(key), None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        return None, f"cannot read ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes, int, int] | None, str | None, str | None]:
+    """Validate and normalize one pair.
+
+    Returns ((low_png, high_png, height, width), None, None) when usable, else
+    (None, low_reason, high_reason) where a reason is None for a side that was fine by itself.
+    """
+    low_out = high_out = None
+    low_err = high_err = None
+    try:
+        low_out = to_png_rgb8(low_data)
+    except ImageError as exc:
+        low_err = str(exc)
+    try:
+        high_out = to_png_rgb8(high_data)
+    except ImageError as exc:
+        high_err = str(exc)
+    if low_err or high_err:
+        return None, low_err, high_err
+    (lp, lh, lw), (hp, hh, hw) = low_out, high_out
+    if (lh, lw) != (hh, hw):
+        why = f"size mismatch: low is {lw}x{lh}, high is {hw}x{hh}"
+        return None, why, why
+    return (lp, hp, lh, lw), None, None
+
+
+def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None) -> dict:
+    """Ray Data task: one shard spec in, one shard file out, a small summary back."""
+    low, high, out = _store(low_uri, endpoint), _store(high_uri, endpoint), _store(out_uri, endpoint)
+    rejected: list[dict] = []
+    buf: dict[str, list] = {name: [] for name in SCHEMA.names}
+    writer = None
+    sink = None
+    rows = 0
+
+    def flush() -> None:
+        nonlocal writer, sink
+        if not buf["id"]:
+            return
+        table = pa.table(buf, schema=SCHEMA)
+        if writer is None:
+            sink = out.open_write(spec["shard"])
+            # PNG bytes do not compress further; the small columns get the default codec.
+            writer = pq.ParquetWriter(
+                sink, SCHEMA, compression={n: ("NONE" if n in ("low", "high") else "SNAPPY") for n in SCHEMA.names}
+            )
+        writer.write_table(table)
+        for v in buf.values():
+            v.clear()
+
+    for pid, lk, hk in zip(spec["ids"], spec["low_keys"], spec["high_keys"]):
+        low_data, low_err = _read(low, lk)
+        high_data, high_err = _read(high, hk)
+        if low_data is not None and high_data is not None:
+            ok, low_err, high_err = process_pair(low_data, high_data)
+        else:
+            ok = None
+        if ok is None:
+            for side, key, store, err, other_key, other_store, other_err in (
+                ("low", lk, low, low_err, hk, high, high_err),
+                ("high", hk, high, high_err, lk, low, low_err),
+            ):
+                reason = err or f"partner {other_store.uri(other_key)} rejected: {other_err}"
+                rejected.append(Rejected(store.uri(key), side, pid, reason).as_dict())
+            continue
+        lp, hp, h, w = ok
+        for name, value in zip(SCHEMA.names, (pid, spec["split"], lp, hp, h, w, lk, hk)):
+            buf[name].append(value)
+        rows += 1
+        if len(buf["id"]) >= ROW_GROUP_ROWS:
+            flush()
+    flush()
+    size = 0
+    if writer is not None:
+        writer.close()
+        sink.close()
+        size = out.fs.size(out.key_path(spec["shard"]))
+    return {
+        "shard": spec["shard"] if rows else "",
+        "split": spec["split"],
+        "rows": rows,
+        "bytes": int(size),
+        "rejected": json.dumps(rejected),
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__
+
+
+def _shard_specs(pairs: list[Pair], rows_per_shard: int, run: str) -> list[dict]:
+    specs = []
+    for split in SPLITS:
+        members = [p for p in pairs if p.split == split]
+        for n, start in enumerate(range(0, len(members), rows_per_shard)):
+            chunk = members[start : start + rows_per_shard]
+            specs.append(
+                {
+                    "shard": f"{split}/{run}-{n:05d}.parquet",
+                    "split": split,
+                    "ids": [p.id for p in chunk],
+                    "low_keys": [p.low_key for p in chunk],
+                    "high_keys": [p.high_key for p in chunk],
+                }
+            )
+    return specs
+
+
+def summarize_rejected(rejected: list[dict]) -> str:
+    """``3 files (2 no partner, 1 corrupt or truncated image data)``."""
+    kinds = Counter(r["reason"].split(":")[0].split(" (")[0] for r in rejected)
+    parts = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+    return f"{len(rejected)} file{'s' * (len(rejected) != 1)} ({parts})"
+
+
+def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
+    """Run the whole ingest; raises IngestError with a user-facing message on failure."""
+    import ray
+
+    if cfg.rows_per_shard < 1:
+        raise IngestError("--rows-per-shard must be at least 1")
+    # Resolved here, once: Ray workers on other nodes do not see the driver's environment.
+    endpoint = endpoint_from_env(cfg.s3_endpoint)
+    try:
+        low, high = open_store(cfg.low, endpoint), open_store(cfg.high, endpoint)
+        out = open_store(cfg.out, endpoint)
+        low_keys, high_keys = low.list_keys(), high.list_keys()
+        out.check_writable()
+    except StorageError as exc:
+        raise IngestError(str(exc)) from None
+    pairs, rejected_objs = pair_keys(
+        low_keys, high_keys, seed=cfg.seed, fractions=cfg.split, low_uri=low.uri, high_uri=high.uri
+    )
+    rejected = [r.as_dict() for r in rejected_objs]
+    log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
+    run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    specs = _shard_specs(pairs, cfg.rows_per_shard, run)
+
+    shards: list[dict] = []
+    t0 = time.time()
+    if specs:
+        ds = ray.data.from_items(specs, override_num_blocks=len(specs))
+        write = functools.partial(
+            _write_shard, low_uri=low.root, high_uri=high.root, out_uri=out.root, endpoint=endpoint
+        )
+        done_pairs = 0
+        try:
+            for row in ds.map(write, num_cpus=1).iter_rows():
+                rejected.extend(json.loads(row["rejected"]))
+                done_pairs += row["rows"]
+                if row["shard"]:
+                    shards.append({"path": row["shard"], "split": row["split"], "rows": int(row["rows"]),
+                                   "bytes": int(row["bytes"])})
+                    log(f"ingest: wrote {out.uri(row['shard'])} ({row['rows']} pairs; {done_pairs} so far, "
+                        f"{done_pairs / max(time.time() - t0, 1e-9):.1f} pairs/s)")
+        except Exception as exc:
+            _remove_run_shards(out, run)
+            raise IngestError(f"writing shards to {out.root} failed: {_first_line(exc)}") from exc
+    shards.sort(key=lambda s: s["path"])
+    total = sum(s["rows"] for s in shards)
+    if rejected:
+        print(f"ingest: rejected {summarize_rejected(rejected)}", file=sys.stderr)
+    if total == 0:
+        for r in rejected[:20]:
+            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+        raise IngestError(
+            f"no valid pairs in {low.root} and {high.root}; nothing written to {out.root}"
+            + (f" ({len(rejected)} files rejected, reasons above)" if rejected else " (no files found)")
+        )
+
+    counts = {s: sum(x["rows"] for x in shards if x["split"] == s) for s in SPLITS}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "format": "raydenoise-pairs",
+        "raydenoise_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": run,
+        "args": {**asdict(cfg), "split": list(cfg.split), "low": low.root, "high": high.root, "out": out.root,
+                 "s3_endpoint": endpoint},
+        "counts": {**counts, "total": total, "rejected_files": len(rejected)},
+        "seconds": round(time.time() - t0, 3),
+        "columns": COLUMN_DOCS,
+        "shards": shards,
+        "rejected": sorted(rejected, key=lambda r: (r["id"], r["side"])),
+    }
+    out.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+    _remove_stale_shards(out, {s["path"] for s in shards})
+    log(
+        f"ingest: {total} pairs ({counts['train']} train, {counts['val']} val, {counts['test']} test) "
+        f"in {len(shards)} shards -> {out.uri(MANIFEST)}"
+    )
+    return IngestResult(manifest=manifest, out=out.root)
+
+
+def _remove_stale_shards(out: Store, keep: set[str]) -> None:
+    """Delete Parquet shards in the split folders that the new manifest does not list."""
+    stale = [
+        k for k in out.list_keys()
+        if k.endswith(".parquet") and k.split("/")[0] in SPLITS and k not in keep
+    ]
+    out.remove(stale)
+
+
+def _remove_run_shards(out: Store, run: str) -> None:
+    """Best-effort removal of the shards a failed run wrote (the previous manifest stays valid)."""
+    try:
+        out.remove([k for k in out.list_keys() if k.split("/")[-1].startswith(run + "-")])
+    except Exception:
+        pass
+
+
+def read_manifest(uri: str, s3_endpoint: str | None = None) -> dict:
+    """Load ``URI/manifest.json``; IngestError if it is missing or not a raydenoise manifest."""
+    store = open_store(uri, s3_endpoint)
+    try:
+        data = store.read_bytes(MANIFEST)
+    except FileNotFoundError:
+        raise IngestError(f"{store.uri(MANIFEST)} not found: run `raydenoise ingest` first") from None
+    except Exception as exc:
+        raise IngestError(f"{store.uri(MANIFEST)}: cannot read ({exc})") from None
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise IngestError(f"{store.uri(MANIFEST)} is not valid JSON") from None
+    if manifest.get("format") != "raydenoise-pairs":
+        raise IngestError(f"{store.uri(MANIFEST)} is not a raydenoise data set manifest")
+    return manifest

