@@ -98,6 +98,8 @@ def init_ray(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
+        if not os.environ.get("RAY_ADDRESS", "x").strip():
+            os.environ.pop("RAY_ADDRESS")  # an empty value means "not set", not an address
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -133,6 +134,16 @@ def _is_plain_rgb8_png(data: bytes) -> bool:
     return bit_depth == 8 and color_type == 2
 
 
+def _png_has_rotation(data: bytes) -> bool:
+    """True if a PNG carries an eXIf chunk whose orientation is not 1 (rare; then we decode)."""
+    if b"eXIf" not in data:
+        return False
+    try:
+        return _has_rotation(Image.open(io.BytesIO(data)))
+    except Exception:
+        return True
+
+
 def encode_png(arr: np.ndarray) -> bytes:
     """Lossless PNG bytes of an ``uint8`` (H, W, 3) or (H, W) array."""
     if arr.dtype != np.uint8:
@@ -142,6 +153,59 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def check_plain_png(data: bytes) -> tuple[int, int] | None:
+    """Fully validate a non-interlaced 8-bit RGB PNG without decoding its pixels.
+
+    Checks what a decoder can fail on: every chunk's CRC, the IHDR fields, the complete zlib
+    stream of the IDAT chunks, the exact inflated size and every row's filter type. Returns
+    (height, width) when the file is such a PNG and valid; None when it is another kind of image
+    (the caller then decodes it fully); raises ImageError when it is a broken PNG. About twice as
+    fast as decoding, and the stored pixels are the file's own, so nothing is lost.
+    """
+    if not _is_plain_rgb8_png(data):
+        return None
+    width, height, _, _, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if interlace != 0 or compression != 0 or filtering != 0:
+        return None
+    if width == 0 or height == 0:
+        raise ImageError("image has zero width or height")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageError(f"too many pixels ({width}x{height})")
+    inflater = zlib.decompressobj()
+    stride = width * 3 + 1
+    expected = stride * height
+    raw = bytearray()
+    pos, end_seen, size = 8, False, len(data)
+    while pos + 12 <= size:
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        if pos + 12 + length > size:
+            break
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(tag + body) & 0xFFFFFFFF != crc:
+            raise ImageError(f"corrupt or truncated image data (PNG chunk {tag!r} fails its CRC)")
+        if tag == b"IDAT":
+            try:
+                raw += inflater.decompress(body, expected + 1 - len(raw))
+            except zlib.error as exc:
+                raise ImageError(f"corrupt or truncated image data (PNG pixel stream: {exc})") from None
+        elif tag == b"IEND":
+            end_seen = True
+            break
+        pos += 12 + length
+    if not end_seen:
+        raise ImageError("corrupt or truncated image data (PNG ends before its IEND chunk)")
+    if not inflater.eof or len(raw) != expected:
+        raise ImageError(
+            f"corrupt or truncated image data (PNG pixel stream has {len(raw)} bytes, expected {expected})"
+        )
+    filters = memoryview(raw)[::stride]
+    if max(filters) > 4:
+        raise ImageError("corrupt or truncated image data (invalid PNG row filter)")
+    return height, width
+
+
 def to_png_rgb8(data: bytes) -> tuple[bytes, int, int]:
     """Normalize any supported image to PNG-encoded 8-bit RGB.
 
@@ -149,6 +213,9 @@ def to_png_rgb8(data: bytes) -> tuple[bytes, int, int]:
     returned unchanged (its pixels are already exactly the normalized ones), which saves the
     re-encode. Raises ImageError with the reason for unusable input.
     """
+    size = check_plain_png(data)
+    if size is not None and not _png_has_rotation(data):
+        return data, size[0], size[1]
     arr, plain = decode_for_ingest(data)
     h, w = arr.shape[:2]
     return (data if plain else encode_png(arr)), h, w

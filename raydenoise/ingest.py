@@ -240,11 +240,15 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     rejected = [r.as_dict() for r in rejected_objs]
     log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    specs = _shard_specs(pairs, cfg.rows_per_shard, run)
+    # Largest shards first, so the last tasks to start are the short ones (less idle tail).
+    specs = sorted(_shard_specs(pairs, cfg.rows_per_shard, run), key=lambda s: -len(s["ids"]))
 
     shards: list[dict] = []
     t0 = time.time()
     if specs:
+        # A single map operator needs no per-operator reservation; with it Ray Data keeps part
+        # of a small cluster idle (measured: 2 CPUs, 20% slower). This job's context only.
+        ray.data.DataContext.get_current().op_resource_reservation_enabled = False
         ds = ray.data.from_items(specs, override_num_blocks=len(specs))
         write = functools.partial(
             _write_shard, low_uri=low.root, high_uri=high.root, out_uri=out.root, endpoint=endpoint

@@ -87,3 +87,21 @@ def test_float_images_are_rejected():
     Image.fromarray(np.zeros((4, 4), np.float32), mode="F").save(buf, format="TIFF")
     with pytest.raises(ImageError, match="floating-point"):
         decode_rgb8(buf.getvalue())
+
+
+def test_plain_png_check_accepts_valid_and_catches_every_kind_of_damage():
+    from raydenoise.images import check_plain_png
+
+    data = png_bytes(rgb(40, 30), compress_level=6)
+    assert check_plain_png(data) == (40, 30)
+    assert check_plain_png(png_bytes(rgb(4, 4)[..., 0])) is None  # not RGB: caller decodes fully
+    assert check_plain_png(png_bytes(rgb(4, 4), optimize=True)) == (4, 4)
+    for cut in (40, len(data) // 2, len(data) - 12, len(data) - 1):
+        with pytest.raises(ImageError, match="truncated"):
+            check_plain_png(data[:cut])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x55
+    with pytest.raises(ImageError, match="CRC"):
+        check_plain_png(bytes(flipped))
+    with pytest.raises(ImageError):  # Pillow agrees that these are broken
+        decode_rgb8(bytes(flipped))
