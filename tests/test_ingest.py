@@ -166,11 +166,14 @@ def test_cli_ingest_success_prints_summary(ray_cluster, tmp_path):
 
 
 def test_demo_command_runs_end_to_end(ray_cluster, tmp_path):
-    r = run_cli("demo", "--out", str(tmp_path / "demo"), address=ray_cluster)
+    r = run_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "1", address=ray_cluster)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "demo/dataset/manifest.json").read_text())
     assert m["counts"]["total"] == 13 and not m["rejected"]
     assert len(list((tmp_path / "demo/pairs/low").glob("*.png"))) == 13
+    run = tmp_path / "demo/runs/demo-unet"
+    assert (run / "model/model.safetensors").exists() and (run / "curves.png").exists()
+    assert "val PSNR" in r.stdout and "noisy input" in r.stdout
 
 
 def test_synth_cli_user_errors(tmp_path):

@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raydenoise.artifacts import ArtifactError, load_model, load_train_state, save_model_dir, save_optimizer
+from raydenoise.metrics import all_metrics, mae, mse, psnr, ssim
+from raydenoise.models import build_model, count_parameters
+
+
+def test_seed_ae_has_exactly_the_seed_parameter_counts():
+    counts = count_parameters(build_model("seed-ae"))
+    assert counts == {"total": 30019, "trainable": 29763}
+
+
+def test_seed_ae_layers_match_the_keras_model():
+    layers = [type(m).__name__ for m in build_model("seed-ae").net]
+    assert layers == [
+        "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d", "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d",
+        "Conv2d", "ReLU", "BatchNorm2d", "Upsample", "Conv2d", "ReLU", "BatchNorm2d", "Upsample",
+        "Conv2d", "Sigmoid",
+    ]
+
+
+def test_unet_is_under_two_million_parameters_and_width_is_configurable():
+    assert count_parameters(build_model("unet"))["trainable"] < 2_000_000
+    assert count_parameters(build_model("unet", 16))["trainable"] < count_parameters(build_model("unet"))["trainable"]
+
+
+@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+@pytest.mark.parametrize("size", [(16, 16), (37, 51), (5, 9)])
+def test_any_input_size_comes_back_the_same_size_in_range(name, size):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        y = model(torch.rand(2, 3, *size))
+    assert y.shape == (2, 3, *size) and y.min() >= 0 and y.max() <= 1
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'resnet'.*seed-ae"):
+        build_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+def test_saved_and_loaded_model_gives_identical_output(tmp_path, name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    model.train()
+    model(torch.rand(4, 3, 24, 24))  # moves BatchNorm statistics away from their init
+    model.eval()
+    save_model_dir(tmp_path, model, {"model": name, "width": None})
+    loaded, config = load_model(tmp_path)
+    x = torch.rand(1, 3, 40, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert config["model"] == name
+    assert not any(p.suffix in (".pt", ".pth", ".pkl") for p in tmp_path.iterdir())
+
+
+def test_load_model_errors_name_the_problem(tmp_path):
+    with pytest.raises(ArtifactError, match="missing config.json"):
+        load_model(tmp_path)
+    save_model_dir(tmp_path, build_model("seed-ae"), {"model": "unet", "width": None})
+    with pytest.raises(ArtifactError, match="does not match unet"):
+        load_model(tmp_path)
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    model = build_model("seed-ae")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.rand(2, 3, 16, 16)).mean().backward()
+        opt.step()
+    save_optimizer(tmp_path, opt, {"epoch": 3, "history": [{"epoch": 1}]})
+    opt2 = torch.optim.Adam(build_model("seed-ae").parameters(), lr=1.0)
+    state = load_train_state(tmp_path, opt2)
+    assert state["epoch"] == 3 and opt2.param_groups[0]["lr"] == 3e-4
+    a, b = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert float(a[k]["step"]) == float(b[k]["step"]) == 3
+        assert torch.equal(a[k]["exp_avg_sq"], b[k]["exp_avg_sq"])
+
+
+def test_metrics_contracts():
+    rng = np.random.default_rng(0)
+    t = rng.random((16, 16, 3))
+    assert psnr(t, t) == math.inf and ssim(t, t) == pytest.approx(1.0)
+    p = np.clip(t + 0.1, 0, 1)
+    assert mse(p, t) == pytest.approx(np.mean((p - t) ** 2))
+    assert mae(p, t) == pytest.approx(np.mean(np.abs(p - t)))
+    assert psnr(p, t) == pytest.approx(10 * math.log10(1 / mse(p, t)))
+    assert psnr(np.full((8, 8), 0.5), np.full((8, 8), 0.6)) == pytest.approx(20.0)
+    m = all_metrics(p, t)
+    assert set(m) == {"psnr", "mse", "mae", "ssim"} and all(isinstance(v, float) for v in m.values())
+    with pytest.raises(ValueError, match="shape mismatch"):
+        mse(t, t[:8])

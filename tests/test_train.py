@@ -1,0 +1,148 @@
+"""Ray Train on a 2-CPU local cluster with tiny data: DDP, checkpoints, resume, crash recovery."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raydenoise.artifacts import load_model
+from raydenoise.ingest import IngestConfig, run_ingest
+from raydenoise.synth import SynthConfig, run_synth
+from raydenoise.train import CRASH_ENV, TrainError, resolve_config, run_train
+
+from conftest import png_bytes, rgb, run_cli, write
+
+pytestmark = pytest.mark.slow
+
+
+def quiet(msg):
+    pass
+
+
+def make_dataset(root: Path, n: int = 16, uri: str | None = None, endpoint: str | None = None) -> str:
+    clean = root / "clean"
+    for i in range(n):
+        write(clean / f"{i}.png", png_bytes(rgb(32, 48, seed=i)))
+    pairs = uri + "/pairs" if uri else str(root / "pairs")
+    out = uri + "/ds" if uri else str(root / "ds")
+    run_synth(SynthConfig(out=pairs, clean=str(clean), noise="gaussian:25", s3_endpoint=endpoint), log=quiet)
+    run_ingest(IngestConfig(low=pairs + "/low", high=pairs + "/high", out=out, split=(0.75, 0.25, 0.0),
+                            s3_endpoint=endpoint), log=quiet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, ray_cluster):
+    return ray_cluster  # S3 server first, so the Ray workers inherit the test credentials
+
+
+@pytest.fixture(scope="module")
+def dataset(cluster, tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def cfg(data, storage, name, **kw):
+    base = dict(data=data, storage_path=str(storage), name=name, epochs=2, patch_size=32, batch_size=2,
+                lr=3e-3, num_workers=2)
+    base.update(kw)
+    return resolve_config(kw.pop("model", "seed-ae"), **{k: v for k, v in base.items() if k != "model"})
+
+
+def history(run: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO((run / "metrics.csv").read_text())))
+
+
+def test_two_worker_ddp_loss_goes_down_and_artifacts_are_complete(dataset, tmp_path):
+    summary = run_train(cfg(dataset, tmp_path, "ddp", epochs=3), log=quiet)
+    run = tmp_path / "ddp"
+    rows = history(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    n_val = json.loads((Path(dataset) / "manifest.json").read_text())["counts"]["val"]
+    assert n_val > 0 and all(int(r["val_images"]) == n_val for r in rows)  # each val image once, across 2 ranks
+    for key in ("val_psnr", "val_mse", "val_mae", "val_ssim", "pairs_per_s", "megapixels_per_s"):
+        assert np.isfinite(float(rows[-1][key]))
+    assert Image.open(run / "curves.png").format == "PNG"
+    model, config = load_model(run / "model")
+    assert config["model"] == "seed-ae" and config["parameters"] == {"total": 30019, "trainable": 29763}
+    assert config["train_config"]["num_workers"] == 2 and config["data"]["manifest"].endswith("manifest.json")
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    assert config["epoch"] == int(best["epoch"]) == summary["best_epoch"]
+    assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pt"))
+
+
+def test_interrupted_run_resumes_with_optimizer_state(dataset, tmp_path, monkeypatch):
+    c = cfg(dataset, tmp_path, "resume", epochs=3, num_workers=1)
+    monkeypatch.setenv(CRASH_ENV, f"1:0:{tmp_path / 'crashed'}")
+    with pytest.raises(TrainError, match="training failed"):
+        run_train(c, log=quiet)  # crashes at the start of epoch 2, no retries allowed
+    assert (tmp_path / "crashed").exists()
+    monkeypatch.delenv(CRASH_ENV)
+    logs = []
+    run_train(c, log=logs.append)  # the same command again
+    rows = history(tmp_path / "resume")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    latest = sorted(p for p in (tmp_path / "resume").glob("checkpoint_*") if p.is_dir())[-1]
+    state = json.loads((latest / "train_state.json").read_text())
+    assert state["epoch"] == 3
+    from safetensors.torch import load_file
+
+    steps = load_file(str(latest / "optimizer.safetensors"))["0.step"].item()
+    n_train = json.loads((Path(dataset) / "manifest.json").read_text())["counts"]["train"]
+    # one worker, batch 2 -> ceil(n/2) Adam steps per epoch; the resumed optimizer kept counting
+    assert steps == 3 * -(-n_train // 2)
+
+
+def test_worker_crash_is_survived_with_max_failures(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv(CRASH_ENV, f"1:1:{tmp_path / 'crashed'}")
+    run_train(cfg(dataset, tmp_path, "crash", max_failures=1), log=quiet)
+    assert (tmp_path / "crashed").read_text().startswith("crashed rank 1 at epoch 1")
+    assert [int(r["epoch"]) for r in history(tmp_path / "crash")] == [1, 2]
+
+
+def test_checkpoints_and_model_in_s3(s3_server, cluster, tmp_path):
+    base = s3_server.prefix()
+    data = make_dataset(tmp_path, n=8, uri=base, endpoint=s3_server.endpoint)
+    c = cfg(data, f"{base}/runs", "s3run", epochs=1, num_workers=1, model="unet", patch_size=16,
+            s3_endpoint=s3_server.endpoint)
+    run_train(c, log=quiet)
+    c2 = cfg(data, f"{base}/runs", "s3run", epochs=2, num_workers=1, model="unet", patch_size=16,
+             s3_endpoint=s3_server.endpoint)
+    run_train(c2, log=quiet)  # resumes from the checkpoint in S3
+    fs = s3_server.fs()
+    run = f"{base[5:]}/runs/s3run"
+    assert [int(r["epoch"]) for r in csv.DictReader(io.StringIO(fs.cat_file(f"{run}/metrics.csv").decode()))] == [1, 2]
+    local = tmp_path / "model"
+    fs.get(f"{run}/model/", str(local), recursive=True)
+    model, config = load_model(local)
+    assert config["model"] == "unet" and config["train_config"]["storage_path"] == f"{base}/runs"
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 20, 30)).shape == (1, 3, 20, 30)
+    assert fs.exists(f"{run}/curves.png") and fs.glob(f"{run}/checkpoint_*/model.safetensors")
+
+
+def test_bad_input_fails_fast_with_clear_messages(dataset, cluster, tmp_path):
+    with pytest.raises(TrainError, match="manifest.json not found"):
+        run_train(cfg(str(tmp_path), tmp_path / "s", "x"), log=quiet)
+    empty = tmp_path / "empty"
+    write(empty / "low/a.png", png_bytes(rgb(16, 16)))
+    write(empty / "high/a.png", png_bytes(rgb(16, 16)))
+    run_ingest(IngestConfig(low=str(empty / "low"), high=str(empty / "high"), out=str(empty / "ds"),
+                            split=(0.0, 1.0, 0.0)), log=quiet)
+    with pytest.raises(TrainError, match="train split is empty"):
+        run_train(cfg(str(empty / "ds"), tmp_path / "s", "x"), log=quiet)
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(TrainError, match="--storage-path.*cannot write"):
+        run_train(cfg(dataset, tmp_path / "afile" / "runs", "x"), log=quiet)
+    with pytest.raises(TrainError, match="leave no CPU"):
+        run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.0), log=quiet)
+    r = run_cli("train", "--data", dataset, "--model", "vgg", "--storage-path", str(tmp_path), "--name", "x")
+    assert r.returncode == 2 and "invalid choice: 'vgg'" in r.stderr
+    r = run_cli("train", "--data", str(tmp_path / "nope"), "--model", "unet", "--storage-path", str(tmp_path),
+                "--name", "x", address=cluster)
+    assert r.returncode == 1 and "manifest.json not found" in r.stderr and "Traceback" not in r.stderr
