@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from .denoise import REPORT_DIR, DenoiseConfig, DenoiseError, run_denoise
+from .evaluate import EvaluateConfig, EvaluateError, run_evaluate
 from .images import ImageError
 from .ingest import IngestConfig, IngestError, run_ingest
 from .noise import NoiseSpecError
@@ -14,7 +16,9 @@ from .storage import StorageError
 from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
 from .train import MODEL_DEFAULTS, TrainError, resolve_config, run_train
 
-USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, ValueError, FileNotFoundError)
+USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, DenoiseError, EvaluateError,
+               ValueError,
+               FileNotFoundError)
 
 
 def _crop(text: str) -> tuple[int, int]:
@@ -115,6 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_s3(p)
     _add_ray(p)
 
+    p = sub.add_parser("denoise", help="denoise every image under a folder or s3:// prefix (Ray Data)")
+    p.add_argument("--input", required=True, help="folder or s3:// prefix of images (recursive)")
+    p.add_argument("--output", required=True, help="outputs at the same relative keys, same formats")
+    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors), local or s3://")
+    p.add_argument("--reference", default=None, help="clean images at the same relative keys: adds PSNR/MSE/MAE/SSIM")
+    p.add_argument("--report", default=None, help=f"where the report goes (default: OUTPUT/{REPORT_DIR})")
+    p.add_argument("--batch-size", type=_positive, default=4)
+    p.add_argument("--workers", type=_positive, default=1, help="model actors")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--tile", type=_positive, default=None, help="process images in tiles of this size (pixels)")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
+    _add_s3(p)
+    _add_ray(p)
+
+    p = sub.add_parser("evaluate", help="model vs noisy input vs Non-Local Means on a split of a data set")
+    p.add_argument("--data", required=True, help="ingest output (folder or s3:// prefix with manifest.json)")
+    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors), local or s3://")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
+    p.add_argument("--workers", type=_positive, default=1)
+    p.add_argument("--tile", type=_positive, default=None)
+    _add_s3(p)
+    _add_ray(p)
+
     p = sub.add_parser("demo", help="run the whole pipeline on scikit-image's sample photos")
     p.add_argument("--out", default="demo-out")
     p.add_argument("--epochs", type=_positive, default=8, help="training epochs (default 8)")
@@ -166,6 +194,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_denoise(args: argparse.Namespace) -> int:
+    cfg = DenoiseConfig(input=args.input, output=args.output, model=args.model, reference=args.reference,
+                        report=args.report, batch_size=args.batch_size, workers=args.workers,
+                        num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
+                        s3_endpoint=args.s3_endpoint)
+    init_ray(args.address)
+    summary = run_denoise(cfg, log=_log)
+    if summary["failures"]:
+        print(f"raydenoise denoise: {summary['failures']} of {summary['count']} images failed; "
+              f"see {summary['report']}/report.csv", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
+                         tile=args.tile, s3_endpoint=args.s3_endpoint)
+    init_ray(args.address)
+    run_evaluate(cfg, log=_log)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out = args.out.rstrip("/")
     _log(f"demo: 1/3 synthesize low-light pairs from scikit-image samples -> {out}/pairs")
@@ -186,7 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "demo": cmd_demo}
+COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

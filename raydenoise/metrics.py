@@ -12,6 +12,8 @@ import math
 import numpy as np
 from skimage.metrics import structural_similarity
 
+METRIC_NAMES = ("psnr", "mse", "mae", "ssim")
+
 
 def _check(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if pred.shape != target.shape:

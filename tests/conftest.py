@@ -175,6 +175,6 @@ def run_cli(*args: str, address: str | None = None, env: dict | None = None, tim
     """Run the raydenoise console script in a subprocess; returns CompletedProcess (text)."""
     exe = Path(sys.executable).parent / "raydenoise"
     cmd = [str(exe), *args]
-    if address and args and args[0] in ("ingest", "train", "demo"):
+    if address and args and args[0] in ("ingest", "train", "denoise", "demo"):
         cmd += ["--address", address]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})

@@ -1,0 +1,329 @@
+"""``raydenoise denoise``: Ray Data batch inference over a folder or bucket prefix, with reports.
+
+Pipeline (streaming; the driver holds keys and small report rows, never pixels)::
+
+    from_items(keys) -> read + decode (CPU tasks) -> model (actor pool, GPU when asked)
+                     -> encode + write + score (CPU tasks) -> report rows -> driver
+
+Each output goes to ``OUTPUT/<same relative key>`` in the input's format (PNG -> PNG, JPEG ->
+JPEG quality 95, ...), grayscale stays grayscale. An input that cannot be read or decoded becomes
+an ``error`` row and the job goes on. Existing outputs are skipped (``skipped`` rows) unless
+``overwrite``, so re-running an interrupted job resumes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import report as rpt
+from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
+from .images import ImageError, decode_rgb8
+from .metrics import all_metrics
+from .storage import StorageError, Store, endpoint_from_env, open_store
+
+REPORT_DIR = "_report"
+JPEG_QUALITY = 95
+_EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
+
+
+class DenoiseError(Exception):
+    """A user-facing failure of the whole job (bad arguments, model, storage)."""
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    input: str
+    output: str
+    model: str
+    reference: str | None = None
+    report: str | None = None  # default: OUTPUT/_report
+    batch_size: int = 4
+    workers: int = 1
+    num_gpus_per_worker: float = 0.0
+    tile: int | None = None
+    overwrite: bool = False
+    s3_endpoint: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _store(uri: str, endpoint: str | None) -> Store:
+    return open_store(uri, endpoint)
+
+
+def fetch_model_dir(model_uri: str, endpoint: str | None) -> str:
+    """A local folder with config.json + model.safetensors (downloaded when the URI is s3://)."""
+    store = _store(model_uri, endpoint)
+    if not store.is_s3:
+        return store.root
+    local = tempfile.mkdtemp(prefix="raydenoise-model-")
+    for name in (CONFIG, WEIGHTS):
+        try:
+            data = store.read_bytes(name)
+        except FileNotFoundError:
+            raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+        with open(os.path.join(local, name), "wb") as f:
+            f.write(data)
+    return local
+
+
+def _decode_keep_gray(data: bytes) -> tuple[np.ndarray, bool, str]:
+    """(RGB uint8 pixels, was the input grayscale, Pillow format name)."""
+    from PIL import Image
+
+    rgb = decode_rgb8(data)
+    try:
+        im = Image.open(io.BytesIO(data))
+        gray = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+        fmt = im.format or "PNG"
+    except Exception:
+        gray, fmt = False, "PNG"
+    return rgb, gray, fmt
+
+
+def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, endpoint: str | None) -> dict[str, Any]:
+    """Ray Data task: keys -> decoded RGB pixels (or an error)."""
+    store = _store(input_uri, endpoint)
+    out: dict[str, list] = {k: [] for k in ("key", "image", "gray", "format", "error", "seconds")}
+    for key in batch["key"]:
+        t0 = time.perf_counter()
+        image, gray, fmt, error = _EMPTY, False, "", ""
+        try:
+            image, gray, fmt = _decode_keep_gray(store.read_bytes(str(key)))
+        except ImageError as exc:
+            error = f"not a usable image: {exc}"
+        except FileNotFoundError:
+            error = "input disappeared before it was read"
+        out["key"].append(str(key))
+        out["image"].append(image)
+        out["gray"].append(gray)
+        out["format"].append(fmt)
+        out["error"].append(error)
+        out["seconds"].append(time.perf_counter() - t0)
+    return _pack(out, "image")
+
+
+def _pack(cols: dict[str, list], *image_cols: str) -> dict[str, Any]:
+    packed: dict[str, Any] = {k: np.array(v) for k, v in cols.items() if k not in image_cols}
+    for c in image_cols:
+        arr = np.empty(len(cols[c]), dtype=object)
+        arr[:] = cols[c]
+        packed[c] = arr
+    return packed
+
+
+class ModelActor:
+    """Ray Data actor: loads the model once, denoises batches (grouped by shape, tiled if asked)."""
+
+    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool):
+        import torch
+
+        from .inference import Denoiser
+
+        model, config = load_model(fetch_model_dir(model_uri, endpoint))
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.denoiser = Denoiser(model, config["model"], device=device, tile=tile)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        outputs: list[np.ndarray] = [_EMPTY] * len(batch["key"])
+        seconds = np.array(batch["seconds"], dtype=np.float64)
+        if ok:
+            t0 = time.perf_counter()
+            results = self.denoiser.run_many([np.asarray(batch["image"][i]) for i in ok])
+            share = (time.perf_counter() - t0) / len(ok)
+            for i, res in zip(ok, results):
+                outputs[i] = res
+                seconds[i] += share
+        cols = {k: list(batch[k]) for k in ("key", "gray", "format", "error")}
+        cols["seconds"] = list(seconds)
+        cols["image"] = list(batch["image"])
+        cols["output"] = outputs
+        return _pack(cols, "image", "output")
+
+
+def encode(image: np.ndarray, gray: bool, fmt: str) -> bytes:
+    """Encode in the input's format; grayscale inputs are written as one channel."""
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    if gray:
+        im = im.convert("L")
+    buf = io.BytesIO()
+    fmt = (fmt or "PNG").upper()
+    if fmt in ("JPEG", "MPO"):
+        im.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "WEBP":
+        im.save(buf, format="WEBP", lossless=True)
+    else:
+        try:
+            im.save(buf, format=fmt)
+        except (KeyError, OSError, ValueError):
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_score(batch: dict[str, np.ndarray], *, output_uri: str, reference_uri: str | None,
+                endpoint: str | None):
+    """Ray Data task: write each output, score it (as written) and the input against the reference."""
+    out_store = _store(output_uri, endpoint)
+    ref_store = _store(reference_uri, endpoint) if reference_uri else None
+    rows: list[dict[str, Any]] = []
+    for i, key in enumerate(batch["key"]):
+        row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
+        row.update(key=str(key), error=str(batch["error"][i]) or None, seconds=float(batch["seconds"][i]))
+        t0 = time.perf_counter()
+        if not row["error"]:
+            image, output = np.asarray(batch["image"][i]), np.asarray(batch["output"][i])
+            row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
+            data = encode(output, bool(batch["gray"][i]), str(batch["format"][i]))
+            out_store.write_bytes(str(key), data)
+            if ref_store is not None:
+                row.update(_score(decode_rgb8(data), image, ref_store, str(key)))
+        row["seconds"] += time.perf_counter() - t0
+        row["status"] = "error" if row["error"] else "ok"
+        rows.append(row)
+    return rpt.table(rows)  # typed Arrow columns (nulls where a metric does not apply)
+
+
+def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -> dict[str, Any]:
+    try:
+        ref = decode_rgb8(ref_store.read_bytes(key))
+    except FileNotFoundError:
+        return {"error": f"no reference at {ref_store.uri(key)}"}
+    except ImageError as exc:
+        return {"error": f"reference {ref_store.uri(key)} is not a usable image: {exc}"}
+    if ref.shape != written.shape:
+        return {"error": f"reference {ref_store.uri(key)} is {ref.shape[1]}x{ref.shape[0]}, "
+                         f"the image is {written.shape[1]}x{written.shape[0]}"}
+    r = ref.astype(np.float32) / 255
+    m_out = all_metrics(written.astype(np.float32) / 255, r)
+    m_in = all_metrics(noisy.astype(np.float32) / 255, r)
+    return {**m_out, **{f"input_{k}": v for k, v in m_in.items()}}
+
+
+def actor_cpus(cfg: DenoiseConfig, cluster_cpus: float) -> float:
+    """CPUs per model actor: 1, unless the actors would leave the decode/encode tasks less than one
+    CPU (they would then wait forever); GPU actors reserve a token 0.5 CPU."""
+    if cfg.num_gpus_per_worker:
+        return 0.5
+    return max(0.25, min(1.0, math.floor((cluster_cpus - 1.0) / cfg.workers * 4) / 4))
+
+
+def _check_locations(inp: Store, out: Store) -> None:
+    a, b = inp.root.rstrip("/") + "/", out.root.rstrip("/") + "/"
+    if a == b or b.startswith(a):
+        raise DenoiseError(f"--output {out.root} is inside --input {inp.root}: outputs would be read back as inputs")
+
+
+def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
+    """Run the job; returns the summary (also written as summary.json). Raises DenoiseError for
+    user-facing failures of the whole job; per-image failures are rows, not exceptions."""
+    import ray
+
+    endpoint = endpoint_from_env(cfg.s3_endpoint)
+    if cfg.batch_size < 1 or cfg.workers < 1 or cfg.num_gpus_per_worker < 0:
+        raise DenoiseError("--batch-size and --workers must be at least 1, --num-gpus-per-worker at least 0")
+    try:
+        inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
+        _check_locations(inp, out)
+        rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
+        ref = open_store(cfg.reference, endpoint) if cfg.reference else None
+        keys = inp.list_keys()
+        out.check_writable()
+        rep.check_writable()
+        load_model(fetch_model_dir(cfg.model, endpoint))  # fail fast, before any actor starts
+    except (StorageError, ArtifactError) as exc:
+        raise DenoiseError(str(exc)) from None
+    if not keys:
+        raise DenoiseError(f"{inp.root}: no files to denoise")
+    if cfg.num_gpus_per_worker and ray.cluster_resources().get("GPU", 0) < cfg.num_gpus_per_worker * cfg.workers:
+        raise DenoiseError(f"{cfg.workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
+                           f"{ray.cluster_resources().get('GPU', 0):g}")
+    existing = set() if cfg.overwrite else set(out.list_keys())
+    todo = [k for k in keys if k not in existing]
+    rows: list[dict[str, Any]] = [
+        {**{c: None for c in rpt.COLUMNS}, "key": k, "status": "skipped"} for k in keys if k in existing
+    ]
+    log(f"denoise: {len(keys)} inputs in {inp.root}; {len(todo)} to do, {len(rows)} already done (skipped)")
+    t0 = time.time()
+    if todo:
+        ds = ray.data.from_items([{"key": k} for k in todo], override_num_blocks=min(len(todo), 200))
+        ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5,
+                            fn_kwargs={"input_uri": inp.root, "endpoint": endpoint})
+        ds = ds.map_batches(
+            ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
+            num_cpus=actor_cpus(cfg, ray.cluster_resources().get("CPU", 0)),
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            fn_constructor_kwargs={"model_uri": cfg.model, "endpoint": endpoint, "tile": cfg.tile,
+                                   "use_gpu": cfg.num_gpus_per_worker > 0},
+        )
+        ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5,
+                            fn_kwargs={"output_uri": out.root, "reference_uri": ref.root if ref else None,
+                                       "endpoint": endpoint})
+        step = max(1, len(todo) // 20)
+        try:
+            for n, row in enumerate(ds.iter_rows(), 1):
+                rows.append({c: _plain(row.get(c)) for c in rpt.COLUMNS})
+                if row["status"] == "error":
+                    print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
+                if n % step == 0 or n == len(todo):
+                    log(f"denoise: {n}/{len(todo)} images ({n / max(time.time() - t0, 1e-9):.1f} images/s)")
+        except Exception as exc:
+            raise DenoiseError(f"the denoising job failed: {_last_line(exc)}") from exc
+    seconds = time.time() - t0
+    summary = rpt.summarize(rows, seconds)
+    summary["report"] = rep.root
+    _write_report(rows, summary, cfg, inp, out, ref, rep)
+    log(f"denoise: {summary['ok']} written, {summary['skipped']} skipped, {summary['failures']} failed "
+        f"in {seconds:.1f}s -> {out.root}; report in {rep.root}")
+    return summary
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__
+
+
+def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
+    t = rpt.table(rows)
+    rep.write_bytes("report.parquet", rpt.to_parquet(t))
+    rep.write_bytes("report.csv", rpt.to_csv(t))
+    config = {k: v for k, v in asdict(cfg).items()}
+    rep.write_bytes("summary.json", json.dumps({**summary, "config": config}, indent=2).encode())
+    scored = sorted((r for r in rows if r["status"] == "ok" and r.get("psnr") is not None),
+                    key=lambda r: r["psnr"])
+    if scored:
+        picks = [("best", r) for r in scored[::-1][:3]] + [("worst", r) for r in scored[:3] if r not in scored[-3:]]
+    else:
+        picks = [("example", r) for r in rows if r["status"] == "ok"][:3]
+    examples = []
+    counters: dict[str, int] = {}
+    for label, r in picks:
+        counters[label] = counters.get(label, 0) + 1
+        thumbs = {}
+        for name, store in (("input", inp), ("output", out), ("reference", ref)):
+            try:
+                thumbs[name] = rpt.thumbnail_data_uri(decode_rgb8(store.read_bytes(r["key"]))) if store else ""
+            except Exception:
+                thumbs[name] = ""
+        examples.append({"label": f"{label} {counters[label]}", "row": r, **thumbs})
+    page = rpt.render_html(summary, examples, f"raydenoise report: {inp.root}", config)
+    rep.write_bytes("report.html", page.encode())

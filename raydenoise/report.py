@@ -1,0 +1,151 @@
+"""Per-image denoising reports: summary statistics, CSV/Parquet tables and an HTML page. No Ray.
+
+A report row is a dict with ``key``, ``width``, ``height``, ``status`` (``ok``, ``error`` or
+``skipped``), ``error``, ``seconds`` and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim``
+of the output and ``input_psnr`` ... ``input_ssim`` of the input, all against the reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+METRICS = ("psnr", "mse", "mae", "ssim")
+COLUMNS = ["key", "width", "height", "status", "error", "seconds",
+           *METRICS, *(f"input_{m}" for m in METRICS)]
+SCHEMA = pa.schema([
+    ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
+    ("error", pa.string()), ("seconds", pa.float64()),
+    *[(m, pa.float64()) for m in METRICS], *[(f"input_{m}", pa.float64()) for m in METRICS],
+])
+
+
+def table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows -> a table with the report schema, sorted by key; missing values become nulls."""
+    rows = sorted(rows, key=lambda r: r["key"])
+    cols = {c: [_clean(r.get(c)) for r in rows] for c in COLUMNS}
+    return pa.table(cols, schema=SCHEMA)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def to_parquet(t: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    return buf.getvalue()
+
+
+def to_csv(t: pa.Table) -> bytes:
+    """Plain CSV (quotes only where needed; empty cells for nulls)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(t.column_names)
+    for row in t.to_pylist():
+        writer.writerow(["" if v is None else v for v in row.values()])
+    return buf.getvalue().encode()
+
+
+def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Counts, failures, throughput and mean/median/min/max of every metric over ``ok`` rows.
+
+    Non-finite values (PSNR of a perfect output is inf) are left out of the statistics and
+    counted under ``<metric>_infinite``.
+    """
+    ok = [r for r in rows if r["status"] == "ok"]
+    done = [r for r in rows if r["status"] in ("ok", "skipped")]
+    pixels = sum((r.get("width") or 0) * (r.get("height") or 0) for r in ok)
+    out: dict[str, Any] = {
+        "count": len(rows),
+        "ok": len(ok),
+        "skipped": sum(r["status"] == "skipped" for r in rows),
+        "failures": sum(r["status"] == "error" for r in rows),
+        "seconds": round(seconds, 3),
+        "images_per_s": len(ok) / seconds if seconds > 0 else None,
+        "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 else None,
+        "metrics": {},
+    }
+    for m in (*METRICS, *(f"input_{m}" for m in METRICS)):
+        vals = np.array([r[m] for r in done if r.get(m) is not None], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        if vals.size:
+            out["metrics"][m] = {
+                "mean": float(finite.mean()) if finite.size else None,
+                "median": float(np.median(finite)) if finite.size else None,
+                "min": float(finite.min()) if finite.size else None,
+                "max": float(finite.max()) if finite.size else None,
+                "count": int(vals.size),
+                "infinite": int(vals.size - finite.size),
+            }
+    return out
+
+
+def thumbnail_data_uri(image: np.ndarray | None, size: int = 256) -> str:
+    """A small JPEG of ``image`` as a data: URI (the HTML stays one self-contained file)."""
+    if image is None:
+        return ""
+    im = Image.fromarray(image)
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def render_html(summary: dict[str, Any], examples: list[dict[str, Any]], title: str,
+                config: dict[str, Any]) -> str:
+    """The report page: summary table plus side-by-side input/output/reference thumbnails.
+
+    ``examples``: dicts with ``label`` (e.g. "best 1"), ``row`` (a report row) and ``input``,
+    ``output``, ``reference`` (data URIs, possibly empty).
+    """
+    stat_rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(s.get(k))}</td>" for k in ("mean", "median", "min", "max"))
+        + f"<td>{s['count']}</td></tr>"
+        for m, s in summary["metrics"].items()
+    )
+    cards = []
+    for ex in examples:
+        r = ex["row"]
+        cells = "".join(
+            f"<figure><img src='{ex[k]}' alt='{k}'><figcaption>{k}</figcaption></figure>"
+            for k in ("input", "output", "reference") if ex.get(k)
+        )
+        gain = ""
+        if r.get("psnr") is not None and r.get("input_psnr") is not None:
+            gain = f" — PSNR {_fmt(r['psnr'], 2)} dB (input {_fmt(r['input_psnr'], 2)} dB), SSIM {_fmt(r['ssim'])}"
+        cards.append(f"<section><h3>{html.escape(ex['label'])}: {html.escape(r['key'])}{gain}</h3>{cells}</section>")
+    head = ", ".join(f"{k}: {_fmt(summary.get(k), 2)}" for k in ("count", "ok", "skipped", "failures", "images_per_s"))
+    cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:4px}}img{{max-width:256px;border:1px solid #999}}</style></head>
+<body><h1>{html.escape(title)}</h1><p>{head}</p>
+<h2>Metrics (against the reference; input_* = the noisy input itself)</h2>
+<table><tr><th>metric</th><th>mean</th><th>median</th><th>min</th><th>max</th><th>images</th></tr>{stat_rows}</table>
+<h2>Best and worst images</h2>{''.join(cards) or '<p>No reference given: no ranking.</p>'}
+<h2>Configuration</h2><table>{cfg}</table></body></html>
+"""

@@ -1,0 +1,164 @@
+"""Bulk denoising with Ray Data on a 2-CPU cluster, against local folders and SeaweedFS."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from raydenoise.artifacts import save_model_dir
+from raydenoise.denoise import DenoiseConfig, DenoiseError, run_denoise
+from raydenoise.images import decode_rgb8
+from raydenoise.metrics import psnr
+from raydenoise.models import build_model
+
+from conftest import jpeg_bytes, png_bytes, rgb, run_cli, write
+
+pytestmark = pytest.mark.slow
+
+
+def quiet(msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, ray_cluster):
+    return ray_cluster
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("unet", 8)
+    d = tmp_path_factory.mktemp("model")
+    save_model_dir(d, model.eval(), {"model": "unet", "width": 8})
+    return d
+
+
+def noisy(clean: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+
+
+def make_images(put, n=20):
+    """Mixed sizes and formats (PNG, JPEG, grayscale), nested keys, plus one corrupt file."""
+    keys = {}
+    for i in range(n - 1):
+        h, w = (24 + 4 * (i % 3), 32 + 8 * (i % 4))
+        clean = rgb(h, w, seed=i)
+        key = f"set{i % 2}/img{i}." + ("jpg" if i % 5 == 0 else "png")
+        enc = jpeg_bytes if key.endswith(".jpg") else png_bytes
+        if i % 7 == 3:  # grayscale input
+            g = clean[..., 0]
+            put("in", key, enc(noisy(g, i)))
+            put("ref", key, png_bytes(g))
+        else:
+            put("in", key, enc(noisy(clean, i)))
+            put("ref", key, png_bytes(clean))
+        keys[key] = (h, w)
+    put("in", "broken.png", b"\x89PNG\r\n\x1a\nthis is not a png")
+    return keys
+
+
+def check_run(summary, rows, read_out, read_ref, keys):
+    assert summary["count"] == len(keys) + 1 and summary["failures"] == 1 and summary["ok"] == len(keys)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["broken.png"]["status"] == "error" and "not a usable image" in by_key["broken.png"]["error"]
+    for key, (h, w) in keys.items():
+        r = by_key[key]
+        assert r["status"] == "ok" and (r["height"], r["width"]) == (h, w)
+        im = Image.open(io.BytesIO(read_out(key)))
+        assert im.format == ("JPEG" if key.endswith(".jpg") else "PNG")
+        assert im.size == (w, h)
+    for key in list(keys)[:4]:  # recompute PSNR from the written files
+        out = decode_rgb8(read_out(key)).astype(np.float32) / 255
+        ref = decode_rgb8(read_ref(key)).astype(np.float32) / 255
+        assert by_key[key]["psnr"] == pytest.approx(psnr(out, ref), abs=1e-6)
+        assert by_key[key]["input_psnr"] is not None
+
+
+def test_local_folder_with_reference_rerun_and_overwrite(cluster, model_dir, tmp_path):
+    keys = make_images(lambda side, k, d: write(tmp_path / side / k, d))
+    cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir),
+                        reference=str(tmp_path / "ref"), batch_size=3, workers=2)
+    summary = run_denoise(cfg, log=quiet)
+    rep = tmp_path / "out" / "_report"
+    rows = pq.read_table(rep / "report.parquet").to_pylist()
+    check_run(summary, rows, lambda k: (tmp_path / "out" / k).read_bytes(), lambda k: (tmp_path / "ref" / k).read_bytes(), keys)
+    gray_key = next(k for k in keys if int(k.split("img")[1].split(".")[0]) % 7 == 3)
+    assert Image.open(tmp_path / "out" / gray_key).mode == "L"
+    saved = json.loads((rep / "summary.json").read_text())
+    assert saved["metrics"]["psnr"]["count"] == len(keys) and (rep / "report.csv").read_text().startswith("key,")
+    html = (rep / "report.html").read_text()
+    assert "best 1" in html and "worst 1" in html and "data:image/jpeg;base64," in html
+    # re-run: everything written is skipped, the broken input is tried (and fails) again
+    before = (tmp_path / "out" / next(iter(keys))).stat().st_mtime_ns
+    again = run_denoise(cfg, log=quiet)
+    assert again["skipped"] == len(keys) and again["failures"] == 1 and again["ok"] == 0
+    assert (tmp_path / "out" / next(iter(keys))).stat().st_mtime_ns == before
+    over = run_denoise(DenoiseConfig(**{**cfg.__dict__, "overwrite": True}), log=quiet)
+    assert over["ok"] == len(keys)
+
+
+def test_s3_prefix_to_s3_with_missing_reference(s3_server, cluster, model_dir):
+    fs = s3_server.fs()
+    base = s3_server.prefix()
+
+    def put(side, key, data):
+        fs.pipe_file(f"{base[5:]}/{side}/{key}", data)
+
+    keys = make_images(put)
+    fs.rm(f"{base[5:]}/ref/{next(iter(keys))}")  # one reference missing -> an error row, not a crash
+    model_uri = f"{base}/model"
+    for f in model_dir.iterdir():
+        fs.pipe_file(f"{model_uri[5:]}/{f.name}", f.read_bytes())
+    r = run_cli("denoise", "--input", f"{base}/in", "--output", f"{base}/out", "--model", model_uri,
+                "--reference", f"{base}/ref", "--s3-endpoint", s3_server.endpoint, "--workers", "1", "--tile", "16",
+                address=cluster)
+    assert r.returncode == 1, r.stderr
+    assert "2 of 20 images failed" in r.stderr and f"{base}/out/_report" in r.stderr and "Traceback" not in r.stderr
+    rows = pq.read_table(io.BytesIO(fs.cat_file(f"{base[5:]}/out/_report/report.parquet"))).to_pylist()
+    missing = next(r for r in rows if r["key"] == next(iter(keys)))
+    assert missing["status"] == "error" and "no reference" in missing["error"]
+    rest = dict(keys)
+    rest.pop(next(iter(keys)))
+    fake_summary = {"count": len(rows) - 1, "failures": 1, "ok": len(rest)}
+    check_run(fake_summary, [r for r in rows if r["key"] != next(iter(keys))],
+              lambda k: fs.cat_file(f"{base[5:]}/out/{k}"), lambda k: fs.cat_file(f"{base[5:]}/ref/{k}"), rest)
+
+
+def test_bad_arguments_fail_fast(cluster, model_dir, tmp_path):
+    write(tmp_path / "in/a.png", png_bytes(rgb(8, 8)))
+    with pytest.raises(DenoiseError, match="missing config.json"):
+        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "o"), model=str(tmp_path)), log=quiet)
+    with pytest.raises(DenoiseError, match="inside --input"):
+        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "in/out"), model=str(model_dir)),
+                    log=quiet)
+    with pytest.raises(DenoiseError, match="no such file"):
+        run_denoise(DenoiseConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "o"), model=str(model_dir)),
+                    log=quiet)
+
+
+def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path):
+    from raydenoise.evaluate import EvaluateConfig, EvaluateError, run_evaluate
+    from raydenoise.ingest import IngestConfig, run_ingest
+
+    for i in range(6):
+        clean = rgb(24, 32, seed=i)
+        write(tmp_path / f"low/{i}.png", png_bytes(noisy(clean, i)))
+        write(tmp_path / f"high/{i}.png", png_bytes(clean))
+    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
+                            split=(0.0, 0.0, 1.0)), log=quiet)
+    table = run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir)), log=quiet)
+    assert set(table) == {"model", "noisy input", "nl-means"} and all(v["images"] == 6 for v in table.values())
+    direct = np.mean([psnr(noisy(rgb(24, 32, seed=i), i) / 255, rgb(24, 32, seed=i) / 255) for i in range(6)])
+    assert table["noisy input"]["psnr"] == pytest.approx(direct, abs=1e-6)
+    assert table["nl-means"]["psnr"] > table["noisy input"]["psnr"]  # NLM does denoise
+    out = model_dir / "eval" / "test"
+    assert json.loads((out / "table.json").read_text())["table"]["model"]["images"] == 6
+    assert (out / "per_image.csv").read_text().count("\n") == 1 + 18
+    with pytest.raises(EvaluateError, match="val split is empty"):
+        run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), split="val"), log=quiet)
