@@ -1,0 +1,137 @@
+"""Denoise benchmark: `raydenoise denoise` vs a plain single-process PyTorch loop vs Non-Local Means.
+
+    python bench/denoise.py                      # 200 images of 400x600, seed-ae and unet
+    python bench/denoise.py --images 50 --models seed-ae
+
+Same files, same run, in this order per model:
+  plain    one Python process: for each file read -> decode -> model (torch's default threads)
+           -> encode PNG -> write; timed from the first read to the last write;
+  ray      `raydenoise denoise --workers W` as a subprocess with its own local Ray; "pipeline"
+           is the job's own timing (summary.json `seconds`: first task to last row), "end to end"
+           includes Ray start-up and the report.
+Non-Local Means (scikit-image, as in `raydenoise evaluate`) runs in one process on the first
+--nlm-images files: it is the seed notebook's classical baseline.
+Throughput does not depend on the weights, so the models are freshly initialized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_images(root: Path, n: int) -> None:
+    from skimage import data
+
+    photo = data.coffee()
+    big = np.concatenate([photo, photo[:, ::-1]], axis=1)
+    root.mkdir(parents=True)
+
+    def one(i: int) -> None:
+        off = (i * 7) % 600
+        clean = big[:, off : off + 600]
+        noisy = np.clip(clean + np.random.default_rng(i).normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(root / f"{i:04d}.png", compress_level=1)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(n)))
+
+
+def plain_loop(model_dir: Path, src: Path, dst: Path) -> float:
+    import torch
+
+    from raydenoise.artifacts import load_model
+
+    model, _ = load_model(model_dir)
+    dst.mkdir(parents=True)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for f in sorted(src.iterdir()):
+            x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            buf = io.BytesIO()
+            Image.fromarray(np.round(y * 255).astype(np.uint8)).save(buf, format="PNG")
+            (dst / f.name).write_bytes(buf.getvalue())
+    return time.perf_counter() - t0
+
+
+def nlm_rate(src: Path, n: int) -> float:
+    from raydenoise.evaluate import nl_means
+
+    files = sorted(src.iterdir())[:n]
+    t0 = time.perf_counter()
+    for f in files:
+        nl_means(np.asarray(Image.open(f).convert("RGB")))
+    return len(files) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--models", default="seed-ae,unet")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nlm-images", type=int, default=10)
+    ap.add_argument("--out", default=str(HERE / "out" / "denoise.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    from raydenoise.artifacts import save_model_dir
+    from raydenoise.models import build_model
+
+    work = Path(tempfile.mkdtemp(prefix="raydenoise-bench-denoise-"))
+    src = work / "noisy"
+    make_images(src, args.images)
+    mp = args.images * 400 * 600 / 1e6
+    results = {"images": args.images, "size": "400x600", "cpus": os.cpu_count(), "workers": args.workers, "models": {}}
+    exe = str(Path(sys.executable).parent / "raydenoise")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model_dir = work / f"model-{name}"
+        save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
+        plain_s = plain_loop(model_dir, src, work / f"plain-{name}")
+        t0 = time.perf_counter()
+        proc = subprocess.run([exe, "denoise", "--input", str(src), "--output", str(work / f"ray-{name}"),
+                               "--model", str(model_dir), "--workers", str(args.workers)],
+                              capture_output=True, text=True, env=env)
+        ray_e2e = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"raydenoise denoise failed for {name}")
+        summary = json.loads((work / f"ray-{name}" / "_report" / "summary.json").read_text())
+        assert summary["ok"] == args.images, summary
+        r = {
+            "plain_images_per_s": args.images / plain_s,
+            "plain_megapixels_per_s": mp / plain_s,
+            "ray_images_per_s_end_to_end": args.images / ray_e2e,
+            "ray_images_per_s_pipeline": args.images / summary["seconds"],
+            "ray_megapixels_per_s_pipeline": mp / summary["seconds"],
+        }
+        r["speedup_pipeline"] = r["ray_images_per_s_pipeline"] / r["plain_images_per_s"]
+        r["speedup_end_to_end"] = r["ray_images_per_s_end_to_end"] / r["plain_images_per_s"]
+        results["models"][name] = r
+        print(name, json.dumps(r, indent=1), flush=True)
+    results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
