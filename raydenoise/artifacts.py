@@ -30,13 +30,13 @@ class ArtifactError(ValueError):
     """A model directory that is missing files or does not match its config."""
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model  # DDP wraps the model
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters and buffers (BatchNorm statistics included) as contiguous CPU tensors."""
-    return {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
 
 
 def save_model_dir(directory: str | os.PathLike, model: nn.Module, config: dict[str, Any]) -> None:

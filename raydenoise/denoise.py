@@ -13,7 +13,6 @@ an ``error`` row and the job goes on. Existing outputs are skipped (``skipped`` 
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -30,7 +29,7 @@ from . import report as rpt
 from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
 from .images import PNG_COMPRESS_LEVEL, ImageError, decode_rgb8
 from .metrics import all_metrics
-from .storage import StorageError, Store, endpoint_from_env, open_store
+from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 REPORT_DIR = "_report"
 JPEG_QUALITY = 95
@@ -56,14 +55,9 @@ class DenoiseConfig:
     s3_endpoint: str | None = None
 
 
-@functools.lru_cache(maxsize=8)
-def _store(uri: str, endpoint: str | None) -> Store:
-    return open_store(uri, endpoint)
-
-
 def fetch_model_dir(model_uri: str, endpoint: str | None) -> str:
     """A local folder with config.json + model.safetensors (downloaded when the URI is s3://)."""
-    store = _store(model_uri, endpoint)
+    store = cached_store(model_uri, endpoint)
     if not store.is_s3:
         return store.root
     local = tempfile.mkdtemp(prefix="raydenoise-model-")
@@ -93,7 +87,7 @@ def _decode_keep_gray(data: bytes) -> tuple[np.ndarray, bool, str]:
 
 def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, endpoint: str | None) -> dict[str, Any]:
     """Ray Data task: keys -> decoded RGB pixels (or an error)."""
-    store = _store(input_uri, endpoint)
+    store = cached_store(input_uri, endpoint)
     out: dict[str, list] = {k: [] for k in ("key", "image", "gray", "format", "error", "seconds")}
     for key in batch["key"]:
         t0 = time.perf_counter()
@@ -180,8 +174,8 @@ def encode(image: np.ndarray, gray: bool, fmt: str) -> bytes:
 def write_score(batch: dict[str, np.ndarray], *, output_uri: str, reference_uri: str | None,
                 endpoint: str | None):
     """Ray Data task: write each output, score it (as written) and the input against the reference."""
-    out_store = _store(output_uri, endpoint)
-    ref_store = _store(reference_uri, endpoint) if reference_uri else None
+    out_store = cached_store(output_uri, endpoint)
+    ref_store = cached_store(reference_uri, endpoint) if reference_uri else None
     rows: list[dict[str, Any]] = []
     for i, key in enumerate(batch["key"]):
         row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
@@ -284,7 +278,7 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
                 if n % step == 0 or n == len(todo):
                     log(f"denoise: {n}/{len(todo)} images ({n / max(time.time() - t0, 1e-9):.1f} images/s)")
         except Exception as exc:
-            raise DenoiseError(f"the denoising job failed: {_last_line(exc)}") from exc
+            raise DenoiseError(f"the denoising job failed: {last_error_line(exc)}") from exc
     seconds = time.time() - t0
     summary = rpt.summarize(rows, seconds)
     summary["report"] = rep.root
@@ -298,11 +292,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else type(exc).__name__
 
 
 def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .images import ImageError, to_png_rgb8
 from .pairing import SPLITS, Pair, Rejected, pair_keys
-from .storage import StorageError, Store, endpoint_from_env, open_store
+from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -86,12 +86,6 @@ class IngestResult:
     out: str
 
 
-@functools.lru_cache(maxsize=16)
-def _store(uri: str, endpoint: str | None) -> Store:
-    # One filesystem object per worker process and URI (s3fs clients are costly to create).
-    return open_store(uri, endpoint)
-
-
 def _read(store: Store, key: str) -> tuple[bytes | None, str | None]:
     """The object's bytes, or a rejection reason for an object that is gone or forbidden.
 
@@ -131,7 +125,7 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
 
 def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None) -> dict:
     """Ray Data task: one shard spec in, one shard file out, a small summary back."""
-    low, high, out = _store(low_uri, endpoint), _store(high_uri, endpoint), _store(out_uri, endpoint)
+    low, high, out = (cached_store(u, endpoint) for u in (low_uri, high_uri, out_uri))
     rejected: list[dict] = []
     buf: dict[str, list] = {name: [] for name in SCHEMA.names}
     writer = None
@@ -187,11 +181,6 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
         "bytes": int(size),
         "rejected": json.dumps(rejected),
     }
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else type(exc).__name__
 
 
 def _shard_specs(pairs: list[Pair], rows_per_shard: int, run: str) -> list[dict]:
@@ -265,7 +254,7 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
                         f"{done_pairs / max(time.time() - t0, 1e-9):.1f} pairs/s)")
         except Exception as exc:
             _remove_run_shards(out, run)
-            raise IngestError(f"writing shards to {out.root} failed: {_first_line(exc)}") from exc
+            raise IngestError(f"writing shards to {out.root} failed: {last_error_line(exc)}") from exc
     shards.sort(key=lambda s: s["path"])
     total = sum(s["rows"] for s in shards)
     if rejected:

@@ -7,6 +7,7 @@ S3-compatible stores are reached with an explicit endpoint (``--s3-endpoint``) o
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from dataclasses import dataclass
@@ -115,6 +116,12 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def last_error_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text: where Ray and Ray Train put the cause."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__
+
+
 def endpoint_from_env(explicit: str | None = None) -> str | None:
     """The S3 endpoint to use: ``explicit`` if given, else ``AWS_ENDPOINT_URL``, else AWS."""
     return explicit or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -144,3 +151,10 @@ def open_store(uri: str, s3_endpoint: str | None = None) -> Store:
     local = os.path.abspath(os.path.expanduser(local))
     fs, path = url_to_fs(local)
     return Store(fs=fs, root=local, path=path.rstrip("/") or "/")
+
+
+@functools.lru_cache(maxsize=16)
+def cached_store(uri: str, endpoint: str | None) -> Store:
+    """open_store, once per process and (uri, endpoint): for Ray workers, which handle many
+    batches and should not build a new s3fs client for each."""
+    return open_store(uri, endpoint)

@@ -13,7 +13,6 @@ restarts a crashed worker group from it. At the end the driver writes ``RUN/mode
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .ingest import IngestError, read_manifest
-from .storage import StorageError, Store, endpoint_from_env, open_store
+from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     # The seed notebook: BCE, Adam 1e-3, batch 2, 10 epochs, full images, no augmentation.
@@ -117,7 +116,7 @@ def read_decode_augment(items: dict[str, np.ndarray], *, data_uri: str, endpoint
     """
     import pyarrow.parquet as pq
 
-    store = _data_store(data_uri, endpoint)
+    store = cached_store(data_uri, endpoint)
     rng = np.random.default_rng()
     for path in items["path"]:
         with store.fs.open(store.key_path(str(path)), "rb") as f:
@@ -136,11 +135,6 @@ def _stack_or_ragged(lows: list[np.ndarray], highs: list[np.ndarray]) -> dict[st
     out_l, out_h = np.empty(len(lows), dtype=object), np.empty(len(highs), dtype=object)
     out_l[:], out_h[:] = lows, highs
     return {"low": out_l, "high": out_h}
-
-
-@functools.lru_cache(maxsize=4)
-def _data_store(uri: str, endpoint: str | None) -> Store:
-    return open_store(uri, endpoint)
 
 
 def collate(batch: dict[str, np.ndarray]):
@@ -214,7 +208,7 @@ def evaluate(model, cfg: TrainConfig, val_shards: list[str], rank: int, world: i
 
     from .metrics import all_metrics
 
-    store = open_store(cfg.data, cfg.s3_endpoint)
+    store = cached_store(cfg.data, cfg.s3_endpoint)
     loss_fn = _loss_fn(cfg.loss)
     sums = np.zeros(6)  # count, loss, psnr, mse, mae, ssim
     index = 0
@@ -263,7 +257,7 @@ def train_fn_per_worker(config: dict) -> None:
 
     from safetensors.torch import load_file
 
-    from .artifacts import WEIGHTS, load_train_state, save_model_dir, save_optimizer
+    from .artifacts import WEIGHTS, load_train_state, save_model_dir, save_optimizer, unwrap
     from .models import build_model, count_parameters
 
     cfg = TrainConfig(**config["cfg"])
@@ -333,7 +327,7 @@ def train_fn_per_worker(config: dict) -> None:
                     break
         train_seconds = time.time() - t0
         n, total_loss, pixels = _all_reduce_sum([seen, loss_sum, pixels], device)
-        val = evaluate(model.module if hasattr(model, "module") else model, cfg, config["val_shards"], rank, world, device)
+        val = evaluate(unwrap(model), cfg, config["val_shards"], rank, world, device)
         scheduler.step()
         metrics = {
             "epoch": epoch + 1,
@@ -361,7 +355,7 @@ def train_fn_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                params = count_parameters(model.module if hasattr(model, "module") else model)
+                params = count_parameters(unwrap(model))
                 save_model_dir(tmp, model, {
                     "model": cfg.model, "width": cfg.width, "parameters": params,
                     "input": "float32 RGB in [0, 1], NCHW, any size", "output": "same as input",
@@ -473,15 +467,10 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError carries the worker's traceback
-        raise TrainError(f"training failed: {_last_line(exc)}") from exc
+        raise TrainError(f"training failed: {last_error_line(exc)}") from exc
     if result.error:
-        raise TrainError(f"training failed: {_last_line(result.error)}")
+        raise TrainError(f"training failed: {last_error_line(result.error)}")
     return _finalize(cfg, storage, result, log)
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else type(exc).__name__
 
 
 def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
