@@ -240,7 +240,8 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         keys = inp.list_keys()
         out.check_writable()
         rep.check_writable()
-        load_model(fetch_model_dir(cfg.model, endpoint))  # fail fast, before any actor starts
+        model_uri = open_store(cfg.model, endpoint).root  # resolved: actors may run elsewhere
+        load_model(fetch_model_dir(model_uri, endpoint))  # fail fast, before any actor starts
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None
     if not keys:
@@ -263,7 +264,7 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
             ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
             num_cpus=actor_cpus(cfg, ray.cluster_resources().get("CPU", 0)),
             compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-            fn_constructor_kwargs={"model_uri": cfg.model, "endpoint": endpoint, "tile": cfg.tile,
+            fn_constructor_kwargs={"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                                    "use_gpu": cfg.num_gpus_per_worker > 0},
         )
         ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5,

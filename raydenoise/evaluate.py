@@ -112,7 +112,9 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         manifest = read_manifest(cfg.data, endpoint)
         from .denoise import fetch_model_dir
 
-        load_model(fetch_model_dir(cfg.model, endpoint))
+        # Resolved here: actors may run in another directory or on another node.
+        data_uri, model_uri = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint).root
+        load_model(fetch_model_dir(model_uri, endpoint))
         out = open_store(cfg.out or open_store(cfg.model, endpoint).uri(f"eval/{cfg.split}"), endpoint)
         out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
@@ -123,7 +125,7 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     log(f"evaluate: {manifest['counts'][cfg.split]} {cfg.split} pairs x {len(METHODS)} methods")
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        fn_constructor_kwargs={"data_uri": cfg.data, "model_uri": cfg.model, "endpoint": endpoint, "tile": cfg.tile},
+        fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile},
     )
     rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]
     table = {}

@@ -428,6 +428,8 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
     if cfg.cpus_per_worker is None:
         cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 0)))
     manifest, data, storage = _preflight(cfg)
+    # Workers run in their own directories: give them resolved URIs, never relative paths.
+    cfg = replace(cfg, data=data.root, storage_path=storage.root)
     val_shards = [s["path"] for s in manifest["shards"] if s["split"] == "val"]
     # The manifest already lists the shards, so no Parquet listing task is needed (Ray Data's
     # reader would ask for a whole CPU, which a small cluster busy with training may not have).

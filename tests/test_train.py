@@ -76,6 +76,16 @@ def test_two_worker_ddp_loss_goes_down_and_artifacts_are_complete(dataset, tmp_p
     assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pt"))
 
 
+def test_relative_paths_work_although_workers_run_elsewhere(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import os
+
+    rel = os.path.relpath(dataset, tmp_path)
+    assert not os.path.isabs(rel)
+    summary = run_train(cfg(rel, "runs", "rel", epochs=1, num_workers=1), log=quiet)
+    assert summary["epochs"] == 1 and (tmp_path / "runs/rel/model/model.safetensors").exists()
+
+
 def test_interrupted_run_resumes_with_optimizer_state(dataset, tmp_path, monkeypatch):
     c = cfg(dataset, tmp_path, "resume", epochs=3, num_workers=1)
     monkeypatch.setenv(CRASH_ENV, f"1:0:{tmp_path / 'crashed'}")
