@@ -126,10 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="clean images at the same relative keys: adds PSNR/MSE/MAE/SSIM")
     p.add_argument("--report", default=None, help=f"where the report goes (default: OUTPUT/{REPORT_DIR})")
     p.add_argument("--batch-size", type=_positive, default=4)
-    p.add_argument("--workers", type=_positive, default=1, help="model actors")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="model actors (default: one per CPU, or as many as the GPUs allow with --num-gpus-per-worker)")
     p.add_argument("--num-gpus-per-worker", type=float, default=0.0)
     p.add_argument("--tile", type=_positive, default=None, help="process images in tiles of this size (pixels)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
+    p.add_argument("--pipeline", choices=("auto", "fused", "staged"), default="auto",
+                   help="fused: each actor reads, denoises and writes (CPU default); staged: separate read, "
+                        "model and write stages (GPU default)")
     _add_s3(p)
     _add_ray(p)
 
@@ -198,7 +202,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     cfg = DenoiseConfig(input=args.input, output=args.output, model=args.model, reference=args.reference,
                         report=args.report, batch_size=args.batch_size, workers=args.workers,
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
-                        s3_endpoint=args.s3_endpoint)
+                        pipeline=args.pipeline, s3_endpoint=args.s3_endpoint)
     init_ray(args.address)
     summary = run_denoise(cfg, log=_log)
     if summary["failures"]:

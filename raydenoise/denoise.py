@@ -48,10 +48,11 @@ class DenoiseConfig:
     reference: str | None = None
     report: str | None = None  # default: OUTPUT/_report
     batch_size: int = 4
-    workers: int = 1
+    workers: int | None = None  # None: one per CPU (CPU mode) or per GPU share (GPU mode)
     num_gpus_per_worker: float = 0.0
     tile: int | None = None
     overwrite: bool = False
+    pipeline: str = "auto"  # "fused" (CPU default), "staged" (GPU default); see FusedActor
     s3_endpoint: str | None = None
 
 
@@ -85,26 +86,31 @@ def _decode_keep_gray(data: bytes) -> tuple[np.ndarray, bool, str]:
     return rgb, gray, fmt
 
 
-def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, endpoint: str | None) -> dict[str, Any]:
-    """Ray Data task: keys -> decoded RGB pixels (or an error)."""
+def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, output_uri: str,
+                endpoint: str | None) -> dict[str, Any]:
+    """Ray Data task: keys -> decoded RGB pixels (or an error). For a ``skip`` row (its output
+    exists and will be scored, not redone) the existing output is decoded too."""
     store = cached_store(input_uri, endpoint)
-    out: dict[str, list] = {k: [] for k in ("key", "image", "gray", "format", "error", "seconds")}
-    for key in batch["key"]:
+    out_store = cached_store(output_uri, endpoint)
+    cols = ("key", "skip", "image", "output", "gray", "format", "error", "seconds")
+    out: dict[str, list] = {k: [] for k in cols}
+    for key, skip in zip(batch["key"], batch["skip"]):
         t0 = time.perf_counter()
-        image, gray, fmt, error = _EMPTY, False, "", ""
+        image, output, gray, fmt, error = _EMPTY, _EMPTY, False, "", ""
         try:
             image, gray, fmt = _decode_keep_gray(store.read_bytes(str(key)))
         except ImageError as exc:
             error = f"not a usable image: {exc}"
         except FileNotFoundError:
             error = "input disappeared before it was read"
-        out["key"].append(str(key))
-        out["image"].append(image)
-        out["gray"].append(gray)
-        out["format"].append(fmt)
-        out["error"].append(error)
-        out["seconds"].append(time.perf_counter() - t0)
-    return _pack(out, "image")
+        if skip and not error:
+            try:
+                output = decode_rgb8(out_store.read_bytes(str(key)))
+            except (ImageError, FileNotFoundError) as exc:
+                error = f"existing output {out_store.uri(str(key))} is unreadable ({exc}); rerun with --overwrite"
+        for k, v in zip(cols, (str(key), bool(skip), image, output, gray, fmt, error, time.perf_counter() - t0)):
+            out[k].append(v)
+    return _pack(out, "image", "output")
 
 
 def _pack(cols: dict[str, list], *image_cols: str) -> dict[str, Any]:
@@ -129,21 +135,39 @@ class ModelActor:
         self.denoiser = Denoiser(model, config["model"], device=device, tile=tile)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        ok = [i for i, e in enumerate(batch["error"]) if not e]
-        outputs: list[np.ndarray] = [_EMPTY] * len(batch["key"])
+        todo = [i for i, (e, skip) in enumerate(zip(batch["error"], batch["skip"])) if not e and not skip]
+        outputs = list(batch["output"])
         seconds = np.array(batch["seconds"], dtype=np.float64)
-        if ok:
+        if todo:
             t0 = time.perf_counter()
-            results = self.denoiser.run_many([np.asarray(batch["image"][i]) for i in ok])
-            share = (time.perf_counter() - t0) / len(ok)
-            for i, res in zip(ok, results):
+            results = self.denoiser.run_many([np.asarray(batch["image"][i]) for i in todo])
+            share = (time.perf_counter() - t0) / len(todo)
+            for i, res in zip(todo, results):
                 outputs[i] = res
                 seconds[i] += share
-        cols = {k: list(batch[k]) for k in ("key", "gray", "format", "error")}
+        cols = {k: list(batch[k]) for k in ("key", "skip", "gray", "format", "error")}
         cols["seconds"] = list(seconds)
         cols["image"] = list(batch["image"])
         cols["output"] = outputs
         return _pack(cols, "image", "output")
+
+
+class FusedActor(ModelActor):
+    """CPU mode: one actor reads, denoises, writes and scores its batch in one process.
+
+    On CPUs every stage competes for the same cores, so running them as separate Ray Data
+    operators buys no overlap but ships each image through the object store twice; N fused
+    actors are N independent loops (see BENCHMARKS.md). GPU mode keeps the stages apart so CPU
+    decoding and encoding overlap the GPU's work.
+    """
+
+    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
+                 read_kwargs: dict[str, Any], write_kwargs: dict[str, Any]):
+        super().__init__(model_uri, endpoint, tile, use_gpu)
+        self.read_kwargs, self.write_kwargs = read_kwargs, write_kwargs
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        return write_score(super().__call__(read_decode(batch, **self.read_kwargs)), **self.write_kwargs)
 
 
 def encode(image: np.ndarray, gray: bool, fmt: str) -> bytes:
@@ -173,23 +197,27 @@ def encode(image: np.ndarray, gray: bool, fmt: str) -> bytes:
 
 def write_score(batch: dict[str, np.ndarray], *, output_uri: str, reference_uri: str | None,
                 endpoint: str | None):
-    """Ray Data task: write each output, score it (as written) and the input against the reference."""
+    """Ray Data task: write each new output, score it (as written; a skipped row's existing
+    output as read) and the input against the reference."""
     out_store = cached_store(output_uri, endpoint)
     ref_store = cached_store(reference_uri, endpoint) if reference_uri else None
     rows: list[dict[str, Any]] = []
     for i, key in enumerate(batch["key"]):
         row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
         row.update(key=str(key), error=str(batch["error"][i]) or None, seconds=float(batch["seconds"][i]))
+        skip = bool(batch["skip"][i])
         t0 = time.perf_counter()
         if not row["error"]:
             image, output = np.asarray(batch["image"][i]), np.asarray(batch["output"][i])
             row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
-            data = encode(output, bool(batch["gray"][i]), str(batch["format"][i]))
-            out_store.write_bytes(str(key), data)
+            if not skip:
+                data = encode(output, bool(batch["gray"][i]), str(batch["format"][i]))
+                out_store.write_bytes(str(key), data)
+                output = decode_rgb8(data)  # score what was written (JPEG is lossy)
             if ref_store is not None:
-                row.update(_score(decode_rgb8(data), image, ref_store, str(key)))
+                row.update(_score(output, image, ref_store, str(key)))
         row["seconds"] += time.perf_counter() - t0
-        row["status"] = "error" if row["error"] else "ok"
+        row["status"] = "error" if row["error"] else "skipped" if skip else "ok"
         rows.append(row)
     return rpt.table(rows)  # typed Arrow columns (nulls where a metric does not apply)
 
@@ -210,12 +238,24 @@ def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -
     return {**m_out, **{f"input_{k}": v for k, v in m_in.items()}}
 
 
-def actor_cpus(cfg: DenoiseConfig, cluster_cpus: float) -> float:
-    """CPUs per model actor: 1, unless the actors would leave the decode/encode tasks less than one
-    CPU (they would then wait forever); GPU actors reserve a token 0.5 CPU."""
+PIPELINES = ("auto", "fused", "staged")
+
+
+def plan_workers(cfg: DenoiseConfig, cluster: dict[str, float]) -> tuple[bool, int, float]:
+    """(staged?, model actors, CPUs per actor).
+
+    GPU actors: by default as many as the GPUs allow, each reserving a token 0.5 CPU.
+    Fused CPU actors: by default one per CPU, each reserving 1 CPU (Ray then gives its torch one
+    thread); more actors than CPUs share them. Staged CPU actors leave one CPU to the decode and
+    encode tasks, which would otherwise wait forever.
+    """
+    staged = cfg.pipeline == "staged" or (cfg.pipeline == "auto" and cfg.num_gpus_per_worker > 0)
     if cfg.num_gpus_per_worker:
-        return 0.5
-    return max(0.25, min(1.0, math.floor((cluster_cpus - 1.0) / cfg.workers * 4) / 4))
+        return staged, cfg.workers or max(1, int(cluster.get("GPU", 0) // cfg.num_gpus_per_worker)), 0.5
+    cpus = cluster.get("CPU", 1.0)
+    free = cpus - 1.0 if staged else cpus
+    workers = cfg.workers or max(1, int(free))
+    return staged, workers, max(0.25, min(1.0, math.floor(free / workers * 4) / 4))
 
 
 def _check_locations(inp: Store, out: Store) -> None:
@@ -230,8 +270,10 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
     import ray
 
     endpoint = endpoint_from_env(cfg.s3_endpoint)
-    if cfg.batch_size < 1 or cfg.workers < 1 or cfg.num_gpus_per_worker < 0:
+    if cfg.batch_size < 1 or (cfg.workers is not None and cfg.workers < 1) or cfg.num_gpus_per_worker < 0:
         raise DenoiseError("--batch-size and --workers must be at least 1, --num-gpus-per-worker at least 0")
+    if cfg.pipeline not in PIPELINES:
+        raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
     try:
         inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
         _check_locations(inp, out)
@@ -246,53 +288,64 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         raise DenoiseError(str(exc)) from None
     if not keys:
         raise DenoiseError(f"{inp.root}: no files to denoise")
-    if cfg.num_gpus_per_worker and ray.cluster_resources().get("GPU", 0) < cfg.num_gpus_per_worker * cfg.workers:
-        raise DenoiseError(f"{cfg.workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
-                           f"{ray.cluster_resources().get('GPU', 0):g}")
+    cluster = ray.cluster_resources()
+    staged, workers, cpus = plan_workers(cfg, cluster)
+    if cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
+        raise DenoiseError(f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
+                           f"{cluster.get('GPU', 0):g}")
     existing = set() if cfg.overwrite else set(out.list_keys())
     todo = [k for k in keys if k not in existing]
-    rows: list[dict[str, Any]] = [
+    # Skipped rows are only read again when there is a reference to score their outputs against.
+    rows: list[dict[str, Any]] = [] if ref else [
         {**{c: None for c in rpt.COLUMNS}, "key": k, "status": "skipped"} for k in keys if k in existing
     ]
-    log(f"denoise: {len(keys)} inputs in {inp.root}; {len(todo)} to do, {len(rows)} already done (skipped)")
+    items = [{"key": k, "skip": k in existing} for k in (keys if ref else todo)]
+    log(f"denoise: {len(keys)} inputs in {inp.root}; {len(todo)} to do, {len(keys) - len(todo)} already "
+        f"done (skipped{', scored again' if ref and existing else ''}); {workers} model actors "
+        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
     t0 = time.time()
-    if todo:
-        ds = ray.data.from_items([{"key": k} for k in todo], override_num_blocks=min(len(todo), 200))
-        ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5,
-                            fn_kwargs={"input_uri": inp.root, "endpoint": endpoint})
-        ds = ds.map_batches(
-            ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
-            num_cpus=actor_cpus(cfg, ray.cluster_resources().get("CPU", 0)),
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-            fn_constructor_kwargs={"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                                   "use_gpu": cfg.num_gpus_per_worker > 0},
-        )
-        ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5,
-                            fn_kwargs={"output_uri": out.root, "reference_uri": ref.root if ref else None,
-                                       "endpoint": endpoint})
-        step = max(1, len(todo) // 20)
+    if items:
+        read_kwargs = {"input_uri": inp.root, "output_uri": out.root, "endpoint": endpoint}
+        write_kwargs = {"output_uri": out.root, "reference_uri": ref.root if ref else None, "endpoint": endpoint}
+        actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
+                        "use_gpu": cfg.num_gpus_per_worker > 0}
+        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
+        pool = ray.data.ActorPoolStrategy(size=workers)
+        if staged:
+            ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=read_kwargs)
+            ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
+                                num_cpus=cpus, compute=pool, fn_constructor_kwargs=actor_kwargs)
+            ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=write_kwargs)
+        else:
+            ds = ds.map_batches(FusedActor, batch_size=cfg.batch_size, num_cpus=cpus, compute=pool,
+                                fn_constructor_kwargs={**actor_kwargs, "read_kwargs": read_kwargs,
+                                                       "write_kwargs": write_kwargs})
+        step, next_log, done = max(1, len(items) // 20), 0, 0
+        first: tuple[float, int] | None = None  # (seconds to the first result block, its rows)
         try:
-            for n, row in enumerate(ds.iter_rows(), 1):
-                rows.append({c: _plain(row.get(c)) for c in rpt.COLUMNS})
-                if row["status"] == "error":
-                    print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
-                if n % step == 0 or n == len(todo):
-                    log(f"denoise: {n}/{len(todo)} images ({n / max(time.time() - t0, 1e-9):.1f} images/s)")
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                first = first or (time.time() - t0, block.num_rows)
+                for row in block.to_pylist():
+                    rows.append({c: row.get(c) for c in rpt.COLUMNS})
+                    if row["status"] == "error":
+                        print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
+                done += block.num_rows
+                if done >= next_log or done == len(items):
+                    next_log = done + step
+                    log(f"denoise: {done}/{len(items)} images ({done / max(time.time() - t0, 1e-9):.1f} images/s)")
         except Exception as exc:
             raise DenoiseError(f"the denoising job failed: {last_error_line(exc)}") from exc
     seconds = time.time() - t0
     summary = rpt.summarize(rows, seconds)
+    if items and first and seconds > first[0]:
+        # Throughput once the actors are up (start-up = actor processes, imports, model load).
+        summary["startup_s"] = round(first[0], 3)
+        summary["steady_images_per_s"] = (len(items) - first[1]) / (seconds - first[0])
     summary["report"] = rep.root
     _write_report(rows, summary, cfg, inp, out, ref, rep)
     log(f"denoise: {summary['ok']} written, {summary['skipped']} skipped, {summary['failures']} failed "
         f"in {seconds:.1f}s -> {out.root}; report in {rep.root}")
     return summary
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:

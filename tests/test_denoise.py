@@ -94,11 +94,23 @@ def test_local_folder_with_reference_rerun_and_overwrite(cluster, model_dir, tmp
     assert saved["metrics"]["psnr"]["count"] == len(keys) and (rep / "report.csv").read_text().startswith("key,")
     html = (rep / "report.html").read_text()
     assert "best 1" in html and "worst 1" in html and "data:image/jpeg;base64," in html
-    # re-run: everything written is skipped, the broken input is tried (and fails) again
+    # re-run: everything written is skipped (but scored again from the existing outputs), the
+    # broken input is tried (and fails) again
     before = (tmp_path / "out" / next(iter(keys))).stat().st_mtime_ns
     again = run_denoise(cfg, log=quiet)
     assert again["skipped"] == len(keys) and again["failures"] == 1 and again["ok"] == 0
     assert (tmp_path / "out" / next(iter(keys))).stat().st_mtime_ns == before
+    rerun = {r["key"]: r for r in pq.read_table(rep / "report.parquet").to_pylist()}
+    for r in rows:
+        if r["status"] == "ok":
+            assert rerun[r["key"]]["status"] == "skipped"
+            assert rerun[r["key"]]["psnr"] == pytest.approx(r["psnr"], abs=1e-9)
+            assert rerun[r["key"]]["input_ssim"] == pytest.approx(r["input_ssim"], abs=1e-9)
+    assert again["metrics"]["psnr"]["mean"] == pytest.approx(summary["metrics"]["psnr"]["mean"], abs=1e-9)
+    # a damaged existing output is reported, not trusted
+    write(tmp_path / "out" / next(iter(keys)), b"garbage")
+    damaged = run_denoise(cfg, log=quiet)
+    assert damaged["failures"] == 2
     over = run_denoise(DenoiseConfig(**{**cfg.__dict__, "overwrite": True}), log=quiet)
     assert over["ok"] == len(keys)
 
@@ -117,6 +129,7 @@ def test_s3_prefix_to_s3_with_missing_reference(s3_server, cluster, model_dir):
         fs.pipe_file(f"{model_uri[5:]}/{f.name}", f.read_bytes())
     r = run_cli("denoise", "--input", f"{base}/in", "--output", f"{base}/out", "--model", model_uri,
                 "--reference", f"{base}/ref", "--s3-endpoint", s3_server.endpoint, "--workers", "1", "--tile", "16",
+                "--pipeline", "staged",
                 address=cluster)
     assert r.returncode == 1, r.stderr
     assert "2 of 20 images failed" in r.stderr and f"{base}/out/_report" in r.stderr and "Traceback" not in r.stderr
@@ -128,6 +141,20 @@ def test_s3_prefix_to_s3_with_missing_reference(s3_server, cluster, model_dir):
     fake_summary = {"count": len(rows) - 1, "failures": 1, "ok": len(rest)}
     check_run(fake_summary, [r for r in rows if r["key"] != next(iter(keys))],
               lambda k: fs.cat_file(f"{base[5:]}/out/{k}"), lambda k: fs.cat_file(f"{base[5:]}/ref/{k}"), rest)
+
+
+def test_plan_workers():
+    from raydenoise.denoise import plan_workers
+
+    def plan(**kw):
+        return plan_workers(DenoiseConfig(input="i", output="o", model="m", **kw), {"CPU": 2.0, "GPU": 4.0})
+
+    assert plan() == (False, 2, 1.0)  # fused: one single-threaded actor per CPU
+    assert plan(workers=4) == (False, 4, 0.5)
+    assert plan(pipeline="staged") == (True, 1, 1.0)  # one CPU left for the read/write tasks
+    assert plan(pipeline="staged", workers=2) == (True, 2, 0.5)
+    assert plan(num_gpus_per_worker=1) == (True, 4, 0.5)
+    assert plan(num_gpus_per_worker=0.5, pipeline="fused") == (False, 8, 0.5)
 
 
 def test_bad_arguments_fail_fast(cluster, model_dir, tmp_path):

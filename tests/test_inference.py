@@ -38,3 +38,15 @@ def test_uint8_interface_keeps_shape_and_grayscale():
     assert np.array_equal(out[0], out[3])
     with pytest.raises(ValueError, match="expected uint8"):
         d(rgb.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+def test_denoiser_matches_the_plain_model(name):
+    """The fast path (channels-last, inference mode) computes what model(x) computes."""
+    model = trained_like(name)
+    x = torch.rand(2, 3, 40, 52)
+    with torch.no_grad():
+        expected = model(x).clamp(0, 1)
+    got = Denoiser(model, name).run_tensor(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-5
