@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors), local or s3://")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
-    p.add_argument("--workers", type=_positive, default=1)
+    p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_positive, default=None)
     _add_s3(p)
     _add_ray(p)
@@ -222,22 +222,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out = args.out.rstrip("/")
-    _log(f"demo: 1/3 synthesize low-light pairs from scikit-image samples -> {out}/pairs")
+    _log(f"demo: 1/5 synthesize low-light pairs from scikit-image samples -> {out}/pairs")
     run_synth(SynthConfig(out=f"{out}/pairs", noise="low-light", seed=0), log=_log)
-    _log(f"demo: 2/3 ingest the pairs into Parquet shards -> {out}/dataset")
+    _log(f"demo: 2/5 ingest the pairs into Parquet shards -> {out}/dataset")
     init_ray(args.address)
     res = run_ingest(IngestConfig(low=f"{out}/pairs/low", high=f"{out}/pairs/high", out=f"{out}/dataset"), log=_log)
     c = res.manifest["counts"]
     _log(f"demo: {c['total']} pairs ({c['train']}/{c['val']}/{c['test']} train/val/test) in {out}/dataset")
-    _log(f"demo: 3/3 train a small unet for {args.epochs} epochs -> {out}/runs/demo-unet")
+    _log(f"demo: 3/5 train a small unet for {args.epochs} epochs -> {out}/runs/demo-unet")
     summary = run_train(resolve_config(
         "unet", data=f"{out}/dataset", storage_path=f"{out}/runs", name="demo-unet", epochs=args.epochs,
         batch_size=4, patch_size=96, width=16, num_workers=1, max_steps_per_epoch=None,
     ), log=_log)
     m = summary["best_metrics"]
-    _log(f"demo: done. val PSNR {m['val_psnr']:.2f} dB vs {m['input_psnr']:.2f} dB for the noisy input; "
-         f"model in {summary['model_dir']}, curves in {out}/runs/demo-unet/curves.png")
-    return 0
+    _log(f"demo: val PSNR {m['val_psnr']:.2f} dB vs {m['input_psnr']:.2f} dB for the noisy input; "
+         f"curves in {out}/runs/demo-unet/curves.png")
+    _log(f"demo: 4/5 denoise every low-light image (most were seen in training) -> {out}/denoised")
+    den = run_denoise(DenoiseConfig(input=f"{out}/pairs/low", output=f"{out}/denoised", model=summary["model_dir"],
+                                    reference=f"{out}/pairs/high", overwrite=True), log=_log)
+    split = "test" if c["test"] else "val"  # 13 photos split 70/20/10 leave the test split empty
+    _log(f"demo: 5/5 score the held-out {split} split: model vs noisy input vs Non-Local Means")
+    run_evaluate(EvaluateConfig(data=f"{out}/dataset", model=summary["model_dir"], split=split), log=_log)
+    _log(f"demo: done. Open {den['report']}/report.html (before/after images and per-image scores) and "
+         f"{out}/runs/demo-unet/curves.png; the model is in {summary['model_dir']}")
+    return 0 if not den["failures"] else 1
 
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,

@@ -36,7 +36,7 @@ class EvaluateConfig:
     model: str
     split: str = "test"
     out: str | None = None  # default: MODEL/eval/<split>
-    workers: int = 1
+    workers: int | None = None  # None: one per CPU, at most one per shard
     tile: int | None = None
     s3_endpoint: str | None = None
 
@@ -122,9 +122,10 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     shards = [s["path"] for s in manifest["shards"] if s["split"] == cfg.split]
     if not shards:
         raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest['counts']})")
-    log(f"evaluate: {manifest['counts'][cfg.split]} {cfg.split} pairs x {len(METHODS)} methods")
+    workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
+    log(f"evaluate: {manifest['counts'][cfg.split]} {cfg.split} pairs x {len(METHODS)} methods, {workers} actors")
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
-        Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+        Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile},
     )
     rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]

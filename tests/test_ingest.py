@@ -174,6 +174,13 @@ def test_demo_command_runs_end_to_end(ray_cluster, tmp_path):
     run = tmp_path / "demo/runs/demo-unet"
     assert (run / "model/model.safetensors").exists() and (run / "curves.png").exists()
     assert "val PSNR" in r.stdout and "noisy input" in r.stdout
+    outputs = sorted(p.name for p in (tmp_path / "demo/denoised").glob("*.png"))
+    assert outputs == sorted(p.name for p in (tmp_path / "demo/pairs/low").glob("*.png"))
+    summary = json.loads((tmp_path / "demo/denoised/_report/summary.json").read_text())
+    assert summary["ok"] == 13 and summary["metrics"]["psnr"]["count"] == 13
+    assert (tmp_path / "demo/denoised/_report/report.html").exists()
+    table = json.loads((run / "model/eval/val/table.json").read_text())["table"]
+    assert set(table) == {"model", "noisy input", "nl-means"}
 
 
 def test_synth_cli_user_errors(tmp_path):
