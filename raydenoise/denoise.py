@@ -56,20 +56,21 @@ class DenoiseConfig:
     s3_endpoint: str | None = None
 
 
-def fetch_model_dir(model_uri: str, endpoint: str | None) -> str:
-    """A local folder with config.json + model.safetensors (downloaded when the URI is s3://)."""
+def load_model_uri(model_uri: str, endpoint: str | None):
+    """(model, config) from a model folder, local or s3:// (downloaded to a temporary folder that
+    is removed once the weights are loaded)."""
     store = cached_store(model_uri, endpoint)
     if not store.is_s3:
-        return store.root
-    local = tempfile.mkdtemp(prefix="raydenoise-model-")
-    for name in (CONFIG, WEIGHTS):
-        try:
-            data = store.read_bytes(name)
-        except FileNotFoundError:
-            raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
-        with open(os.path.join(local, name), "wb") as f:
-            f.write(data)
-    return local
+        return load_model(store.root)
+    with tempfile.TemporaryDirectory(prefix="raydenoise-model-") as local:
+        for name in (CONFIG, WEIGHTS):
+            try:
+                data = store.read_bytes(name)
+            except FileNotFoundError:
+                raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+            with open(os.path.join(local, name), "wb") as f:
+                f.write(data)
+        return load_model(local)
 
 
 def _decode_keep_gray(data: bytes) -> tuple[np.ndarray, bool, str]:
@@ -130,7 +131,7 @@ class ModelActor:
 
         from .inference import Denoiser
 
-        model, config = load_model(fetch_model_dir(model_uri, endpoint))
+        model, config = load_model_uri(model_uri, endpoint)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.denoiser = Denoiser(model, config["model"], device=device, tile=tile)
 
@@ -283,7 +284,7 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         out.check_writable()
         rep.check_writable()
         model_uri = open_store(cfg.model, endpoint).root  # resolved: actors may run elsewhere
-        load_model(fetch_model_dir(model_uri, endpoint))  # fail fast, before any actor starts
+        load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None
     if not keys:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError, load_model
+from .artifacts import ArtifactError
 from .ingest import IngestError, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .storage import StorageError, endpoint_from_env, open_store
@@ -70,10 +70,10 @@ class Scorer:
     """Ray Data actor: shard paths in, one metric row per (pair, method) out."""
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None):
-        from .denoise import fetch_model_dir
+        from .denoise import load_model_uri
         from .inference import Denoiser
 
-        model, config = load_model(fetch_model_dir(model_uri, endpoint))
+        model, config = load_model_uri(model_uri, endpoint)
         self.denoiser = Denoiser(model, config["model"], tile=tile)
         self.store = open_store(data_uri, endpoint)
 
@@ -110,11 +110,11 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
         manifest = read_manifest(cfg.data, endpoint)
-        from .denoise import fetch_model_dir
+        from .denoise import load_model_uri
 
         # Resolved here: actors may run in another directory or on another node.
         data_uri, model_uri = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint).root
-        load_model(fetch_model_dir(model_uri, endpoint))
+        load_model_uri(model_uri, endpoint)
         out = open_store(cfg.out or open_store(cfg.model, endpoint).uri(f"eval/{cfg.split}"), endpoint)
         out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
