@@ -50,3 +50,15 @@ def test_denoiser_matches_the_plain_model(name):
     got = Denoiser(model, name).run_tensor(x)
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+def test_gpu_denoiser_matches_cpu(name):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    cpu = Denoiser(trained_like(name), name).run_many(images)
+    gpu = Denoiser(trained_like(name), name, device="cuda").run_many(images)  # one batched pass
+    for a, b in zip(cpu, gpu):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # TF32 convolutions: within 1/255
