@@ -27,7 +27,7 @@ import numpy as np
 
 from . import report as rpt
 from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
-from .images import PNG_COMPRESS_LEVEL, ImageError, decode_rgb8
+from .images import PNG_COMPRESS_LEVEL, ImageError, decode_rgb8, object_column
 from .metrics import all_metrics
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
@@ -115,12 +115,7 @@ def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, output_uri: str
 
 
 def _pack(cols: dict[str, list], *image_cols: str) -> dict[str, Any]:
-    packed: dict[str, Any] = {k: np.array(v) for k, v in cols.items() if k not in image_cols}
-    for c in image_cols:
-        arr = np.empty(len(cols[c]), dtype=object)
-        arr[:] = cols[c]
-        packed[c] = arr
-    return packed
+    return {k: object_column(v) if k in image_cols else np.array(v) for k, v in cols.items()}
 
 
 class ModelActor:

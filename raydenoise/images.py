@@ -219,3 +219,11 @@ def to_png_rgb8(data: bytes) -> tuple[bytes, int, int]:
     arr, plain = decode_for_ingest(data)
     h, w = arr.shape[:2]
     return (data if plain else encode_png(arr)), h, w
+
+
+def object_column(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array holding images of any shapes: a Ray Data batch column of ragged
+    images (``np.array`` would stack equal shapes into one block or fail on mixed ones)."""
+    col = np.empty(len(arrays), dtype=object)
+    col[:] = arrays
+    return col

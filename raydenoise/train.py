@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .images import object_column
 from .ingest import IngestError, read_manifest
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
@@ -132,9 +133,7 @@ def read_decode_augment(items: dict[str, np.ndarray], *, data_uri: str, endpoint
 def _stack_or_ragged(lows: list[np.ndarray], highs: list[np.ndarray]) -> dict[str, np.ndarray]:
     if len({a.shape for a in lows}) == 1:
         return {"low": np.stack(lows), "high": np.stack(highs)}
-    out_l, out_h = np.empty(len(lows), dtype=object), np.empty(len(highs), dtype=object)
-    out_l[:], out_h[:] = lows, highs
-    return {"low": out_l, "high": out_h}
+    return {"low": object_column(lows), "high": object_column(highs)}
 
 
 def collate(batch: dict[str, np.ndarray]):

@@ -105,3 +105,12 @@ def test_plain_png_check_accepts_valid_and_catches_every_kind_of_damage():
         check_plain_png(bytes(flipped))
     with pytest.raises(ImageError):  # Pillow agrees that these are broken
         decode_rgb8(bytes(flipped))
+
+
+def test_object_column_keeps_images_whole_for_any_shapes():
+    from raydenoise.images import object_column
+
+    same = object_column([np.zeros((2, 3, 3), np.uint8), np.ones((2, 3, 3), np.uint8)])
+    mixed = object_column([np.zeros((2, 3, 3), np.uint8), np.zeros((4, 5), np.uint8)])
+    assert same.shape == (2,) and same.dtype == object and same[1].shape == (2, 3, 3)
+    assert mixed.shape == (2,) and mixed[1].shape == (4, 5)
