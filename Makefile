@@ -24,7 +24,7 @@ demo: setup
 # loopback interface: no test can reach any other address. (Ray's servers listen on all
 # interfaces and Ray turns 127.0.0.1 into the host's address, so binding alone cannot ensure it.)
 test: setup
-	@if unshare -rn true 2>/dev/null && command -v ip >/dev/null; then \
+	@if command -v ip >/dev/null && unshare -rn ip link set lo up 2>/dev/null; then \
 		echo "make test: running in a private network namespace (loopback only)"; \
 		unshare -rn sh -c 'ip link set lo up && $(BIN)/python -m pytest -q'; \
 	else \
