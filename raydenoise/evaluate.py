@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ArtifactError
-from .ingest import IngestError, read_manifest
+from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .storage import StorageError, endpoint_from_env, open_store
 
@@ -78,28 +78,25 @@ class Scorer:
         self.store = open_store(data_uri, endpoint)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import pyarrow.parquet as pq
-
         from .images import decode_rgb8
 
         rows: dict[str, list] = {"id": [], "method": [], "seconds": [], **{m: [] for m in METRIC_NAMES}}
         for path in batch["path"]:
-            with self.store.fs.open(self.store.key_path(str(path)), "rb") as f:
-                for rb in pq.ParquetFile(f).iter_batches(batch_size=4, columns=["id", "low", "high"]):
-                    for pid, lb, hb in zip(*(rb.column(c).to_pylist() for c in ("id", "low", "high"))):
-                        low, high = decode_rgb8(lb), decode_rgb8(hb)
-                        ref = high.astype(np.float32) / 255
-                        for method, fn in (("model", self.denoiser), ("noisy input", lambda a: a),
-                                           ("nl-means", nl_means)):
-                            t0 = time.perf_counter()
-                            out = fn(low)
-                            seconds = time.perf_counter() - t0
-                            m = all_metrics(out.astype(np.float32) / 255, ref)
-                            rows["id"].append(pid)
-                            rows["method"].append(method)
-                            rows["seconds"].append(seconds)
-                            for k in METRIC_NAMES:
-                                rows[k].append(m[k])
+            for shard_rows in iter_shard_rows(self.store, str(path), ("id", "low", "high"), 4):
+                for pid, lb, hb in shard_rows:
+                    low, high = decode_rgb8(lb), decode_rgb8(hb)
+                    ref = high.astype(np.float32) / 255
+                    for method, fn in (("model", self.denoiser), ("noisy input", lambda a: a),
+                                       ("nl-means", nl_means)):
+                        t0 = time.perf_counter()
+                        out = fn(low)
+                        seconds = time.perf_counter() - t0
+                        m = all_metrics(out.astype(np.float32) / 255, ref)
+                        rows["id"].append(pid)
+                        rows["method"].append(method)
+                        rows["seconds"].append(seconds)
+                        for k in METRIC_NAMES:
+                            rows[k].append(m[k])
         return {k: np.array(v) for k, v in rows.items()}
 
 
@@ -113,9 +110,10 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         from .denoise import load_model_uri
 
         # Resolved here: actors may run in another directory or on another node.
-        data_uri, model_uri = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint).root
+        data_uri, model = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint)
+        model_uri = model.root
         load_model_uri(model_uri, endpoint)
-        out = open_store(cfg.out or open_store(cfg.model, endpoint).uri(f"eval/{cfg.split}"), endpoint)
+        out = open_store(cfg.out or model.uri(f"eval/{cfg.split}"), endpoint)
         out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
         raise EvaluateError(str(exc)) from None

@@ -324,3 +324,11 @@ def read_manifest(uri: str, s3_endpoint: str | None = None) -> dict:
     if manifest.get("format") != "raydenoise-pairs":
         raise IngestError(f"{store.uri(MANIFEST)} is not a raydenoise data set manifest")
     return manifest
+
+
+def iter_shard_rows(store: Store, path: str, columns: tuple[str, ...], batch_size: int = 8):
+    """Stream one shard's rows, ``batch_size`` at a time, as lists of tuples (one value per
+    column): only one batch of encoded images is in memory, never the shard."""
+    with store.fs.open(store.key_path(path), "rb") as f:
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(columns)):
+            yield list(zip(*(rb.column(c).to_pylist() for c in columns)))

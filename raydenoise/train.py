@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .images import object_column
-from .ingest import IngestError, read_manifest
+from .ingest import IngestError, iter_shard_rows, read_manifest
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -115,19 +115,16 @@ def read_decode_augment(items: dict[str, np.ndarray], *, data_uri: str, endpoint
 
     Streams each shard by row groups, so a task holds a few pairs at a time, not a shard.
     """
-    import pyarrow.parquet as pq
-
     store = cached_store(data_uri, endpoint)
     rng = np.random.default_rng()
     for path in items["path"]:
-        with store.fs.open(store.key_path(str(path)), "rb") as f:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=rows_per_batch, columns=["low", "high"]):
-                lows, highs = [], []
-                for lb, hb in zip(rb.column("low").to_pylist(), rb.column("high").to_pylist()):
-                    low, high = augment_pair(decode_png(lb), decode_png(hb), patch, rng)
-                    lows.append(np.ascontiguousarray(low))
-                    highs.append(np.ascontiguousarray(high))
-                yield _stack_or_ragged(lows, highs)
+        for rows in iter_shard_rows(store, str(path), ("low", "high"), rows_per_batch):
+            lows, highs = [], []
+            for lb, hb in rows:
+                low, high = augment_pair(decode_png(lb), decode_png(hb), patch, rng)
+                lows.append(np.ascontiguousarray(low))
+                highs.append(np.ascontiguousarray(high))
+            yield _stack_or_ragged(lows, highs)
 
 
 def _stack_or_ragged(lows: list[np.ndarray], highs: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,7 +199,6 @@ def evaluate(model, cfg: TrainConfig, val_shards: list[str], rank: int, world: i
     """Loss, PSNR, MSE, MAE and SSIM over the val split on full images, each rank taking every
     world-th image, summed across ranks (exact means, no image dropped or counted twice).
     ``model=None`` scores the noisy input itself (the baseline every model must beat)."""
-    import pyarrow.parquet as pq
     import torch
 
     from .metrics import all_metrics
@@ -215,20 +211,19 @@ def evaluate(model, cfg: TrainConfig, val_shards: list[str], rank: int, world: i
         model.eval()
     with torch.no_grad():
         for shard in val_shards:
-            with store.fs.open(store.key_path(shard), "rb") as f:
-                for rb in pq.ParquetFile(f).iter_batches(batch_size=4, columns=["low", "high"]):
-                    for lb, hb in zip(rb.column("low").to_pylist(), rb.column("high").to_pylist()):
-                        index += 1
-                        if (index - 1) % world != rank:
-                            continue
-                        low, high = decode_png(lb), decode_png(hb)
-                        x = torch.from_numpy(low).permute(2, 0, 1)[None].float().div(255).to(device)
-                        y = torch.from_numpy(high).permute(2, 0, 1)[None].float().div(255).to(device)
-                        pred = x if model is None else model(x).clamp(0, 1)
-                        loss = float(loss_fn(pred, y))
-                        p = pred[0].permute(1, 2, 0).float().cpu().numpy()
-                        m = all_metrics(p, high.astype(np.float32) / 255.0)
-                        sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
+            for rows in iter_shard_rows(store, shard, ("low", "high"), 4):
+                for lb, hb in rows:
+                    index += 1
+                    if (index - 1) % world != rank:
+                        continue
+                    low, high = decode_png(lb), decode_png(hb)
+                    x = torch.from_numpy(low).permute(2, 0, 1)[None].float().div(255).to(device)
+                    y = torch.from_numpy(high).permute(2, 0, 1)[None].float().div(255).to(device)
+                    pred = x if model is None else model(x).clamp(0, 1)
+                    loss = float(loss_fn(pred, y))
+                    p = pred[0].permute(1, 2, 0).float().cpu().numpy()
+                    m = all_metrics(p, high.astype(np.float32) / 255.0)
+                    sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
     total = _all_reduce_sum(sums.tolist(), device)
     n = max(total[0], 1.0)
     keys = ("val_loss", "val_psnr", "val_mse", "val_mae", "val_ssim")
