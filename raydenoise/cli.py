@@ -17,8 +17,7 @@ from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
 from .train import MODEL_DEFAULTS, TrainError, resolve_config, run_train
 
 USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, DenoiseError, EvaluateError,
-               ValueError,
-               FileNotFoundError)
+               ValueError, FileNotFoundError)
 
 
 def _crop(text: str) -> tuple[int, int]:

@@ -209,9 +209,10 @@ def write_score(batch: dict[str, np.ndarray], *, output_uri: str, reference_uri:
             if not skip:
                 data = encode(output, bool(batch["gray"][i]), str(batch["format"][i]))
                 out_store.write_bytes(str(key), data)
-                output = decode_rgb8(data)  # score what was written (JPEG is lossy)
             if ref_store is not None:
-                row.update(_score(output, image, ref_store, str(key)))
+                # Score what was written (JPEG is lossy, grayscale is one channel).
+                written = output if skip else decode_rgb8(data)
+                row.update(_score(written, image, ref_store, str(key)))
         row["seconds"] += time.perf_counter() - t0
         row["status"] = "error" if row["error"] else "skipped" if skip else "ok"
         rows.append(row)

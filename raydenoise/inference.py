@@ -84,7 +84,7 @@ class Denoiser:
             rgb = [np.repeat(images[i][..., None], 3, axis=2) if gray else images[i] for i in idx]
             # NHWC uint8 viewed as NCHW is already channels-last: no copy on the way in or out.
             x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div_(255.0)
-            y = self.run_tensor(x) if self.tile else self._forward(x)
+            y = self.run_tensor(x)
             arr = y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for j, i in enumerate(idx):
                 out = arr[j]

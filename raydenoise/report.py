@@ -61,7 +61,8 @@ def to_csv(t: pa.Table) -> bytes:
 
 
 def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Counts, failures, throughput and mean/median/min/max of every metric over ``ok`` rows.
+    """Counts, failures, throughput (``ok`` rows) and mean/median/min/max of every metric over
+    ``ok`` and ``skipped`` rows (a skipped row has metrics when its existing output was scored).
 
     Non-finite values (PSNR of a perfect output is inf) are left out of the statistics and
     counted under ``<metric>_infinite``.
