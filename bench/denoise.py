@@ -77,7 +77,7 @@ def plain_fast_loop(model_dir: Path, src: Path, dst: Path) -> float:
     """The same loop with raydenoise's in-process pieces (Denoiser's channels-last inference mode,
     its PNG encoder): what is left of the speed-up is the pipeline's own."""
     from raydenoise.artifacts import load_model
-    from raydenoise.denoise import encode
+    from raydenoise.images import encode_like
     from raydenoise.inference import Denoiser
 
     model, config = load_model(model_dir)
@@ -86,7 +86,7 @@ def plain_fast_loop(model_dir: Path, src: Path, dst: Path) -> float:
     t0 = time.perf_counter()
     for f in sorted(src.iterdir()):
         y = denoiser(np.asarray(Image.open(f).convert("RGB")))
-        (dst / f.name).write_bytes(encode(y, False, "PNG"))
+        (dst / f.name).write_bytes(encode_like(y, None, False, "PNG"))
     return time.perf_counter() - t0
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .models import build_model
+from .report import json_safe
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -44,13 +45,51 @@ def save_model_dir(directory: str | os.PathLike, model: nn.Module, config: dict[
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file(model_state(model), str(d / WEIGHTS), metadata={"format": "pt"})
-    (d / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default))
+    (d / CONFIG).write_text(json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False))
+
+
+MAX_WIDTH = 1024
+
+
+def check_config(config: Any, where: str) -> dict:
+    """A model config.json's content, checked: a JSON object naming a known ``model`` and an
+    integer ``width`` (or none, for the default). ArtifactError says what is wrong."""
+    from .models import MODEL_NAMES
+
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{where}: expected a JSON object, found a JSON {type(config).__name__}")
+    name = config.get("model")
+    if name not in MODEL_NAMES:
+        raise ArtifactError(f"{where}: \"model\" is {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    width = config.get("width")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH):
+        raise ArtifactError(f"{where}: \"width\" is {width!r}; expected a whole number from 1 to {MAX_WIDTH}")
+    return config
+
+
+def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) -> None:
+    """The weights fit the network (same names and shapes) and are finite; ArtifactError names
+    the first few tensors that do not."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    shapes = [f"{k} {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+    problems = [f"{len(v)} {what} (e.g. {', '.join(v[:2])})" for what, v in
+                (("missing tensors", missing), ("unexpected tensors", extra), ("tensors of another shape", shapes)) if v]
+    if problems:
+        raise ArtifactError(f"{where} does not fit the network its config.json describes: {'; '.join(problems)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"{where}: {len(bad)} tensors hold NaN or Inf (e.g. {', '.join(bad[:2])}); the training "
+                            "run that wrote them diverged, so this model would write garbage images")
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network named in ``config.json`` and load ``model.safetensors`` into it (strict).
 
-    Returns (model in eval mode, config). ArtifactError names what is missing or mismatched.
+    Returns (model in eval mode, config). ArtifactError names what is missing, damaged or
+    mismatched: config types, weights that do not decode, do not fit the network or are not finite.
     """
     d = Path(directory)
     for name in (CONFIG, WEIGHTS):
@@ -58,13 +97,17 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
             raise ArtifactError(f"{d}: missing {name} (expected a raydenoise model folder)")
     try:
         config = json.loads((d / CONFIG).read_text())
-        model = build_model(config["model"], config.get("width"))
-    except (ValueError, KeyError) as exc:
-        raise ArtifactError(f"{d / CONFIG}: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{d / CONFIG} is not valid JSON ({exc})") from None
+    check_config(config, str(d / CONFIG))
+    model = build_model(config["model"], config.get("width"))
     try:
-        model.load_state_dict(load_file(str(d / WEIGHTS), device="cpu"), strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise ArtifactError(f"{d / WEIGHTS} does not match {config['model']}: {str(exc)[:300]}") from None
+        state = load_file(str(d / WEIGHTS), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: a damaged, empty or foreign file
+        raise ArtifactError(f"{d / WEIGHTS} is not a readable safetensors file (damaged or empty?): "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+    check_state(state, model, str(d / WEIGHTS))
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), config
 
 
@@ -81,7 +124,7 @@ def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimize
     d = Path(directory)
     save_file(tensors, str(d / OPTIMIZER))
     state = {"optimizer": {"param_groups": sd["param_groups"], "scalars": scalars}, **extra}
-    (d / TRAIN_STATE).write_text(json.dumps(state, indent=2, default=_json_default))
+    (d / TRAIN_STATE).write_text(json.dumps(json_safe(state), indent=2, default=_json_default, allow_nan=False))
 
 
 def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from .denoise import REPORT_DIR, DenoiseConfig, DenoiseError, run_denoise
 from .evaluate import EvaluateConfig, EvaluateError, run_evaluate
-from .images import ImageError
+from .images import DEFAULT_MAX_PIXELS, ImageError
+from .inference import MIN_TILE
 from .ingest import IngestConfig, IngestError, run_ingest
 from .noise import NoiseSpecError
 from .pairing import parse_split
@@ -45,6 +47,49 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _finite(minimum: float | None = None, positive: bool = False):
+    """argparse type: a finite float, optionally >= minimum or > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum:g}")
+        return value
+
+    return parse
+
+
+def _tile(text: str) -> int:
+    value = _positive(text)
+    if value < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"{text!r}: tiles must be at least {MIN_TILE} pixels (smaller ones are "
+                                         "mostly margin)")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
+    return value
+
+
+def _add_hidden(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include-hidden", action="store_true",
+                   help="also use files and folders whose names start with '.' (by default they are listed in the "
+                        "report as excluded)")
 
 
 def _add_s3(p: argparse.ArgumentParser) -> None:
@@ -89,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-shard", type=_positive, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--split", type=_split, default=(0.7, 0.2, 0.1), help="train,val,test fractions")
+    _add_hidden(p)
     _add_s3(p)
     _add_ray(p)
 
@@ -101,19 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=None, help="per worker; default 2 (seed-ae), 8 (unet)")
     p.add_argument("--patch-size", type=int, default=None,
                    help="random crop size; 0 = full images. Default: full (seed-ae), 128 (unet)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate; default 1e-3")
+    p.add_argument("--lr", type=_finite(positive=True), default=None, help="Adam learning rate; default 1e-3")
     p.add_argument("--loss", choices=("bce", "l1", "charbonnier"), default=None,
                    help="default: bce (seed-ae), charbonnier (unet)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning-rate schedule per epoch; default: constant (seed-ae), cosine (unet)")
     p.add_argument("--width", type=_positive, default=None, help="base channel width (default 32)")
-    p.add_argument("--num-workers", type=int, default=1, help="DDP workers (0 = run in this process)")
+    p.add_argument("--num-workers", type=_positive, default=1, help="DDP workers (Ray Train actors)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker (bf16 autocast)")
-    p.add_argument("--cpus-per-worker", type=float, default=None,
+    p.add_argument("--cpus-per-worker", type=_finite(positive=True), default=None,
                    help="CPUs reserved per worker (default 1, less when the data pipeline would get none)")
-    p.add_argument("--max-failures", type=int, default=0, help="restart a crashed worker group up to K times")
+    p.add_argument("--max-failures", type=_non_negative, default=0, help="restart a crashed worker group up to K times")
     p.add_argument("--max-steps-per-epoch", type=_positive, default=None)
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument("--time-limit", type=_finite(positive=True), default=None,
+                   help="stop after this many seconds of training")
     p.add_argument("--seed", type=int, default=0)
     _add_s3(p)
     _add_ray(p)
@@ -127,9 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=4)
     p.add_argument("--workers", type=_positive, default=None,
                    help="model actors (default: one per CPU, or as many as the GPUs allow with --num-gpus-per-worker)")
-    p.add_argument("--num-gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--tile", type=_positive, default=None, help="process images in tiles of this size (pixels)")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
+    p.add_argument("--num-gpus-per-worker", type=_finite(minimum=0), default=0.0)
+    p.add_argument("--tile", type=_tile, default=None,
+                   help=f"process images in tiles of this size (pixels, at least {MIN_TILE}); default: whole images, "
+                        "tiled automatically when one would not fit in a worker's memory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo images whose output already exists (by default a complete existing output is kept)")
+    p.add_argument("--max-megapixels", type=_finite(minimum=0), default=DEFAULT_MAX_PIXELS / 1e6,
+                   help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS / 1e6:.1f}, Pillow's guard against "
+                        "decompression bombs); raise it for large images you trust, 0 = no limit")
+    _add_hidden(p)
     p.add_argument("--pipeline", choices=("auto", "fused", "staged"), default="auto",
                    help="fused: each actor reads, denoises and writes (CPU default); staged: separate read, "
                         "model and write stages (GPU default)")
@@ -142,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
-    p.add_argument("--tile", type=_positive, default=None)
+    p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
     _add_s3(p)
     _add_ray(p)
 
@@ -177,7 +231,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(low=args.low, high=args.high, out=args.out, rows_per_shard=args.rows_per_shard,
-                       seed=args.seed, split=args.split, s3_endpoint=args.s3_endpoint)
+                       seed=args.seed, split=args.split, s3_endpoint=args.s3_endpoint,
+                       include_hidden=args.include_hidden)
     init_ray(args.address)
     run_ingest(cfg, log=_log)
     return 0
@@ -201,7 +256,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     cfg = DenoiseConfig(input=args.input, output=args.output, model=args.model, reference=args.reference,
                         report=args.report, batch_size=args.batch_size, workers=args.workers,
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
-                        pipeline=args.pipeline, s3_endpoint=args.s3_endpoint)
+                        pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
+                        max_megapixels=args.max_megapixels)
     init_ray(args.address)
     summary = run_denoise(cfg, log=_log)
     if summary["failures"]:

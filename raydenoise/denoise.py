@@ -2,19 +2,21 @@
 
 Pipeline (streaming; the driver holds keys and small report rows, never pixels)::
 
-    from_items(keys) -> read + decode (CPU tasks) -> model (actor pool, GPU when asked)
-                     -> encode + write + score (CPU tasks) -> report rows -> driver
+    CPU (fused):  from_items(keys) -> actors: read, decode, denoise, encode, write, score -> rows
+    GPU (staged): from_items(keys) -> read + decode (CPU tasks) -> model (GPU actors)
+                                   -> encode + write + score (CPU tasks) -> report rows -> driver
 
 Each output goes to ``OUTPUT/<same relative key>`` in the input's format (PNG -> PNG, JPEG ->
-JPEG quality 95, ...), grayscale stays grayscale. An input that cannot be read or decoded becomes
-an ``error`` row and the job goes on. Existing outputs are skipped (``skipped`` rows) unless
-``overwrite``, so re-running an interrupted job resumes it.
+JPEG quality 95, ...), grayscale stays grayscale, alpha is carried through; 16-bit inputs are
+refused per image. Outputs are written atomically (Store.open_write), so a file under its final
+name is complete. Anything that goes wrong with one image becomes that image's ``error`` row and
+the job goes on; a failure of the storage itself stops the job, writes the report of what was
+done (the rest as ``not-done``) and a rerun resumes. Existing outputs are verified (decoded, at
+the input's size) and skipped unless ``overwrite``; one that does not verify is redone.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import sys
@@ -27,13 +29,21 @@ import numpy as np
 
 from . import report as rpt
 from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
-from .images import PNG_COMPRESS_LEVEL, ImageError, decode_rgb8, object_column
+from .images import DEFAULT_MAX_PIXELS, ImageError, decode_for_denoise, decode_rgb8, encode_like, object_column
+from .inference import (MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, forward_bytes,
+                        image_bytes)
 from .metrics import all_metrics
-from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
+from .report import EXCLUDED, NOT_DONE
+from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error, open_store,
+                      partition_hidden, storage_wide)
 
 REPORT_DIR = "_report"
-JPEG_QUALITY = 95
+REPORT_FILES = ("report.parquet", "report.csv", "summary.json", "report.html")
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
+_NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
+_STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "error", "note", "fatal",
+               "seconds")
+_IMAGE_COLS = ("image", "alpha", "output")
 
 
 class DenoiseError(Exception):
@@ -50,10 +60,27 @@ class DenoiseConfig:
     batch_size: int = 4
     workers: int | None = None  # None: one per CPU (CPU mode) or per GPU share (GPU mode)
     num_gpus_per_worker: float = 0.0
-    tile: int | None = None
+    tile: int | None = None  # None: whole images, tiled automatically when one would not fit
     overwrite: bool = False
     pipeline: str = "auto"  # "fused" (CPU default), "staged" (GPU default); see FusedActor
     s3_endpoint: str | None = None
+    include_hidden: bool = False  # process files and folders whose names start with '.'
+    max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6  # larger inputs are refused; 0 = no limit
+
+
+def check_config(cfg: DenoiseConfig) -> None:
+    """Every number in range and finite, every choice known; DenoiseError says which is not."""
+    if cfg.batch_size < 1 or (cfg.workers is not None and cfg.workers < 1):
+        raise DenoiseError("--batch-size and --workers must be at least 1")
+    if not math.isfinite(cfg.num_gpus_per_worker) or cfg.num_gpus_per_worker < 0:
+        raise DenoiseError(f"--num-gpus-per-worker must be a finite number >= 0, not {cfg.num_gpus_per_worker}")
+    if cfg.tile is not None and cfg.tile < MIN_TILE:
+        raise DenoiseError(f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile} (smaller tiles would be "
+                           "mostly margin); leave it out to tile only the images that need it")
+    if not math.isfinite(cfg.max_megapixels) or cfg.max_megapixels < 0:
+        raise DenoiseError(f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}")
+    if cfg.pipeline not in PIPELINES:
+        raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
 
 
 def load_model_uri(model_uri: str, endpoint: str | None):
@@ -68,164 +95,271 @@ def load_model_uri(model_uri: str, endpoint: str | None):
                 data = store.read_bytes(name)
             except FileNotFoundError:
                 raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+            except Exception as exc:
+                raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
             with open(os.path.join(local, name), "wb") as f:
                 f.write(data)
         return load_model(local)
 
 
-def _decode_keep_gray(data: bytes) -> tuple[np.ndarray, bool, str]:
-    """(RGB uint8 pixels, was the input grayscale, Pillow format name)."""
-    from PIL import Image
+# ----------------------------------------------------------------------------- one image
+# An image's "state" travels through read -> model -> write as a dict of _STATE_COLS. ``error``
+# is the image's own failure (a report row with status error); ``fatal`` is a failure of the
+# storage itself, which stops the job; ``note`` says something the report should keep (an
+# existing output that was redone).
 
-    rgb = decode_rgb8(data)
+
+class _Stores:
+    """The stores one worker reads and writes, opened once per process."""
+
+    def __init__(self, input_uri: str, output_uri: str, reference_uri: str | None, endpoint: str | None,
+                 max_pixels: int | None):
+        self.inp = cached_store(input_uri, endpoint)
+        self.out = cached_store(output_uri, endpoint)
+        self.ref = cached_store(reference_uri, endpoint) if reference_uri else None
+        self.max_pixels = max_pixels
+
+
+def _new_state(key: str, skip: bool) -> dict[str, Any]:
+    return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
+            "format": "", "output": _EMPTY, "error": "", "note": "", "fatal": "", "seconds": 0.0}
+
+
+def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
+    """Record a read/write failure: the storage as a whole (fatal) or this object (error)."""
+    if storage_wide(exc):
+        state["fatal"] = f"{uri}: {object_error(exc)}"
+    else:
+        state["error"] = f"{what}: {object_error(exc)}"
+    return state
+
+
+def read_one(key: str, skip: bool, st: _Stores) -> dict[str, Any]:
+    """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
+    read and fully decoded too: only an output that decodes, at the input's size, counts as
+    done; anything else (truncated, damaged, vanished) is redone, with a note in the report."""
+    t0 = time.perf_counter()
+    state = _new_state(key, skip)
     try:
-        im = Image.open(io.BytesIO(data))
-        gray = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
-        fmt = im.format or "PNG"
-    except Exception:
-        gray, fmt = False, "PNG"
-    return rgb, gray, fmt
-
-
-def read_decode(batch: dict[str, np.ndarray], *, input_uri: str, output_uri: str,
-                endpoint: str | None) -> dict[str, Any]:
-    """Ray Data task: keys -> decoded RGB pixels (or an error). For a ``skip`` row (its output
-    exists and will be scored, not redone) the existing output is decoded too."""
-    store = cached_store(input_uri, endpoint)
-    out_store = cached_store(output_uri, endpoint)
-    cols = ("key", "skip", "image", "output", "gray", "format", "error", "seconds")
-    out: dict[str, list] = {k: [] for k in cols}
-    for key, skip in zip(batch["key"], batch["skip"]):
-        t0 = time.perf_counter()
-        image, output, gray, fmt, error = _EMPTY, _EMPTY, False, "", ""
         try:
-            image, gray, fmt = _decode_keep_gray(store.read_bytes(str(key)))
+            data = st.inp.read_bytes(key)
+        except Exception as exc:
+            return _storage_failure(state, exc, st.inp.uri(key), "cannot read")
+        try:
+            dec = decode_for_denoise(data, st.max_pixels)
         except ImageError as exc:
-            error = f"not a usable image: {exc}"
-        except FileNotFoundError:
-            error = "input disappeared before it was read"
-        if skip and not error:
+            state["error"] = f"not a usable image: {exc}"
+            return state
+        state.update(image=dec.rgb, gray=dec.gray, format=dec.format, has_alpha=dec.alpha is not None,
+                     alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA)
+        if skip:
+            _verify_existing(state, st)
+        return state
+    finally:
+        state["seconds"] += time.perf_counter() - t0
+
+
+def _verify_existing(state: dict[str, Any], st: _Stores) -> None:
+    key, uri = state["key"], st.out.uri(state["key"])
+    try:
+        existing = decode_rgb8(st.out.read_bytes(key), max_pixels=None)
+    except ImageError as exc:
+        state.update(skip=False, note=f"existing output was incomplete or damaged ({exc}); redone")
+        return
+    except Exception as exc:
+        if storage_wide(exc):
+            state["fatal"] = f"{uri}: {object_error(exc)}"
+        else:
+            state.update(skip=False, note=f"existing output could not be read ({object_error(exc)}); redone")
+        return
+    if existing.shape[:2] != state["image"].shape[:2]:
+        (h, w), (ih, iw) = existing.shape[:2], state["image"].shape[:2]
+        state.update(skip=False, note=f"existing output is {w}x{h}, the input {iw}x{ih}; redone")
+        return
+    state["output"] = existing
+
+
+def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
+    """Run the model on every state that needs it (in place). A failure on one image (NaN output,
+    out of memory) becomes that image's error; the others go on."""
+    todo = [s for s in states if not (s["error"] or s["fatal"] or s["skip"])]
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    try:
+        results = denoiser.run_many([s["image"] for s in todo])
+    except Exception:  # isolate the image that failed
+        results = []
+        for s in todo:
             try:
-                output = decode_rgb8(out_store.read_bytes(str(key)))
-            except (ImageError, FileNotFoundError) as exc:
-                error = f"existing output {out_store.uri(str(key))} is unreadable ({exc}); rerun with --overwrite"
-        for k, v in zip(cols, (str(key), bool(skip), image, output, gray, fmt, error, time.perf_counter() - t0)):
-            out[k].append(v)
-    return _pack(out, "image", "output")
+                results.append(denoiser(s["image"]))
+            except Exception as exc:
+                s["error"] = _model_error(exc)
+                results.append(_EMPTY)
+    share = (time.perf_counter() - t0) / len(todo)
+    for s, out in zip(todo, results):
+        s["output"] = out
+        s["seconds"] += share
 
 
-def _pack(cols: dict[str, list], *image_cols: str) -> dict[str, Any]:
-    return {k: object_column(v) if k in image_cols else np.array(v) for k, v in cols.items()}
+def _model_error(exc: BaseException) -> str:
+    if isinstance(exc, NonFiniteOutput):
+        return f"model failed: {exc}"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "model failed: out of memory (try a smaller --tile or fewer --workers per machine)"
+    return f"model failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
+    """Encode and write one denoised image (atomically), score it against the reference, and
+    return its report row."""
+    t0 = time.perf_counter()
+    key = state["key"]
+    row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
+    row.update(key=key, note=state["note"] or None)
+    if not (state["error"] or state["fatal"]):
+        image, output = state["image"], state["output"]
+        row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
+        data = b""
+        if not state["skip"]:
+            try:
+                data = encode_like(output, state["alpha"] if state["has_alpha"] else None, state["gray"],
+                                   state["format"])
+            except Exception as exc:
+                state["error"] = f"cannot encode the output as {state['format']}: {exc}"
+            else:
+                try:
+                    st.out.write_bytes(key, data)
+                except Exception as exc:
+                    _storage_failure(state, exc, st.out.uri(key), f"cannot write {st.out.uri(key)}")
+        if st.ref is not None and not (state["error"] or state["fatal"]):
+            # Score what was written (JPEG is lossy, grayscale is one channel).
+            written = output if state["skip"] else decode_rgb8(data, max_pixels=None)
+            row.update(_score(written, image, st.ref, key))
+    if state["fatal"]:
+        row.update(status=NOT_DONE, height=None, width=None, note=f"not written: storage failed: {state['fatal']}")
+    else:
+        row["error"] = row.get("error") or state["error"] or None
+        row["status"] = "error" if row["error"] else "skipped" if state["skip"] else "ok"
+    row["seconds"] = state["seconds"] + time.perf_counter() - t0
+    return row
+
+
+def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: object_column([s[k] for s in states]) if k in _IMAGE_COLS else np.array([s[k] for s in states])
+            for k in _STATE_COLS}
+
+
+def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    n = len(batch["key"])
+    def plain(v):
+        return v.item() if isinstance(v, np.generic) else v
+
+    return [{k: (np.asarray(batch[k][i]) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS}
+            for i in range(n)]
+
+
+def _short_circuit(states: list[dict[str, Any]]) -> None:
+    """After a storage failure in a batch, the rest of the batch is not attempted (each try
+    would wait for the same dead storage): they are marked with the same reason."""
+    fatal = next((s["fatal"] for s in states if s["fatal"]), "")
+    if fatal:
+        for s in states:
+            if not s["fatal"] and not s["error"]:
+                s["fatal"] = f"not attempted after: {fatal}"
+
+
+# ----------------------------------------------------------------------------- Ray stages
+
+
+def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
+    """Ray Data task (staged pipeline): keys -> decoded states."""
+    st = _Stores(**store_kwargs)
+    states = []
+    for key, skip in zip(batch["key"], batch["skip"]):
+        states.append(read_one(str(key), bool(skip), st) if not states or not states[-1]["fatal"]
+                      else {**_new_state(str(key), bool(skip)), "fatal": f"not attempted after: {states[-1]['fatal']}"})
+    return _pack(states)
 
 
 class ModelActor:
-    """Ray Data actor: loads the model once, denoises batches (grouped by shape, tiled if asked)."""
+    """Ray Data actor: loads the model once, denoises batches (grouped by shape, tiled when asked
+    or when an image would not fit the actor's memory budget)."""
 
-    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool):
+    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
+                 cpu_share: float = 1.0, gpu_share: float = 0.0):
         import torch
-
-        from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.denoiser = Denoiser(model, config["model"], device=device, tile=tile)
+        budget = default_memory_budget(cpu_share)
+        if device == "cuda":
+            total = torch.cuda.get_device_properties(0).total_memory
+            budget = int(min(8 << 30, 0.4 * total * max(min(gpu_share, 1.0), 0.1)))
+        self.denoiser = Denoiser(model, config["model"], device=device, tile=tile, width=config.get("width"),
+                                 memory_budget=budget)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        todo = [i for i, (e, skip) in enumerate(zip(batch["error"], batch["skip"])) if not e and not skip]
-        outputs = list(batch["output"])
-        seconds = np.array(batch["seconds"], dtype=np.float64)
-        if todo:
-            t0 = time.perf_counter()
-            results = self.denoiser.run_many([np.asarray(batch["image"][i]) for i in todo])
-            share = (time.perf_counter() - t0) / len(todo)
-            for i, res in zip(todo, results):
-                outputs[i] = res
-                seconds[i] += share
-        cols = {k: list(batch[k]) for k in ("key", "skip", "gray", "format", "error")}
-        cols["seconds"] = list(seconds)
-        cols["image"] = list(batch["image"])
-        cols["output"] = outputs
-        return _pack(cols, "image", "output")
+        states = _unpack(batch)
+        denoise_states(self.denoiser, states)
+        return _pack(states)
+
+
+def write_score(batch: dict[str, np.ndarray], **store_kwargs):
+    """Ray Data task (staged pipeline): states -> written outputs -> report rows."""
+    st = _Stores(**store_kwargs)
+    states = _unpack(batch)
+    _short_circuit(states)
+    return rpt.table([finish_one(s, st) for s in states])
 
 
 class FusedActor(ModelActor):
-    """CPU mode: one actor reads, denoises, writes and scores its batch in one process.
+    """CPU mode: one actor reads, denoises, writes and scores its images, one at a time.
 
     On CPUs every stage competes for the same cores, so running them as separate Ray Data
     operators buys no overlap but ships each image through the object store twice; N fused
     actors are N independent loops (see BENCHMARKS.md). GPU mode keeps the stages apart so CPU
-    decoding and encoding overlap the GPU's work.
+    decoding and encoding overlap the GPU's work. One image at a time bounds an actor's memory
+    to one image; large ones also wait for a per-machine slot (LargeImageGate).
     """
 
     def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
-                 read_kwargs: dict[str, Any], write_kwargs: dict[str, Any]):
-        super().__init__(model_uri, endpoint, tile, use_gpu)
-        self.read_kwargs, self.write_kwargs = read_kwargs, write_kwargs
+                 store_kwargs: dict[str, Any], cpu_share: float = 1.0, gpu_share: float = 0.0):
+        super().__init__(model_uri, endpoint, tile, use_gpu, cpu_share, gpu_share)
+        self.st = _Stores(**store_kwargs)
+        self.gate = LargeImageGate()
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        return write_score(super().__call__(read_decode(batch, **self.read_kwargs)), **self.write_kwargs)
-
-
-def encode(image: np.ndarray, gray: bool, fmt: str) -> bytes:
-    """Encode in the input's format; grayscale inputs are written as one channel."""
-    from PIL import Image
-
-    im = Image.fromarray(image)
-    if gray:
-        im = im.convert("L")
-    buf = io.BytesIO()
-    fmt = (fmt or "PNG").upper()
-    if fmt in ("JPEG", "MPO"):
-        im.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    elif fmt == "WEBP":
-        im.save(buf, format="WEBP", lossless=True)
-    elif fmt == "PNG":
-        # Lossless at every level; level 1 encodes ~3x faster than Pillow's default 6.
-        im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    else:
-        try:
-            im.save(buf, format=fmt)
-        except (KeyError, OSError, ValueError):
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_score(batch: dict[str, np.ndarray], *, output_uri: str, reference_uri: str | None,
-                endpoint: str | None):
-    """Ray Data task: write each new output, score it (as written; a skipped row's existing
-    output as read) and the input against the reference."""
-    out_store = cached_store(output_uri, endpoint)
-    ref_store = cached_store(reference_uri, endpoint) if reference_uri else None
-    rows: list[dict[str, Any]] = []
-    for i, key in enumerate(batch["key"]):
-        row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
-        row.update(key=str(key), error=str(batch["error"][i]) or None, seconds=float(batch["seconds"][i]))
-        skip = bool(batch["skip"][i])
-        t0 = time.perf_counter()
-        if not row["error"]:
-            image, output = np.asarray(batch["image"][i]), np.asarray(batch["output"][i])
-            row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
-            if not skip:
-                data = encode(output, bool(batch["gray"][i]), str(batch["format"][i]))
-                out_store.write_bytes(str(key), data)
-            if ref_store is not None:
-                # Score what was written (JPEG is lossy, grayscale is one channel).
-                written = output if skip else decode_rgb8(data)
-                row.update(_score(written, image, ref_store, str(key)))
-        row["seconds"] += time.perf_counter() - t0
-        row["status"] = "error" if row["error"] else "skipped" if skip else "ok"
-        rows.append(row)
-    return rpt.table(rows)  # typed Arrow columns (nulls where a metric does not apply)
+        rows, fatal = [], ""
+        for key, skip in zip(batch["key"], batch["skip"]):
+            if fatal:
+                state = {**_new_state(str(key), bool(skip)), "fatal": f"not attempted after: {fatal}"}
+            else:
+                state = read_one(str(key), bool(skip), self.st)
+            if not (state["error"] or state["fatal"] or state["skip"]):
+                h, w = state["image"].shape[:2]
+                t = self.denoiser.tile_for(h, w)
+                forward = forward_bytes(self.denoiser.name, self.denoiser.width, min(h, t or h) + 2 * self.denoiser.margin,
+                                        min(w, t or w) + 2 * self.denoiser.margin)
+                with self.gate.hold(image_bytes(h, w, forward)):
+                    denoise_states(self.denoiser, [state])
+                    row = finish_one(state, self.st)
+            else:
+                row = finish_one(state, self.st)
+            fatal = fatal or state["fatal"]
+            rows.append(row)
+        return rpt.table(rows)
 
 
 def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -> dict[str, Any]:
     try:
-        ref = decode_rgb8(ref_store.read_bytes(key))
+        ref = decode_rgb8(ref_store.read_bytes(key), max_pixels=None)
     except FileNotFoundError:
         return {"error": f"no reference at {ref_store.uri(key)}"}
     except ImageError as exc:
         return {"error": f"reference {ref_store.uri(key)} is not a usable image: {exc}"}
+    except Exception as exc:
+        return {"error": f"reference {ref_store.uri(key)} cannot be read: {object_error(exc)}"}
     if ref.shape != written.shape:
         return {"error": f"reference {ref_store.uri(key)} is {ref.shape[1]}x{ref.shape[0]}, "
                          f"the image is {written.shape[1]}x{written.shape[0]}"}
@@ -255,94 +389,164 @@ def plan_workers(cfg: DenoiseConfig, cluster: dict[str, float]) -> tuple[bool, i
     return staged, workers, max(0.25, min(1.0, math.floor(free / workers * 4) / 4))
 
 
-def _check_locations(inp: Store, out: Store) -> None:
-    a, b = inp.root.rstrip("/") + "/", out.root.rstrip("/") + "/"
-    if a == b or b.startswith(a):
-        raise DenoiseError(f"--output {out.root} is inside --input {inp.root}: outputs would be read back as inputs")
+def check_locations(inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
+    """Refuse overlapping locations, compared after resolving symlinks and '..': outputs must not
+    land among the inputs or references (or be read back as inputs on a rerun), and the report
+    must not be read back as input."""
+    if inp.contains(out):
+        raise DenoiseError(f"--output {out.root} is inside --input {inp.root}"
+                           f"{' (after resolving links)' if inp.identity() != inp.root else ''}: "
+                           "outputs would be read back as inputs, or overwrite them")
+    if out.contains(inp):
+        raise DenoiseError(f"--input {inp.root} is inside --output {out.root}: outputs could overwrite inputs")
+    if ref is not None and (ref.contains(out) or out.contains(ref)):
+        raise DenoiseError(f"--output {out.root} and --reference {ref.root} overlap: outputs could overwrite references")
+    if inp.contains(rep):
+        raise DenoiseError(f"--report {rep.root} is inside --input {inp.root}: the report would be read as input")
+
+
+def select_inputs(keys: list[str], inp: Store, include_hidden: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """The keys to denoise, and an ``excluded`` report row (with the reason) for every other one:
+    hidden files unless asked for, temporary files of interrupted writes, and the report folders
+    (``_report/``) of earlier denoise runs, when a previous output folder is denoised again."""
+    kept, left_out = partition_hidden(keys, include_hidden)
+    listed = set(keys)
+    reports = {k.rsplit("/", 1)[0] for k in keys
+               if k.endswith("/summary.json") and k.rsplit("/", 2)[-2] == REPORT_DIR
+               and k[: -len("summary.json")] + "report.parquet" in listed}
+    use = []
+    for k in kept:
+        if not any(k.startswith(r + "/") for r in reports):
+            use.append(k)
+        else:
+            left_out.append((k, "part of a raydenoise report from an earlier denoise run"))
+    rows = [{**{c: None for c in rpt.COLUMNS}, "key": k, "status": EXCLUDED, "note": why} for k, why in left_out]
+    return use, rows
 
 
 def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
-    """Run the job; returns the summary (also written as summary.json). Raises DenoiseError for
-    user-facing failures of the whole job; per-image failures are rows, not exceptions."""
+    """Run the job; returns the summary (also written as summary.json).
+
+    Raises DenoiseError for user-facing failures of the whole job: bad arguments, model or
+    locations (before any work), or a storage failure mid-run, after writing the report of what
+    was done (a rerun resumes). Per-image failures are report rows, not exceptions.
+    """
     import ray
 
+    check_config(cfg)
     endpoint = endpoint_from_env(cfg.s3_endpoint)
-    if cfg.batch_size < 1 or (cfg.workers is not None and cfg.workers < 1) or cfg.num_gpus_per_worker < 0:
-        raise DenoiseError("--batch-size and --workers must be at least 1, --num-gpus-per-worker at least 0")
-    if cfg.pipeline not in PIPELINES:
-        raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
+    max_pixels = int(cfg.max_megapixels * 1e6) or None
     try:
         inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
-        _check_locations(inp, out)
         rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
         ref = open_store(cfg.reference, endpoint) if cfg.reference else None
-        keys = inp.list_keys()
+        check_locations(inp, out, ref, rep)
+        listed = inp.list_keys()
         out.check_writable()
         rep.check_writable()
         model_uri = open_store(cfg.model, endpoint).root  # resolved: actors may run elsewhere
         load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None
+    keys, excluded = select_inputs(listed, inp, cfg.include_hidden)
     if not keys:
-        raise DenoiseError(f"{inp.root}: no files to denoise")
+        raise DenoiseError(f"{inp.root}: no files to denoise"
+                           + (f" ({len(excluded)} excluded: {excluded[0]['key']}: {excluded[0]['note']} ...)" if excluded else ""))
     cluster = ray.cluster_resources()
     staged, workers, cpus = plan_workers(cfg, cluster)
     if cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
         raise DenoiseError(f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
                            f"{cluster.get('GPU', 0):g}")
-    existing = set() if cfg.overwrite else set(out.list_keys())
-    todo = [k for k in keys if k not in existing]
-    # Skipped rows are only read again when there is a reference to score their outputs against.
-    rows: list[dict[str, Any]] = [] if ref else [
-        {**{c: None for c in rpt.COLUMNS}, "key": k, "status": "skipped"} for k in keys if k in existing
-    ]
-    items = [{"key": k, "skip": k in existing} for k in (keys if ref else todo)]
-    log(f"denoise: {len(keys)} inputs in {inp.root}; {len(todo)} to do, {len(keys) - len(todo)} already "
-        f"done (skipped{', scored again' if ref and existing else ''}); {workers} model actors "
-        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
-    t0 = time.time()
-    if items:
-        read_kwargs = {"input_uri": inp.root, "output_uri": out.root, "endpoint": endpoint}
-        write_kwargs = {"output_uri": out.root, "reference_uri": ref.root if ref else None, "endpoint": endpoint}
-        actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                        "use_gpu": cfg.num_gpus_per_worker > 0}
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
-        pool = ray.data.ActorPoolStrategy(size=workers)
-        if staged:
-            ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=read_kwargs)
-            ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
-                                num_cpus=cpus, compute=pool, fn_constructor_kwargs=actor_kwargs)
-            ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=write_kwargs)
-        else:
-            ds = ds.map_batches(FusedActor, batch_size=cfg.batch_size, num_cpus=cpus, compute=pool,
-                                fn_constructor_kwargs={**actor_kwargs, "read_kwargs": read_kwargs,
-                                                       "write_kwargs": write_kwargs})
-        step, next_log, done = max(1, len(items) // 20), 0, 0
-        first: tuple[float, int] | None = None  # (seconds to the first result block, its rows)
+    existing: set[str] = set()
+    if not cfg.overwrite:
         try:
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                first = first or (time.time() - t0, block.num_rows)
-                for row in block.to_pylist():
-                    rows.append({c: row.get(c) for c in rpt.COLUMNS})
-                    if row["status"] == "error":
-                        print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
-                done += block.num_rows
-                if done >= next_log or done == len(items):
-                    next_log = done + step
-                    log(f"denoise: {done}/{len(items)} images ({done / max(time.time() - t0, 1e-9):.1f} images/s)")
-        except Exception as exc:
-            raise DenoiseError(f"the denoising job failed: {last_error_line(exc)}") from exc
+            out_keys = out.list_keys()
+        except StorageError as exc:
+            raise DenoiseError(str(exc)) from None
+        if not out.is_s3 and out.remove_partials(out_keys):
+            log(f"denoise: removed the temporary files of an interrupted earlier run in {out.root}")
+        existing = set(out_keys)
+    todo = sum(k not in existing for k in keys)
+    items = [{"key": k, "skip": k in existing} for k in keys]
+    log(f"denoise: {len(keys)} inputs in {inp.root}; {todo} to do, {len(keys) - todo} with an output already "
+        f"(verified, skipped if complete{', scored again' if ref else ''}); {workers} model actor{'s' * (workers != 1)} "
+        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
+    if excluded:
+        log(f"denoise: {len(excluded)} files excluded (listed in the report): {excluded[0]['key']}: {excluded[0]['note']}"
+            + (" ..." if len(excluded) > 1 else ""))
+    store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
+                    "endpoint": endpoint, "max_pixels": max_pixels}
+    actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
+                    "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker}
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
+    pool = ray.data.ActorPoolStrategy(size=workers)
+    if staged:
+        ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
+        ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
+                            num_cpus=cpus, compute=pool, fn_constructor_kwargs=actor_kwargs)
+        ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
+    else:
+        ds = ds.map_batches(FusedActor, batch_size=cfg.batch_size, num_cpus=cpus, compute=pool,
+                            fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs})
+    rows, stopped, interrupted, first, t0 = _collect(ds, len(items), inp, log)
     seconds = time.time() - t0
+    seen = {r["key"] for r in rows}
+    rows += [{**{c: None for c in rpt.COLUMNS}, "key": k, "status": NOT_DONE, "note": f"not processed: job stopped ({stopped})"}
+             for k in keys if k not in seen]
+    rows += excluded
     summary = rpt.summarize(rows, seconds)
-    if items and first and seconds > first[0]:
+    summary["stopped"] = stopped
+    done = summary["ok"]
+    if first and seconds > first[0] and not stopped:
         # Throughput once the actors are up (start-up = actor processes, imports, model load).
         summary["startup_s"] = round(first[0], 3)
         summary["steady_images_per_s"] = (len(items) - first[1]) / (seconds - first[0])
     summary["report"] = rep.root
-    _write_report(rows, summary, cfg, inp, out, ref, rep)
-    log(f"denoise: {summary['ok']} written, {summary['skipped']} skipped, {summary['failures']} failed "
-        f"in {seconds:.1f}s -> {out.root}; report in {rep.root}")
+    try:
+        _write_report(rows, summary, cfg, inp, out, ref, rep)
+    except Exception as exc:
+        raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
+                           f"{rep.root} ({object_error(exc)}); {done} outputs written are complete; rerun to "
+                           "resume") from None
+    if interrupted:
+        log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
+        raise KeyboardInterrupt
+    if stopped:
+        raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
+                           f"report in {rep.root}; rerun the same command to resume")
+    log(f"denoise: {summary['ok']} written, {summary['skipped']} skipped, {summary['failures']} failed"
+        f"{f', {len(excluded)} excluded' if excluded else ''} in {seconds:.1f}s -> {out.root}; report in {rep.root}")
     return summary
+
+
+def _collect(ds, total: int, inp: Store, log):
+    """Stream report rows from the dataset, logging progress and errors. Stops at the first
+    storage failure (a ``not-done`` row from a worker), at Ctrl-C, or when Ray itself fails;
+    returns (rows, stop reason or None, interrupted?, (seconds, rows) to the first result, t0)."""
+    rows: list[dict[str, Any]] = []
+    stopped, interrupted, first = None, False, None
+    step, next_log, done = max(1, total // 20), 0, 0
+    t0 = time.time()
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            first = first or (time.time() - t0, block.num_rows)
+            for row in block.to_pylist():
+                rows.append({c: row.get(c) for c in rpt.COLUMNS})
+                if row["status"] == "error":
+                    print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
+                elif row["status"] == NOT_DONE and not stopped:
+                    stopped = (row["note"] or "storage failed").removeprefix("not written: ")
+            done += block.num_rows
+            if stopped:
+                break
+            if done >= next_log or done == total:
+                next_log = done + step
+                log(f"denoise: {done}/{total} images ({done / max(time.time() - t0, 1e-9):.1f} images/s)")
+    except KeyboardInterrupt:
+        stopped, interrupted = "interrupted", True
+    except Exception as exc:
+        stopped = f"the job failed: {last_error_line(exc)}"
+    return rows, stopped, interrupted, first, t0
 
 
 def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
@@ -350,7 +554,7 @@ def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None,
     rep.write_bytes("report.parquet", rpt.to_parquet(t))
     rep.write_bytes("report.csv", rpt.to_csv(t))
     config = {k: v for k, v in asdict(cfg).items()}
-    rep.write_bytes("summary.json", json.dumps({**summary, "config": config}, indent=2).encode())
+    rep.write_bytes("summary.json", rpt.to_json({**summary, "config": config}))
     scored = sorted((r for r in rows if r["status"] == "ok" and r.get("psnr") is not None),
                     key=lambda r: r["psnr"])
     if scored:
@@ -364,7 +568,7 @@ def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None,
         thumbs = {}
         for name, store in (("input", inp), ("output", out), ("reference", ref)):
             try:
-                thumbs[name] = rpt.thumbnail_data_uri(decode_rgb8(store.read_bytes(r["key"]))) if store else ""
+                thumbs[name] = rpt.thumbnail_data_uri(decode_rgb8(store.read_bytes(r["key"]), max_pixels=None)) if store else ""
             except Exception:
                 thumbs[name] = ""
         examples.append({"label": f"{label} {counters[label]}", "row": r, **thumbs})

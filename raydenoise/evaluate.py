@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,7 +22,8 @@ import numpy as np
 from .artifacts import ArtifactError
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
-from .storage import StorageError, endpoint_from_env, open_store
+from .report import to_json
+from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
 METHODS = ("model", "noisy input", "nl-means")
 
@@ -67,43 +69,76 @@ def nl_means(noisy: np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    """Ray Data actor: shard paths in, one metric row per (pair, method) out."""
+    """Ray Data actor: shard paths in, one metric row per (pair, method) out.
+
+    A pair that cannot be decoded or scored, and a shard that cannot be read (damaged, or
+    deleted by a re-ingest while this ran), become rows with ``error`` set; the rest go on.
+    """
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None):
         from .denoise import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
-        self.denoiser = Denoiser(model, config["model"], tile=tile)
+        self.denoiser = Denoiser(model, config["model"], tile=tile, width=config.get("width"))
         self.store = open_store(data_uri, endpoint)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from .images import decode_rgb8
-
-        rows: dict[str, list] = {"id": [], "method": [], "seconds": [], **{m: [] for m in METRIC_NAMES}}
+        rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
         for path in batch["path"]:
-            for shard_rows in iter_shard_rows(self.store, str(path), ("id", "low", "high"), 4):
-                for pid, lb, hb in shard_rows:
-                    low, high = decode_rgb8(lb), decode_rgb8(hb)
-                    ref = high.astype(np.float32) / 255
-                    for method, fn in (("model", self.denoiser), ("noisy input", lambda a: a),
-                                       ("nl-means", nl_means)):
-                        t0 = time.perf_counter()
-                        out = fn(low)
-                        seconds = time.perf_counter() - t0
-                        m = all_metrics(out.astype(np.float32) / 255, ref)
-                        rows["id"].append(pid)
-                        rows["method"].append(method)
-                        rows["seconds"].append(seconds)
-                        for k in METRIC_NAMES:
-                            rows[k].append(m[k])
-        return {k: np.array(v) for k, v in rows.items()}
+            try:
+                for shard_rows in iter_shard_rows(self.store, str(path), ("id", "low", "high"), 4):
+                    for pid, lb, hb in shard_rows:
+                        self._score_pair(str(pid), lb, hb, rows)
+            except Exception as exc:
+                reason = ("shard not found (was the data set re-ingested while evaluate ran?)"
+                          if isinstance(exc, FileNotFoundError) else f"cannot read the shard: {object_error(exc)}")
+                _add(rows, id=str(path), method="", error=f"{self.store.uri(str(path))}: {reason}")
+        return {k: np.array(v, dtype=str if k in ("id", "method", "error") else np.float64) for k, v in rows.items()}
+
+    def _score_pair(self, pid: str, lb: bytes, hb: bytes, rows: dict[str, list]) -> None:
+        from .images import ImageError, decode_rgb8
+
+        try:
+            low, high = decode_rgb8(lb, max_pixels=None), decode_rgb8(hb, max_pixels=None)
+        except ImageError as exc:
+            _add(rows, id=pid, method="", error=f"pair {pid}: not a usable image: {exc}")
+            return
+        ref = high.astype(np.float32) / 255
+        for method, fn in (("model", self.denoiser), ("noisy input", lambda a: a), ("nl-means", nl_means)):
+            t0 = time.perf_counter()
+            try:
+                out = fn(low)
+            except Exception as exc:
+                _add(rows, id=pid, method=method, error=f"pair {pid}: {method} failed: {exc}")
+                continue
+            seconds = time.perf_counter() - t0
+            _add(rows, id=pid, method=method, seconds=seconds, **all_metrics(out.astype(np.float32) / 255, ref))
+
+
+_ROW_KEYS = ("id", "method", "seconds", *METRIC_NAMES, "error")
+
+
+def _add(rows: dict[str, list], **values: Any) -> None:
+    for k in _ROW_KEYS:
+        v = values.get(k)
+        rows[k].append(("" if v is None else v) if k in ("id", "method", "error") else (math.nan if v is None else v))
 
 
 def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
-    """Score the split; writes per_image.csv, table.csv and table.json; returns the table."""
+    """Score the split; writes per_image.csv, table.csv and table.json; returns the table.
+
+    Raises EvaluateError for bad arguments, data or model (before any work), and after writing
+    the tables when some pairs or shards could not be scored (they are listed in table.json).
+    """
     import ray
 
+    from .inference import MIN_TILE
+
+    if cfg.tile is not None and cfg.tile < MIN_TILE:
+        raise EvaluateError(f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise EvaluateError("--workers must be at least 1")
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
         manifest = read_manifest(cfg.data, endpoint)
@@ -117,28 +152,46 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
         raise EvaluateError(str(exc)) from None
-    shards = [s["path"] for s in manifest["shards"] if s["split"] == cfg.split]
+    shards = [s["path"] for s in manifest.get("shards", []) if s.get("split") == cfg.split]
     if not shards:
-        raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest['counts']})")
+        raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
-    log(f"evaluate: {manifest['counts'][cfg.split]} {cfg.split} pairs x {len(METHODS)} methods, {workers} actors")
+    expected = manifest["counts"].get(cfg.split, 0)
+    log(f"evaluate: {expected} {cfg.split} pairs x {len(METHODS)} methods, {workers} actors")
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile},
     )
-    rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]
+    try:
+        rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]
+    except Exception as exc:
+        raise EvaluateError(f"the scoring job failed: {last_error_line(exc)}") from exc
+    errors = sorted({r["error"] for r in rows if r["error"]})
+    rows = [r for r in rows if not r["error"]]
     table = {}
     for method in METHODS:
         sel = [r for r in rows if r["method"] == method]
-        table[method] = {k: float(np.mean([r[k] for r in sel if np.isfinite(r[k])])) for k in (*METRIC_NAMES, "seconds")}
+        table[method] = {k: _mean([r[k] for r in sel]) for k in (*METRIC_NAMES, "seconds")}
         table[method]["images"] = len(sel)
-    out.write_bytes("per_image.csv", _csv(rows))
+    scored = table["noisy input"]["images"]
+    out.write_bytes("per_image.csv", _csv([{k: v for k, v in r.items() if k != "error"} for r in rows]))
     out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
-    out.write_bytes("table.json", json.dumps({"table": table, "config": asdict(cfg), "data_run": manifest["run"]},
-                                             indent=2).encode())
+    out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],
+                                           "pairs_expected": expected, "errors": errors}))
     log(format_table(table, cfg.split))
     log(f"evaluate: wrote {out.uri('table.csv')}, table.json and per_image.csv")
+    if errors:
+        for e in errors[:10]:
+            print(f"evaluate: {e}", file=sys.stderr)
+        raise EvaluateError(f"{len(errors)} problems (listed above and in {out.uri('table.json')}); the table covers "
+                            f"{scored} of {expected} pairs")
     return table
+
+
+def _mean(values: list[float]) -> float | None:
+    """Mean of the finite values; None when there are none (never NaN in a table)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def _csv(rows: list[dict]) -> bytes:
@@ -152,6 +205,10 @@ def _csv(rows: list[dict]) -> bytes:
 def format_table(table: dict[str, dict[str, float]], split: str) -> str:
     lines = [f"{split} split    PSNR (dB)      MSE      MAE     SSIM   s/image",
              "-" * 62]
+    def f(v, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+
     for method, v in table.items():
-        lines.append(f"{method:<14} {v['psnr']:>9.2f} {v['mse']:>8.5f} {v['mae']:>8.5f} {v['ssim']:>8.4f} {v['seconds']:>8.3f}")
+        lines.append(f"{method:<14} {f(v['psnr'], 9, 2)} {f(v['mse'], 8, 5)} {f(v['mae'], 8, 5)} {f(v['ssim'], 8, 4)} "
+                     f"{f(v['seconds'], 8, 3)}")
     return "\n".join(lines)

@@ -8,6 +8,10 @@ Normalization rules (also in the README):
 - Palette, CMYK, YCbCr and other modes go through Pillow's conversion to RGB.
 - Multi-frame files (GIF, TIFF) use their first frame.
 Anything else (float images, 32-bit integer images outside 0..65535) is rejected.
+
+``decode_for_denoise``/``encode_like`` are the ``denoise`` pair: they keep what the model does not
+touch (alpha, grayscale, the file format) so an output looks like its input, and refuse what
+would be lost silently (16-bit depth).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,19 +29,22 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG zlib level: 1 is ~3x faster to write than the default 6 for ~10-20% larger files, and
 # decoding speed is the same. The encoding is lossless at every level.
 PNG_COMPRESS_LEVEL = 1
+JPEG_QUALITY = 95
+# Pillow's guard against decompression bombs (~89.5 megapixels); denoise can raise it per job.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageError(ValueError):
     """An input that is not a usable image; ``str()`` is the reason, without the file name."""
 
 
-def decode_rgb8(data: bytes) -> np.ndarray:
+def decode_rgb8(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes into an ``uint8`` array of shape (H, W, 3), normalized as above.
 
-    Raises ImageError with a human-readable reason for non-images, truncated or corrupt data
-    and unsupported pixel formats.
+    Raises ImageError with a human-readable reason for non-images, truncated or corrupt data,
+    unsupported pixel formats and images over ``max_pixels`` (None: no limit).
     """
-    return _decode(data)[0]
+    return _decode(data, max_pixels)[0]
 
 
 def decode_for_ingest(data: bytes) -> tuple[np.ndarray, bool]:
@@ -45,25 +53,49 @@ def decode_for_ingest(data: bytes) -> tuple[np.ndarray, bool]:
     return _decode(data)
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, bool]:
+def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully load image bytes; ImageError for anything unusable (see decode_rgb8).
+
+    ``max_pixels`` (None: no limit) replaces Pillow's decompression-bomb limit: a larger image
+    is refused before its pixels are decoded.
+    """
     if not data:
         raise ImageError("empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own check below
+            try:
+                im = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(
+                    f"too many pixels ({w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP limit that "
+                    f"guards against decompression bombs; raise it with --max-megapixels if you trust this file)"
+                )
             im.load()
     except UnidentifiedImageError:
         fmt = _sniff(data)
         if fmt:
             raise ImageError(f"corrupt or truncated image data (a {fmt} header, but unreadable)") from None
         raise ImageError("not an image (unrecognized format)") from None
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"too many pixels ({exc})") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt or truncated image data ({exc})") from None
     except Exception as exc:  # Pillow plugins raise assorted errors on hostile input
         raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from None
+    return im
+
+
+def _decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    im = _open(data, max_pixels)
 
     rotated = _has_rotation(im)
     try:
@@ -84,6 +116,94 @@ _SIGNATURES = {
     PNG_SIGNATURE: "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
     b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
 }
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An input image as ``denoise`` sees it: 8-bit RGB pixels for the model plus what the
+    output must keep."""
+
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    alpha: np.ndarray | None  # uint8 (H, W), carried through unchanged; None without transparency
+    gray: bool  # written back with one channel
+    format: str  # Pillow's format name ("PNG", "JPEG", ...)
+
+
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def decode_for_denoise(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode an input of ``denoise``, keeping its alpha channel and grayscale-ness.
+
+    Raises ImageError for unusable data and for 16-bit (or 32-bit) images: outputs are written
+    with 8 bits per sample, so such an input is refused rather than silently reduced.
+    """
+    im = _open(data, max_pixels)
+    depth = _bits_per_sample(im, data)
+    if depth > 8:
+        raise ImageError(f"{depth}-bit samples: denoise writes 8-bit images and will not drop the low "
+                         "bits silently; convert it to 8 bits first")
+    try:
+        if _has_rotation(im):
+            im = ImageOps.exif_transpose(im)
+        alpha = None
+        if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
+            alpha = np.asarray(im.convert("RGBA"))[..., 3].copy()
+            if alpha.min() == 255:
+                alpha = None  # an alpha channel that is opaque everywhere carries nothing
+        rgb = _to_rgb8(im)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"cannot convert image to RGB ({type(exc).__name__}: {exc})") from None
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageError("image has zero width or height")
+    return Decoded(rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG")
+
+
+def _bits_per_sample(im: Image.Image, data: bytes) -> int:
+    """Bits per sample of the stored image (Pillow reduces 16-bit RGB PNGs to 8-bit RGB, so the
+    PNG header and TIFF tags are read directly)."""
+    if im.mode in ("I", "F"):
+        return 32
+    if im.mode.startswith("I;16"):
+        return 16
+    if data.startswith(PNG_SIGNATURE) and len(data) > 25 and data[12:16] == b"IHDR":
+        return data[24]
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258) if hasattr(im, "tag_v2") else None
+        if bits:
+            return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 8
+
+
+def encode_like(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str) -> bytes:
+    """Encode a denoised uint8 (H, W, 3) image in its input's format: one channel if the input
+    was grayscale, the input's alpha channel re-attached unchanged. PNG is lossless at zlib level
+    1, JPEG quality 95 without chroma subsampling, WebP lossless; other formats Pillow can write
+    keep their format, the rest become PNG bytes."""
+    im = Image.fromarray(rgb)
+    if gray:
+        im = im.convert("L")
+    if alpha is not None:
+        im.putalpha(Image.fromarray(alpha))  # L -> LA, RGB -> RGBA
+    buf = io.BytesIO()
+    fmt = (fmt or "PNG").upper()
+    if fmt in ("JPEG", "MPO"):
+        im.convert("L" if gray else "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "WEBP":
+        im.convert("RGBA" if alpha is not None else "RGB").save(buf, format="WEBP", lossless=True)
+    elif fmt == "PNG":
+        # Lossless at every level; level 1 encodes ~3x faster than Pillow's default 6.
+        im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    else:
+        try:
+            im.save(buf, format=fmt)
+        except (KeyError, OSError, ValueError):
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _sniff(data: bytes) -> str | None:

@@ -4,10 +4,21 @@ Tiling is exact rather than blended: each tile is run with a margin of context a
 as the network's receptive field, on a grid aligned to the network's downsampling stride, and
 only the tile's own region is kept. A pixel's output then depends on exactly the same input
 pixels as in a single pass, so tiled and untiled outputs agree to float rounding (~1e-6).
+
+Memory: a forward pass needs about ``FORWARD_BYTES_PER_PIXEL[model] * width`` bytes per input
+pixel (measured on CPU under ``inference_mode``: unet 800 B/px and seed-ae 260 B/px at width
+32). Without an explicit ``tile``, an image whose pass would need more than the Denoiser's
+``memory_budget`` is tiled automatically with the largest tiles that fit. Tiles are converted
+from and to uint8 one at a time, so beyond the pass itself an image costs ~2 bytes per sample.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import tempfile
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -19,14 +30,43 @@ from torch import nn
 # unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
 MARGINS = {"seed-ae": 32, "unet": 96}
 STRIDE = 4  # both models downsample twice by 2
+MIN_TILE = 32  # smaller tiles would be mostly margin (a tile of 32 with unet computes 49x its area)
+# Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
+# rounded up from the measurement).
+FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28}
+GiB = 1 << 30
+
+
+class NonFiniteOutput(ValueError):
+    """The model produced NaN or Inf (diverged weights, or an overflow on this input)."""
+
+
+def forward_bytes(model_name: str, width: int | None, height_px: int, width_px: int) -> int:
+    """Estimated peak memory (bytes) of one untiled forward pass over an image of that size."""
+    per_px = FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32)
+    return per_px * height_px * width_px
+
+
+def default_memory_budget(cpu_share: float = 1.0) -> int:
+    """Bytes one model actor may use for a forward pass: half of this machine's memory, split
+    by the actor's share of the CPUs (``cpu_share`` CPUs out of all), between 0.5 and 4 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * GiB
+    share = max(cpu_share, 0.01) / max(os.cpu_count() or 1, 1)
+    return int(min(4 * GiB, max(GiB // 2, 0.5 * total * min(share, 1.0))))
 
 
 class Denoiser:
     """Callable: uint8 image (H, W, 3) or (H, W) -> uint8 image of the same shape.
 
-    ``tile`` (pixels, rounded down to a multiple of 4; None = whole image) bounds the size of one
-    forward pass, so images of any size fit in memory. Grayscale inputs are replicated to RGB for
-    the model and the output is averaged back to one channel.
+    ``tile`` (pixels, rounded down to a multiple of 4, at least MIN_TILE; None = automatic)
+    bounds the size of one forward pass. With ``tile=None`` an image is processed whole unless
+    its pass would exceed ``memory_budget`` bytes (default: ``default_memory_budget()``), then in
+    the largest tiles that fit. Grayscale inputs are replicated to RGB for the model and the
+    output is averaged back to one channel. Raises NonFiniteOutput when the model's output
+    contains NaN or Inf, instead of writing a black or garbage image.
 
     Runs in ``inference_mode`` with channels-last (NHWC) tensors: oneDNN's and cuDNN's convolutions
     are fastest in that layout (2.0x for seed-ae and 1.4x for unet on a 2-core CPU, compared with
@@ -34,39 +74,80 @@ class Denoiser:
     """
 
     def __init__(self, model: nn.Module, model_name: str, device: str | torch.device = "cpu",
-                 tile: int | None = None):
+                 tile: int | None = None, width: int | None = None, memory_budget: int | None = None):
         self.model = model.to(device).to(memory_format=torch.channels_last).eval()
         self.device = torch.device(device)
+        self.name = model_name
+        self.width = width
         self.margin = MARGINS.get(model_name, 128)
-        if tile is not None and tile < STRIDE:
-            raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
+        if tile is not None and tile < MIN_TILE:
+            raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
         self.tile = None if tile is None else tile - tile % STRIDE
+        self.memory_budget = memory_budget or default_memory_budget()
+
+    def tile_for(self, h: int, w: int) -> int | None:
+        """The tile size used for an h x w image: the explicit one, else None when the whole
+        image fits the memory budget, else the largest multiple of 4 whose tile plus margins
+        fits it."""
+        if self.tile is not None:
+            return self.tile
+        if forward_bytes(self.name, self.width, h, w) <= self.memory_budget:
+            return None
+        per_px = forward_bytes(self.name, self.width, 1, 1)
+        side = int(math.sqrt(self.memory_budget / per_px)) - 2 * self.margin
+        return max(MIN_TILE, side - side % STRIDE)
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(x).clamp(0, 1).float().cpu()
+        y = self.model(x)
+        if not bool(torch.isfinite(y).all()):
+            raise NonFiniteOutput("the model produced NaN/Inf values (diverged weights, or an overflow on this image)")
+        return y.clamp(0, 1).float().cpu()
 
     @torch.inference_mode()
     def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 NCHW in [0, 1] -> same, tiled when the image is larger than ``tile``."""
+        """float32 NCHW in [0, 1] -> same, tiled when the image is larger than the tile size."""
         h, w = x.shape[-2:]
-        t = self.tile
+        t = self.tile_for(h, w)
         if t is None or (h <= t and w <= t):
             return self._forward(x)
         out = torch.empty(x.shape, dtype=torch.float32)
+        for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
+            pred = self._forward(x[..., ys:ye, xs:xe])
+            out[..., y0:y1, x0:x1] = pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs]
+        return out
+
+    def _grid(self, h: int, w: int, t: int):
+        """((y0, y1, x0, x1) kept region, (ys, ye, xs, xe) region run with its margins) per tile."""
         m = self.margin
         for y0 in range(0, h, t):
             for x0 in range(0, w, t):
                 y1, x1 = min(y0 + t, h), min(x0 + t, w)
-                ys, xs = max(0, y0 - m), max(0, x0 - m)
-                ye, xe = min(h, y1 + m), min(w, x1 + m)
-                pred = self._forward(x[..., ys:ye, xs:xe])
-                out[..., y0:y1, x0:x1] = pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs]
-        return out
+                yield (y0, y1, x0, x1), (max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.run_many([image])[0]
+
+    @staticmethod
+    def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+        # NHWC uint8 viewed as NCHW is already channels-last: no copy on the way in.
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float().div_(255.0)
+
+    @staticmethod
+    def _to_uint8(y: torch.Tensor) -> np.ndarray:
+        return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    @torch.inference_mode()
+    def _run_uint8_tiled(self, rgb: np.ndarray, t: int) -> np.ndarray:
+        """One uint8 (H, W, 3) image in tiles, converting each tile on its own (a large image
+        never exists as float32)."""
+        h, w = rgb.shape[:2]
+        out = np.empty_like(rgb)
+        for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
+            pred = self._forward(self._to_tensor(rgb[None, ys:ye, xs:xe]))
+            out[y0:y1, x0:x1] = self._to_uint8(pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs])[0]
+        return out
 
     @torch.inference_mode()
     def run_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -78,17 +159,80 @@ class Denoiser:
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
                 raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
-            groups[img.shape if self.device.type != "cpu" else (i, img.shape)].append(i)
+            t = self.tile_for(*img.shape[:2])
+            tiled = t is not None and (img.shape[0] > t or img.shape[1] > t)
+            groups[img.shape if self.device.type != "cpu" and not tiled else (i, img.shape)].append(i)
         for idx in groups.values():
             gray = images[idx[0]].ndim == 2
             rgb = [np.repeat(images[i][..., None], 3, axis=2) if gray else images[i] for i in idx]
-            # NHWC uint8 viewed as NCHW is already channels-last: no copy on the way in or out.
-            x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div_(255.0)
-            y = self.run_tensor(x)
-            arr = y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            h, w = rgb[0].shape[:2]
+            t = self.tile_for(h, w)
+            if t is not None and (h > t or w > t) and len(idx) == 1:
+                arr = self._run_uint8_tiled(rgb[0], t)[None]
+            else:
+                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb))))
             for j, i in enumerate(idx):
                 out = arr[j]
                 if gray:
                     out = out.mean(axis=2).round().astype(np.uint8)
                 results[i] = np.ascontiguousarray(out)
         return results  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- large images
+
+LARGE_IMAGE_BYTES = GiB  # images estimated above this take a per-node slot (see LargeImageGate)
+
+
+def image_bytes(h: int, w: int, forward: int) -> int:
+    """Estimated peak memory of handling one h x w image end to end: the forward pass (or its
+    tile) plus ~24 bytes per pixel for the encoded file, decoded input, alpha, output and the
+    encoder's copies."""
+    return forward + 24 * h * w
+
+
+class LargeImageGate:
+    """Bounds how many large images the processes of one machine hold at once.
+
+    An image estimated above LARGE_IMAGE_BYTES must hold one of ``k`` slots, where ``k`` is how
+    many such images fit in ``fraction`` of the machine's memory (at least 1). Slots are lock
+    files in the machine's temporary folder (``fcntl.flock``): every actor on the node shares
+    them, and a killed process releases its slot. Smaller images pass without waiting.
+    """
+
+    def __init__(self, fraction: float = 0.6, folder: str | None = None, poll_s: float = 0.2):
+        try:
+            self.total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            self.total = 8 * GiB
+        self.fraction, self.poll_s = fraction, poll_s
+        self.folder = folder or os.path.join(tempfile.gettempdir(), "raydenoise-large-images")
+
+    def slots_for(self, nbytes: int) -> int:
+        return max(1, int(self.fraction * self.total // max(nbytes, 1)))
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int):
+        """Wait for a slot if ``nbytes`` is large; yields the seconds spent waiting."""
+        if nbytes <= LARGE_IMAGE_BYTES:
+            yield 0.0
+            return
+        import fcntl
+
+        os.makedirs(self.folder, exist_ok=True)
+        k, t0 = self.slots_for(nbytes), time.perf_counter()
+        while True:
+            for slot in range(k):
+                fd = os.open(os.path.join(self.folder, f"slot-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield time.perf_counter() - t0
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+                return
+            time.sleep(self.poll_s)

@@ -19,6 +19,7 @@ then deletes the previous run's shards: readers of the manifest always see a con
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -33,8 +34,9 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .images import ImageError, to_png_rgb8
-from .pairing import SPLITS, Pair, Rejected, pair_keys
-from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
+from .pairing import SPLITS, Pair, Rejected, file_id, pair_keys
+from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
+                      is_partial, open_store, partition_hidden, storage_wide)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -69,6 +71,10 @@ class IngestError(Exception):
     """A user-facing failure of the whole ingest (bad arguments, nothing valid, storage)."""
 
 
+class _StorageFailed(Exception):
+    """A shard task met a failure of the storage itself (its message names the object)."""
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     low: str
@@ -78,6 +84,7 @@ class IngestConfig:
     seed: int = 42
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     s3_endpoint: str | None = None
+    include_hidden: bool = False  # files and folders whose names start with '.'
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,16 @@ class IngestResult:
 def _read(store: Store, key: str) -> tuple[bytes | None, str | None]:
     """The object's bytes, or a rejection reason for an object that is gone or forbidden.
 
-    Other errors (network, throttling) propagate: they are about the store, not the file, so
-    the task fails and the whole ingest reports it instead of silently rejecting inputs.
+    Failures of the storage itself (network, full disk: ``storage_wide``) propagate: they are
+    about the store, not the file, so the whole ingest stops with that reason instead of
+    rejecting every input.
     """
     try:
         return store.read_bytes(key), None
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        return None, f"cannot read ({type(exc).__name__}: {str(exc)[:200]})"
+    except Exception as exc:
+        if storage_wide(exc):
+            raise
+        return None, f"cannot read ({object_error(exc)})"
 
 
 def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes, int, int] | None, str | None, str | None]:
@@ -124,63 +134,81 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
 
 
 def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None) -> dict:
-    """Ray Data task: one shard spec in, one shard file out, a small summary back."""
+    """Ray Data task: one shard spec in, one shard file out, a small summary back.
+
+    The shard is published under its name only once it is complete (Store.open_write). A pair
+    whose files cannot be read or decoded is rejected with the reason; a failure of the storage
+    itself (full disk, S3 unreachable) is returned as ``fatal`` so the driver stops the ingest
+    with that one reason instead of rejecting every further file.
+    """
     low, high, out = (cached_store(u, endpoint) for u in (low_uri, high_uri, out_uri))
     rejected: list[dict] = []
     buf: dict[str, list] = {name: [] for name in SCHEMA.names}
-    writer = None
-    sink = None
     rows = 0
-
-    def flush() -> None:
-        nonlocal writer, sink
-        if not buf["id"]:
-            return
-        table = pa.table(buf, schema=SCHEMA)
-        if writer is None:
-            sink = out.open_write(spec["shard"])
-            # PNG bytes do not compress further; the small columns get the default codec.
-            writer = pq.ParquetWriter(
-                sink, SCHEMA, compression={n: ("NONE" if n in ("low", "high") else "SNAPPY") for n in SCHEMA.names}
-            )
-        writer.write_table(table)
-        for v in buf.values():
-            v.clear()
-
-    for pid, lk, hk in zip(spec["ids"], spec["low_keys"], spec["high_keys"]):
-        low_data, low_err = _read(low, lk)
-        high_data, high_err = _read(high, hk)
-        if low_data is not None and high_data is not None:
-            ok, low_err, high_err = process_pair(low_data, high_data)
-        else:
-            ok = None
-        if ok is None:
-            for side, key, store, err, other_key, other_store, other_err in (
-                ("low", lk, low, low_err, hk, high, high_err),
-                ("high", hk, high, high_err, lk, low, low_err),
-            ):
-                reason = err or f"partner {other_store.uri(other_key)} rejected: {other_err}"
-                rejected.append(Rejected(store.uri(key), side, pid, reason).as_dict())
-            continue
-        lp, hp, h, w = ok
-        for name, value in zip(SCHEMA.names, (pid, spec["split"], lp, hp, h, w, lk, hk)):
-            buf[name].append(value)
-        rows += 1
-        if len(buf["id"]) >= ROW_GROUP_ROWS:
-            flush()
-    flush()
-    size = 0
-    if writer is not None:
-        writer.close()
-        sink.close()
-        size = out.fs.size(out.key_path(spec["shard"]))
+    try:
+        rows = _fill_shard(spec, low, high, out, buf, rejected)
+    except Exception as exc:
+        if not storage_wide(exc):
+            raise
+        return {"shard": "", "split": spec["split"], "rows": 0, "bytes": 0, "rejected": "[]",
+                "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}"}
+    size = out.fs.size(out.key_path(spec["shard"])) if rows else 0
     return {
         "shard": spec["shard"] if rows else "",
         "split": spec["split"],
         "rows": rows,
         "bytes": int(size),
         "rejected": json.dumps(rejected),
+        "fatal": "",
     }
+
+
+def _fill_shard(spec: dict, low: Store, high: Store, out: Store, buf: dict[str, list], rejected: list[dict]) -> int:
+    """Read, validate and write one shard's pairs; returns the rows written."""
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+
+        def flush() -> None:
+            nonlocal writer
+            if not buf["id"]:
+                return
+            table = pa.table(buf, schema=SCHEMA)
+            if writer is None:
+                sink = stack.enter_context(out.open_write(spec["shard"]))
+                # PNG bytes do not compress further; the small columns get the default codec.
+                writer = pq.ParquetWriter(
+                    sink, SCHEMA, compression={n: ("NONE" if n in ("low", "high") else "SNAPPY") for n in SCHEMA.names}
+                )
+            writer.write_table(table)
+            for v in buf.values():
+                v.clear()
+
+        for pid, lk, hk in zip(spec["ids"], spec["low_keys"], spec["high_keys"]):
+            low_data, low_err = _read(low, lk)
+            high_data, high_err = _read(high, hk)
+            if low_data is not None and high_data is not None:
+                ok, low_err, high_err = process_pair(low_data, high_data)
+            else:
+                ok = None
+            if ok is None:
+                for side, key, store, err, other_key, other_store, other_err in (
+                    ("low", lk, low, low_err, hk, high, high_err),
+                    ("high", hk, high, high_err, lk, low, low_err),
+                ):
+                    reason = err or f"partner {other_store.uri(other_key)} rejected: {other_err}"
+                    rejected.append(Rejected(store.uri(key), side, pid, reason).as_dict())
+                continue
+            lp, hp, h, w = ok
+            for name, value in zip(SCHEMA.names, (pid, spec["split"], lp, hp, h, w, lk, hk)):
+                buf[name].append(value)
+            rows += 1
+            if len(buf["id"]) >= ROW_GROUP_ROWS:
+                flush()
+        flush()
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def _shard_specs(pairs: list[Pair], rows_per_shard: int, run: str) -> list[dict]:
@@ -219,7 +247,11 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     try:
         low, high = open_store(cfg.low, endpoint), open_store(cfg.high, endpoint)
         out = open_store(cfg.out, endpoint)
-        low_keys, high_keys = low.list_keys(), high.list_keys()
+        for side, store in (("--low", low), ("--high", high)):
+            if store.contains(out):
+                raise IngestError(f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs")
+        low_keys, low_out = partition_hidden(low.list_keys(), cfg.include_hidden)
+        high_keys, high_out = partition_hidden(high.list_keys(), cfg.include_hidden)
         out.check_writable()
     except StorageError as exc:
         raise IngestError(str(exc)) from None
@@ -227,6 +259,8 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         low_keys, high_keys, seed=cfg.seed, fractions=cfg.split, low_uri=low.uri, high_uri=high.uri
     )
     rejected = [r.as_dict() for r in rejected_objs]
+    rejected += [Rejected(store.uri(k), side, file_id(k), why).as_dict()
+                 for side, store, left in (("low", low, low_out), ("high", high, high_out)) for k, why in left]
     log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Largest shards first, so the last tasks to start are the short ones (less idle tail).
@@ -245,6 +279,8 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         done_pairs = 0
         try:
             for row in ds.map(write, num_cpus=1).iter_rows():
+                if row["fatal"]:
+                    raise _StorageFailed(row["fatal"])
                 rejected.extend(json.loads(row["rejected"]))
                 done_pairs += row["rows"]
                 if row["shard"]:
@@ -252,6 +288,10 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
                                    "bytes": int(row["bytes"])})
                     log(f"ingest: wrote {out.uri(row['shard'])} ({row['rows']} pairs; {done_pairs} so far, "
                         f"{done_pairs / max(time.time() - t0, 1e-9):.1f} pairs/s)")
+        except _StorageFailed as exc:
+            _remove_run_shards(out, run)
+            raise IngestError(f"storage failed, ingest stopped (the previous data set in {out.root}, if any, is "
+                              f"unchanged; rerun when fixed): {exc}") from None
         except Exception as exc:
             _remove_run_shards(out, run)
             raise IngestError(f"writing shards to {out.root} failed: {last_error_line(exc)}") from exc
@@ -282,7 +322,7 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         "shards": shards,
         "rejected": sorted(rejected, key=lambda r: (r["id"], r["side"])),
     }
-    out.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+    out.write_bytes(MANIFEST, json.dumps(manifest, indent=2, allow_nan=False).encode())
     _remove_stale_shards(out, {s["path"] for s in shards})
     log(
         f"ingest: {total} pairs ({counts['train']} train, {counts['val']} val, {counts['test']} test) "
@@ -295,7 +335,7 @@ def _remove_stale_shards(out: Store, keep: set[str]) -> None:
     """Delete Parquet shards in the split folders that the new manifest does not list."""
     stale = [
         k for k in out.list_keys()
-        if k.endswith(".parquet") and k.split("/")[0] in SPLITS and k not in keep
+        if k.split("/")[0] in SPLITS and k not in keep and (k.endswith(".parquet") or is_partial(k))
     ]
     out.remove(stale)
 

@@ -8,6 +8,7 @@ A file's id is its key relative to its side's root, without the last extension:
 from __future__ import annotations
 
 import hashlib
+import math
 import posixpath
 import re
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ def parse_split(text: str) -> tuple[float, float, float]:
         raise ValueError(f"--split {text!r}: expected three numbers like 0.7,0.2,0.1") from None
     if len(parts) != 3:
         raise ValueError(f"--split {text!r}: expected three fractions (train,val,test)")
+    if not all(math.isfinite(p) for p in parts):
+        raise ValueError(f"--split {text!r}: fractions must be finite numbers")
     if any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
         raise ValueError(f"--split {text!r}: fractions must be >= 0 and sum to 1")
     return parts  # type: ignore[return-value]

@@ -1,8 +1,13 @@
 """Per-image denoising reports: summary statistics, CSV/Parquet tables and an HTML page. No Ray.
 
-A report row is a dict with ``key``, ``width``, ``height``, ``status`` (``ok``, ``error`` or
-``skipped``), ``error``, ``seconds`` and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim``
-of the output and ``input_psnr`` ... ``input_ssim`` of the input, all against the reference.
+A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error``, ``note``,
+``seconds`` and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
+``input_psnr`` ... ``input_ssim`` of the input, all against the reference. Statuses:
+
+- ``ok``: denoised and written; ``skipped``: its output existed, was verified and kept;
+- ``error``: this image failed (``error`` says why; the job went on);
+- ``excluded``: not an input by rule (hidden file, an earlier report; ``note`` says which);
+- ``not-done``: the job stopped (storage failure, Ctrl-C) before this image; a rerun does it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 from typing import Any
 
@@ -20,11 +26,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 METRICS = ("psnr", "mse", "mae", "ssim")
-COLUMNS = ["key", "width", "height", "status", "error", "seconds",
+EXCLUDED, NOT_DONE = "excluded", "not-done"
+COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds",
            *METRICS, *(f"input_{m}" for m in METRICS)]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
-    ("error", pa.string()), ("seconds", pa.float64()),
+    ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()),
     *[(m, pa.float64()) for m in METRICS], *[(f"input_{m}", pa.float64()) for m in METRICS],
 ])
 
@@ -42,6 +49,25 @@ def _clean(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no such numbers:
+    Python would write bare ``NaN``, which other readers reject), numpy scalars made plain."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(value: Any) -> bytes:
+    """Strict JSON bytes (indented): non-finite numbers become null, see json_safe."""
+    return json.dumps(json_safe(value), indent=2, allow_nan=False, default=str).encode()
 
 
 def to_parquet(t: pa.Table) -> bytes:
@@ -75,6 +101,8 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "ok": len(ok),
         "skipped": sum(r["status"] == "skipped" for r in rows),
         "failures": sum(r["status"] == "error" for r in rows),
+        "excluded": sum(r["status"] == EXCLUDED for r in rows),
+        "not_done": sum(r["status"] == NOT_DONE for r in rows),
         "seconds": round(seconds, 3),
         "images_per_s": len(ok) / seconds if seconds > 0 else None,
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 else None,
@@ -137,7 +165,10 @@ def render_html(summary: dict[str, Any], examples: list[dict[str, Any]], title: 
         if r.get("psnr") is not None and r.get("input_psnr") is not None:
             gain = f" — PSNR {_fmt(r['psnr'], 2)} dB (input {_fmt(r['input_psnr'], 2)} dB), SSIM {_fmt(r['ssim'])}"
         cards.append(f"<section><h3>{html.escape(ex['label'])}: {html.escape(r['key'])}{gain}</h3>{cells}</section>")
-    head = ", ".join(f"{k}: {_fmt(summary.get(k), 2)}" for k in ("count", "ok", "skipped", "failures", "images_per_s"))
+    head = ", ".join(f"{k}: {_fmt(summary.get(k), 2)}" for k in ("count", "ok", "skipped", "failures", "excluded",
+                                                                   "not_done", "images_per_s"))
+    if summary.get("stopped"):
+        head += f"<br><b>The job stopped before it was complete: {html.escape(summary['stopped'])}</b> (rerun to resume)"
     cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>

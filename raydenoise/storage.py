@@ -7,9 +7,12 @@ S3-compatible stores are reached with an explicit endpoint (``--s3-endpoint``) o
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import posixpath
+import uuid
 from dataclasses import dataclass
 
 import fsspec
@@ -18,6 +21,22 @@ from fsspec.core import url_to_fs
 
 class StorageError(Exception):
     """A URI that cannot be listed, read or written; the message names the URI and why."""
+
+
+# Local writes go to a hidden temporary name beside the target and are renamed into place, so a
+# reader never sees a partial file under its final name (a full disk or a kill mid-write leaves
+# only the temporary). S3 PUTs are atomic by themselves.
+TMP_MARK = ".raydenoise-tmp-"
+
+
+def is_hidden(key: str) -> bool:
+    """True when any part of a '/'-separated key starts with '.' (``.x.png``, ``a/.b/c.png``)."""
+    return any(part.startswith(".") for part in key.split("/"))
+
+
+def is_partial(key: str) -> bool:
+    """True for a temporary file left by an interrupted raydenoise write."""
+    return TMP_MARK in key.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -52,10 +71,10 @@ class Store:
         return self.root.rstrip("/") + "/" + key
 
     def list_keys(self) -> list[str]:
-        """All files below the root, recursively, as sorted relative keys.
-
-        Hidden entries (any path part starting with '.') are skipped; the root not existing is
-        an error, an existing but empty root gives [].
+        """All files below the root, recursively, as sorted relative keys, hidden ones (names
+        starting with '.') included: callers decide what to do with them and say so. Symbolic
+        links are listed as files and not followed. The root not existing is an error, an
+        existing but empty root gives [].
         """
         try:
             self.fs.invalidate_cache()
@@ -73,26 +92,63 @@ class Store:
         for p in found:
             if not p.startswith(base):
                 continue
-            key = p[len(base):]
-            if any(part.startswith(".") for part in key.split("/")):
-                continue
-            keys.append(key)
+            keys.append(p[len(base):])
         return sorted(keys)
 
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.key_path(key))
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        path = self.key_path(key)
-        if not self.is_s3:
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        self.fs.pipe_file(path, data)
+        """Write ``data`` to ``key`` atomically: readers see the old object or the whole new one."""
+        with self.open_write(key) as f:
+            f.write(data)
 
+    @contextlib.contextmanager
     def open_write(self, key: str):
+        """A binary file to write ``key`` through, published only when the block ends without an
+        exception (local: temporary name + rename; S3: one PUT or a completed multipart upload).
+        On an exception nothing is published and the temporary is removed."""
         path = self.key_path(key)
-        if not self.is_s3:
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        return self.fs.open(path, "wb")
+        if self.is_s3:
+            f = self.fs.open(path, "wb")
+            try:
+                yield f
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    f.discard()  # abort: no object, no dangling multipart upload
+                raise
+            f.close()
+            return
+        folder, name = posixpath.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = posixpath.join(folder, f".{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    def remove_partials(self, keys: list[str]) -> int:
+        """Delete temporary files that interrupted writes left among ``keys``; returns how many."""
+        stale = [k for k in keys if is_partial(k)]
+        with contextlib.suppress(Exception):
+            self.remove(stale)
+        return len(stale)
+
+    def identity(self) -> str:
+        """The root with symlinks and '..' resolved: two Stores with overlapping identities
+        address the same objects, whatever spelling the user chose."""
+        if self.is_s3:
+            return "s3://" + posixpath.normpath(self.path)
+        return os.path.realpath(self.path)
+
+    def contains(self, other: "Store") -> bool:
+        """True when ``other`` is this root or lies below it (after resolving, see identity)."""
+        a, b = self.identity().rstrip("/") + "/", other.identity().rstrip("/") + "/"
+        return b.startswith(a)
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.key_path(key))
@@ -107,8 +163,68 @@ class Store:
         try:
             self.write_bytes(key, b"ok")
             self.remove([key])
+        except StorageError:
+            raise
         except Exception as exc:
             raise StorageError(f"{self.root}: cannot write ({_reason(exc)})") from exc
+
+
+def partition_hidden(keys: list[str], include_hidden: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split a listing into keys to use and (key, reason) for those left out: temporary files of
+    interrupted raydenoise writes always, hidden ones (a part starting with '.') unless
+    ``include_hidden``. Nothing is dropped without a reason."""
+    kept, left_out = [], []
+    for key in keys:
+        if is_partial(key):
+            left_out.append((key, "temporary file of an interrupted raydenoise write"))
+        elif is_hidden(key) and not include_hidden:
+            left_out.append((key, "hidden (a name starting with '.'); pass --include-hidden to use it"))
+        else:
+            kept.append(key)
+    return kept, left_out
+
+
+# errno values that say the storage as a whole is unusable, not one object.
+_STORAGE_WIDE_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOTCONN, errno.ESTALE}
+_NETWORK_HINTS = ("could not connect", "connection refused", "connect timeout", "endpoint url",
+                  "nosuchbucket", "no such bucket", "cannot connect", "connection reset", "server disconnected",
+                  "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "access denied",
+                  "expiredtoken", "read timeout", "name or service not known")
+
+
+def storage_wide(exc: BaseException) -> bool:
+    """True for a failure of the storage itself (full disk, read-only or vanished file system, S3
+    unreachable, bucket gone, credentials rejected) rather than of one object: every further
+    object would fail the same way, so a job should stop, report and be resumed later."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_WIDE_ERRNO:
+            return True
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        name = type(exc).__name__
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
+                    "ServerDisconnectedError", "NoCredentialsError", "ConnectionClosedError", "NoSuchBucket"):
+            return True
+        text = str(exc).lower()
+        if any(h in text for h in _NETWORK_HINTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def object_error(exc: BaseException) -> str:
+    """A short reason for a failure to read or write one object, for a report row."""
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder (a symbolic link to a folder is not followed)"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if isinstance(exc, FileNotFoundError):
+        return "not found (removed while the job ran, or a broken symbolic link)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return _reason(exc) if str(exc) else type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:
@@ -116,9 +232,24 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+_RAY_HINTS = ("To change retry attempts", "Failed to apply UDF", "UDF failed to process", "The above exception")
+
+
 def last_error_line(exc: BaseException) -> str:
-    """The last non-empty line of an exception's text: where Ray and Ray Train put the cause."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    """One line naming the root cause of a (possibly Ray-wrapped) exception: the innermost cause
+    that is not one of Ray's wrappers, as ``Type: first line``; else the last line of the text
+    that is not one of Ray's retry hints."""
+    inner, seen = exc, set()
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = getattr(inner, "cause", None) or inner.__cause__
+        if not isinstance(nxt, BaseException):
+            break
+        inner = nxt
+    if inner is not exc and not type(inner).__module__.startswith("ray"):
+        text = str(inner).strip().splitlines()
+        return f"{type(inner).__name__}: {text[0][:400]}" if text else type(inner).__name__
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.lstrip().startswith(_RAY_HINTS)]
     return lines[-1][:500] if lines else type(exc).__name__
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from .images import ImageError, decode_rgb8, encode_png
 from .noise import NoiseSpec, apply_noise, parse_noise
 from .pairing import file_id, natural_key
-from .storage import Store, open_store
+from .storage import StorageError, Store, object_error, open_store, partition_hidden, storage_wide
 
 # scikit-image sample photos that ship inside the package (no network access needed).
 SKIMAGE_SAMPLES = (
@@ -88,8 +88,10 @@ def _skimage_sources(limit: int | None) -> Iterator[tuple[str, Callable[[], np.n
         yield name, loader(name)
 
 
-def _store_sources(store: Store, limit: int | None) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
-    keys = sorted(store.list_keys(), key=natural_key)
+def _store_sources(store: Store, limit: int | None, left_out: list[dict]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
+    keys, hidden = partition_hidden(store.list_keys(), include_hidden=False)
+    left_out.extend({"file": store.uri(k), "reason": why} for k, why in hidden)
+    keys = sorted(keys, key=natural_key)
     if limit is not None:
         keys = keys[:limit]
     for key in keys:
@@ -104,12 +106,15 @@ def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
     """
     spec: NoiseSpec = parse_noise(cfg.noise)
     out = open_store(cfg.out, cfg.s3_endpoint)
+    skipped: list[dict] = []
     if cfg.clean == DEFAULT_CLEAN:
         sources = list(_skimage_sources(cfg.limit))
         clean_root = "skimage.data"
     else:
         clean_store = open_store(cfg.clean, cfg.s3_endpoint)
-        sources = list(_store_sources(clean_store, cfg.limit))
+        if clean_store.contains(out):
+            raise StorageError(f"--out {out.root} is inside --clean {clean_store.root}: outputs would be read as photos")
+        sources = list(_store_sources(clean_store, cfg.limit, skipped))
         clean_root = clean_store.root
     if not sources:
         raise ImageError(f"{cfg.clean}: no clean photos found")
@@ -121,13 +126,20 @@ def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
         except ImageError as exc:
             return name, str(exc)
         except Exception as exc:  # unreadable object in the store
-            return name, f"cannot read ({type(exc).__name__}: {exc})"
+            if storage_wide(exc):
+                raise StorageError(f"{clean_root}/{name}: {object_error(exc)}") from None
+            return name, f"cannot read ({object_error(exc)})"
         noisy = apply_noise(clean, spec, np.random.default_rng(image_seed(cfg.seed, name)))
-        out.write_bytes(f"high/{name}.png", encode_png(clean))
-        out.write_bytes(f"low/{name}.png", encode_png(noisy))
+        try:
+            out.write_bytes(f"high/{name}.png", encode_png(clean))
+            out.write_bytes(f"low/{name}.png", encode_png(noisy))
+        except Exception as exc:
+            raise StorageError(f"cannot write {out.uri(f'low/{name}.png')}: {object_error(exc)}") from None
         return name, None
 
-    written, skipped = [], []
+    for item in skipped:
+        print(f"synth: skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    written = []
     t0 = time.time()
     step = max(1, len(sources) // 10)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -145,7 +157,7 @@ def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
         "written": len(written),
         "skipped": skipped,
     }
-    out.write_bytes("synth.json", json.dumps(record, indent=2).encode())
+    out.write_bytes("synth.json", json.dumps(record, indent=2, allow_nan=False).encode())
     if not written:
         raise ImageError(f"{cfg.clean}: none of the {len(sources)} clean files could be used")
     return SynthResult(written=written, skipped=skipped)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .images import object_column
+from .report import json_safe, to_json
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
@@ -165,7 +166,10 @@ def pyarrow_filesystem(store: Store):
     import pyarrow.fs as pafs
 
     if store.is_s3:
-        return pafs.PyFileSystem(pafs.FSSpecHandler(store.fs)), store.path
+        # A private s3fs instance without a listings cache: the shared one may hold a listing of
+        # the run folder from before Ray Train wrote its checkpoints (stale "path not found").
+        fs = type(store.fs)(**store.fs.storage_options, skip_instance_cache=True, use_listings_cache=False)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), store.path
     return None, store.path
 
 
@@ -225,9 +229,20 @@ def evaluate(model, cfg: TrainConfig, val_shards: list[str], rank: int, world: i
                     m = all_metrics(p, high.astype(np.float32) / 255.0)
                     sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
     total = _all_reduce_sum(sums.tolist(), device)
-    n = max(total[0], 1.0)
     keys = ("val_loss", "val_psnr", "val_mse", "val_mae", "val_ssim")
-    return {k: v / n for k, v in zip(keys, total[1:])} | {"val_images": int(total[0])}
+    if total[0] == 0:  # no val images: no metric (None), never a 0 that reads as a score
+        return {k: None for k in keys} | {"val_images": 0}
+    return {k: v / total[0] for k, v in zip(keys, total[1:])} | {"val_images": int(total[0])}
+
+
+def _num(value, fmt: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def format_metrics(m: dict) -> str:
+    """One line of an epoch's metrics; val metrics show '-' when there is no val split."""
+    return (f"train_loss {_num(m.get('train_loss'), '.4f')}  val_loss {_num(m.get('val_loss'), '.4f')}  "
+            f"val_psnr {_num(m.get('val_psnr'), '.2f', ' dB')}  val_ssim {_num(m.get('val_ssim'), '.3f')}")
 
 
 def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
@@ -251,7 +266,7 @@ def train_fn_per_worker(config: dict) -> None:
 
     from safetensors.torch import load_file
 
-    from .artifacts import WEIGHTS, load_train_state, save_model_dir, save_optimizer, unwrap
+    from .artifacts import WEIGHTS, check_state, load_train_state, save_model_dir, save_optimizer, unwrap
     from .models import build_model, count_parameters
 
     cfg = TrainConfig(**config["cfg"])
@@ -268,7 +283,9 @@ def train_fn_per_worker(config: dict) -> None:
         restored = tempfile.mkdtemp(prefix="raydenoise-restore-")
         with checkpoint.as_directory() as d:
             shutil.copytree(d, restored, dirs_exist_ok=True)
-        model.load_state_dict(load_file(os.path.join(restored, WEIGHTS)))
+        state = load_file(os.path.join(restored, WEIGHTS))
+        check_state(state, model, f"the checkpoint of run {cfg.name!r}")  # a clear message, not a cut one
+        model.load_state_dict(state)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = (
@@ -323,12 +340,15 @@ def train_fn_per_worker(config: dict) -> None:
         n, total_loss, pixels = _all_reduce_sum([seen, loss_sum, pixels], device)
         val = evaluate(unwrap(model), cfg, config["val_shards"], rank, world, device)
         scheduler.step()
+        train_loss = total_loss / max(n, 1)
         metrics = {
             "epoch": epoch + 1,
-            "train_loss": total_loss / max(n, 1),
+            "train_loss": train_loss,
             **val,
-            "input_psnr": baseline.get("val_psnr", float("nan")),
-            "input_ssim": baseline.get("val_ssim", float("nan")),
+            # what keeps the best checkpoint: val loss, or train loss when there is no val split
+            "select_loss": val["val_loss"] if val["val_loss"] is not None else train_loss,
+            "input_psnr": baseline.get("val_psnr"),
+            "input_ssim": baseline.get("val_ssim"),
             "lr": optimizer.param_groups[0]["lr"],
             "train_pairs": int(n),
             "train_seconds": train_seconds,
@@ -336,16 +356,13 @@ def train_fn_per_worker(config: dict) -> None:
             "megapixels_per_s": pixels / 1e6 / max(train_seconds, 1e-9),
             "elapsed_s": time.time() - t_start,
         }
-        if not config.get("has_val"):
-            metrics["val_loss"] = metrics["train_loss"]  # no val split: keep the best by train loss
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: the loss is {train_loss} "
+                                     f"(try a lower --lr than {cfg.lr:g}); the checkpoints of the epochs before it are kept")
         history.append(metrics)
         if rank == 0:
-            print(
-                f"[raydenoise] epoch {epoch + 1}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                f"val_loss {metrics['val_loss']:.4f}  val_psnr {metrics['val_psnr']:.2f} dB  "
-                f"val_ssim {metrics['val_ssim']:.3f}  {metrics['pairs_per_s']:.1f} pairs/s",
-                flush=True,
-            )
+            print(f"[raydenoise] epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
+                  f"{metrics['pairs_per_s']:.1f} pairs/s", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -372,8 +389,13 @@ def train_fn_per_worker(config: dict) -> None:
 def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     import ray
 
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_workers < 0:
-        raise TrainError("--epochs and --batch-size must be at least 1 and --num-workers at least 0")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_workers < 1 or cfg.max_failures < 0:
+        raise TrainError("--epochs, --batch-size and --num-workers must be at least 1, --max-failures at least 0")
+    for name, value in (("--lr", cfg.lr), ("--time-limit", cfg.time_limit_s), ("--cpus-per-worker", cfg.cpus_per_worker)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise TrainError(f"{name} must be a finite number greater than 0, not {value}")
+    if cfg.width is not None and not 1 <= cfg.width <= 1024:
+        raise TrainError(f"--width must be from 1 to 1024, not {cfg.width}")
     if cfg.patch_size is not None and cfg.patch_size < 8:
         raise TrainError("--patch-size must be at least 8 (or 0 for full images)")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
@@ -390,6 +412,7 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
         storage.check_writable()
     except StorageError as exc:
         raise TrainError(f"--storage-path: {exc}") from None
+    _check_resume(cfg, storage)
     resources = ray.cluster_resources()
     workers = max(cfg.num_workers, 1)
     if cfg.num_workers and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0) - 0.5:
@@ -402,11 +425,38 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     return manifest, data, storage
 
 
+def _check_resume(cfg: TrainConfig, storage: Store) -> None:
+    """A run name that already has checkpoints is resumed: refuse, with both settings named,
+    when its model or width differ from this command's (the weights would not fit)."""
+    import json
+
+    from .artifacts import CONFIG
+
+    run = open_store(storage.uri(cfg.name), cfg.s3_endpoint)
+    try:
+        keys = run.list_keys()
+    except StorageError:
+        return  # a new run
+    configs = sorted(k for k in keys if k.startswith("checkpoint_") and k.endswith("/" + CONFIG) and k.count("/") == 1)
+    if not configs:
+        return
+    try:
+        old = json.loads(run.read_bytes(configs[-1]))
+        old_model, old_width = old["model"], old.get("width") or 32
+    except Exception:
+        return  # unreadable: Ray Train's own restore decides
+    if (old_model, old_width) != (cfg.model, cfg.width or 32):
+        raise TrainError(
+            f"run {run.root} was trained as --model {old_model} --width {old_width}; this command asks for --model "
+            f"{cfg.model} --width {cfg.width or 32}. Re-running a name resumes it: use the same model, or a new --name"
+        )
+
+
 def auto_cpus_per_worker(cfg: TrainConfig, cluster_cpus: float) -> float:
     """1 CPU per worker, unless that would leave the Ray Data pipeline (read + decode) less than
     one CPU: Ray Data only uses what the training workers do not reserve, and would wait forever
     with nothing. On GPU workers CPUs matter less, so they get 1 whatever the cluster."""
-    if cfg.use_gpu or cfg.num_workers == 0:
+    if cfg.use_gpu or cfg.num_workers < 1:
         return 1.0
     spare = (cluster_cpus - 1.0) / cfg.num_workers
     return max(0.25, min(1.0, math.floor(spare * 4) / 4))
@@ -440,8 +490,8 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
         storage_filesystem=storage_fs,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
-            num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
-        ),  # keeps the best by val loss; Ray Train always keeps the latest too
+            num_to_keep=1, checkpoint_score_attribute="select_loss", checkpoint_score_order="min"
+        ),  # keeps the best by val loss (train loss without val); Ray Train always keeps the latest too
     )
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -458,6 +508,9 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
         run_config=run_config,
         datasets={"train": train_ds},
     )
+    if not val_shards:
+        log(f"train: {cfg.data} has no val split: val metrics stay empty and the best checkpoint is chosen by "
+            "train loss (ingest with a val fraction in --split to measure generalization)")
     log(f"train: {cfg.model} on {manifest['counts']['train']} train / {manifest['counts']['val']} val pairs, "
         f"{max(cfg.num_workers, 1)} worker(s), {'GPU' if cfg.use_gpu else 'CPU'} -> {storage.uri(cfg.name)}")
     try:
@@ -478,7 +531,8 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
     latest = result.checkpoint
     if latest is None:
         raise TrainError("training reported no checkpoint")
-    best_pairs = sorted(result.best_checkpoints or [], key=lambda cm: cm[1].get("val_loss", math.inf))
+    best_pairs = sorted(result.best_checkpoints or [],
+                        key=lambda cm: _or_inf(cm[1].get("select_loss", cm[1].get("val_loss"))))
     best = best_pairs[0][0] if best_pairs else latest
     with latest.as_directory() as d:
         history = json.loads(open(os.path.join(d, TRAIN_STATE)).read())["history"]
@@ -488,6 +542,9 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
                 storage.write_bytes(f"{cfg.name}/model/{name}", f.read())
         best_config = json.loads(open(os.path.join(d, CONFIG)).read())
     storage.write_bytes(f"{cfg.name}/metrics.csv", metrics_csv(history).encode())
+    storage.write_bytes(f"{cfg.name}/summary.json", to_json({"best_epoch": best_config["epoch"],
+                                                              "best_metrics": best_config["metrics"],
+                                                              "epochs": len(history), "config": asdict(cfg)}))
     storage.write_bytes(f"{cfg.name}/curves.png", curves_png(history, f"{cfg.name} ({cfg.model})"))
     summary = {
         "run": storage.uri(cfg.name),
@@ -497,19 +554,27 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
         "best_metrics": best_config["metrics"],
     }
     m = best_config["metrics"]
-    log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: val_loss {m['val_loss']:.4f}, "
-        f"val_psnr {m['val_psnr']:.2f} dB (noisy input {m.get('input_psnr', float('nan')):.2f} dB), "
-        f"val_ssim {m['val_ssim']:.3f} -> {summary['model_dir']}")
+    log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "
+        f"(noisy input {_num(m.get('input_psnr'), '.2f', ' dB')}) -> {summary['model_dir']}")
     return summary
 
 
+def _or_inf(value) -> float:
+    return math.inf if value is None or not math.isfinite(value) else value
+
+
 def metrics_csv(history: list[dict]) -> str:
+    """One row per epoch; a metric with no value (no val split) is an empty cell, never NaN."""
     keys = list(dict.fromkeys(k for row in history for k in row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(json_safe(history))
     return buf.getvalue()
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else value
 
 
 def curves_png(history: list[dict], title: str) -> bytes:
@@ -522,14 +587,16 @@ def curves_png(history: list[dict], title: str) -> bytes:
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    a.plot(epochs, [h["val_loss"] for h in history], "o-", label="val loss")
+    a.plot(epochs, [_nan(h.get("val_loss")) for h in history], "o-", label="val loss")
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend()
     a.grid(alpha=0.3)
-    b.plot(epochs, [h["val_psnr"] for h in history], "o-", color="tab:green", label="model")
-    if history and history[-1].get("input_psnr") == history[-1].get("input_psnr"):  # not NaN
+    b.plot(epochs, [_nan(h.get("val_psnr")) for h in history], "o-", color="tab:green", label="model")
+    if history and history[-1].get("input_psnr") is not None:
         b.axhline(history[-1]["input_psnr"], ls="--", color="gray", label="noisy input")
+    if history and history[-1].get("val_psnr") is None:
+        b.text(0.5, 0.5, "no val split", ha="center", va="center", transform=b.transAxes, color="gray")
     b.legend()
     b.set_xlabel("epoch")
     b.set_ylabel("val PSNR (dB)")

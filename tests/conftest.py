@@ -129,12 +129,11 @@ class S3Server:
         return f"s3://{self.bucket}/{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real SeaweedFS S3 server on 127.0.0.1 with free ports, a temp dir and one bucket."""
-    data_dir = tmp_path_factory.mktemp("seaweedfs")
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc,
-     metrics) = _free_ports(11)
+def start_weed(data_dir: Path, ports: list[int] | None = None) -> tuple[subprocess.Popen, S3Server, list[int]]:
+    """Start SeaweedFS on 127.0.0.1 (free ports unless given: pass the same ones and data_dir to
+    restart a stopped server with its data) and wait until the test bucket answers."""
+    ports = ports or _free_ports(11)
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc, metrics) = ports
     cmd = [
         _weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={master}", f"-master.port.grpc={master_grpc}",
@@ -146,29 +145,44 @@ def s3_server(tmp_path_factory):
         "-master.volumeSizeLimitMB=64", f"-bucket={BUCKET}",
     ]
     env = {**os.environ, "S3_BUCKET": BUCKET}
-    log = open(data_dir / "weed.log", "wb")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "weed.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    log.close()
     server = S3Server(f"http://127.0.0.1:{s3}", BUCKET)
     deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed exited with {proc.returncode}: {(data_dir / 'weed.log').read_text()[-2000:]}")
+        try:
+            server.fs().ls(BUCKET, refresh=True)
+            return proc, server, ports
+        except Exception:
+            if time.time() > deadline:
+                stop_weed(proc)
+                raise RuntimeError("SeaweedFS did not become ready in 60 s") from None
+            time.sleep(0.3)
+
+
+def stop_weed(proc: subprocess.Popen) -> None:
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {proc.returncode}: {(data_dir / 'weed.log').read_text()[-2000:]}")
-            try:
-                server.fs().ls(BUCKET, refresh=True)
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise RuntimeError("SeaweedFS did not become ready in 60 s") from None
-                time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 with free ports, a temp dir and one bucket."""
+    proc, server, _ = start_weed(tmp_path_factory.mktemp("seaweedfs"))
+    try:
         yield server
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_weed(proc)
 
 
 def run_cli(*args: str, address: str | None = None, env: dict | None = None, timeout: int = 300):

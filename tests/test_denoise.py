@@ -107,10 +107,13 @@ def test_local_folder_with_reference_rerun_and_overwrite(cluster, model_dir, tmp
             assert rerun[r["key"]]["psnr"] == pytest.approx(r["psnr"], abs=1e-9)
             assert rerun[r["key"]]["input_ssim"] == pytest.approx(r["input_ssim"], abs=1e-9)
     assert again["metrics"]["psnr"]["mean"] == pytest.approx(summary["metrics"]["psnr"]["mean"], abs=1e-9)
-    # a damaged existing output is reported, not trusted
+    # a damaged existing output is not trusted: it is redone, and the report says so
     write(tmp_path / "out" / next(iter(keys)), b"garbage")
     damaged = run_denoise(cfg, log=quiet)
-    assert damaged["failures"] == 2
+    assert damaged["failures"] == 1 and damaged["ok"] == 1 and damaged["skipped"] == len(keys) - 1
+    redone = {r["key"]: r for r in pq.read_table(rep / "report.parquet").to_pylist()}[next(iter(keys))]
+    assert redone["status"] == "ok" and "redone" in redone["note"]
+    assert decode_rgb8((tmp_path / "out" / next(iter(keys))).read_bytes()).shape[:2] == keys[next(iter(keys))]
     over = run_denoise(DenoiseConfig(**{**cfg.__dict__, "overwrite": True}), log=quiet)
     assert over["ok"] == len(keys)
 
@@ -128,7 +131,7 @@ def test_s3_prefix_to_s3_with_missing_reference(s3_server, cluster, model_dir):
     for f in model_dir.iterdir():
         fs.pipe_file(f"{model_uri[5:]}/{f.name}", f.read_bytes())
     r = run_cli("denoise", "--input", f"{base}/in", "--output", f"{base}/out", "--model", model_uri,
-                "--reference", f"{base}/ref", "--s3-endpoint", s3_server.endpoint, "--workers", "1", "--tile", "16",
+                "--reference", f"{base}/ref", "--s3-endpoint", s3_server.endpoint, "--workers", "1", "--tile", "32",
                 "--pipeline", "staged",
                 address=cluster)
     assert r.returncode == 1, r.stderr

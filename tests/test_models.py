@@ -62,7 +62,7 @@ def test_load_model_errors_name_the_problem(tmp_path):
     with pytest.raises(ArtifactError, match="missing config.json"):
         load_model(tmp_path)
     save_model_dir(tmp_path, build_model("seed-ae"), {"model": "unet", "width": None})
-    with pytest.raises(ArtifactError, match="does not match unet"):
+    with pytest.raises(ArtifactError, match="does not fit the network"):
         load_model(tmp_path)
 
 

@@ -1,0 +1,544 @@
+"""Fault injection: every case of issue 9, rerun as a careful and a hostile user would.
+
+Each test checks that nothing is lost, every input is accounted for in the report, the message
+is clear (one line, no traceback) and a rerun completes the job. A full disk is a size-limited
+tmpfs where user namespaces allow mounting one (and a storage that fails writes otherwise); a
+dead S3 server is a second SeaweedFS stopped mid-run and started again on its data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from raydenoise.artifacts import CONFIG, WEIGHTS, save_model_dir
+from raydenoise.images import decode_rgb8
+from raydenoise.models import build_model
+
+from conftest import BUCKET, png16_bytes, png_bytes, rgb, run_cli, start_weed, stop_weed, write
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, ray_cluster):
+    return ray_cluster
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model")
+    save_model_dir(d, build_model("seed-ae", 8).eval(), {"model": "seed-ae", "width": 8})
+    return d
+
+
+def noisy_images(folder: Path, n: int, h: int = 40, w: int = 56) -> dict[str, bytes]:
+    out = {}
+    for i in range(n):
+        data = png_bytes(rgb(h, w, seed=i))
+        write(folder / f"img{i:02d}.png", data)
+        out[f"img{i:02d}.png"] = data
+    return out
+
+
+def report(folder: Path) -> dict[str, dict]:
+    return {r["key"]: r for r in pq.read_table(folder / "report.parquet").to_pylist()}
+
+
+def denoise(*args: str, address: str | None = None, timeout: int = 300, env: dict | None = None):
+    return run_cli("denoise", *args, address=address, timeout=timeout, env=env)
+
+
+def clean_failure(r, *needles: str) -> None:
+    """Exit 1, a message naming the problem, no traceback."""
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr[-2000:])
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def all_outputs_complete(out: Path) -> None:
+    """Every file under its final name decodes; no temporary file is left behind."""
+    for p in out.rglob("*"):
+        if p.is_file() and "_report" not in p.parts:
+            assert ".raydenoise-tmp-" not in p.name, p
+            decode_rgb8(p.read_bytes())
+
+
+# ----------------------------------------------------------------------------- 1. partial outputs
+
+
+def test_1_truncated_output_is_redone_on_resume_with_and_without_reference(cluster, model_dir, tmp_path):
+    inputs = noisy_images(tmp_path / "in", 5)
+    for k, v in inputs.items():
+        write(tmp_path / "ref" / k, v)
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir)]
+    assert denoise(*args, address=cluster).returncode == 0
+    for ref in ([], ["--reference", str(tmp_path / "ref")]):
+        victim = tmp_path / "out" / "img02.png"
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # a disk that filled mid-write
+        r = denoise(*args, *ref, address=cluster)
+        assert r.returncode == 0, r.stderr
+        rows = report(tmp_path / "out" / "_report")
+        assert rows["img02.png"]["status"] == "ok" and "incomplete or damaged" in rows["img02.png"]["note"]
+        assert all(rows[k]["status"] == "skipped" for k in inputs if k != "img02.png")
+        assert all(rows[k]["width"] == 56 and rows[k]["height"] == 40 for k in inputs)  # facts of skipped rows kept
+        if ref:
+            assert all(rows[k]["psnr"] is not None for k in inputs)
+        all_outputs_complete(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- 2. symlinked output
+
+
+def test_2_output_symlinked_to_input_is_refused_and_inputs_untouched(cluster, model_dir, tmp_path):
+    noisy_images(tmp_path / "in", 3)
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    before = digest(tmp_path / "in")
+    for out in (tmp_path / "link", tmp_path / "in" / ".." / "link" / "sub"):
+        r = denoise("--input", str(tmp_path / "in"), "--output", str(out), "--model", str(model_dir), "--overwrite",
+                    address=cluster)
+        clean_failure(r, "is inside --input")
+    r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(model_dir),
+                "--report", str(tmp_path / "link" / "rep"), address=cluster)
+    clean_failure(r, "--report", "inside --input")
+    assert digest(tmp_path / "in") == before
+
+
+# ----------------------------------------------------------------------------- 3. --num-workers 0
+
+
+def test_3_num_workers_zero_is_not_offered(tmp_path):
+    r = run_cli("train", "--data", str(tmp_path), "--model", "unet", "--storage-path", str(tmp_path), "--name", "x",
+                "--num-workers", "0")
+    assert r.returncode == 2 and "--num-workers" in r.stderr and "at least 1" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- 4. empty val, NaN
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
+    from raydenoise.ingest import IngestConfig, run_ingest
+
+    for i in range(6):
+        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(32, 32, seed=i)))
+        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(32, 32, seed=50 + i)))
+    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
+                            split=(1.0, 0.0, 0.0)), log=lambda m: None)
+    r = run_cli("train", "--data", str(tmp_path / "ds"), "--model", "seed-ae", "--storage-path", str(tmp_path / "runs"),
+                "--name", "noval", "--epochs", "2", "--patch-size", "16", address=cluster)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no val split" in r.stdout and "val_psnr -" in r.stdout
+    run = tmp_path / "runs" / "noval"
+    config = strict_json((run / "model" / CONFIG).read_text())
+    assert config["metrics"]["val_psnr"] is None and config["metrics"]["val_mse"] is None
+    assert config["metrics"]["train_loss"] > 0
+    strict_json((run / "summary.json").read_text())
+    text = (run / "metrics.csv").read_text().lower()
+    assert "nan" not in text and "inf" not in text
+    for bad in ("nan,0,1", "inf,0,-inf", "0.5,nan,0.5"):
+        r = run_cli("ingest", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"),
+                    "--out", str(tmp_path / "ds2"), f"--split={bad}")
+        assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ds2" / "manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- 5. NaN weights
+
+
+def test_5_diverged_weights_are_refused_before_any_work(cluster, tmp_path):
+    model = build_model("seed-ae", 8)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["net.0.weight"][0, 0, 0, 0] = float("nan")
+    (tmp_path / "m").mkdir()
+    save_file(state, str(tmp_path / "m" / WEIGHTS))
+    (tmp_path / "m" / CONFIG).write_text(json.dumps({"model": "seed-ae", "width": 8}))
+    noisy_images(tmp_path / "in", 2)
+    r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tmp_path / "m"),
+                address=cluster)
+    clean_failure(r, "NaN or Inf", "diverged")
+    assert not (tmp_path / "out").exists() or not any(p.suffix == ".png" for p in (tmp_path / "out").rglob("*"))
+
+
+def test_5_a_model_that_overflows_on_an_image_gives_error_rows_not_black_images():
+    from raydenoise.inference import Denoiser, NonFiniteOutput
+
+    model = build_model("unet", 8).eval()
+    with torch.no_grad():
+        model.tail.bias.fill_(3e38)
+        model.tail.weight.fill_(3e38)
+    d = Denoiser(model, "unet")
+    with pytest.raises(NonFiniteOutput, match="NaN/Inf"):
+        d(np.full((16, 16, 3), 200, np.uint8))
+
+
+# ----------------------------------------------------------------------------- 6. alpha, 16 bit
+
+
+def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, model_dir, tmp_path):
+    color = rgb(32, 48, seed=1)
+    alpha = np.zeros((32, 48), np.uint8)
+    alpha[:, 24:] = 255  # the left half transparent
+    alpha[:4] = 77
+    write(tmp_path / "in" / "rgba.png", png_bytes(np.dstack([color, alpha])))
+    write(tmp_path / "in" / "la.png", png_bytes(np.dstack([color[..., 0], alpha]), ))
+    pal = Image.fromarray(color).quantize(16)
+    pal.info["transparency"] = 0
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", transparency=0)
+    write(tmp_path / "in" / "palette.png", buf.getvalue())
+    write(tmp_path / "in" / "deep.png", png16_bytes(color.astype(np.uint16) * 257))
+    write(tmp_path / "in" / "deepgray.png", png16_bytes(color[..., 0].astype(np.uint16) * 257))
+    r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
+                address=cluster)
+    clean_failure(r, "2 of 5 images failed", "deep.png", "16-bit")
+    rows = report(tmp_path / "out" / "_report")
+    assert rows["deep.png"]["status"] == "error" and "16-bit" in rows["deep.png"]["error"]
+    assert not (tmp_path / "out" / "deep.png").exists()
+    out = Image.open(tmp_path / "out" / "rgba.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+    out = Image.open(tmp_path / "out" / "la.png")
+    assert out.mode == "LA" and np.array_equal(np.asarray(out)[..., 1], alpha)
+    out = Image.open(tmp_path / "out" / "palette.png").convert("RGBA")
+    expected = np.asarray(pal.convert("RGBA"))[..., 3]
+    assert np.array_equal(np.asarray(out)[..., 3], expected) and expected.min() == 0
+
+
+# ----------------------------------------------------------------------------- 7. dot files
+
+
+def test_7_dot_files_are_listed_as_excluded_or_processed_on_request(cluster, model_dir, tmp_path):
+    for key in ("a.png", ".hidden.png", "..png", "sub/..x.png", ".cache/b.png"):
+        write(tmp_path / "in" / key, png_bytes(rgb(24, 32)))
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir)]
+    r = denoise(*args, address=cluster)
+    assert r.returncode == 0, r.stderr
+    assert "4 files excluded" in r.stdout
+    rows = report(tmp_path / "out" / "_report")
+    assert set(rows) == {"a.png", ".hidden.png", "..png", "sub/..x.png", ".cache/b.png"}
+    for key in (".hidden.png", "..png", "sub/..x.png", ".cache/b.png"):
+        assert rows[key]["status"] == "excluded" and "--include-hidden" in rows[key]["note"]
+    assert json.loads((tmp_path / "out" / "_report" / "summary.json").read_text())["excluded"] == 4
+    r = denoise(*args, "--include-hidden", address=cluster)
+    assert r.returncode == 0, r.stderr
+    for key in (".hidden.png", "..png", "sub/..x.png", ".cache/b.png"):
+        assert decode_rgb8((tmp_path / "out" / key).read_bytes()).shape == (24, 32, 3)
+    assert report(tmp_path / "out" / "_report")["..png"]["status"] == "ok"
+    # ingest: hidden files are rejected with the reason, never dropped silently
+    for side in ("low", "high"):
+        for key in ("p.png", ".q.png"):
+            write(tmp_path / side / key, png_bytes(rgb(16, 16)))
+    r = run_cli("ingest", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--out",
+                str(tmp_path / "ds"), "--split", "1,0,0", address=cluster)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["counts"]["total"] == 1
+    assert sorted(x["file"].rsplit("/", 2)[-2:][0] for x in manifest["rejected"] if "hidden" in x["reason"]) == \
+        ["high", "low"]
+
+
+# ----------------------------------------------------------------------------- 8. reports as input
+
+
+def test_8_report_folders_are_never_read_as_input(cluster, model_dir, tmp_path):
+    noisy_images(tmp_path / "in", 3)
+    r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
+                address=cluster)
+    assert r.returncode == 0
+    # denoise the previous run's output folder, default _report/ inside it
+    r = denoise("--input", str(tmp_path / "out"), "--output", str(tmp_path / "out2"), "--model", str(model_dir),
+                address=cluster)
+    assert r.returncode == 0, r.stderr
+    rows = report(tmp_path / "out2" / "_report")
+    assert sum(row["status"] == "ok" for row in rows.values()) == 3
+    assert {k for k, row in rows.items() if row["status"] == "excluded"} == \
+        {f"_report/{n}" for n in ("report.parquet", "report.csv", "summary.json", "report.html")}
+    assert all("earlier denoise run" in rows[k]["note"] for k in rows if k.startswith("_report/"))
+
+
+# ----------------------------------------------------------------------------- 9. one bad object
+
+
+def test_9_symlinks_to_folders_and_loops_are_error_rows_and_the_job_goes_on(cluster, model_dir, tmp_path):
+    noisy_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "sub").mkdir()
+    (tmp_path / "in" / "dirlink.png").symlink_to(tmp_path / "in" / "sub")
+    (tmp_path / "in" / "loop1.png").symlink_to(tmp_path / "in" / "loop2.png")
+    (tmp_path / "in" / "loop2.png").symlink_to(tmp_path / "in" / "loop1.png")
+    (tmp_path / "in" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
+                address=cluster)
+    clean_failure(r, "4 of 7 images failed", "dirlink.png", "loop1.png")
+    rows = report(tmp_path / "out" / "_report")
+    assert "folder" in rows["dirlink.png"]["error"] and "loop" in rows["loop1.png"]["error"]
+    assert "not found" in rows["dangling.png"]["error"]
+    assert sum(row["status"] == "ok" for row in rows.values()) == 3
+
+
+def test_9_storage_that_fails_writes_stops_the_image_not_silently():
+    """The storage wrapper variant of a full disk: a write that fails with ENOSPC marks the job
+    to stop (not an error row); a per-object failure is that image's error."""
+    import errno
+
+    from raydenoise.denoise import _Stores, _new_state, finish_one
+    from raydenoise.report import NOT_DONE
+    from raydenoise.storage import open_store
+
+    class FullDisk:
+        def __init__(self, store, err):
+            self.store, self.err = store, err
+
+        def write_bytes(self, key, data):
+            raise OSError(self.err, os.strerror(self.err))
+
+        def uri(self, key):
+            return self.store.uri(key)
+
+    st = _Stores.__new__(_Stores)
+    st.ref = None
+    for err, status in ((errno.ENOSPC, NOT_DONE), (errno.EACCES, "error")):
+        st.out = FullDisk(open_store("/tmp/x"), err)
+        state = {**_new_state("a.png", False), "image": rgb(8, 8), "output": rgb(8, 8), "format": "PNG"}
+        row = finish_one(state, st)
+        assert row["status"] == status
+        assert os.strerror(err).lower() in (row["note"] or row["error"]).lower()
+
+
+def _can_mount_tmpfs() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="user namespaces cannot mount a tmpfs here; "
+                    "test_9_storage_that_fails_writes_stops_the_image_not_silently covers the logic")
+def test_9_full_disk_stops_with_one_line_writes_the_report_and_a_rerun_resumes(model_dir, tmp_path):
+    """A 20 KiB tmpfs (5 pages) holds a few of the outputs; the job stops at the first ENOSPC with one line,
+    the report (on another disk) lists what was done and what was not; after the tmpfs grows,
+    the same command completes the job. Runs a fresh local Ray inside the mount namespace."""
+    inputs = noisy_images(tmp_path / "in", 12, 64, 96)
+    (tmp_path / "out").mkdir()
+    exe = Path(sys.executable).parent / "raydenoise"
+    cmd = (f"{exe} denoise --input {tmp_path / 'in'} --output {tmp_path / 'out'} --model {model_dir} "
+           f"--report {tmp_path / 'rep'} --workers 1")
+    script = "\n".join([
+        f"mount -t tmpfs -o size=20k tmpfs {tmp_path / 'out'}",
+        f"{cmd} > {tmp_path / 'run1.out'} 2> {tmp_path / 'run1.err'}; echo $? > {tmp_path / 'run1.rc'}",
+        f"cp -r {tmp_path / 'rep'} {tmp_path / 'rep1'}",
+        f"ls -a {tmp_path / 'out'} > {tmp_path / 'run1.ls'}",
+        f"for f in {tmp_path / 'out'}/*.png; do cp $f {tmp_path / 'rep1'}/written-$(basename $f); done",
+        f"mount -o remount,size=8m {tmp_path / 'out'}",
+        f"{cmd} > {tmp_path / 'run2.out'} 2> {tmp_path / 'run2.err'}; echo $? > {tmp_path / 'run2.rc'}",
+        f"mkdir {tmp_path / 'final'} && cp {tmp_path / 'out'}/*.png {tmp_path / 'final'}/",
+    ])
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], timeout=400, env=env, check=True)
+    rc1, err1 = int((tmp_path / "run1.rc").read_text()), (tmp_path / "run1.err").read_text()
+    assert rc1 == 1 and "Traceback" not in err1
+    assert "No space left on device" in err1 and "rerun the same command to resume" in err1
+    rows = report(tmp_path / "rep1")
+    assert set(rows) == set(inputs)  # every input accounted for
+    done = {k for k, r in rows.items() if r["status"] == "ok"}
+    assert 0 < len(done) < len(inputs)
+    assert all(r["status"] == "not-done" for k, r in rows.items() if k not in done)
+    assert ".raydenoise-tmp-" not in (tmp_path / "run1.ls").read_text()
+    for k in done:  # what the first run reported as written is complete
+        decode_rgb8((tmp_path / "rep1" / f"written-{k}").read_bytes())
+    assert int((tmp_path / "run2.rc").read_text()) == 0, (tmp_path / "run2.err").read_text()[-2000:]
+    rows = report(tmp_path / "rep")
+    assert {k for k, r in rows.items() if r["status"] == "skipped"} == done
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == set(inputs) - done
+    for k in inputs:
+        assert decode_rgb8((tmp_path / "final" / k).read_bytes()).shape == (64, 96, 3)
+
+
+def test_9_s3_server_stopping_mid_run_stops_the_job_and_a_rerun_resumes(cluster, model_dir, tmp_path):
+    """Outputs go to a second SeaweedFS that is stopped once a few outputs exist, then started
+    again on the same data for the rerun."""
+    proc, server, ports = start_weed(tmp_path / "weed")
+    try:
+        inputs = noisy_images(tmp_path / "in", 40, 96, 128)
+        out = f"s3://{BUCKET}/faults/out"
+        exe = Path(sys.executable).parent / "raydenoise"
+        cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", out, "--model", str(model_dir),
+               "--report", str(tmp_path / "rep"), "--s3-endpoint", server.endpoint, "--batch-size", "1",
+               "--address", cluster]
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        fs = server.fs()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                fs.invalidate_cache()
+                if len(fs.find(f"{BUCKET}/faults/out")) >= 3:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        stop_weed(proc)
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+        assert "stopped:" in stderr and "rerun the same command to resume" in stderr
+        assert "aws_secret" not in stderr.lower() and "raydenoise-test-secret" not in stderr
+        rows = report(tmp_path / "rep")
+        assert set(rows) == set(inputs)
+        done = {k for k, r in rows.items() if r["status"] == "ok"}
+        assert len(done) < len(inputs) and all(r["status"] in ("ok", "not-done") for r in rows.values())
+        proc, server, _ = start_weed(tmp_path / "weed", ports)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = report(tmp_path / "rep")
+        assert {k for k, r in rows.items() if r["status"] == "skipped"} >= done
+        assert all(r["status"] in ("ok", "skipped") for r in rows.values())
+        import s3fs
+        fresh = s3fs.S3FileSystem(endpoint_url=server.endpoint, skip_instance_cache=True)
+        for k in inputs:
+            assert decode_rgb8(fresh.cat_file(f"{BUCKET}/faults/out/{k}")).shape == (96, 128, 3)
+    finally:
+        stop_weed(proc)
+
+
+# ----------------------------------------------------------------------------- 10. tracebacks
+
+
+def test_10_damaged_models_and_bad_numbers_are_one_line_errors(cluster, model_dir, tmp_path):
+    noisy_images(tmp_path / "in", 1)
+    cases = {
+        "empty weights": (b"", None, "not a readable safetensors file"),
+        "damaged weights": (b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", None, "not a readable safetensors file"),
+        "width text": (None, {"model": "seed-ae", "width": "abc"}, '"width" is \'abc\''),
+        "width negative": (None, {"model": "seed-ae", "width": -3}, '"width" is -3'),
+        "a list": (None, [1, 2], "expected a JSON object"),
+        "other width": (None, {"model": "seed-ae", "width": 16}, "does not fit the network"),
+    }
+    for name, (weights, config, needle) in cases.items():
+        m = tmp_path / name.replace(" ", "-")
+        shutil.copytree(model_dir, m)
+        if weights is not None:
+            (m / WEIGHTS).write_bytes(weights)
+        if config is not None:
+            (m / CONFIG).write_text(json.dumps(config))
+        r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(m),
+                    address=cluster)
+        clean_failure(r, needle)
+    for tile in ("1", "3", "31"):
+        r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
+                    "--tile", tile)
+        assert r.returncode == 2 and "at least 32" in r.stderr and "Traceback" not in r.stderr
+    for flag, value in (("--num-gpus-per-worker", "nan"), ("--max-megapixels", "-1")):
+        r = denoise("--input", "i", "--output", "o", "--model", "m", flag, value)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_10_evaluate_on_a_damaged_or_vanished_shard_names_it(cluster, model_dir, tmp_path):
+    from raydenoise.ingest import IngestConfig, run_ingest
+
+    for i in range(6):
+        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(24, 32, seed=i)))
+        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(24, 32, seed=9 + i)))
+    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
+                            split=(0.0, 0.0, 1.0), rows_per_shard=3), log=lambda m: None)
+    shards = sorted((tmp_path / "ds" / "test").glob("*.parquet"))
+    assert len(shards) == 2
+    shards[0].write_bytes(shards[0].read_bytes()[:100])  # damaged
+    r = run_cli("evaluate", "--data", str(tmp_path / "ds"), "--model", str(model_dir), address=cluster)
+    clean_failure(r, shards[0].name, "the table covers 3 of 6 pairs")
+    table = strict_json((model_dir / "eval" / "test" / "table.json").read_text())
+    assert table["table"]["model"]["images"] == 3 and len(table["errors"]) == 1
+    shards[1].unlink()  # re-ingested away while evaluating
+    r = run_cli("evaluate", "--data", str(tmp_path / "ds"), "--model", str(model_dir), address=cluster)
+    clean_failure(r, "re-ingested", "the table covers 0 of 6 pairs")
+    assert strict_json((model_dir / "eval" / "test" / "table.json").read_text())["table"]["model"]["psnr"] is None
+
+
+def test_10_resuming_a_run_with_another_model_names_both(cluster, tmp_path):
+    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.train import TrainError, resolve_config, run_train
+
+    for i in range(4):
+        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(32, 32, seed=i)))
+        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(32, 32, seed=50 + i)))
+    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
+                            split=(0.75, 0.25, 0.0)), log=lambda m: None)
+    common = dict(data=str(tmp_path / "ds"), storage_path=str(tmp_path / "runs"), name="r", epochs=1, patch_size=16)
+    run_train(resolve_config("seed-ae", width=8, **common), log=lambda m: None)
+    with pytest.raises(TrainError, match=r"trained as --model seed-ae --width 8; this command asks for --model unet"):
+        run_train(resolve_config("unet", width=8, **common), log=lambda m: None)
+
+
+# ----------------------------------------------------------------------------- 11. large images
+
+
+def test_11_large_images_are_tiled_automatically_and_the_pixel_limit_is_a_flag(cluster, model_dir, tmp_path):
+    from raydenoise.inference import Denoiser
+
+    model = build_model("unet", 8).eval()
+    d = Denoiser(model, "unet", width=8, memory_budget=8 * 1024 * 1024)  # 8 MiB: ~0.04 MP untiled
+    assert d.tile_for(100, 100) is None and d.tile_for(400, 600) is not None
+    image = rgb(300, 420, seed=3)
+    whole = Denoiser(model, "unet", width=8, memory_budget=1 << 34)(image)
+    assert np.abs(d(image).astype(int) - whole.astype(int)).max() <= 1
+    write(tmp_path / "in" / "big.png", png_bytes(rgb(60, 80)))
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir)]
+    r = denoise(*args, "--max-megapixels", "0.004", address=cluster)
+    clean_failure(r, "too many pixels", "--max-megapixels")
+    assert denoise(*args, "--max-megapixels", "0.005", address=cluster).returncode == 0
+
+
+def test_11_large_image_gate_bounds_concurrent_holders(tmp_path):
+    import threading
+
+    from raydenoise.inference import LargeImageGate
+
+    gate = LargeImageGate(folder=str(tmp_path / "locks"), poll_s=0.01)
+    big = int(gate.fraction * gate.total // 2)  # two fit at once
+    assert gate.slots_for(big) == 2
+    inside, peak, lock = 0, 0, threading.Lock()
+
+    def hold():
+        nonlocal inside, peak
+        with gate.hold(big):
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            time.sleep(0.2)
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
+    with gate.hold(1024) as waited:  # small images never wait
+        assert waited == 0.0
