@@ -12,7 +12,9 @@ Same files, same run, in this order per model:
            its own local Ray; "pipeline" is the job's own timing (summary.json `seconds`: from
            submitting the dataset to the last row, actor start-up included), "steady" the rate
            after the first result (summary.json `steady_images_per_s`), "end to end" includes
-           Ray's own start-up and the report.
+           Ray's own start-up and the report. Then the same command once more: every output
+           already exists and is verified (decoded in full) before it is skipped, the cost of a
+           resume per done image ("resume verify").
 Non-Local Means (scikit-image, as in `raydenoise evaluate`) runs in one process on the first
 --nlm-images files: it is the seed notebook's classical baseline.
 Throughput does not depend on the weights, so the models are freshly initialized.
@@ -137,6 +139,12 @@ def main() -> None:
             raise SystemExit(f"raydenoise denoise failed for {name}")
         summary = json.loads((work / f"ray-{name}" / "_report" / "summary.json").read_text())
         assert summary["ok"] == args.images, summary
+        # The same command again: every output exists and is verified (fully decoded) before
+        # it is skipped; what a resume costs per already-done image.
+        again = subprocess.run(proc.args, capture_output=True, text=True, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        rerun = json.loads((work / f"ray-{name}" / "_report" / "summary.json").read_text())
+        assert rerun["skipped"] == args.images, rerun
         r = {
             "plain_images_per_s": args.images / plain_s,
             "plain_megapixels_per_s": mp / plain_s,
@@ -146,6 +154,7 @@ def main() -> None:
             "ray_megapixels_per_s_pipeline": mp / summary["seconds"],
             "ray_startup_s": summary["startup_s"],
             "ray_images_per_s_steady": summary["steady_images_per_s"],
+            "resume_verify_images_per_s": args.images / rerun["seconds"],
         }
         r["speedup_pipeline"] = r["ray_images_per_s_pipeline"] / r["plain_images_per_s"]
         r["speedup_end_to_end"] = r["ray_images_per_s_end_to_end"] / r["plain_images_per_s"]

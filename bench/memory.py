@@ -2,7 +2,7 @@
 
 Each variant runs in its own process (so peaks do not mix) and does what one fused denoise
 actor does per image: decode the file, denoise, encode the output in the input's format. The
-figure is the process's peak resident memory (ru_maxrss) minus its resident memory before the
+figure is the process's peak resident memory (VmHWM) minus its resident memory just before the
 file is decoded (torch and the model loaded).
 
     make setup && .venv/bin/python bench/memory.py                  # 8000x6000 JPEG, seed-ae (~2 min)
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,15 @@ def make_photo(path: Path, h: int, w: int) -> None:
     Image.fromarray(noisy).save(path, format="JPEG", quality=90)
 
 
+def _status_kb(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process in KiB. Not
+    ru_maxrss: Linux carries that across exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def one(model_dir: str, photo: str, mode: str) -> None:
     """Child process: report {"peak_mb", "seconds", "tile"} as JSON on stdout."""
     import torch
@@ -46,13 +54,13 @@ def one(model_dir: str, photo: str, mode: str) -> None:
     kw = {"tile": 512} if mode == "tile512" else {"memory_budget": 1 << 50} if mode == "untiled" else {}
     d = Denoiser(model, config["model"], width=config.get("width"), **kw)
     data = Path(photo).read_bytes()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_kb("VmRSS")
     t0 = time.perf_counter()
     dec = decode_for_denoise(data, max_pixels=None)
     out = d(dec.rgb)
     encoded = encode_like(out, dec.alpha, dec.gray, dec.format)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM")
     print(json.dumps({"peak_mb": (peak - base) / 1024, "seconds": seconds, "tile": d.tile_for(*dec.rgb.shape[:2]),
                       "budget_mb": d.memory_budget / 2**20, "bytes_out": len(encoded)}))
 
@@ -79,7 +87,7 @@ def main() -> None:
         save_model_dir(tmp / "model", build_model(args.model).eval(), {"model": args.model, "width": 32})
         make_photo(tmp / "photo.jpg", h, w)
         print(f"{args.model}, one {w}x{h} JPEG ({w * h / 1e6:.0f} MP), 1 thread; peak = process peak RSS minus "
-              "RSS before decoding")
+              "RSS just before decoding")
         print(f"{'mode':<9} {'tile':>6} {'peak MB':>9} {'seconds':>8}")
         for mode in args.modes.split(","):
             r = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", str(tmp / "model"),

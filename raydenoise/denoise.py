@@ -29,7 +29,8 @@ import numpy as np
 
 from . import report as rpt
 from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
-from .images import DEFAULT_MAX_PIXELS, ImageError, decode_for_denoise, decode_rgb8, encode_like, object_column
+from .images import (DEFAULT_MAX_PIXELS, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
+                     object_column)
 from .inference import (MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, forward_bytes,
                         image_bytes)
 from .metrics import all_metrics
@@ -41,8 +42,8 @@ REPORT_DIR = "_report"
 REPORT_FILES = ("report.parquet", "report.csv", "summary.json", "report.html")
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
-_STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "error", "note", "fatal",
-               "seconds")
+_STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
+               "note", "fatal", "seconds")
 _IMAGE_COLS = ("image", "alpha", "output")
 
 
@@ -122,7 +123,7 @@ class _Stores:
 
 def _new_state(key: str, skip: bool) -> dict[str, Any]:
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
-            "format": "", "output": _EMPTY, "error": "", "note": "", "fatal": "", "seconds": 0.0}
+            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0}
 
 
 def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
@@ -136,11 +137,14 @@ def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: 
 
 def read_one(key: str, skip: bool, st: _Stores) -> dict[str, Any]:
     """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
-    read and fully decoded too: only an output that decodes, at the input's size, counts as
-    done; anything else (truncated, damaged, vanished) is redone, with a note in the report."""
+    verified first: only an output that decodes completely counts as done (with a reference it
+    is also decoded to be scored, and must have the input's size); anything else (truncated,
+    damaged, vanished, wrong size) is redone, with a note in the report."""
     t0 = time.perf_counter()
     state = _new_state(key, skip)
     try:
+        if skip and st.ref is None and (_verify_existing(state, st) or state["fatal"]):
+            return state  # complete output, nothing to score: the input need not be read
         try:
             data = st.inp.read_bytes(key)
         except Exception as exc:
@@ -151,32 +155,44 @@ def read_one(key: str, skip: bool, st: _Stores) -> dict[str, Any]:
             state["error"] = f"not a usable image: {exc}"
             return state
         state.update(image=dec.rgb, gray=dec.gray, format=dec.format, has_alpha=dec.alpha is not None,
-                     alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA)
-        if skip:
-            _verify_existing(state, st)
+                     alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA,
+                     height=int(dec.rgb.shape[0]), width=int(dec.rgb.shape[1]))
+        if state["skip"]:
+            _verify_existing(state, st, pixels=True)
         return state
     finally:
         state["seconds"] += time.perf_counter() - t0
 
 
-def _verify_existing(state: dict[str, Any], st: _Stores) -> None:
+def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -> bool:
+    """Check the existing output of a skip state; True when it is complete (and, once the input
+    is decoded, of the input's size). Otherwise the state is turned into work to redo (or
+    ``fatal`` when the storage failed). ``pixels``: keep the decoded output, to score it.
+    A plain RGB PNG is validated without decoding (every chunk's CRC, the whole zlib stream)."""
     key, uri = state["key"], st.out.uri(state["key"])
     try:
-        existing = decode_rgb8(st.out.read_bytes(key), max_pixels=None)
+        data = st.out.read_bytes(key)
+        size = None if pixels else check_plain_png(data, max_pixels=None)
+        if size is None:
+            existing = decode_rgb8(data, max_pixels=None)
+            size = existing.shape[:2]
+            if pixels:
+                state["output"] = existing
     except ImageError as exc:
         state.update(skip=False, note=f"existing output was incomplete or damaged ({exc}); redone")
-        return
+        return False
     except Exception as exc:
         if storage_wide(exc):
             state["fatal"] = f"{uri}: {object_error(exc)}"
         else:
             state.update(skip=False, note=f"existing output could not be read ({object_error(exc)}); redone")
-        return
-    if existing.shape[:2] != state["image"].shape[:2]:
-        (h, w), (ih, iw) = existing.shape[:2], state["image"].shape[:2]
-        state.update(skip=False, note=f"existing output is {w}x{h}, the input {iw}x{ih}; redone")
-        return
-    state["output"] = existing
+        return False
+    if state["height"] and (state["height"], state["width"]) != tuple(size):
+        (h, w), (ih, iw) = size, (state["height"], state["width"])
+        state.update(skip=False, output=_EMPTY, note=f"existing output is {w}x{h}, the input {iw}x{ih}; redone")
+        return False
+    state["height"], state["width"] = int(size[0]), int(size[1])
+    return True
 
 
 def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
@@ -219,7 +235,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     row.update(key=key, note=state["note"] or None)
     if not (state["error"] or state["fatal"]):
         image, output = state["image"], state["output"]
-        row["height"], row["width"] = int(image.shape[0]), int(image.shape[1])
+        row["height"], row["width"] = state["height"], state["width"]
         data = b""
         if not state["skip"]:
             try:

@@ -273,7 +273,7 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def check_plain_png(data: bytes) -> tuple[int, int] | None:
+def check_plain_png(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
     """Fully validate a non-interlaced 8-bit RGB PNG without decoding its pixels.
 
     Checks what a decoder can fail on: every chunk's CRC, the IHDR fields, the complete zlib
@@ -289,7 +289,7 @@ def check_plain_png(data: bytes) -> tuple[int, int] | None:
         return None
     if width == 0 or height == 0:
         raise ImageError("image has zero width or height")
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+    if max_pixels and width * height > max_pixels:
         raise ImageError(f"too many pixels ({width}x{height})")
     inflater = zlib.decompressobj()
     stride = width * 3 + 1

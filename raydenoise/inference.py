@@ -49,13 +49,13 @@ def forward_bytes(model_name: str, width: int | None, height_px: int, width_px: 
 
 def default_memory_budget(cpu_share: float = 1.0) -> int:
     """Bytes one model actor may use for a forward pass: half of this machine's memory, split
-    by the actor's share of the CPUs (``cpu_share`` CPUs out of all), between 0.5 and 4 GiB."""
+    by the actor's share of the CPUs (``cpu_share`` CPUs out of all), between 0.5 and 2 GiB."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 8 * GiB
     share = max(cpu_share, 0.01) / max(os.cpu_count() or 1, 1)
-    return int(min(4 * GiB, max(GiB // 2, 0.5 * total * min(share, 1.0))))
+    return int(min(2 * GiB, max(GiB // 2, 0.5 * total * min(share, 1.0))))
 
 
 class Denoiser:

@@ -95,6 +95,7 @@ def test_1_truncated_output_is_redone_on_resume_with_and_without_reference(clust
     args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir)]
     assert denoise(*args, address=cluster).returncode == 0
     for ref in ([], ["--reference", str(tmp_path / "ref")]):
+        leftover = write(tmp_path / "out" / ".img03.png.raydenoise-tmp-0123abcd", b"\x89PNG partial")  # a killed write
         victim = tmp_path / "out" / "img02.png"
         victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # a disk that filled mid-write
         r = denoise(*args, *ref, address=cluster)
@@ -106,6 +107,7 @@ def test_1_truncated_output_is_redone_on_resume_with_and_without_reference(clust
         if ref:
             assert all(rows[k]["psnr"] is not None for k in inputs)
         all_outputs_complete(tmp_path / "out")
+        assert not leftover.exists()
 
 
 # ----------------------------------------------------------------------------- 2. symlinked output
@@ -542,3 +544,26 @@ def test_11_large_image_gate_bounds_concurrent_holders(tmp_path):
     assert peak == 2
     with gate.hold(1024) as waited:  # small images never wait
         assert waited == 0.0
+
+
+def test_1_resume_check_unit(tmp_path):
+    """read_one on an image whose output exists: a complete output is trusted without reading the
+    input (no reference); a truncated one, or one of another size (with a reference), is redone."""
+    from raydenoise.denoise import _Stores, read_one
+
+    image = rgb(20, 30)
+    write(tmp_path / "in" / "a.png", png_bytes(image))
+    write(tmp_path / "out" / "a.png", png_bytes(image))
+    write(tmp_path / "ref" / "a.png", png_bytes(image))
+    st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), None, None, None)
+    (tmp_path / "in" / "a.png").rename(tmp_path / "a.png")  # the input is not needed to trust the output
+    state = read_one("a.png", True, st)
+    assert state["skip"] and not state["error"] and (state["height"], state["width"]) == (20, 30)
+    (tmp_path / "a.png").rename(tmp_path / "in" / "a.png")
+    write(tmp_path / "out" / "a.png", png_bytes(image)[:-30])
+    state = read_one("a.png", True, st)
+    assert not state["skip"] and "incomplete or damaged" in state["note"] and state["image"].shape == (20, 30, 3)
+    write(tmp_path / "out" / "a.png", png_bytes(rgb(10, 30)))
+    st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "ref"), None, None)
+    state = read_one("a.png", True, st)
+    assert not state["skip"] and "existing output is 30x10, the input 30x20" in state["note"]
