@@ -39,14 +39,23 @@ def _split(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _whole(minimum: int):
+    """argparse type: a whole number >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+_positive = _whole(1)
+_non_negative = _whole(0)
 
 
 def _finite(minimum: float | None = None, positive: bool = False):
@@ -73,16 +82,6 @@ def _tile(text: str) -> int:
     if value < MIN_TILE:
         raise argparse.ArgumentTypeError(f"{text!r}: tiles must be at least {MIN_TILE} pixels (smaller ones are "
                                          "mostly margin)")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
     return value
 
 

@@ -97,10 +97,23 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
 def _decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bool]:
     im = _open(data, max_pixels)
 
+    arr, _, rotated = _convert(im, keep_alpha=False)
+    plain_png = not rotated and _is_plain_rgb8_png(data)
+    return arr, plain_png
+
+
+def _convert(im: Image.Image, keep_alpha: bool) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(8-bit RGB pixels, the alpha channel if ``keep_alpha`` and the image has a non-opaque one,
+    whether EXIF orientation was applied)."""
     rotated = _has_rotation(im)
     try:
         if rotated:
             im = ImageOps.exif_transpose(im)
+        alpha = None
+        if keep_alpha and (im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)):
+            alpha = np.asarray(im.convert("RGBA"))[..., 3].copy()
+            if alpha.min() == 255:
+                alpha = None  # an alpha channel that is opaque everywhere carries nothing
         arr = _to_rgb8(im)
     except ImageError:
         raise
@@ -108,8 +121,7 @@ def _decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[n
         raise ImageError(f"cannot convert image to RGB ({type(exc).__name__}: {exc})") from None
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError("image has zero width or height")
-    plain_png = not rotated and _is_plain_rgb8_png(data)
-    return arr, plain_png
+    return arr, alpha, rotated
 
 
 _SIGNATURES = {
@@ -144,21 +156,7 @@ def decode_for_denoise(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     if depth > 8:
         raise ImageError(f"{depth}-bit samples: denoise writes 8-bit images and will not drop the low "
                          "bits silently; convert it to 8 bits first")
-    try:
-        if _has_rotation(im):
-            im = ImageOps.exif_transpose(im)
-        alpha = None
-        if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
-            alpha = np.asarray(im.convert("RGBA"))[..., 3].copy()
-            if alpha.min() == 255:
-                alpha = None  # an alpha channel that is opaque everywhere carries nothing
-        rgb = _to_rgb8(im)
-    except ImageError:
-        raise
-    except Exception as exc:
-        raise ImageError(f"cannot convert image to RGB ({type(exc).__name__}: {exc})") from None
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ImageError("image has zero width or height")
+    rgb, alpha, _ = _convert(im, keep_alpha=True)
     return Decoded(rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG")
 
 
