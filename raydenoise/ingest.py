@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .images import ImageError, to_png_rgb8
-from .pairing import SPLITS, Pair, Rejected, file_id, pair_keys
+from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
                       is_partial, open_store, partition_hidden, storage_wide)
 
@@ -120,10 +120,14 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
         low_out = to_png_rgb8(low_data)
     except ImageError as exc:
         low_err = str(exc)
+    except Exception as exc:  # never let one file abort its shard
+        low_err = f"cannot process ({type(exc).__name__}: {exc})"
     try:
         high_out = to_png_rgb8(high_data)
     except ImageError as exc:
         high_err = str(exc)
+    except Exception as exc:
+        high_err = f"cannot process ({type(exc).__name__}: {exc})"
     if low_err or high_err:
         return None, low_err, high_err
     (lp, lh, lw), (hp, hh, hw) = low_out, high_out
@@ -242,6 +246,10 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
 
     if cfg.rows_per_shard < 1:
         raise IngestError("--rows-per-shard must be at least 1")
+    try:
+        check_split(cfg.split)
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
     # Resolved here, once: Ray workers on other nodes do not see the driver's environment.
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:

@@ -58,10 +58,23 @@ def parse_split(text: str) -> tuple[float, float, float]:
         raise ValueError(f"--split {text!r}: expected three numbers like 0.7,0.2,0.1") from None
     if len(parts) != 3:
         raise ValueError(f"--split {text!r}: expected three fractions (train,val,test)")
+    return check_split(parts, text)
+
+
+def check_split(parts, text: str | None = None) -> tuple[float, float, float]:
+    """``parts`` as a (train, val, test) tuple; ValueError unless three finite fractions >= 0
+    that sum to 1."""
+    shown = text if text is not None else ",".join(str(p) for p in parts)
+    try:
+        parts = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"--split {shown!r}: expected three numbers like 0.7,0.2,0.1") from None
+    if len(parts) != 3:
+        raise ValueError(f"--split {shown!r}: expected three fractions (train,val,test)")
     if not all(math.isfinite(p) for p in parts):
-        raise ValueError(f"--split {text!r}: fractions must be finite numbers")
+        raise ValueError(f"--split {shown!r}: fractions must be finite numbers")
     if any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise ValueError(f"--split {text!r}: fractions must be >= 0 and sum to 1")
+        raise ValueError(f"--split {shown!r}: fractions must be >= 0 and sum to 1")
     return parts  # type: ignore[return-value]
 
 

@@ -170,6 +170,11 @@ def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
         r = run_cli("ingest", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"),
                     "--out", str(tmp_path / "ds2"), f"--split={bad}")
         assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr
+    from raydenoise.ingest import IngestError
+
+    with pytest.raises(IngestError, match="finite"):  # the Python API checks too
+        run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds2"),
+                                split=(float("nan"), 0.0, 1.0)), log=lambda m: None)
     assert not (tmp_path / "ds2" / "manifest.json").exists()
 
 
