@@ -210,7 +210,8 @@ def test_5_a_model_that_overflows_on_an_image_gives_error_rows_not_black_images(
 # ----------------------------------------------------------------------------- 6. alpha, 16 bit
 
 
-def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, model_dir, tmp_path):
+@pytest.mark.parametrize("pipeline", ["fused", "staged"])  # staged: the GPU layout, run on CPU here
+def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, model_dir, tmp_path, pipeline):
     color = rgb(32, 48, seed=1)
     alpha = np.zeros((32, 48), np.uint8)
     alpha[:, 24:] = 255  # the left half transparent
@@ -225,7 +226,7 @@ def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, mod
     write(tmp_path / "in" / "deep.png", png16_bytes(color.astype(np.uint16) * 257))
     write(tmp_path / "in" / "deepgray.png", png16_bytes(color[..., 0].astype(np.uint16) * 257))
     r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
-                address=cluster)
+                "--pipeline", pipeline, address=cluster)
     clean_failure(r, "2 of 5 images failed", "deep.png", "16-bit")
     rows = report(tmp_path / "out" / "_report")
     assert rows["deep.png"]["status"] == "error" and "16-bit" in rows["deep.png"]["error"]
@@ -294,7 +295,8 @@ def test_8_report_folders_are_never_read_as_input(cluster, model_dir, tmp_path):
 # ----------------------------------------------------------------------------- 9. one bad object
 
 
-def test_9_symlinks_to_folders_and_loops_are_error_rows_and_the_job_goes_on(cluster, model_dir, tmp_path):
+@pytest.mark.parametrize("pipeline", ["fused", "staged"])
+def test_9_symlinks_to_folders_and_loops_are_error_rows_and_the_job_goes_on(cluster, model_dir, tmp_path, pipeline):
     noisy_images(tmp_path / "in", 3)
     (tmp_path / "in" / "sub").mkdir()
     (tmp_path / "in" / "dirlink.png").symlink_to(tmp_path / "in" / "sub")
@@ -302,7 +304,7 @@ def test_9_symlinks_to_folders_and_loops_are_error_rows_and_the_job_goes_on(clus
     (tmp_path / "in" / "loop2.png").symlink_to(tmp_path / "in" / "loop1.png")
     (tmp_path / "in" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
     r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
-                address=cluster)
+                "--pipeline", pipeline, address=cluster)
     clean_failure(r, "4 of 7 images failed", "dirlink.png", "loop1.png")
     rows = report(tmp_path / "out" / "_report")
     assert "folder" in rows["dirlink.png"]["error"] and "loop" in rows["loop1.png"]["error"]
