@@ -9,6 +9,11 @@ Kinds (the ``--noise`` argument), each optionally followed by ``:`` and paramete
   per image from 0.15..0.35; LOL's low images average about 5% of full scale), then shot noise with P electrons at full white (default 1000)
   and Gaussian read noise R on the 0-255 scale (default 2.0) are added, then quantized to 8 bits.
 
+Any parameter may be a range ``LO-HI`` (``gaussian:0-50``, ``poisson-gaussian:peak=10-100``): a
+value is drawn uniformly from it for every image (or patch) degraded, for blind training and
+varied data sets. ``parse_degrade`` reads a comma-separated mix of kinds
+(``gaussian:0-50,poisson-gaussian:peak=5-60``); ``degrade`` picks one kind per image, uniformly.
+
 Every kind ends with rounding to 8 bits. All randomness comes from the ``numpy.random.Generator``
 the caller passes, so results are reproducible.
 """
@@ -26,17 +31,48 @@ class NoiseSpecError(ValueError):
     """A ``--noise`` argument that cannot be parsed; the message says what is expected."""
 
 
+Param = "float | tuple[float, float]"  # a value, or a (low, high) range drawn uniformly
+
+
 @dataclass(frozen=True)
 class NoiseSpec:
     kind: str
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, float | tuple[float, float]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if not self.params:
             return self.kind
         if self.kind == "gaussian":
-            return f"gaussian:{self.params['sigma']:g}"
-        return self.kind + ":" + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+            return f"gaussian:{_fmt(self.params['sigma'])}"
+        return self.kind + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
+
+
+def _fmt(value: float | tuple[float, float]) -> str:
+    return f"{value[0]:g}-{value[1]:g}" if isinstance(value, tuple) else f"{value:g}"
+
+
+def _number(text: str, spec: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise NoiseSpecError(f"{spec!r}: {name} must be a number or a range LO-HI, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise NoiseSpecError(f"{spec!r}: {name} must be a finite number >= 0")
+    return value
+
+
+def _value(text: str, spec: str, name: str) -> float | tuple[float, float]:
+    """``25`` -> 25.0; ``0-50`` -> (0.0, 50.0). Negative numbers are refused anyway, so '-' is
+    only ever the range separator."""
+    if text.strip().startswith("-"):
+        raise NoiseSpecError(f"{spec!r}: {name} must be a finite number >= 0")
+    lo, dash, hi = text.strip().partition("-")
+    if not dash:
+        return _number(lo, spec, name)
+    low, high = _number(lo, spec, name), _number(hi, spec, name)
+    if high < low:
+        raise NoiseSpecError(f"{spec!r}: {name} range {text.strip()!r} must be LO-HI with 0 <= LO <= HI")
+    return (low, high) if high > low else low
 
 
 _ALLOWED = {
@@ -65,18 +101,38 @@ def parse_noise(text: str) -> NoiseSpec:
         if name not in _ALLOWED[kind]:
             allowed = ", ".join(sorted(_ALLOWED[kind]))
             raise NoiseSpecError(f"{text!r}: {kind} takes {allowed}, not {name!r}")
-        try:
-            params[name] = float(value)
-        except ValueError:
-            raise NoiseSpecError(f"{text!r}: {name} must be a number, got {value!r}") from None
-        if not np.isfinite(params[name]) or params[name] < 0:
-            raise NoiseSpecError(f"{text!r}: {name} must be a finite number >= 0")
-    if kind == "low-light" and params.get("exposure", 0.1) <= 0:
-        raise NoiseSpecError(f"{text!r}: exposure must be > 0")
-    for key in ("peak",):
-        if key in params and params[key] <= 0:
+        params[name] = _value(value, text, name)
+    for key in ("exposure", "peak"):
+        if key in params and _low(params[key]) <= 0:
             raise NoiseSpecError(f"{text!r}: {key} must be > 0")
     return NoiseSpec(kind, params)
+
+
+def _low(value: float | tuple[float, float]) -> float:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def parse_degrade(text: str) -> list[NoiseSpec]:
+    """A comma-separated mix of noise kinds, e.g. ``gaussian:0-50,poisson-gaussian:peak=5-60,read=2``:
+    a part that starts with a kind's name begins a new kind, any other part is a parameter of
+    the kind before it. NoiseSpecError for an empty or bad spec."""
+    groups: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.partition(":")[0].strip().lower() in KINDS or not groups:
+            groups.append(part)
+        else:
+            groups[-1] += "," + part
+    if not groups:
+        raise NoiseSpecError(f"{text!r}: expected one or more noise kinds ({', '.join(KINDS)}), comma-separated")
+    return [parse_noise(g) for g in groups]
+
+
+def degrade(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> np.ndarray:
+    """Degrade ``clean`` with one of ``specs``, chosen uniformly (see apply_noise)."""
+    spec = specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
+    return apply_noise(clean, spec, rng)
 
 
 def _quantize(x: np.ndarray) -> np.ndarray:
@@ -84,24 +140,29 @@ def _quantize(x: np.ndarray) -> np.ndarray:
 
 
 def apply_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> np.ndarray:
-    """Degrade ``clean`` (uint8, (H, W, 3)) according to ``spec``; returns uint8 of the same shape."""
+    """Degrade ``clean`` (uint8, (H, W, 3)) according to ``spec``; returns uint8 of the same shape.
+    A range parameter is drawn once for the whole image."""
     if clean.dtype != np.uint8:
         raise ValueError(f"clean image must be uint8, got {clean.dtype}")
     x = clean.astype(np.float32) / 255.0
-    p = spec.params
+
+    def get(name: str, default: float | tuple[float, float]) -> float:
+        value = spec.params.get(name, default)
+        return float(rng.uniform(*value)) if isinstance(value, tuple) else value
+
     if spec.kind == "gaussian":
-        y = x + rng.normal(0.0, p["sigma"] / 255.0, size=x.shape).astype(np.float32)
+        y = x + rng.normal(0.0, get("sigma", 0.0) / 255.0, size=x.shape).astype(np.float32)
     elif spec.kind == "poisson-gaussian":
-        peak = p.get("peak", 30.0)
+        peak = get("peak", 30.0)
         y = rng.poisson(x * peak).astype(np.float32) / peak
-        y += rng.normal(0.0, p.get("read", 5.0) / 255.0, size=x.shape).astype(np.float32)
+        y += rng.normal(0.0, get("read", 5.0) / 255.0, size=x.shape).astype(np.float32)
     elif spec.kind == "low-light":
-        gamma = p["gamma"] if "gamma" in p else rng.uniform(1.6, 2.2)
-        exposure = p["exposure"] if "exposure" in p else rng.uniform(0.15, 0.35)
-        peak = p.get("peak", 1000.0)
+        gamma = get("gamma", (1.6, 2.2))
+        exposure = get("exposure", (0.15, 0.35))
+        peak = get("peak", 1000.0)
         dark = exposure * np.power(x, gamma)
         y = rng.poisson(dark * peak).astype(np.float32) / peak
-        y += rng.normal(0.0, p.get("read", 2.0) / 255.0, size=x.shape).astype(np.float32)
+        y += rng.normal(0.0, get("read", 2.0) / 255.0, size=x.shape).astype(np.float32)
     else:  # parse_noise only builds known kinds
         raise NoiseSpecError(f"unknown noise kind {spec.kind!r}")
     return _quantize(y)

@@ -62,3 +62,31 @@ def test_bad_specs_have_clear_errors(text, match):
 def test_spec_round_trips_to_text():
     assert str(parse_noise("gaussian:25")) == "gaussian:25"
     assert str(parse_noise("low-light:gamma=2,exposure=0.1")) == "low-light:exposure=0.1,gamma=2"
+
+
+def test_ranges_draw_a_level_per_image_and_mixes_pick_a_kind():
+    from raydenoise.noise import degrade, parse_degrade
+
+    spec = parse_noise("gaussian:0-50")
+    assert spec.params["sigma"] == (0.0, 50.0) and str(spec) == "gaussian:0-50"
+    rng = np.random.default_rng(0)
+    sigmas = [(apply_noise(gray(128, 64), spec, rng).astype(float) - 128).std() for _ in range(40)]
+    assert min(sigmas) < 10 and max(sigmas) > 40 and all(s < 52 for s in sigmas)
+    mix = parse_degrade("gaussian:5-50, poisson-gaussian:peak=5-60,read=2")
+    assert [m.kind for m in mix] == ["gaussian", "poisson-gaussian"]
+    assert mix[1].params == {"peak": (5.0, 60.0), "read": 2.0}
+    a = [degrade(gray(100, 16), mix, np.random.default_rng(s)) for s in range(6)]
+    b = [degrade(gray(100, 16), mix, np.random.default_rng(s)) for s in range(6)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # reproducible from the seed
+    assert len({x.tobytes() for x in a}) == 6  # and different between draws
+    assert str(parse_noise("gaussian:25-25")) == "gaussian:25"  # an empty range is a value
+
+
+@pytest.mark.parametrize("text, match", [("gaussian:50-10", "LO-HI"), ("gaussian:1-2-3", "number"),
+                                         ("poisson-gaussian:peak=0-5", "must be > 0"), ("", "unknown noise kind"),
+                                         (" , ", "one or more")])
+def test_bad_ranges_and_mixes_have_clear_errors(text, match):
+    from raydenoise.noise import parse_degrade
+
+    with pytest.raises(NoiseSpecError, match=match):
+        parse_degrade(text) if "," in text else parse_noise(text)
