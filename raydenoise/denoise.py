@@ -31,15 +31,13 @@ from . import report as rpt
 from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
 from .images import (DEFAULT_MAX_PIXELS, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
-from .inference import (MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, forward_bytes,
-                        image_bytes)
+from .inference import MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, image_bytes
 from .metrics import all_metrics
 from .report import EXCLUDED, NOT_DONE
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error, open_store,
                       partition_hidden, storage_wide)
 
 REPORT_DIR = "_report"
-REPORT_FILES = ("report.parquet", "report.csv", "summary.json", "report.html")
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
@@ -124,6 +122,12 @@ class _Stores:
 def _new_state(key: str, skip: bool) -> dict[str, Any]:
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
             "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0}
+
+
+def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
+    """The state of an image left alone after a storage failure earlier in its batch (each try
+    would wait for the same dead storage)."""
+    return {**_new_state(key, skip), "fatal": f"not attempted after: {fatal}"}
 
 
 def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
@@ -231,8 +235,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     return its report row."""
     t0 = time.perf_counter()
     key = state["key"]
-    row: dict[str, Any] = {c: None for c in rpt.COLUMNS}
-    row.update(key=key, note=state["note"] or None)
+    row = rpt.blank_row(key, note=state["note"] or None)
     if not (state["error"] or state["fatal"]):
         image, output = state["image"], state["output"]
         row["height"], row["width"] = state["height"], state["width"]
@@ -268,6 +271,7 @@ def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     n = len(batch["key"])
+
     def plain(v):
         return v.item() if isinstance(v, np.generic) else v
 
@@ -291,10 +295,11 @@ def _short_circuit(states: list[dict[str, Any]]) -> None:
 def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
     """Ray Data task (staged pipeline): keys -> decoded states."""
     st = _Stores(**store_kwargs)
-    states = []
+    states, fatal = [], ""
     for key, skip in zip(batch["key"], batch["skip"]):
-        states.append(read_one(str(key), bool(skip), st) if not states or not states[-1]["fatal"]
-                      else {**_new_state(str(key), bool(skip)), "fatal": f"not attempted after: {states[-1]['fatal']}"})
+        state = _not_attempted(str(key), bool(skip), fatal) if fatal else read_one(str(key), bool(skip), st)
+        fatal = fatal or state["fatal"]
+        states.append(state)
     return _pack(states)
 
 
@@ -348,16 +353,10 @@ class FusedActor(ModelActor):
     def __call__(self, batch: dict[str, np.ndarray]):
         rows, fatal = [], ""
         for key, skip in zip(batch["key"], batch["skip"]):
-            if fatal:
-                state = {**_new_state(str(key), bool(skip)), "fatal": f"not attempted after: {fatal}"}
-            else:
-                state = read_one(str(key), bool(skip), self.st)
+            state = _not_attempted(str(key), bool(skip), fatal) if fatal else read_one(str(key), bool(skip), self.st)
             if not (state["error"] or state["fatal"] or state["skip"]):
-                h, w = state["image"].shape[:2]
-                t = self.denoiser.tile_for(h, w)
-                forward = forward_bytes(self.denoiser.name, self.denoiser.width, min(h, t or h) + 2 * self.denoiser.margin,
-                                        min(w, t or w) + 2 * self.denoiser.margin)
-                with self.gate.hold(image_bytes(h, w, forward)):
+                h, w = state["height"], state["width"]
+                with self.gate.hold(image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
                     denoise_states(self.denoiser, [state])
                     row = finish_one(state, self.st)
             else:
@@ -436,7 +435,7 @@ def select_inputs(keys: list[str], inp: Store, include_hidden: bool) -> tuple[li
             use.append(k)
         else:
             left_out.append((k, "part of a raydenoise report from an earlier denoise run"))
-    rows = [{**{c: None for c in rpt.COLUMNS}, "key": k, "status": EXCLUDED, "note": why} for k, why in left_out]
+    rows = [rpt.blank_row(k, status=EXCLUDED, note=why) for k, why in left_out]
     return use, rows
 
 
@@ -507,7 +506,7 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
     rows, stopped, interrupted, first, t0 = _collect(ds, len(items), inp, log)
     seconds = time.time() - t0
     seen = {r["key"] for r in rows}
-    rows += [{**{c: None for c in rpt.COLUMNS}, "key": k, "status": NOT_DONE, "note": f"not processed: job stopped ({stopped})"}
+    rows += [rpt.blank_row(k, status=NOT_DONE, note=f"not processed: job stopped ({stopped})")
              for k in keys if k not in seen]
     rows += excluded
     summary = rpt.summarize(rows, seconds)

@@ -97,6 +97,14 @@ class Denoiser:
         side = int(math.sqrt(self.memory_budget / per_px)) - 2 * self.margin
         return max(MIN_TILE, side - side % STRIDE)
 
+    def pass_bytes(self, h: int, w: int) -> int:
+        """Estimated peak memory of the largest forward pass for an h x w image: the whole image,
+        or one tile with its margins."""
+        t = self.tile_for(h, w)
+        if t is None:
+            return forward_bytes(self.name, self.width, h, w)
+        return forward_bytes(self.name, self.width, min(h, t) + 2 * self.margin, min(w, t) + 2 * self.margin)
+
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)

@@ -36,6 +36,11 @@ SCHEMA = pa.schema([
 ])
 
 
+def blank_row(key: str, **values: Any) -> dict[str, Any]:
+    """A report row for ``key`` with every column None except ``values``."""
+    return {**{c: None for c in COLUMNS}, "key": key, **values}
+
+
 def table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows -> a table with the report schema, sorted by key; missing values become nulls."""
     rows = sorted(rows, key=lambda r: r["key"])

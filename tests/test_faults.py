@@ -56,6 +56,18 @@ def noisy_images(folder: Path, n: int, h: int = 40, w: int = 56) -> dict[str, by
     return out
 
 
+def ingested_pairs(root: Path, n: int, h: int, w: int, split, **kw) -> str:
+    """n generated low/high pairs under root, ingested to root/ds; returns the data set path."""
+    from raydenoise.ingest import IngestConfig, run_ingest
+
+    for i in range(n):
+        write(root / "low" / f"{i}.png", png_bytes(rgb(h, w, seed=i)))
+        write(root / "high" / f"{i}.png", png_bytes(rgb(h, w, seed=50 + i)))
+    run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(root / "ds"), split=split, **kw),
+               log=lambda m: None)
+    return str(root / "ds")
+
+
 def report(folder: Path) -> dict[str, dict]:
     return {r["key"]: r for r in pq.read_table(folder / "report.parquet").to_pylist()}
 
@@ -150,11 +162,7 @@ def strict_json(text: str):
 def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
     from raydenoise.ingest import IngestConfig, run_ingest
 
-    for i in range(6):
-        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(32, 32, seed=i)))
-        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(32, 32, seed=50 + i)))
-    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
-                            split=(1.0, 0.0, 0.0)), log=lambda m: None)
+    ingested_pairs(tmp_path, 6, 32, 32, (1.0, 0.0, 0.0))
     r = run_cli("train", "--data", str(tmp_path / "ds"), "--model", "seed-ae", "--storage-path", str(tmp_path / "runs"),
                 "--name", "noval", "--epochs", "2", "--patch-size", "16", address=cluster)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -469,13 +477,7 @@ def test_10_damaged_models_and_bad_numbers_are_one_line_errors(cluster, model_di
 
 
 def test_10_evaluate_on_a_damaged_or_vanished_shard_names_it(cluster, model_dir, tmp_path):
-    from raydenoise.ingest import IngestConfig, run_ingest
-
-    for i in range(6):
-        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(24, 32, seed=i)))
-        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(24, 32, seed=9 + i)))
-    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
-                            split=(0.0, 0.0, 1.0), rows_per_shard=3), log=lambda m: None)
+    ingested_pairs(tmp_path, 6, 24, 32, (0.0, 0.0, 1.0), rows_per_shard=3)
     shards = sorted((tmp_path / "ds" / "test").glob("*.parquet"))
     assert len(shards) == 2
     shards[0].write_bytes(shards[0].read_bytes()[:100])  # damaged
@@ -490,14 +492,9 @@ def test_10_evaluate_on_a_damaged_or_vanished_shard_names_it(cluster, model_dir,
 
 
 def test_10_resuming_a_run_with_another_model_names_both(cluster, tmp_path):
-    from raydenoise.ingest import IngestConfig, run_ingest
     from raydenoise.train import TrainError, resolve_config, run_train
 
-    for i in range(4):
-        write(tmp_path / "low" / f"{i}.png", png_bytes(rgb(32, 32, seed=i)))
-        write(tmp_path / "high" / f"{i}.png", png_bytes(rgb(32, 32, seed=50 + i)))
-    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
-                            split=(0.75, 0.25, 0.0)), log=lambda m: None)
+    ingested_pairs(tmp_path, 4, 32, 32, (0.75, 0.25, 0.0))
     common = dict(data=str(tmp_path / "ds"), storage_path=str(tmp_path / "runs"), name="r", epochs=1, patch_size=16)
     run_train(resolve_config("seed-ae", width=8, **common), log=lambda m: None)
     with pytest.raises(TrainError, match=r"trained as --model seed-ae --width 8; this command asks for --model unet"):
