@@ -1,21 +1,27 @@
-"""Training benchmark: throughput, data-pipeline overhead, and quality under an equal time budget.
+"""Training benchmark: throughput against a plain PyTorch loop, threads vs DDP workers, and
+quality under an equal wall-clock budget.
 
-    python bench/train.py --bsds ../shared/data/bsds500            # everything (~25 min on 2 CPUs)
-    python bench/train.py --bsds ../shared/data/bsds500 --only overhead
+    make setup && .venv/bin/python bench/train.py --only throughput     # ~10 min on 2 CPUs
+    make setup && .venv/bin/python bench/train.py --only quality --budget 900   # ~40 min
 
-Parts (all in one run, side by side):
-  throughput  `unet` (128x128 patches, batch 8) with 1 and 2 DDP workers: pairs/s and megapixels/s
-              of the second epoch (the first includes worker and pipeline start-up).
-  overhead    step time fed by Ray Data (read -> decode -> augment -> iter_torch_batches) divided by
-              step time on the same batches pre-loaded as tensors, same process, same model.
-  quality     `seed-ae` (the notebook's recipe: full images, batch 2, BCE) and `unet`, each given
-              the same wall-clock budget (--budget seconds) on bsds500/train pairs synthesized with
-              `low-light` and `gaussian:25`, scored on bsds500/test against the noisy input.
+throughput  Training megapixels/s through `raydenoise train` (second epoch, training steps only:
+            the data path, the step, DDP) divided by a plain single-process PyTorch loop on
+            pre-loaded tensors with torch using all the machine's cores; same model, same
+            batch (8 x 128 x 128), same loss and optimizer. Measured for `swift` and `unet`, and
+            for the layouts a user can choose: 1 worker x N threads (the default), N DDP workers
+            x 1 thread (global batch kept at 8), and the streaming data path.
+quality     Equal wall-clock budget (--budget s of `--time-limit` each, the same machine, one
+            after the other) on bsds500/train: today's recipe (`unet` on `synth --noise
+            gaussian:25` pairs, the streaming data path with 1 CPU as before this benchmark's
+            issue) vs `swift` trained blind with `--degrade gaussian:0-50` on clean images
+            (the new defaults). Both scored on the first --test-limit bsds500/test photos (by
+            name) at sigma 15, 25 and 50 (noise clipped and stored as 8 bits, outputs as 8 bits).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -26,164 +32,188 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+PATCH, BATCH = 128, 8
 
 
-def prepare(bsds: Path, work: Path, noise: str, log) -> tuple[str, str]:
-    """Synthesize + ingest bsds500/train (train/val 90/10) and bsds500/test (all test)."""
+def quiet(msg: str) -> None:
+    pass
+
+
+def ingest(low: str | None, high: str, out: Path, split) -> str:
     from raydenoise.ingest import IngestConfig, run_ingest
+
+    if not (out / "manifest.json").exists():
+        run_ingest(IngestConfig(low=low, high=high, out=str(out), split=split), log=quiet)
+    return str(out)
+
+
+def clean_set(bsds: Path, work: Path) -> str:
+    return ingest(None, str(bsds / "train"), work / "clean-train", (0.9, 0.1, 0.0))
+
+
+def paired_set(bsds: Path, work: Path, noise: str) -> str:
     from raydenoise.synth import SynthConfig, run_synth
 
-    tag = noise.replace(":", "")
-    out = []
-    for part, split in (("train", (0.9, 0.1, 0.0)), ("test", (0.0, 0.0, 1.0))):
-        pairs, ds = work / f"{tag}-{part}-pairs", work / f"{tag}-{part}-ds"
-        if not (ds / "manifest.json").exists():
-            run_synth(SynthConfig(out=str(pairs), clean=str(bsds / part), noise=noise, seed=1), log=lambda m: None)
-            run_ingest(IngestConfig(low=str(pairs / "low"), high=str(pairs / "high"), out=str(ds), split=split),
-                       log=lambda m: None)
-        out.append(str(ds))
-    log(f"data ready: {noise}")
-    return out[0], out[1]
+    pairs = work / f"pairs-{noise.replace(':', '')}"
+    if not (pairs / "high").exists():
+        run_synth(SynthConfig(out=str(pairs), clean=str(bsds / "train"), noise=noise, seed=1), log=quiet)
+    return ingest(str(pairs / "low"), str(pairs / "high"), work / f"ds-{noise.replace(':', '')}", (0.9, 0.1, 0.0))
 
 
-def score(model_dir: str | None, test_ds: str, limit: int) -> dict[str, float]:
-    """Mean PSNR/MSE/MAE/SSIM of a model (or of the noisy input when model_dir is None) on the test split."""
-    import pyarrow.dataset as pads
+def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
+    """Megapixels/s of a plain loop: pre-made noisy/clean 128x128 batches as tensors, torch on
+    all cores, no data work inside the timed loop."""
     import torch
 
-    from raydenoise.artifacts import load_model
-    from raydenoise.metrics import all_metrics
-    from raydenoise.train import decode_png
-
-    model = load_model(model_dir)[0] if model_dir else None
-    table = pads.dataset(test_ds, format="parquet", exclude_invalid_files=True).to_table(columns=["id", "low", "high"])
-    ids = table.column("id").to_pylist()
-    order = sorted(range(len(ids)), key=lambda i: ids[i])[:limit]
-    rows = []
-    with torch.no_grad():
-        for i in order:
-            low = decode_png(table.column("low")[i].as_py())
-            high = decode_png(table.column("high")[i].as_py()).astype(np.float32) / 255
-            x = torch.from_numpy(low).permute(2, 0, 1)[None].float() / 255
-            pred = x if model is None else model(x).clamp(0, 1)
-            # quantize to 8 bits like a written output file
-            out = np.round(pred[0].permute(1, 2, 0).numpy() * 255).astype(np.float32) / 255
-            rows.append(all_metrics(out, high))
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"images": len(rows)}
-
-
-def throughput(train_ds: str, work: Path, log) -> list[dict]:
-    from raydenoise.train import resolve_config, run_train
-
-    results = []
-    for workers in (1, 2):
-        name = f"tp{workers}"
-        cfg = resolve_config("unet", data=train_ds, storage_path=str(work / "runs"), name=name, epochs=2,
-                             num_workers=workers, max_steps_per_epoch=24 // workers)
-        run_train(cfg, log=lambda m: None)
-        import csv
-
-        rows = list(csv.DictReader(open(work / "runs" / name / "metrics.csv")))
-        r = rows[-1]
-        results.append({"workers": workers, "pairs_per_s": float(r["pairs_per_s"]),
-                        "megapixels_per_s": float(r["megapixels_per_s"]), "cpus_per_worker": cfg.cpus_per_worker})
-        log(f"throughput {workers} worker(s): {results[-1]}")
-    return results
-
-
-def overhead(train_ds: str, model_name: str, steps: int, log) -> dict:
-    """Ray Data-fed step time / pre-loaded step time, same process, same batches' shapes."""
-    import ray
-    import torch
-
-    from raydenoise.ingest import read_manifest
+    from raydenoise.images import decode_rgb8
     from raydenoise.models import build_model
-    from raydenoise.train import MODEL_DEFAULTS, _collate_class, _loss_fn, read_decode_augment
+    from raydenoise.train import _loss_fn
 
-    d = MODEL_DEFAULTS[model_name]
-    patch, batch = d["patch_size"] or 128, d["batch_size"]
-    manifest = read_manifest(train_ds)
-    ds = ray.data.from_items([{"path": s["path"]} for s in manifest["shards"] if s["split"] == "train"]).map_batches(
-        read_decode_augment, batch_size=1, num_cpus=0.5,
-        fn_kwargs={"data_uri": train_ds, "endpoint": None, "patch": patch},
-    )
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    files = sorted((bsds / "train").glob("*.jpg"))[:32]
+    images = [decode_rgb8(f.read_bytes()) for f in files]
+    batches = []
+    for _ in range(steps):
+        crops = []
+        for img in (images[i] for i in rng.integers(0, len(images), BATCH)):
+            y, x = rng.integers(0, img.shape[0] - PATCH), rng.integers(0, img.shape[1] - PATCH)
+            crops.append(img[y : y + PATCH, x : x + PATCH])
+        high = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        batches.append(((high + torch.randn_like(high) * 0.1).clamp(0, 1), high))
     torch.manual_seed(0)
-    model = build_model(model_name)
+    model = build_model(model_name).train()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loss_fn = _loss_fn(d["loss"])
+    loss_fn = _loss_fn("charbonnier")
 
     def step(low, high):
         loss = loss_fn(model(low), high)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    it = iter(ds.iter_torch_batches(batch_size=batch, collate_fn=_collate_class()(), prefetch_batches=2,
-                                    local_shuffle_buffer_size=4 * batch, drop_last=True))
-    warm = 3
-    cached = []
-    for _ in range(warm):
-        step(*next(it))
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        low, high = next(it)
+    for low, high in batches[:3]:
         step(low, high)
-        cached.append((low.clone(), high.clone()))
-    fed = (time.perf_counter() - t0) / steps
     t0 = time.perf_counter()
-    for low, high in cached:
+    for low, high in batches[3:]:
         step(low, high)
-    pre = (time.perf_counter() - t0) / steps
-    out = {"model": model_name, "batch": batch, "patch": patch, "steps": steps,
-           "ray_data_step_s": fed, "preloaded_step_s": pre, "overhead": fed / pre}
-    log(f"overhead {model_name}: {out}")
+    return (steps - 3) * BATCH * PATCH * PATCH / 1e6 / (time.perf_counter() - t0)
+
+
+def through_train(model_name: str, data: str, work: Path, name: str, steps: int, **kw) -> dict:
+    """Second-epoch megapixels/s of `raydenoise train` (training steps only) and of the whole
+    epoch including val and checkpoint."""
+    from raydenoise.train import resolve_config, run_train
+
+    cfg = resolve_config(model_name, data=data, storage_path=str(work / "runs"), name=name, epochs=2,
+                         max_steps_per_epoch=steps, degrade="gaussian:0-50", **kw)
+    run_train(cfg, log=quiet)
+    rows = list(csv.DictReader(open(work / "runs" / name / "metrics.csv")))
+    r = rows[-1]
+    epoch_wall = float(rows[-1]["elapsed_s"]) - float(rows[0]["elapsed_s"])
+    mp = float(r["megapixels_per_s"]) * float(r["train_seconds"])
+    return {"megapixels_per_s": float(r["megapixels_per_s"]), "epoch_megapixels_per_s": mp / epoch_wall,
+            "cpus_per_worker": cfg.cpus_per_worker}
+
+
+def throughput(bsds: Path, work: Path, log) -> list[dict]:
+    import ray
+
+    data = clean_set(bsds, work)
+    out = []
+    for model_name, steps in (("swift", 40), ("unet", 12)):
+        plain = plain_loop(model_name, bsds, steps + 3)
+        layouts = [
+            ("1 worker x all threads, in memory (default)", dict(num_workers=1)),
+            (f"{os.cpu_count()} DDP workers x 1 thread, in memory", dict(num_workers=os.cpu_count(), batch_size=BATCH // os.cpu_count())),
+            ("1 worker x 1 thread, streaming (before)", dict(num_workers=1, in_memory="no", cpus_per_worker=1.0, patches_per_image=1)),
+        ]
+        for label, kw in layouts:
+            name = f"tp-{model_name}-{len(out)}"
+            res = through_train(model_name, data, work, name, steps, **kw)
+            row = {"model": model_name, "layout": label, **res, "plain_megapixels_per_s": plain,
+                   "ratio": res["megapixels_per_s"] / plain}
+            log(f"throughput {row}")
+            out.append(row)
+    ray.shutdown()
     return out
 
 
-def quality(noise: str, train_ds: str, test_ds: str, work: Path, budget: float, limit: int, log) -> dict:
+def score(model_dir: str, bsds: Path, sigmas, limit: int) -> dict:
+    """Mean PSNR/SSIM of the model (and of the noisy input) on the first `limit` test photos."""
+    from raydenoise.artifacts import load_model
+    from raydenoise.images import decode_rgb8
+    from raydenoise.inference import Denoiser
+    from raydenoise.metrics import all_metrics
+    from raydenoise.noise import apply_noise, parse_noise
+
+    model, config = load_model(model_dir)
+    den = Denoiser(model, config["model"], width=config.get("width"))
+    files = sorted((bsds / "test").glob("*.jpg"))[:limit]
+    res = {}
+    for sigma in sigmas:
+        m_rows, n_rows = [], []
+        for i, f in enumerate(files):
+            clean = decode_rgb8(f.read_bytes())
+            noisy = apply_noise(clean, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
+            ref = clean.astype(np.float32) / 255
+            m_rows.append(all_metrics(den(noisy).astype(np.float32) / 255, ref))
+            n_rows.append(all_metrics(noisy.astype(np.float32) / 255, ref))
+        res[sigma] = {"psnr": float(np.mean([r["psnr"] for r in m_rows])), "ssim": float(np.mean([r["ssim"] for r in m_rows])),
+                      "input_psnr": float(np.mean([r["psnr"] for r in n_rows])),
+                      "input_ssim": float(np.mean([r["ssim"] for r in n_rows]))}
+    return res
+
+
+def quality(bsds: Path, work: Path, budget: float, limit: int, log) -> list[dict]:
     from raydenoise.train import resolve_config, run_train
 
-    tag = noise.replace(":", "")
-    res = {"noise": noise, "budget_s": budget, "noisy_input": score(None, test_ds, limit)}
-    for model in ("seed-ae", "unet"):
-        name = f"q-{tag}-{model}"
-        cfg = resolve_config(model, data=train_ds, storage_path=str(work / "runs"), name=name, epochs=1000,
-                             num_workers=1, time_limit_s=budget)
-        summary = run_train(cfg, log=lambda m: None)
-        res[model] = score(str(work / "runs" / name / "model"), test_ds, limit) | {"epochs": summary["epochs"]}
-        log(f"quality {noise} {model}: {res[model]}")
-    return res
+    runs = [
+        ("today: unet, gaussian:25 pairs, streaming, 1 CPU", "unet", paired_set(bsds, work, "gaussian:25"),
+         dict(in_memory="no", cpus_per_worker=1.0, patches_per_image=1)),
+        ("new: swift, --degrade gaussian:0-50, defaults", "swift", clean_set(bsds, work), dict(degrade="gaussian:0-50")),
+    ]
+    out = []
+    for i, (label, model_name, data, kw) in enumerate(runs):
+        name = f"q{i}-{model_name}"
+        t0 = time.time()
+        cfg = resolve_config(model_name, data=data, storage_path=str(work / "runs"), name=name, epochs=1000,
+                             num_workers=1, time_limit_s=budget, **kw)
+        summary = run_train(cfg, log=log)
+        row = {"recipe": label, "model": model_name, "budget_s": budget, "wall_s": time.time() - t0,
+               "epochs": summary["epochs"], "cpus_per_worker": cfg.cpus_per_worker,
+               "scores": score(summary["model_dir"], bsds, (15, 25, 50), limit)}
+        log(f"quality {json.dumps(row)}")
+        out.append(row)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bsds", default=str(HERE.parent.parent / "shared" / "data" / "bsds500"))
-    ap.add_argument("--budget", type=float, default=180.0, help="training seconds per model in the quality part")
-    ap.add_argument("--test-limit", type=int, default=50, help="bsds500/test images scored per model")
-    ap.add_argument("--only", choices=("throughput", "overhead", "quality"), default=None)
+    ap.add_argument("--budget", type=float, default=900.0, help="training seconds per recipe in the quality part")
+    ap.add_argument("--test-limit", type=int, default=68, help="bsds500/test photos scored (first N by name)")
+    ap.add_argument("--only", choices=("throughput", "quality"), default=None)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(HERE / "out" / "train.json"))
     args = ap.parse_args()
 
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     work = Path(args.workdir or tempfile.mkdtemp(prefix="raydenoise-bench-train-"))
+    bsds = Path(args.bsds)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     results: dict = {"cpus": os.cpu_count(), "gpu": None}
-    train_g, test_g = prepare(Path(args.bsds), work, "gaussian:25", log)
     if args.only in (None, "throughput"):
-        results["throughput"] = throughput(train_g, work, log)
-    if args.only in (None, "overhead"):
-        results["overhead"] = [overhead(train_g, "unet", 12, log), overhead(train_g, "seed-ae", 30, log)]
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        results["throughput"] = throughput(bsds, work, log)
     if args.only in (None, "quality"):
-        results["quality"] = [quality("gaussian:25", train_g, test_g, work, args.budget, args.test_limit, log)]
-        train_l, test_l = prepare(Path(args.bsds), work, "low-light", log)
-        results["quality"].append(quality("low-light", train_l, test_l, work, args.budget, args.test_limit, log))
+        if not ray.is_initialized():
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        results["quality"] = quality(bsds, work, args.budget, args.test_limit, log)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

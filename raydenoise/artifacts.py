@@ -4,13 +4,15 @@ no Ray here.
 A model directory holds ``config.json`` (architecture, hyper-parameters, data reference,
 metrics) and ``model.safetensors``; ``load_model`` rebuilds the network from the config alone.
 A training checkpoint adds ``optimizer.safetensors`` + ``train_state.json`` (epoch, optimizer
-scalars, scheduler and AMP scaler state, metric history).
+scalars, elapsed time, metric history), and with ``--ema`` ``train_weights.safetensors`` (the
+weights being trained; ``model.safetensors`` then holds their moving average).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ from torch import nn
 
 from .models import build_model
 from .report import json_safe
+from .storage import cached_store, object_error
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 TRAIN_STATE = "train_state.json"
+RAW_WEIGHTS = "train_weights.safetensors"  # with --ema: the weights being trained (the model file holds the average)
 
 
 class ArtifactError(ValueError):
@@ -109,6 +113,25 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     check_state(state, model, str(d / WEIGHTS))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), config
+
+
+def load_model_uri(model_uri: str, endpoint: str | None):
+    """(model, config) from a model folder, local or s3:// (downloaded to a temporary folder that
+    is removed once the weights are loaded)."""
+    store = cached_store(model_uri, endpoint)
+    if not store.is_s3:
+        return load_model(store.root)
+    with tempfile.TemporaryDirectory(prefix="raydenoise-model-") as local:
+        for name in (CONFIG, WEIGHTS):
+            try:
+                data = store.read_bytes(name)
+            except FileNotFoundError:
+                raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+            except Exception as exc:
+                raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
+            with open(os.path.join(local, name), "wb") as f:
+                f.write(data)
+        return load_model(local)
 
 
 def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:

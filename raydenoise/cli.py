@@ -16,7 +16,7 @@ from .noise import NoiseSpecError
 from .pairing import parse_split
 from .storage import StorageError
 from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
-from .train import MODEL_DEFAULTS, TrainError, resolve_config, run_train
+from .train import MODEL_DEFAULTS, PATCHES_PER_IMAGE, TrainError, init_model_config, resolve_config, run_train
 
 USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, DenoiseError, EvaluateError,
                ValueError, FileNotFoundError)
@@ -126,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=_positive, default=None, help="downscale so the longest side is at most N")
     _add_s3(p)
 
-    p = sub.add_parser("ingest", help="stream paired images into Parquet shards (Ray Data)")
-    p.add_argument("--low", required=True, help="folder or s3:// prefix of degraded images")
+    p = sub.add_parser("ingest", help="stream paired (or clean-only) images into Parquet shards (Ray Data)")
+    p.add_argument("--low", default=None,
+                   help="folder or s3:// prefix of degraded images; leave it out for a clean-only data set "
+                        "(train it with --degrade)")
     p.add_argument("--high", required=True, help="folder or s3:// prefix of clean images, same relative paths")
     p.add_argument("--out", required=True, help="folder or s3:// prefix for shards and manifest.json")
     p.add_argument("--rows-per-shard", type=_positive, default=128)
@@ -139,8 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a denoiser with Ray Train (DDP) on ingested data")
     p.add_argument("--data", required=True, help="ingest output (folder or s3:// prefix with manifest.json)")
-    p.add_argument("--model", required=True, choices=sorted(MODEL_DEFAULTS))
+    p.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default=None,
+                   help="network to train (required unless --init gives it): swift (efficient, recommended), "
+                        "unet, seed-ae (the notebook's autoencoder)")
     p.add_argument("--storage-path", required=True, help="folder or s3:// prefix for runs and checkpoints")
+    p.add_argument("--degrade", default=None, metavar="SPEC",
+                   help="train from the clean side: each patch's noisy input is synthesized at every step, e.g. "
+                        "gaussian:0-50 (sigma drawn per patch), or a comma-separated mix: "
+                        "gaussian:0-50,poisson-gaussian:peak=5-60 (kinds and parameters as for synth --noise)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model folder's weights (local or s3://): fine-tune, or continue a "
+                        "finished run in a new stage; its config gives --model and --width")
+    p.add_argument("--ema", type=_finite(positive=True), default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999) and save it as the model")
+    p.add_argument("--in-memory", choices=("auto", "yes", "no"), default="auto",
+                   help="decode the train split once and keep it in the workers' memory (auto: when it fits "
+                        "half the memory Ray offers; no: stream it with Ray Data every epoch)")
+    p.add_argument("--patches-per-image", type=_positive, default=None,
+                   help=f"random patches per train image per epoch (default {PATCHES_PER_IMAGE}; streaming, one "
+                        "decode feeds them all)")
     p.add_argument("--name", required=True, help="run name; re-running the same name resumes it")
     p.add_argument("--epochs", type=_positive, default=None, help="default: 10 (seed-ae), 20 (unet)")
     p.add_argument("--batch-size", type=_positive, default=None, help="per worker; default 2 (seed-ae), 8 (unet)")
@@ -155,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=_positive, default=1, help="DDP workers (Ray Train actors)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker (bf16 autocast)")
     p.add_argument("--cpus-per-worker", type=_finite(positive=True), default=None,
-                   help="CPUs reserved per worker (default 1, less when the data pipeline would get none)")
+                   help="CPUs reserved per worker; torch runs that many threads (default: in memory, all the "
+                        "cluster's CPUs shared by the workers; streaming, 1, less when the data pipeline would get none)")
     p.add_argument("--max-failures", type=_non_negative, default=0, help="restart a crashed worker group up to K times")
     p.add_argument("--max-steps-per-epoch", type=_positive, default=None)
     p.add_argument("--time-limit", type=_finite(positive=True), default=None,
@@ -238,13 +258,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    model = args.model
+    if model is None:
+        if not args.init:
+            raise TrainError("give --model (swift, unet or seed-ae), or --init with a model to start from")
+        model = init_model_config(args.init, args.s3_endpoint)["model"]
     cfg = resolve_config(
-        args.model, data=args.data, storage_path=args.storage_path, name=args.name, epochs=args.epochs,
+        model, data=args.data, storage_path=args.storage_path, name=args.name, epochs=args.epochs,
         batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, loss=args.loss,
         schedule=args.schedule, width=args.width, num_workers=args.num_workers, use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
         max_steps_per_epoch=args.max_steps_per_epoch, time_limit_s=args.time_limit, seed=args.seed,
-        s3_endpoint=args.s3_endpoint,
+        degrade=args.degrade, init=args.init, ema=args.ema, in_memory=args.in_memory,
+        patches_per_image=args.patches_per_image, s3_endpoint=args.s3_endpoint,
     )
     init_ray(args.address)
     run_train(cfg, log=_log)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import report as rpt
-from .artifacts import CONFIG, WEIGHTS, ArtifactError, load_model
+from .artifacts import ArtifactError, load_model_uri
 from .images import (DEFAULT_MAX_PIXELS, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
 from .inference import MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, image_bytes
@@ -80,25 +79,6 @@ def check_config(cfg: DenoiseConfig) -> None:
         raise DenoiseError(f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}")
     if cfg.pipeline not in PIPELINES:
         raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
-
-
-def load_model_uri(model_uri: str, endpoint: str | None):
-    """(model, config) from a model folder, local or s3:// (downloaded to a temporary folder that
-    is removed once the weights are loaded)."""
-    store = cached_store(model_uri, endpoint)
-    if not store.is_s3:
-        return load_model(store.root)
-    with tempfile.TemporaryDirectory(prefix="raydenoise-model-") as local:
-        for name in (CONFIG, WEIGHTS):
-            try:
-                data = store.read_bytes(name)
-            except FileNotFoundError:
-                raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
-            except Exception as exc:
-                raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
-            with open(os.path.join(local, name), "wb") as f:
-                f.write(data)
-        return load_model(local)
 
 
 # ----------------------------------------------------------------------------- one image

@@ -76,7 +76,7 @@ class Scorer:
     """
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None):
-        from .denoise import load_model_uri
+        from .artifacts import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
@@ -142,7 +142,10 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
         manifest = read_manifest(cfg.data, endpoint)
-        from .denoise import load_model_uri
+        if manifest.get("clean_only"):
+            raise EvaluateError(f"{cfg.data} holds clean images only (ingested without --low): evaluate needs pairs; "
+                                "make noisy partners with `raydenoise synth --clean ... --noise ...` and ingest both")
+        from .artifacts import load_model_uri
 
         # Resolved here: actors may run in another directory or on another node.
         data_uri, model = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint)

@@ -6,8 +6,8 @@ only the tile's own region is kept. A pixel's output then depends on exactly the
 pixels as in a single pass, so tiled and untiled outputs agree to float rounding (~1e-6).
 
 Memory: a forward pass needs about ``FORWARD_BYTES_PER_PIXEL[model] * width`` bytes per input
-pixel (measured on CPU under ``inference_mode``: unet 800 B/px and seed-ae 260 B/px at width
-32). Without an explicit ``tile``, an image whose pass would need more than the Denoiser's
+pixel (measured on CPU under ``inference_mode``: unet 800 B/px, swift 490 B/px and seed-ae
+260 B/px at width 32). Without an explicit ``tile``, an image whose pass would need more than the Denoiser's
 ``memory_budget`` is tiled automatically with the largest tiles that fit. Tiles are converted
 from and to uint8 one at a time, so beyond the pass itself an image costs ~2 bytes per sample.
 """
@@ -28,12 +28,15 @@ from torch import nn
 # Context (pixels) each side that covers the network's receptive field, a multiple of its stride.
 # seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
 # unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
-MARGINS = {"seed-ae": 32, "unet": 96}
-STRIDE = 4  # both models downsample twice by 2
+# swift: measured by back-propagating from one output pixel: its inputs lie within 88 px.
+MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112}
+# Tiles start on multiples of the network's total downsampling, so they see the same grid as
+# the whole image: 4 for seed-ae and unet (2 x 2), 16 for swift (pixel-unshuffle, then 3 x 2).
+STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16}
 MIN_TILE = 32  # smaller tiles would be mostly margin (a tile of 32 with unet computes 49x its area)
 # Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
 # rounded up from the measurement).
-FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28}
+FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16}
 GiB = 1 << 30
 
 
@@ -61,7 +64,8 @@ def default_memory_budget(cpu_share: float = 1.0) -> int:
 class Denoiser:
     """Callable: uint8 image (H, W, 3) or (H, W) -> uint8 image of the same shape.
 
-    ``tile`` (pixels, rounded down to a multiple of 4, at least MIN_TILE; None = automatic)
+    ``tile`` (pixels, rounded down to a multiple of the network's stride, 4 or 16, and at
+    least MIN_TILE; None = automatic)
     bounds the size of one forward pass. With ``tile=None`` an image is processed whole unless
     its pass would exceed ``memory_budget`` bytes (default: ``default_memory_budget()``), then in
     the largest tiles that fit. Grayscale inputs are replicated to RGB for the model and the
@@ -80,22 +84,23 @@ class Denoiser:
         self.name = model_name
         self.width = width
         self.margin = MARGINS.get(model_name, 128)
+        self.stride = STRIDES.get(model_name, 16)
         if tile is not None and tile < MIN_TILE:
             raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
-        self.tile = None if tile is None else tile - tile % STRIDE
+        self.tile = None if tile is None else max(MIN_TILE, tile - tile % self.stride)
         self.memory_budget = memory_budget or default_memory_budget()
 
     def tile_for(self, h: int, w: int) -> int | None:
         """The tile size used for an h x w image: the explicit one, else None when the whole
-        image fits the memory budget, else the largest multiple of 4 whose tile plus margins
-        fits it."""
+        image fits the memory budget, else the largest multiple of the stride whose tile plus
+        margins fits it."""
         if self.tile is not None:
             return self.tile
         if forward_bytes(self.name, self.width, h, w) <= self.memory_budget:
             return None
         per_px = forward_bytes(self.name, self.width, 1, 1)
         side = int(math.sqrt(self.memory_budget / per_px)) - 2 * self.margin
-        return max(MIN_TILE, side - side % STRIDE)
+        return max(MIN_TILE, side - side % self.stride)
 
     def pass_bytes(self, h: int, w: int) -> int:
         """Estimated peak memory of the largest forward pass for an h x w image: the whole image,

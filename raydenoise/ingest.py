@@ -38,7 +38,7 @@ from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
                       is_partial, open_store, partition_hidden, storage_wide)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: low and low_file may be null (clean-only data sets)
 MANIFEST = "manifest.json"
 ROW_GROUP_ROWS = 8  # pairs per Parquet row group: bounds a writer's memory to a few MB
 
@@ -46,11 +46,11 @@ SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
-        pa.field("low", pa.binary(), nullable=False),
+        pa.field("low", pa.binary(), nullable=True),
         pa.field("high", pa.binary(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
         pa.field("width", pa.int32(), nullable=False),
-        pa.field("low_file", pa.string(), nullable=False),
+        pa.field("low_file", pa.string(), nullable=True),
         pa.field("high_file", pa.string(), nullable=False),
     ],
     metadata={"raydenoise.schema_version": str(SCHEMA_VERSION)},
@@ -58,11 +58,11 @@ SCHEMA = pa.schema(
 COLUMN_DOCS = {
     "id": "relative path without extension, shared by the pair",
     "split": "train, val or test (seeded hash of id)",
-    "low": "PNG-encoded 8-bit RGB of the degraded image",
+    "low": "PNG-encoded 8-bit RGB of the degraded image (null in a clean-only data set)",
     "high": "PNG-encoded 8-bit RGB of the clean image",
     "height": "pixels",
     "width": "pixels",
-    "low_file": "source key of low, relative to --low",
+    "low_file": "source key of low, relative to --low (null in a clean-only data set)",
     "high_file": "source key of high, relative to --high",
 }
 
@@ -77,7 +77,7 @@ class _StorageFailed(Exception):
 
 @dataclass(frozen=True)
 class IngestConfig:
-    low: str
+    low: str | None  # None: a clean-only data set (train it with --degrade)
     high: str
     out: str
     rows_per_shard: int = 128
@@ -145,7 +145,8 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     itself (full disk, S3 unreachable) is returned as ``fatal`` so the driver stops the ingest
     with that one reason instead of rejecting every further file.
     """
-    low, high, out = (cached_store(u, endpoint) for u in (low_uri, high_uri, out_uri))
+    high, out = cached_store(high_uri, endpoint), cached_store(out_uri, endpoint)
+    low = cached_store(low_uri, endpoint) if low_uri else None
     rejected: list[dict] = []
     buf: dict[str, list] = {name: [] for name in SCHEMA.names}
     rows = 0
@@ -167,8 +168,9 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     }
 
 
-def _fill_shard(spec: dict, low: Store, high: Store, out: Store, buf: dict[str, list], rejected: list[dict]) -> int:
-    """Read, validate and write one shard's pairs; returns the rows written."""
+def _fill_shard(spec: dict, low: Store | None, high: Store, out: Store, buf: dict[str, list], rejected: list[dict]) -> int:
+    """Read, validate and write one shard's pairs (clean images alone when ``low`` is None);
+    returns the rows written."""
     rows = 0
     with contextlib.ExitStack() as stack:
         writer = None
@@ -189,6 +191,13 @@ def _fill_shard(spec: dict, low: Store, high: Store, out: Store, buf: dict[str, 
                 v.clear()
 
         for pid, lk, hk in zip(spec["ids"], spec["low_keys"], spec["high_keys"]):
+            if low is None:
+                if not _add_clean(pid, hk, high, spec["split"], buf, rejected):
+                    continue
+                rows += 1
+                if len(buf["id"]) >= ROW_GROUP_ROWS:
+                    flush()
+                continue
             low_data, low_err = _read(low, lk)
             high_data, high_err = _read(high, hk)
             if low_data is not None and high_data is not None:
@@ -213,6 +222,24 @@ def _fill_shard(spec: dict, low: Store, high: Store, out: Store, buf: dict[str, 
         if writer is not None:
             writer.close()
     return rows
+
+
+def _add_clean(pid: str, key: str, high: Store, split: str, buf: dict[str, list], rejected: list[dict]) -> bool:
+    """One clean image of a clean-only data set into ``buf``, or into ``rejected`` with the reason."""
+    data, err = _read(high, key)
+    if data is not None:
+        try:
+            png, h, w = to_png_rgb8(data)
+        except ImageError as exc:
+            err = str(exc)
+        except Exception as exc:  # never let one file abort its shard
+            err = f"cannot process ({type(exc).__name__}: {exc})"
+    if err:
+        rejected.append(Rejected(high.uri(key), "high", pid, err).as_dict())
+        return False
+    for name, value in zip(SCHEMA.names, (pid, split, None, png, h, w, None, key)):
+        buf[name].append(value)
+    return True
 
 
 def _shard_specs(pairs: list[Pair], rows_per_shard: int, run: str) -> list[dict]:
@@ -253,23 +280,27 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     # Resolved here, once: Ray workers on other nodes do not see the driver's environment.
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
-        low, high = open_store(cfg.low, endpoint), open_store(cfg.high, endpoint)
+        high = open_store(cfg.high, endpoint)
+        low = open_store(cfg.low, endpoint) if cfg.low is not None else None
         out = open_store(cfg.out, endpoint)
         for side, store in (("--low", low), ("--high", high)):
-            if store.contains(out):
+            if store is not None and store.contains(out):
                 raise IngestError(f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs")
-        low_keys, low_out = partition_hidden(low.list_keys(), cfg.include_hidden)
+        low_keys, low_out = partition_hidden(low.list_keys(), cfg.include_hidden) if low else (None, [])
         high_keys, high_out = partition_hidden(high.list_keys(), cfg.include_hidden)
         out.check_writable()
     except StorageError as exc:
         raise IngestError(str(exc)) from None
     pairs, rejected_objs = pair_keys(
-        low_keys, high_keys, seed=cfg.seed, fractions=cfg.split, low_uri=low.uri, high_uri=high.uri
+        low_keys, high_keys, seed=cfg.seed, fractions=cfg.split, low_uri=low.uri if low else None, high_uri=high.uri
     )
     rejected = [r.as_dict() for r in rejected_objs]
     rejected += [Rejected(store.uri(k), side, file_id(k), why).as_dict()
                  for side, store, left in (("low", low, low_out), ("high", high, high_out)) for k, why in left]
-    log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
+    if low is None:
+        log(f"ingest: {len(high_keys)} clean files, no --low: a clean-only data set (train it with --degrade)")
+    else:
+        log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Largest shards first, so the last tasks to start are the short ones (less idle tail).
     specs = sorted(_shard_specs(pairs, cfg.rows_per_shard, run), key=lambda s: -len(s["ids"]))
@@ -282,7 +313,7 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         ray.data.DataContext.get_current().op_resource_reservation_enabled = False
         ds = ray.data.from_items(specs, override_num_blocks=len(specs))
         write = functools.partial(
-            _write_shard, low_uri=low.root, high_uri=high.root, out_uri=out.root, endpoint=endpoint
+            _write_shard, low_uri=low.root if low else None, high_uri=high.root, out_uri=out.root, endpoint=endpoint
         )
         done_pairs = 0
         try:
@@ -311,7 +342,8 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         for r in rejected[:20]:
             print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
         raise IngestError(
-            f"no valid pairs in {low.root} and {high.root}; nothing written to {out.root}"
+            (f"no valid pairs in {low.root} and {high.root}" if low else f"no valid images in {high.root}")
+            + f"; nothing written to {out.root}"
             + (f" ({len(rejected)} files rejected, reasons above)" if rejected else " (no files found)")
         )
 
@@ -322,8 +354,9 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         "raydenoise_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": run,
-        "args": {**asdict(cfg), "split": list(cfg.split), "low": low.root, "high": high.root, "out": out.root,
-                 "s3_endpoint": endpoint},
+        "args": {**asdict(cfg), "split": list(cfg.split), "low": low.root if low else None, "high": high.root,
+                 "out": out.root, "s3_endpoint": endpoint},
+        "clean_only": low is None,
         "counts": {**counts, "total": total, "rejected_files": len(rejected)},
         "seconds": round(time.time() - t0, 3),
         "columns": COLUMN_DOCS,
@@ -333,7 +366,7 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     out.write_bytes(MANIFEST, json.dumps(manifest, indent=2, allow_nan=False).encode())
     _remove_stale_shards(out, {s["path"] for s in shards})
     log(
-        f"ingest: {total} pairs ({counts['train']} train, {counts['val']} val, {counts['test']} test) "
+        f"ingest: {total} {'pairs' if low else 'clean images'} ({counts['train']} train, {counts['val']} val, {counts['test']} test) "
         f"in {len(shards)} shards -> {out.uri(MANIFEST)}"
     )
     return IngestResult(manifest=manifest, out=out.root)

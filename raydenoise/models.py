@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("seed-ae", "unet")
+MODEL_NAMES = ("seed-ae", "unet", "swift")
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
@@ -103,12 +103,112 @@ class UNet(nn.Module):
         return out if self.training else out.clamp(0.0, 1.0)
 
 
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of each pixel of an NCHW tensor (NAFNet's normalization)."""
+
+    def __init__(self, ch: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ch))
+        self.bias = nn.Parameter(torch.zeros(ch))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Measured on 2 CPU cores: 10% faster per training step than computing mean and
+        # variance over dim 1 by hand.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class _NAFBlock(nn.Module):
+    """NAFNet's block (Chen et al. 2022): LayerNorm -> 1x1 conv to 2c -> depthwise 3x3 ->
+    SimpleGate (split the channels in two halves and multiply them) -> 1x1 conv, then a gated
+    1x1 feed-forward; both branches are residual, scaled by learned per-channel factors that
+    start at 0, so a fresh block is the identity.
+
+    NAFNet's simplified channel attention (a global average pool) is left out on purpose: with
+    it every output pixel would depend on the whole image, so tiled inference (large images,
+    ``--tile``) could not reproduce the untiled output. Without it the receptive field is local
+    (under 128 px) and tiles with that margin are exact."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm1 = LayerNorm2d(ch)
+        self.expand = nn.Conv2d(ch, 2 * ch, 1)
+        self.depthwise = nn.Conv2d(2 * ch, 2 * ch, 3, padding=1, groups=2 * ch)
+        self.project = nn.Conv2d(ch, ch, 1)
+        self.norm2 = LayerNorm2d(ch)
+        self.ffn_in = nn.Conv2d(ch, 2 * ch, 1)
+        self.ffn_out = nn.Conv2d(ch, ch, 1)
+        self.beta = nn.Parameter(torch.zeros(1, ch, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, ch, 1, 1))
+
+    @staticmethod
+    def _gate(x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._gate(self.depthwise(self.expand(self.norm1(x))))
+        x = x + self.project(y) * self.beta
+        return x + self.ffn_out(self._gate(self.ffn_in(self.norm2(x)))) * self.gamma
+
+
+class Swift(nn.Module):
+    """raydenoise's efficient restoration network: FFDNet's pixel-unshuffle input, NAFNet
+    blocks in a 4-scale U-Net, and a global residual.
+
+    The input is reflect-padded to a multiple of 16 and pixel-unshuffled 2x (3 -> 12 channels
+    at half resolution), so no layer runs at full resolution; the U-Net works at 1/2, 1/4, 1/8
+    (encoder blocks 1, 1, 2 at widths w, 2w, 4w) and 1/16 (2 middle blocks at 8w), with
+    strided-conv down, pixel-shuffle up and additive skips; a final pixel-shuffle gives the
+    full-resolution correction that is added to the input. At the default width 32: 1.53M
+    parameters and 19 GMAC per megapixel (the ``unet``: 1.63M and 231 GMAC); on 2 CPU cores
+    a training step takes about a quarter of the ``unet``'s.
+    """
+
+    multiple = 16
+
+    def __init__(self, width: int = 32, encoder: tuple[int, ...] = (1, 1, 2), middle: int = 2,
+                 decoder: tuple[int, ...] = (1, 1, 1)):
+        super().__init__()
+        self.head = nn.Conv2d(12, width, 3, padding=1)
+        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
+        self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
+        ch = width
+        for n in encoder:
+            self.encoders.append(nn.Sequential(*[_NAFBlock(ch) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(ch, 2 * ch, 2, stride=2))
+            ch *= 2
+        self.middle = nn.Sequential(*[_NAFBlock(ch) for _ in range(middle)])
+        for n in decoder:
+            self.ups.append(nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, bias=False), nn.PixelShuffle(2)))
+            ch //= 2
+            self.decoders.append(nn.Sequential(*[_NAFBlock(ch) for _ in range(n)]))
+        self.tail = nn.Conv2d(width, 12, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xp, h, w = _pad_to_multiple(x, self.multiple)
+        y = self.head(F.pixel_unshuffle(xp, 2))
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            y = encoder(y)
+            skips.append(y)
+            y = down(y)
+        y = self.middle(y)
+        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
+            y = decoder(up(y) + skip)
+        out = (xp + F.pixel_shuffle(self.tail(y), 2))[..., :h, :w]
+        return out if self.training else out.clamp(0.0, 1.0)
+
+
 def build_model(name: str, width: int | None = None) -> nn.Module:
-    """``seed-ae`` or ``unet``; ValueError naming the choices for anything else."""
+    """``seed-ae``, ``unet`` or ``swift``; ValueError naming the choices for anything else."""
     if name == "seed-ae":
         return SeedAE(width or 32)
     if name == "unet":
         return UNet(width or 32)
+    if name == "swift":
+        return Swift(width or 32)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
@@ -123,3 +223,17 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
     )
     return {"total": trainable + frozen + bn_stats, "trainable": trainable}
+
+
+def macs_per_megapixel(model: nn.Module, size: int = 256) -> float:
+    """Multiply-accumulates per megapixel of input (in GMAC/MP) of one forward pass, counted by
+    torch's FLOP counter on a ``size`` x ``size`` image (convolutions and matmuls; the
+    element-wise work of norms and activations is not included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    model.train(was_training)
+    return counter.get_total_flops() / 2 / (size * size) / 1e3

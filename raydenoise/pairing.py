@@ -19,7 +19,7 @@ SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class Pair:
     id: str
-    low_key: str
+    low_key: str | None  # None in a clean-only data set
     high_key: str
     split: str
 
@@ -95,7 +95,7 @@ def split_of(pair_id: str, seed: int, fractions: tuple[float, float, float]) -> 
 
 
 def pair_keys(
-    low_keys: list[str],
+    low_keys: list[str] | None,
     high_keys: list[str],
     *,
     seed: int,
@@ -104,6 +104,7 @@ def pair_keys(
     high_uri=lambda k: k,
 ) -> tuple[list[Pair], list[Rejected]]:
     """Match low and high keys by id; every key ends up in exactly one pair or one Rejected.
+    With ``low_keys`` None (a clean-only data set) every unambiguous high key is a "pair" of its own.
 
     ``low_uri``/``high_uri`` turn a key into the URI recorded for rejected files.
     """
@@ -124,10 +125,14 @@ def pair_keys(
                     rejected.append(Rejected(to_uri(k), side, pid, reason))
         return unique
 
-    low = index(low_keys, "low", low_uri)
+    low = index(low_keys, "low", low_uri) if low_keys is not None else None
     high = index(high_keys, "high", high_uri)
     ambiguous = {r.id for r in rejected}
     pairs = []
+    if low is None:
+        pairs = [Pair(pid, None, high[pid], split_of(pid, seed, fractions)) for pid in sorted(high, key=natural_key)]
+        rejected.sort(key=lambda r: (natural_key(r.id), r.side, r.file))
+        return pairs, rejected
     for pid in sorted(set(low) | set(high), key=natural_key):
         if pid in low and pid in high:
             pairs.append(Pair(pid, low[pid], high[pid], split_of(pid, seed, fractions)))

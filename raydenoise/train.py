@@ -1,13 +1,25 @@
 """``raydenoise train``: distributed PyTorch training with Ray Train (V2) on ingested Parquet.
 
-Flow: the driver checks everything a user can get wrong (manifest, splits, model name, storage,
-cluster resources) before any worker starts, then runs a ``TorchTrainer``. Each worker streams
-its share of the train split from Ray Data (decode + random crop + flips in Ray Data tasks),
-trains with DDP, evaluates its share of the val split on full images, and rank 0 reports a
-checkpoint every epoch. Ray Train keeps the best checkpoint by val loss and the latest one;
-re-running with the same storage path and name resumes from the latest, and ``max_failures``
-restarts a crashed worker group from it. At the end the driver writes ``RUN/model/`` (best),
-``RUN/metrics.csv`` and ``RUN/curves.png``.
+Flow: the driver checks everything a user can get wrong (manifest, splits, model name, --init,
+--degrade, storage, cluster resources) before any worker starts, chooses the data path, then
+runs a ``TorchTrainer``.
+
+Data paths (``plan_data``):
+- **memory** (default when the decoded images fit half the memory Ray offers, per worker):
+  each worker decodes its share of the train split once, then cuts random patches (crop, flips,
+  rotations) from memory in a background thread, so the model gets every CPU the worker holds;
+- **stream** (larger data sets, or ``--in-memory no``): Ray Data tasks read and decode shards
+  every epoch beside the training and cut several patches from each decoded image.
+With ``--degrade SPEC`` only the clean side is used: each patch's noisy input is synthesized on
+the worker at every step (fresh noise every step and epoch, reproducible from ``--seed``), and
+the val split is degraded once per image with a fixed seed, so val PSNR compares across epochs
+and runs.
+
+Each worker trains with DDP, evaluates its share of the val split on full images, and rank 0
+reports a checkpoint every epoch. Ray Train keeps the best checkpoint by val loss and the latest
+one; re-running with the same storage path and name resumes from the latest, and
+``max_failures`` restarts a crashed worker group from it. At the end the driver writes
+``RUN/model/`` (best), ``RUN/metrics.csv``, ``RUN/summary.json`` and ``RUN/curves.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .images import object_column
+from .patches import augment_pair
 from .report import json_safe, to_json
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
@@ -33,7 +46,9 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     # The seed notebook: BCE, Adam 1e-3, batch 2, 10 epochs, full images, no augmentation.
     "seed-ae": dict(epochs=10, batch_size=2, patch_size=None, lr=1e-3, loss="bce", schedule="constant"),
     "unet": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
+    "swift": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
 }
+PATCHES_PER_IMAGE = 4  # default random patches per train image per epoch (one decode feeds them all when streaming)
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
 
 
@@ -62,6 +77,11 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     time_limit_s: float | None = None  # stop (after a final eval + checkpoint) once exceeded
     amp: bool = True  # bf16 autocast, only ever on GPU
+    degrade: str | None = None  # noise SPEC: inputs synthesized from the clean side at every step
+    init: str | None = None  # a model folder to start from
+    ema: float | None = None  # keep an exponential moving average of the weights (decay) as the model
+    in_memory: str = "auto"  # "auto" | "yes" | "no": decode the train split once and keep it in memory
+    patches_per_image: int | None = None  # per image per epoch; None: PATCHES_PER_IMAGE (1 with full images)
     s3_endpoint: str | None = None
     inject_crash: str | None = field(default=None, compare=False)
 
@@ -88,77 +108,58 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # a writable copy, for torch
 
 
-def augment_pair(low: np.ndarray, high: np.ndarray, patch: int | None, rng: np.random.Generator):
-    """Random crop to patch x patch (reflect-padding images smaller than that) plus random
-    flips and 90-degree rotations; with patch None, only portrait -> landscape transposition."""
-    if patch is None:
-        if low.shape[0] > low.shape[1]:
-            low, high = low.transpose(1, 0, 2), high.transpose(1, 0, 2)
-        return low, high
-    h, w = low.shape[:2]
-    if h < patch or w < patch:
-        pad = ((0, max(0, patch - h)), (0, max(0, patch - w)), (0, 0))
-        low, high = np.pad(low, pad, mode="reflect"), np.pad(high, pad, mode="reflect")
-        h, w = low.shape[:2]
-    top, left = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
-    low, high = low[top : top + patch, left : left + patch], high[top : top + patch, left : left + patch]
-    if rng.random() < 0.5:
-        low, high = low[:, ::-1], high[:, ::-1]
-    if rng.random() < 0.5:
-        low, high = low[::-1], high[::-1]
-    k = int(rng.integers(0, 4))
-    return np.rot90(low, k), np.rot90(high, k)
-
-
 def read_decode_augment(items: dict[str, np.ndarray], *, data_uri: str, endpoint: str | None,
-                        patch: int | None, rows_per_batch: int = 8):
-    """Ray Data generator UDF: shard paths in, batches of augmented uint8 (H, W, 3) pairs out.
+                        patch: int | None, patches_per_image: int = 1, clean_only: bool = False,
+                        rows_per_batch: int = 8):
+    """Ray Data generator UDF (the streaming data path): shard paths in, batches of augmented
+    uint8 (H, W, 3) patches out, ``patches_per_image`` random patches from every decoded image.
+    With ``clean_only`` only the clean side is read: the worker synthesizes the inputs.
 
     Streams each shard by row groups, so a task holds a few pairs at a time, not a shard.
     """
     store = cached_store(data_uri, endpoint)
     rng = np.random.default_rng()
+    columns = ("high",) if clean_only else ("low", "high")
     for path in items["path"]:
-        for rows in iter_shard_rows(store, str(path), ("low", "high"), rows_per_batch):
+        for rows in iter_shard_rows(store, str(path), columns, rows_per_batch):
             lows, highs = [], []
-            for lb, hb in rows:
-                low, high = augment_pair(decode_png(lb), decode_png(hb), patch, rng)
-                lows.append(np.ascontiguousarray(low))
-                highs.append(np.ascontiguousarray(high))
-            yield _stack_or_ragged(lows, highs)
+            for row in rows:
+                high = decode_png(row[-1])
+                low = None if clean_only else decode_png(row[0])
+                for _ in range(patches_per_image if patch else 1):
+                    lo, hi = augment_pair(low, high, patch, rng)
+                    highs.append(hi)
+                    if lo is not None:
+                        lows.append(lo)
+            yield _stack_or_ragged({"high": highs} | ({} if clean_only else {"low": lows}))
 
 
-def _stack_or_ragged(lows: list[np.ndarray], highs: list[np.ndarray]) -> dict[str, np.ndarray]:
-    if len({a.shape for a in lows}) == 1:
-        return {"low": np.stack(lows), "high": np.stack(highs)}
-    return {"low": object_column(lows), "high": object_column(highs)}
+def _stack_or_ragged(columns: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    if len({a.shape for a in columns["high"]}) == 1:
+        return {k: np.stack(v) for k, v in columns.items()}
+    return {k: object_column(v) for k, v in columns.items()}
 
 
-def collate(batch: dict[str, np.ndarray]):
-    """uint8 arrays (possibly of different sizes) -> float32 NCHW tensors in [0, 1], cropped to
-    the smallest height and width in the batch (a no-op when all images share a size)."""
+def to_tensors(low: np.ndarray, high: np.ndarray):
+    """uint8 (N, H, W, 3) arrays -> float32 NCHW tensors in [0, 1]."""
     import torch
 
-    lows, highs = list(batch["low"]), list(batch["high"])
-    h = min(a.shape[0] for a in lows)
-    w = min(a.shape[1] for a in lows)
-    low = np.stack([a[:h, :w] for a in lows])
-    high = np.stack([a[:h, :w] for a in highs])
+    def one(x: np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
 
-    def to_tensor(x: np.ndarray):
-        return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0)
-
-    return to_tensor(low), to_tensor(high)
+    return one(low), one(high)
 
 
-def _collate_class():
-    from ray.data.collate_fn import NumpyBatchCollateFn
-
-    class Collate(NumpyBatchCollateFn):
-        def __call__(self, batch):
-            return collate(batch)
-
-    return Collate
+def decoded_bytes(data: Store, shards: list[str], paired: bool, limit: float = math.inf) -> int:
+    """Bytes the decoded images of these shards take in memory, from their size columns only;
+    stops counting once past ``limit``."""
+    total = 0
+    for shard in shards:
+        for rows in iter_shard_rows(data, shard, ("height", "width"), 4096):
+            total += sum(h * w * 3 for h, w in rows) * (2 if paired else 1)
+            if total > limit:
+                return total
+    return total
 
 
 def pyarrow_filesystem(store: Store):
@@ -199,40 +200,62 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def evaluate(model, cfg: TrainConfig, val_shards: list[str], rank: int, world: int, device) -> dict[str, float]:
-    """Loss, PSNR, MSE, MAE and SSIM over the val split on full images, each rank taking every
-    world-th image, summed across ranks (exact means, no image dropped or counted twice).
-    ``model=None`` scores the noisy input itself (the baseline every model must beat)."""
+def evaluate(model, items, loss_fn, device) -> dict[str, float]:
+    """Loss, PSNR, MSE, MAE and SSIM over this rank's share of the val split (``items``: its
+    (low, high) uint8 images) on full images, summed across ranks (exact means, no image
+    dropped or counted twice). ``model=None`` scores the noisy input itself (the baseline every
+    model must beat)."""
     import torch
 
     from .metrics import all_metrics
 
-    store = cached_store(cfg.data, cfg.s3_endpoint)
-    loss_fn = _loss_fn(cfg.loss)
     sums = np.zeros(6)  # count, loss, psnr, mse, mae, ssim
-    index = 0
     if model is not None:
         model.eval()
     with torch.no_grad():
-        for shard in val_shards:
-            for rows in iter_shard_rows(store, shard, ("low", "high"), 4):
-                for lb, hb in rows:
-                    index += 1
-                    if (index - 1) % world != rank:
-                        continue
-                    low, high = decode_png(lb), decode_png(hb)
-                    x = torch.from_numpy(low).permute(2, 0, 1)[None].float().div(255).to(device)
-                    y = torch.from_numpy(high).permute(2, 0, 1)[None].float().div(255).to(device)
-                    pred = x if model is None else model(x).clamp(0, 1)
-                    loss = float(loss_fn(pred, y))
-                    p = pred[0].permute(1, 2, 0).float().cpu().numpy()
-                    m = all_metrics(p, high.astype(np.float32) / 255.0)
-                    sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
+        for low, high in items:
+            x, y = (t.to(device) for t in to_tensors(low[None], high[None]))
+            pred = x if model is None else model(x).clamp(0, 1)
+            loss = float(loss_fn(pred, y))
+            p = pred[0].permute(1, 2, 0).float().cpu().numpy()
+            m = all_metrics(p, high.astype(np.float32) / 255.0)
+            sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
     total = _all_reduce_sum(sums.tolist(), device)
     keys = ("val_loss", "val_psnr", "val_mse", "val_mae", "val_ssim")
     if total[0] == 0:  # no val images: no metric (None), never a 0 that reads as a score
         return {k: None for k in keys} | {"val_images": 0}
     return {k: v / total[0] for k, v in zip(keys, total[1:])} | {"val_images": int(total[0])}
+
+
+def share_of(cfg: TrainConfig, shards: list[str], rank: int, world: int, paired: bool):
+    """This rank's rows of ``shards`` (every world-th, in manifest order), decoded:
+    (id, low or None, high) — only the clean side unless ``paired``."""
+    store = cached_store(cfg.data, cfg.s3_endpoint)
+    columns = ("id", "low", "high") if paired else ("id", "high")
+    index = 0
+    for shard in shards:
+        for rows in iter_shard_rows(store, shard, columns, 8):
+            for row in rows:
+                index += 1
+                if (index - 1) % world == rank:
+                    yield row[0], decode_png(row[1]) if paired else None, decode_png(row[-1])
+
+
+def val_items(cfg: TrainConfig, shards: list[str], rank: int, world: int, paired: bool, specs):
+    """This rank's val pairs; with ``specs`` (``--degrade``) the input is synthesized from the
+    clean image with a seed of its own (VAL_SEED, id): the same noise every epoch and run."""
+    from .patches import val_input
+
+    for image_id, low, high in share_of(cfg, shards, rank, world, paired and not specs):
+        yield (val_input(image_id, high, specs) if specs else low), high
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate at ``progress`` (0..1 of the run): constant, or cosine down to 1%."""
+    if cfg.schedule != "cosine":
+        return cfg.lr
+    low = cfg.lr * 0.01
+    return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def _num(value, fmt: str, unit: str = "") -> str:
@@ -257,45 +280,90 @@ def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int):
+    """The streaming data path's batches: Ray Data's patches, inputs synthesized here when
+    training with --degrade."""
+    from .patches import crop_to_common, epoch_rng, synthesize_inputs
+
+    noise_rng = epoch_rng(cfg.seed, epoch, rank, 1)
+    for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
+                                    local_shuffle_buffer_size=4 * cfg.batch_size, drop_last=False):
+        highs = list(batch["high"])
+        lows = synthesize_inputs(highs, specs, noise_rng) if specs else list(batch["low"])
+        yield crop_to_common(lows, highs)
+
+
+def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
+    """Load a Ray Train checkpoint's weights into ``model`` (and the EMA copy); returns the
+    local copy's folder (the optimizer state is read from it next)."""
+    from safetensors.torch import load_file
+
+    from .artifacts import RAW_WEIGHTS, WEIGHTS, check_state
+
+    restored = tempfile.mkdtemp(prefix="raydenoise-restore-")
+    with checkpoint.as_directory() as d:
+        shutil.copytree(d, restored, dirs_exist_ok=True)
+    saved = load_file(os.path.join(restored, WEIGHTS))
+    check_state(saved, model, f"the checkpoint of run {cfg.name!r}")  # a clear message, not a cut one
+    raw_path = os.path.join(restored, RAW_WEIGHTS)
+    # With --ema the model file holds the average and RAW_WEIGHTS the weights being trained.
+    model.load_state_dict(load_file(raw_path) if os.path.exists(raw_path) else saved)
+    if ema is not None:
+        ema.load_state_dict(saved)
+    return restored
+
+
+def _update_ema(ema, model, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(ema.buffers(), model.buffers()):
+            e.copy_(b)
+
+
 def train_fn_per_worker(config: dict) -> None:
-    """The Ray Train loop. ``config`` holds the TrainConfig as a dict, the val shard list and
-    the data manifest reference."""
+    """The Ray Train loop. ``config`` holds the TrainConfig as a dict and the data plan: shard
+    lists, whether the data set is paired, and the data path (memory or stream)."""
+    import copy
+
     import ray.train
     import ray.train.torch
     import torch
 
-    from safetensors.torch import load_file
+    from safetensors.torch import save_file
 
-    from .artifacts import WEIGHTS, check_state, load_train_state, save_model_dir, save_optimizer, unwrap
+    from .artifacts import RAW_WEIGHTS, load_model_uri, load_train_state, model_state, save_model_dir, save_optimizer, unwrap
     from .models import build_model, count_parameters
+    from .noise import parse_degrade
+    from .patches import MemoryPatches, prefetch, steps_per_epoch
 
     cfg = TrainConfig(**config["cfg"])
+    specs = parse_degrade(cfg.degrade) if cfg.degrade else None
+    paired = config["paired"] and not specs
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # the model gets every CPU this worker reserved
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker or 1)))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
+    if cfg.init:
+        model.load_state_dict(load_model_uri(cfg.init, cfg.s3_endpoint)[0].state_dict())
+    ema = copy.deepcopy(model) if cfg.ema else None
     history: list[dict] = []
     start_epoch, elapsed_before = 0, 0.0
-    restored = None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a re-run of the same storage path + name, or a restart after a failure
-        restored = tempfile.mkdtemp(prefix="raydenoise-restore-")
-        with checkpoint.as_directory() as d:
-            shutil.copytree(d, restored, dirs_exist_ok=True)
-        state = load_file(os.path.join(restored, WEIGHTS))
-        check_state(state, model, f"the checkpoint of run {cfg.name!r}")  # a clear message, not a cut one
-        model.load_state_dict(state)
+    # A re-run of the same storage path + name, or a restart after a failure, continues from
+    # the checkpoint (which wins over --init).
+    restored = _restore(checkpoint, cfg, model, ema) if checkpoint else None
     model = ray.train.torch.prepare_model(model)
+    if ema is not None:
+        ema.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1), eta_min=cfg.lr * 0.01)
-        if cfg.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    )
     if restored:
         state = load_train_state(restored, optimizer)
-        scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"], state["history"]
         elapsed_before = state.get("elapsed_s", 0.0)
         shutil.rmtree(restored, ignore_errors=True)
@@ -303,50 +371,78 @@ def train_fn_per_worker(config: dict) -> None:
             print(f"[raydenoise] resuming {cfg.name} after epoch {start_epoch}", flush=True)
     use_amp = cfg.amp and device.type == "cuda"
     loss_fn = _loss_fn(cfg.loss)
-    shard = ray.train.get_dataset_shard("train")
+    ppi = config["patches_per_image"]
+    steps = steps_per_epoch(config["train_images"], ppi, world, cfg.batch_size)
+    memory = None
+    if config["mode"] == "memory":
+        t0 = time.time()
+        memory = MemoryPatches([(low, high) for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)])
+        if rank == 0:
+            print(f"[raydenoise] decoded {len(memory.images)} train images into memory ({memory.nbytes / 1e6:.0f} MB) "
+                  f"in {time.time() - t0:.1f} s", flush=True)
+    val_list = None
+    if config["mode"] == "memory":
+        val_list = list(val_items(cfg, config["val_shards"], rank, world, config["paired"], specs))
+
+    def val():
+        return val_list if val_list is not None else val_items(cfg, config["val_shards"], rank, world,
+                                                               config["paired"], specs)
+
     # The noisy input's own scores: the reference line in curves.png and the summary.
-    baseline = evaluate(None, cfg, config["val_shards"], rank, world, device) if config.get("has_val") else {}
+    baseline = evaluate(None, val(), loss_fn, device) if config["val_shards"] else {}
+    shard = ray.train.get_dataset_shard("train") if memory is None else None
     t_start = time.time() - elapsed_before
     stop = False
     for epoch in range(start_epoch, cfg.epochs):
         _maybe_crash(cfg.inject_crash, epoch, rank)
         model.train()
         t0 = time.time()
-        loss_sum, seen, steps, pixels = 0.0, 0, 0, 0
-        for low, high in shard.iter_torch_batches(
-            batch_size=cfg.batch_size, collate_fn=_collate_class()(), local_shuffle_buffer_size=4 * cfg.batch_size,
-            prefetch_batches=2, drop_last=False,
-        ):
-            low, high = low.to(device, non_blocking=True), high.to(device, non_blocking=True)
+        loss_sum, seen, step, pixels = 0.0, 0, 0, 0
+        if memory is not None:
+            batches = memory.batches(steps=steps, batch_size=cfg.batch_size, patch=cfg.patch_size, seed=cfg.seed,
+                                     epoch=epoch, rank=rank, specs=specs)
+        else:
+            batches = _stream_batches(shard, cfg, specs, epoch, rank)
+        for low, high in prefetch(batches):
+            low, high = (t.to(device, non_blocking=True) for t in to_tensors(low, high))
+            progress = (epoch + min(step / steps, 1.0)) / cfg.epochs
+            if cfg.time_limit_s is not None:
+                # Every rank must take the same steps with the same learning rate (DDP), so
+                # rank 0's clock decides.
+                elapsed = _all_reduce_sum([time.time() - t_start if rank == 0 else 0.0], device)[0]
+                if elapsed > cfg.time_limit_s:
+                    stop = True
+                    break
+                progress = max(progress, elapsed / cfg.time_limit_s)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, progress)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 pred = model(low)
             loss = loss_fn(pred.float(), high)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                _update_ema(ema, unwrap(model), cfg.ema)
             loss_sum += loss.item() * low.shape[0]
             seen += low.shape[0]
             pixels += low.shape[0] * low.shape[2] * low.shape[3]
-            steps += 1
-            if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
+            step += 1
+            if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                 break
-            if cfg.time_limit_s is not None:
-                # Every rank must stop at the same step (DDP), so rank 0's clock decides.
-                over = time.time() - t_start > cfg.time_limit_s if rank == 0 else False
-                if _all_reduce_sum([float(over)], device)[0] > 0:
-                    stop = True
-                    break
         train_seconds = time.time() - t0
         n, total_loss, pixels = _all_reduce_sum([seen, loss_sum, pixels], device)
-        val = evaluate(unwrap(model), cfg, config["val_shards"], rank, world, device)
-        scheduler.step()
+        if stop and n == 0:
+            break  # the time limit fell between epochs: the previous epoch's checkpoint is the last
+        scored = ema if ema is not None else unwrap(model)
+        val_metrics = evaluate(scored, val(), loss_fn, device)
         train_loss = total_loss / max(n, 1)
         metrics = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            **val,
+            **val_metrics,
             # what keeps the best checkpoint: val loss, or train loss when there is no val split
-            "select_loss": val["val_loss"] if val["val_loss"] is not None else train_loss,
+            "select_loss": val_metrics["val_loss"] if val_metrics["val_loss"] is not None else train_loss,
             "input_psnr": baseline.get("val_psnr"),
             "input_ssim": baseline.get("val_ssim"),
             "lr": optimizer.param_groups[0]["lr"],
@@ -362,21 +458,21 @@ def train_fn_per_worker(config: dict) -> None:
         history.append(metrics)
         if rank == 0:
             print(f"[raydenoise] epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
-                  f"{metrics['pairs_per_s']:.1f} pairs/s", flush=True)
+                  f"{metrics['pairs_per_s']:.1f} patches/s", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                params = count_parameters(unwrap(model))
-                save_model_dir(tmp, model, {
-                    "model": cfg.model, "width": cfg.width, "parameters": params,
+                save_model_dir(tmp, scored, {
+                    "model": cfg.model, "width": cfg.width, "parameters": count_parameters(scored),
                     "input": "float32 RGB in [0, 1], NCHW, any size", "output": "same as input",
                     "train_config": {k: v for k, v in asdict(cfg).items() if k != "inject_crash"},
                     "data": config["data_ref"], "epoch": epoch + 1, "metrics": metrics,
+                    "weights": "exponential moving average" if ema is not None else "last step",
                 })
-                save_optimizer(tmp, optimizer, {
-                    "epoch": epoch + 1, "history": history, "scheduler": scheduler.state_dict(),
-                    "elapsed_s": metrics["elapsed_s"],
-                })
+                if ema is not None:
+                    save_file(model_state(model), os.path.join(tmp, RAW_WEIGHTS))
+                save_optimizer(tmp, optimizer, {"epoch": epoch + 1, "history": history,
+                                                "elapsed_s": metrics["elapsed_s"]})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:
@@ -386,26 +482,64 @@ def train_fn_per_worker(config: dict) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
+def init_model_config(uri: str, s3_endpoint: str | None = None) -> dict:
+    """The config of the model ``--init`` names, after checking the folder loads (config,
+    weights, shapes, finite values); TrainError says what is wrong."""
+    from .artifacts import ArtifactError, load_model_uri
+
+    try:
+        return load_model_uri(uri, endpoint_from_env(s3_endpoint))[1]
+    except (ArtifactError, StorageError) as exc:
+        raise TrainError(f"--init: {exc}") from None
+
+
+def _apply_init(cfg: TrainConfig) -> TrainConfig:
+    """Check --init against --model/--width and take the width from it when none is given."""
+    if not cfg.init:
+        return cfg
+    config = init_model_config(cfg.init, cfg.s3_endpoint)
+    width = config.get("width") or 32
+    if config["model"] != cfg.model or (cfg.width is not None and cfg.width != width):
+        raise TrainError(f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
+                         f"{cfg.model}" + (f" --width {cfg.width}" if cfg.width is not None else "")
+                         + ": leave --model/--width out (the model's config decides) or make them match")
+    return replace(cfg, width=width)
+
+
 def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
-    import ray
+    from .noise import NoiseSpecError, parse_degrade
 
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_workers < 1 or cfg.max_failures < 0:
         raise TrainError("--epochs, --batch-size and --num-workers must be at least 1, --max-failures at least 0")
     for name, value in (("--lr", cfg.lr), ("--time-limit", cfg.time_limit_s), ("--cpus-per-worker", cfg.cpus_per_worker)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise TrainError(f"{name} must be a finite number greater than 0, not {value}")
+    if cfg.ema is not None and not (math.isfinite(cfg.ema) and 0 < cfg.ema < 1):
+        raise TrainError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), not {cfg.ema}")
+    if cfg.in_memory not in ("auto", "yes", "no"):
+        raise TrainError(f"--in-memory must be auto, yes or no, not {cfg.in_memory!r}")
+    if cfg.patches_per_image is not None and cfg.patches_per_image < 1:
+        raise TrainError("--patches-per-image must be at least 1")
     if cfg.width is not None and not 1 <= cfg.width <= 1024:
         raise TrainError(f"--width must be from 1 to 1024, not {cfg.width}")
     if cfg.patch_size is not None and cfg.patch_size < 8:
         raise TrainError("--patch-size must be at least 8 (or 0 for full images)")
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise TrainError(f"--name {cfg.name!r}: use a plain name without '/'")
+    if cfg.degrade is not None:
+        try:
+            parse_degrade(cfg.degrade)
+        except NoiseSpecError as exc:
+            raise TrainError(f"--degrade: {exc}") from None
     try:
         manifest = read_manifest(cfg.data, cfg.s3_endpoint)
     except (IngestError, StorageError) as exc:
         raise TrainError(str(exc)) from None
     if manifest["counts"].get("train", 0) == 0:
         raise TrainError(f"{cfg.data}: the train split is empty; re-run ingest with more data or another --split")
+    if manifest.get("clean_only") and not cfg.degrade:
+        raise TrainError(f"{cfg.data} holds clean images only (ingested without --low): give --degrade SPEC to "
+                         "synthesize the inputs, e.g. --degrade gaussian:0-50")
     data = open_store(cfg.data, cfg.s3_endpoint)
     try:
         storage = open_store(cfg.storage_path, cfg.s3_endpoint)
@@ -413,16 +547,24 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     except StorageError as exc:
         raise TrainError(f"--storage-path: {exc}") from None
     _check_resume(cfg, storage)
+    return manifest, data, storage
+
+
+def _check_resources(cfg: TrainConfig, streaming: bool) -> None:
+    import ray
+
     resources = ray.cluster_resources()
-    workers = max(cfg.num_workers, 1)
-    if cfg.num_workers and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0) - 0.5:
+    if streaming and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0) - 0.5:
         raise TrainError(
             f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs leave no CPU of the cluster's "
-            f"{resources.get('CPU', 0):g} for the data pipeline; lower --cpus-per-worker or --num-workers"
+            f"{resources.get('CPU', 0):g} for the streaming data pipeline; lower --cpus-per-worker or --num-workers"
         )
-    if cfg.use_gpu and resources.get("GPU", 0) < workers:
-        raise TrainError(f"--use-gpu with {workers} workers needs {workers} GPUs; the cluster has {int(resources.get('GPU', 0))}")
-    return manifest, data, storage
+    if not streaming and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0):
+        raise TrainError(f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs: the cluster has "
+                         f"{resources.get('CPU', 0):g}; lower --cpus-per-worker or --num-workers")
+    if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
+        raise TrainError(f"--use-gpu with {cfg.num_workers} workers needs {cfg.num_workers} GPUs; the cluster has "
+                         f"{int(resources.get('GPU', 0))}")
 
 
 def _check_resume(cfg: TrainConfig, storage: Store) -> None:
@@ -452,14 +594,54 @@ def _check_resume(cfg: TrainConfig, storage: Store) -> None:
         )
 
 
-def auto_cpus_per_worker(cfg: TrainConfig, cluster_cpus: float) -> float:
-    """1 CPU per worker, unless that would leave the Ray Data pipeline (read + decode) less than
-    one CPU: Ray Data only uses what the training workers do not reserve, and would wait forever
-    with nothing. On GPU workers CPUs matter less, so they get 1 whatever the cluster."""
-    if cfg.use_gpu or cfg.num_workers < 1:
+def auto_cpus_per_worker(cfg: TrainConfig, cluster_cpus: float, streaming: bool) -> float:
+    """CPUs per worker when --cpus-per-worker is not given.
+
+    In memory the data path is a thread of the worker, so the workers share all the cluster's
+    CPUs (whole numbers each where possible: torch runs one thread per reserved CPU). Streaming,
+    the Ray Data pipeline (read + decode) runs beside them and must keep at least one CPU, or
+    it would wait forever: 1 CPU per worker, less when that would leave none; GPU workers 1."""
+    if not streaming:
+        share = cluster_cpus / max(cfg.num_workers, 1)
+        return float(math.floor(share)) if share >= 1 else max(0.25, math.floor(share * 4) / 4)
+    if cfg.use_gpu:
         return 1.0
     spare = (cluster_cpus - 1.0) / cfg.num_workers
     return max(0.25, min(1.0, math.floor(spare * 4) / 4))
+
+
+def memory_budget(num_workers: int) -> float:
+    """Bytes of decoded images a worker may hold: half the memory Ray offers tasks in the
+    cluster, split between the workers."""
+    import ray
+
+    return 0.5 * ray.cluster_resources().get("memory", 4 * 2**30) / max(num_workers, 1)
+
+
+def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
+    """Choose the data path: ``memory`` (every worker decodes its share of the train and val
+    splits once and cuts patches from memory) when it fits ``memory_budget`` or --in-memory yes;
+    else ``stream`` (Ray Data reads and decodes shards every epoch beside the training)."""
+    train = [s["path"] for s in manifest["shards"] if s["split"] == "train"]
+    val = [s["path"] for s in manifest["shards"] if s["split"] == "val"]
+    paired = not manifest.get("clean_only")
+    mode, why = "stream", "--in-memory no"
+    if cfg.in_memory != "no":
+        budget = memory_budget(cfg.num_workers)
+        need = (decoded_bytes(data, train, paired and not cfg.degrade, budget * cfg.num_workers)
+                + decoded_bytes(data, val, True, budget * cfg.num_workers)) / cfg.num_workers
+        if cfg.in_memory == "yes" or need <= budget:
+            mode, why = "memory", f"{need / 1e6:,.0f} MB of decoded images per worker"
+        else:
+            why = f"the decoded images would need more than {budget / 1e6:,.0f} MB per worker"
+    if mode == "memory" and cfg.num_workers > manifest["counts"]["train"]:
+        raise TrainError(f"{cfg.num_workers} workers for {manifest['counts']['train']} train images: every worker "
+                         "needs at least one; lower --num-workers")
+    ppi = (cfg.patches_per_image or PATCHES_PER_IMAGE) if cfg.patch_size else 1  # full images: one per image
+    log(f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch"
+        + (f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""))
+    return {"mode": mode, "train_shards": train, "val_shards": val, "paired": paired,
+            "train_images": manifest["counts"]["train"], "patches_per_image": ppi}
 
 
 def run_train(cfg: TrainConfig, log=print) -> dict:
@@ -469,20 +651,24 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
     from ray.train.torch import TorchTrainer
 
     cfg = replace(cfg, s3_endpoint=endpoint_from_env(cfg.s3_endpoint), inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV))
-    if cfg.cpus_per_worker is None:
-        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 0)))
+    cfg = _apply_init(cfg)
     manifest, data, storage = _preflight(cfg)
+    plan = plan_data(cfg, manifest, data, log)
+    streaming = plan["mode"] == "stream"
+    if cfg.cpus_per_worker is None:
+        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 0), streaming))
+    _check_resources(cfg, streaming)
     # Workers run in their own directories: give them resolved URIs, never relative paths.
     cfg = replace(cfg, data=data.root, storage_path=storage.root)
-    val_shards = [s["path"] for s in manifest["shards"] if s["split"] == "val"]
-    # The manifest already lists the shards, so no Parquet listing task is needed (Ray Data's
-    # reader would ask for a whole CPU, which a small cluster busy with training may not have).
-    train_ds = ray.data.from_items(
-        [{"path": s["path"]} for s in manifest["shards"] if s["split"] == "train"]
-    ).randomize_block_order().map_batches(
-        read_decode_augment, batch_size=1, num_cpus=0.5,
-        fn_kwargs={"data_uri": data.root, "endpoint": cfg.s3_endpoint, "patch": cfg.patch_size},
-    )
+    datasets = {}
+    if streaming:
+        # The manifest already lists the shards, so no Parquet listing task is needed (Ray Data's
+        # reader would ask for a whole CPU, which a small cluster busy with training may not have).
+        datasets["train"] = ray.data.from_items([{"path": p} for p in plan["train_shards"]]).randomize_block_order().map_batches(
+            read_decode_augment, batch_size=1, num_cpus=0.5,
+            fn_kwargs={"data_uri": data.root, "endpoint": cfg.s3_endpoint, "patch": cfg.patch_size,
+                       "patches_per_image": plan["patches_per_image"], "clean_only": bool(cfg.degrade)},
+        )
     storage_fs, storage_path = pyarrow_filesystem(storage)
     run_config = ray.train.RunConfig(
         name=cfg.name,
@@ -494,25 +680,26 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
         ),  # keeps the best by val loss (train loss without val); Ray Train always keeps the latest too
     )
     scaling = ray.train.ScalingConfig(
-        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-        resources_per_worker=None if cfg.use_gpu else {"CPU": cfg.cpus_per_worker},
+        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker},
     )
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
-            "cfg": asdict(cfg), "val_shards": val_shards, "has_val": bool(val_shards),
+            "cfg": asdict(cfg), **plan,
             "data_ref": {"uri": data.root, "manifest": data.uri("manifest.json"), "run": manifest["run"],
                          "counts": manifest["counts"]},
         },
         scaling_config=scaling,
         run_config=run_config,
-        datasets={"train": train_ds},
+        datasets=datasets,
     )
-    if not val_shards:
+    if not plan["val_shards"]:
         log(f"train: {cfg.data} has no val split: val metrics stay empty and the best checkpoint is chosen by "
             "train loss (ingest with a val fraction in --split to measure generalization)")
-    log(f"train: {cfg.model} on {manifest['counts']['train']} train / {manifest['counts']['val']} val pairs, "
-        f"{max(cfg.num_workers, 1)} worker(s), {'GPU' if cfg.use_gpu else 'CPU'} -> {storage.uri(cfg.name)}")
+    log(f"train: {cfg.model} on {manifest['counts']['train']} train / {manifest['counts']['val']} val images, "
+        f"{cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU{'s' * (cfg.cpus_per_worker != 1)}"
+        f"{', 1 GPU each' if cfg.use_gpu else ''}" + (f", from {cfg.init}" if cfg.init else "")
+        + f" -> {storage.uri(cfg.name)}")
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError carries the worker's traceback

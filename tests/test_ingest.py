@@ -74,7 +74,7 @@ def test_local_ingest_round_trip_rejects_and_manifest(ray_cluster, mixed):
     out = root / "out"
     res = run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3), log=quiet)
     m = read_manifest(str(out))
-    assert m == res.manifest and m["schema_version"] == 1
+    assert m == res.manifest and m["schema_version"] == 2 and m["clean_only"] is False
     rows = rows_of(out)
     assert set(rows) == set(good) | {"gray", "alpha", "palette"}
     # bit-exact pixels, checked against Pillow directly for plain files
@@ -163,6 +163,32 @@ def test_cli_ingest_success_prints_summary(ray_cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "3 pairs" in r.stdout and "rejected 1 file (1 no partner)" in r.stderr
     assert json.loads((tmp_path / "o/manifest.json").read_text())["counts"]["total"] == 3
+
+
+def test_clean_only_ingest_keeps_every_good_image_and_rejects_the_rest(ray_cluster, mixed, tmp_path):
+    root, good = mixed
+    write(root / "high/broken.png", b"not an image at all")
+    r = run_cli("ingest", "--high", str(root / "high"), "--out", str(tmp_path / "clean"), "--split", "1,0,0",
+                address=ray_cluster)
+    assert r.returncode == 0, r.stderr
+    assert "clean-only data set" in r.stdout
+    manifest = read_manifest(str(tmp_path / "clean"))
+    assert manifest["clean_only"] is True and manifest["args"]["low"] is None
+    rows = rows_of(tmp_path / "clean")
+    for pid, (_, b) in good.items():
+        assert rows[pid]["low"] is None and rows[pid]["low_file"] is None
+        assert np.array_equal(decode(rows[pid]["high"]), b)
+    # every high file is either a row or rejected with its reason (no partner is needed)
+    high_files = [p for p in (root / "high").rglob("*") if p.is_file()]
+    assert len(rows) + manifest["counts"]["rejected_files"] == len(high_files)
+    reasons = {r["id"]: r["reason"] for r in manifest["rejected"]}
+    assert set(reasons) == {"broken"} and "not an image" in reasons["broken"]
+    assert "orphan" in rows and "mismatch" in rows  # alone, they are fine clean images
+    from raydenoise.evaluate import EvaluateConfig, EvaluateError, run_evaluate
+
+    with pytest.raises(EvaluateError, match="clean images only"):
+        run_evaluate(EvaluateConfig(data=str(tmp_path / "clean"), model=str(tmp_path / "no-model"), split="train"),
+                     log=quiet)
 
 
 def test_demo_command_runs_end_to_end(ray_cluster, tmp_path):

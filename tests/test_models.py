@@ -28,7 +28,7 @@ def test_unet_is_under_two_million_parameters_and_width_is_configurable():
     assert count_parameters(build_model("unet", 16))["trainable"] < count_parameters(build_model("unet"))["trainable"]
 
 
-@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+@pytest.mark.parametrize("name", ["seed-ae", "unet", "swift"])
 @pytest.mark.parametrize("size", [(16, 16), (37, 51), (5, 9)])
 def test_any_input_size_comes_back_the_same_size_in_range(name, size):
     model = build_model(name).eval()
@@ -37,12 +37,38 @@ def test_any_input_size_comes_back_the_same_size_in_range(name, size):
     assert y.shape == (2, 3, *size) and y.min() >= 0 and y.max() <= 1
 
 
+def test_swift_is_under_two_million_parameters_with_a_tenth_of_the_unets_macs():
+    from raydenoise.models import macs_per_megapixel
+
+    swift, unet = build_model("swift"), build_model("unet")
+    assert count_parameters(swift)["trainable"] < 2_000_000
+    assert macs_per_megapixel(swift) < macs_per_megapixel(unet) / 10
+    assert macs_per_megapixel(build_model("swift", 16)) < macs_per_megapixel(swift) / 3
+
+
+def test_swift_output_depends_only_on_a_local_window():
+    """No global pooling: a pixel's output ignores input more than 112 px (the tiling margin) away."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("swift").train()
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.fill_(1.0)
+    x = torch.rand(1, 3, 320, 320, requires_grad=True)
+    model(x)[0, :, 160, 160].sum().backward()
+    ys, xs = (x.grad.abs().sum(1)[0] > 0).nonzero(as_tuple=True)
+    assert len(ys) > 0
+    assert max(abs(ys - 160).max().item(), abs(xs - 160).max().item()) <= 112
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'resnet'.*seed-ae"):
         build_model("resnet")
 
 
-@pytest.mark.parametrize("name", ["seed-ae", "unet"])
+@pytest.mark.parametrize("name", ["seed-ae", "unet", "swift"])
 def test_saved_and_loaded_model_gives_identical_output(tmp_path, name):
     torch.manual_seed(0)
     model = build_model(name)

@@ -48,7 +48,7 @@ def dataset(cluster, tmp_path_factory):
 
 def cfg(data, storage, name, **kw):
     base = dict(data=data, storage_path=str(storage), name=name, epochs=2, patch_size=32, batch_size=2,
-                lr=3e-3, num_workers=2)
+                lr=3e-3, num_workers=2, patches_per_image=1)
     base.update(kw)
     return resolve_config(kw.pop("model", "seed-ae"), **{k: v for k, v in base.items() if k != "model"})
 
@@ -58,7 +58,10 @@ def history(run: Path) -> list[dict]:
 
 
 def test_two_worker_ddp_loss_goes_down_and_artifacts_are_complete(dataset, tmp_path):
-    summary = run_train(cfg(dataset, tmp_path, "ddp", epochs=3), log=quiet)
+    logs = []
+    # The streaming data path (Ray Data decodes every epoch); the other tests use the default, in memory.
+    summary = run_train(cfg(dataset, tmp_path, "ddp", epochs=3, in_memory="no"), log=logs.append)
+    assert any("data path: stream" in line for line in logs)
     run = tmp_path / "ddp"
     rows = history(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -118,9 +121,12 @@ def test_worker_crash_is_survived_with_max_failures(dataset, tmp_path, monkeypat
 def test_checkpoints_and_model_in_s3(s3_server, cluster, tmp_path):
     base = s3_server.prefix()
     data = make_dataset(tmp_path, n=8, uri=base, endpoint=s3_server.endpoint)
+    # stage 1 streams the clean side from S3 and synthesizes the inputs on the worker
     c = cfg(data, f"{base}/runs", "s3run", epochs=1, num_workers=1, model="unet", patch_size=16,
-            s3_endpoint=s3_server.endpoint)
-    run_train(c, log=quiet)
+            s3_endpoint=s3_server.endpoint, in_memory="no", degrade="gaussian:10-30")
+    logs = []
+    run_train(c, log=logs.append)
+    assert any("data path: stream" in line and "gaussian:10-30" in line for line in logs)
     c2 = cfg(data, f"{base}/runs", "s3run", epochs=2, num_workers=1, model="unet", patch_size=16,
              s3_endpoint=s3_server.endpoint)
     run_train(c2, log=quiet)  # resumes from the checkpoint in S3
@@ -150,9 +156,99 @@ def test_bad_input_fails_fast_with_clear_messages(dataset, cluster, tmp_path):
     with pytest.raises(TrainError, match="--storage-path.*cannot write"):
         run_train(cfg(dataset, tmp_path / "afile" / "runs", "x"), log=quiet)
     with pytest.raises(TrainError, match="leave no CPU"):
-        run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.0), log=quiet)
+        run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.0, in_memory="no"), log=quiet)
+    with pytest.raises(TrainError, match="the cluster has 2"):
+        run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.5), log=quiet)
+    with pytest.raises(TrainError, match="--degrade: 'gaussian:lots': sigma must be a number"):
+        run_train(cfg(dataset, tmp_path / "s", "x", degrade="gaussian:lots"), log=quiet)
+    with pytest.raises(TrainError, match="--ema must be a decay between 0 and 1"):
+        run_train(cfg(dataset, tmp_path / "s", "x", ema=1.5), log=quiet)
+    with pytest.raises(TrainError, match="--init: .*missing config.json"):
+        run_train(cfg(dataset, tmp_path / "s", "x", init=str(tmp_path / "no-model")), log=quiet)
+    clean = tmp_path / "clean"
+    for i in range(4):
+        write(clean / f"{i}.png", png_bytes(rgb(16, 16, seed=i)))
+    run_ingest(IngestConfig(low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)), log=quiet)
+    with pytest.raises(TrainError, match="clean images only .* give --degrade"):
+        run_train(cfg(str(tmp_path / "clean-ds"), tmp_path / "s", "x"), log=quiet)
     r = run_cli("train", "--data", dataset, "--model", "vgg", "--storage-path", str(tmp_path), "--name", "x")
     assert r.returncode == 2 and "invalid choice: 'vgg'" in r.stderr
     r = run_cli("train", "--data", str(tmp_path / "nope"), "--model", "unet", "--storage-path", str(tmp_path),
                 "--name", "x", address=cluster)
     assert r.returncode == 1 and "manifest.json not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--data", dataset, "--storage-path", str(tmp_path), "--name", "x")
+    assert r.returncode == 1 and "give --model" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--data", dataset, "--init", str(tmp_path / "no-model"), "--storage-path", str(tmp_path),
+                "--name", "x")  # no --model: the --init folder would give it
+    assert r.returncode == 1 and "--init" in r.stderr and "missing config.json" in r.stderr
+
+
+def smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """A clean, smooth photo-like image: a few random low-frequency waves per channel."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(3):
+            fy, fx, ph = rng.uniform(0.5, 3), rng.uniform(0.5, 3), rng.uniform(0, 6.3)
+            img[..., c] += np.sin(2 * np.pi * (fy * y + fx * x) + ph)
+    return np.clip(128 + 30 * img, 0, 255).astype(np.uint8)
+
+
+def test_blind_training_on_clean_images_raises_psnr_at_several_sigmas(cluster, tmp_path):
+    from raydenoise.metrics import psnr
+    from raydenoise.noise import apply_noise, parse_noise
+
+    clean = tmp_path / "clean"
+    for i in range(12):
+        write(clean / f"{i}.png", png_bytes(smooth(48, 64, seed=i)))
+    ds = str(tmp_path / "ds")
+    manifest = run_ingest(IngestConfig(low=None, high=str(clean), out=ds, split=(0.75, 0.25, 0.0)), log=quiet).manifest
+    assert manifest["clean_only"] and manifest["counts"]["total"] == 12
+    logs = []
+    summary = run_train(cfg(ds, tmp_path / "runs", "blind", model="swift", width=16, degrade="gaussian:5-50",
+                            epochs=4, patches_per_image=16, patch_size=32, batch_size=4, num_workers=1),
+                        log=logs.append)
+    assert any("data path: memory" in line and "gaussian:5-50" in line for line in logs)
+    rows = history(tmp_path / "runs" / "blind")
+    # the val split is degraded once, with a fixed seed: the noisy input scores the same every epoch
+    assert len({r["input_psnr"] for r in rows}) == 1
+    model, config = load_model(summary["model_dir"])
+    assert config["train_config"]["degrade"] == "gaussian:5-50"
+    rng = np.random.default_rng(0)
+    for sigma in (10, 30, 50):
+        gains = []
+        for seed in (100, 101, 102):  # photos the model never saw
+            img = smooth(48, 64, seed)
+            noisy = apply_noise(img, parse_noise(f"gaussian:{sigma}"), rng)
+            with torch.no_grad():
+                out = model(torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+            ref = img.astype(np.float32) / 255
+            gains.append(psnr(out, ref) - psnr(noisy.astype(np.float32) / 255, ref))
+        assert np.mean(gains) > 1.0, (sigma, gains)
+
+
+def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    first = run_train(cfg(dataset, tmp_path, "stage1", epochs=1, num_workers=1), log=quiet)
+    # Stage 2 starts from stage 1's weights: with a negligible learning rate they stay those weights.
+    second = run_train(cfg(dataset, tmp_path, "stage2", epochs=1, num_workers=1, init=first["model_dir"], lr=1e-12,
+                           ema=0.5), log=quiet)
+    fresh = run_train(cfg(dataset, tmp_path, "fresh", epochs=1, num_workers=1, lr=1e-12), log=quiet)
+    w1, w2, w0 = (load_file(str(Path(s["model_dir"]) / "model.safetensors")) for s in (first, second, fresh))
+    learned = [k for k in w1 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in learned)
+    assert not all(torch.allclose(w1[k], w0[k], atol=1e-6) for k in learned)
+    config = json.loads((Path(second["model_dir"]) / "config.json").read_text())
+    assert config["weights"] == "exponential moving average" and config["train_config"]["init"] == first["model_dir"]
+    ckpt = sorted(p for p in (tmp_path / "stage2").glob("checkpoint_*") if p.is_dir())[-1]
+    assert (ckpt / "train_weights.safetensors").exists()
+    # continuing the EMA run resumes both the weights and their average
+    run_train(cfg(dataset, tmp_path, "stage2", epochs=2, num_workers=1, init=first["model_dir"], lr=1e-3, ema=0.5),
+              log=quiet)
+    assert [int(r["epoch"]) for r in history(tmp_path / "stage2")] == [1, 2]
+    with pytest.raises(TrainError, match="is a seed-ae of width 32; this command asks for --model unet"):
+        run_train(cfg(dataset, tmp_path, "x", model="unet", init=first["model_dir"]), log=quiet)
+    with pytest.raises(TrainError, match="--width 16"):
+        run_train(cfg(dataset, tmp_path, "x", width=16, init=first["model_dir"]), log=quiet)

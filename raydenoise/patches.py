@@ -1,0 +1,159 @@
+"""Training batches from decoded images: random patches, augmentation, noise synthesized on the
+fly, and a reproducible val set. No Ray here (``train.py`` wires it to Ray Train).
+
+Randomness is explicit: every function takes a ``numpy.random.Generator`` or a seed, and
+``epoch_rng`` derives the generators of one epoch on one worker from (seed, epoch, rank,
+stream), so a run is reproducible from its ``--seed`` while every epoch and every step sees
+different crops and noise.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .noise import NoiseSpec, degrade
+
+# The val split is degraded with this seed, whatever --seed is, so val PSNR compares across
+# epochs and runs (each image's noise depends only on this seed and the image's id).
+VAL_SEED = 20261126
+
+
+def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Generator:
+    """The generator of one (seed, epoch, rank) for one purpose (0: crops, 1: noise)."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, stream])
+
+
+def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rng: np.random.Generator):
+    """Random crop to patch x patch (reflect-padding images smaller than that) plus random
+    flips and 90-degree rotations; with patch None, only portrait -> landscape transposition.
+    ``low`` may be None (clean-only training: the input is synthesized from ``high`` later)."""
+    pair = [high] if low is None else [low, high]
+    if patch is None:
+        if high.shape[0] > high.shape[1]:
+            pair = [a.transpose(1, 0, 2) for a in pair]
+        return (None, *pair) if low is None else tuple(pair)
+    h, w = high.shape[:2]
+    if h < patch or w < patch:
+        pad = ((0, max(0, patch - h)), (0, max(0, patch - w)), (0, 0))
+        pair = [np.pad(a, pad, mode="reflect" if min(h, w) > 1 else "edge") for a in pair]
+        h, w = pair[0].shape[:2]
+    top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+    pair = [a[top : top + patch, left : left + patch] for a in pair]
+    if rng.random() < 0.5:
+        pair = [a[:, ::-1] for a in pair]
+    if rng.random() < 0.5:
+        pair = [a[::-1] for a in pair]
+    k = int(rng.integers(0, 4))
+    pair = [np.ascontiguousarray(np.rot90(a, k)) for a in pair]
+    return (None, *pair) if low is None else tuple(pair)
+
+
+def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator) -> list[np.ndarray]:
+    """A fresh degraded input for each clean patch: one kind of ``specs`` and one draw of its
+    ranges per patch (``gaussian:0-50`` gives every patch its own sigma)."""
+    return [degrade(np.ascontiguousarray(h), specs, rng) for h in highs]
+
+
+def val_input(image_id: str, high: np.ndarray, specs: list[NoiseSpec]) -> np.ndarray:
+    """The degraded val input of one clean image: the same for every epoch, rank and run."""
+    return degrade(high, specs, np.random.default_rng([VAL_SEED, zlib.crc32(image_id.encode())]))
+
+
+class MemoryPatches:
+    """A worker's share of the train split, decoded once and held in memory, served as batches
+    of random patches.
+
+    An epoch has ``steps`` batches on every worker (DDP needs equal step counts): the images are
+    visited in a fresh random order, ``patches_per_image`` random patches each, cycling when the
+    worker's share is smaller than ``steps * batch_size``.
+    """
+
+    def __init__(self, images: list[tuple[np.ndarray | None, np.ndarray]]):
+        if not images:
+            raise ValueError("no images to train on")
+        self.images = images
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images)
+
+    def batches(self, *, steps: int, batch_size: int, patch: int | None, seed: int, epoch: int, rank: int,
+                specs: list[NoiseSpec] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3); with ``specs`` the low side
+        is synthesized from the clean patch."""
+        crop_rng, noise_rng = epoch_rng(seed, epoch, rank, 0), epoch_rng(seed, epoch, rank, 1)
+        need = steps * batch_size
+        order = np.concatenate([crop_rng.permutation(len(self.images))
+                                for _ in range(-(-need // len(self.images)))])[:need]
+        for step in range(steps):
+            lows, highs = [], []
+            for i in order[step * batch_size : (step + 1) * batch_size]:
+                low, high = self.images[int(i)]
+                low, high = augment_pair(None if specs else low, high, patch, crop_rng)
+                lows.append(low)
+                highs.append(high)
+            if specs:
+                lows = synthesize_inputs(highs, specs, noise_rng)
+            yield crop_to_common(lows, highs)
+
+
+def crop_to_common(lows: list[np.ndarray], highs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack images (possibly of different sizes) cropped to the smallest height and width."""
+    h = min(a.shape[0] for a in highs)
+    w = min(a.shape[1] for a in highs)
+    return np.stack([a[:h, :w] for a in lows]), np.stack([a[:h, :w] for a in highs])
+
+
+def steps_per_epoch(train_images: int, patches_per_image: int, world: int, batch_size: int) -> int:
+    """Batches per worker per epoch: every image's patches once across all workers, rounded up."""
+    return max(1, -(-(train_images * patches_per_image) // (world * batch_size)))
+
+
+class _Done:
+    pass
+
+
+def prefetch(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``batches`` in a background thread, ``depth`` items ahead: cropping and noise
+    synthesis overlap the model's step (torch releases the GIL while it computes). Stopping
+    early (``break``) stops the thread; an exception in it is raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(_Done())
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="raydenoise-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, _Done):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,109 @@
+"""Training batches: patches from memory, noise synthesized per patch, reproducible val inputs."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from raydenoise.noise import parse_degrade
+from raydenoise.patches import MemoryPatches, augment_pair, prefetch, steps_per_epoch, val_input
+
+
+def photos(n=3, h=40, w=56):
+    rng = np.random.default_rng(7)
+    return [(None, rng.integers(30, 220, (h, w, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def batches(mem, epoch=0, rank=0, seed=0, specs="gaussian:0-50", steps=3, patch=16):
+    return list(mem.batches(steps=steps, batch_size=4, patch=patch, seed=seed, epoch=epoch, rank=rank,
+                            specs=parse_degrade(specs) if specs else None))
+
+
+def noise_std(low, high):
+    return (low.astype(float) - high.astype(float)).reshape(len(low), -1).std(axis=1)
+
+
+def test_degradations_are_fresh_every_step_and_epoch_and_reproducible_from_the_seed():
+    mem = MemoryPatches(photos())
+    a, again = batches(mem), batches(mem)
+    for (la, ha), (lb, hb) in zip(a, again):  # same seed, epoch and rank: identical
+        assert np.array_equal(la, lb) and np.array_equal(ha, hb)
+    (l0, h0), (l1, h1) = a[0], a[1]
+    assert not np.array_equal(l0 - h0.astype(int), l1 - h1.astype(int))  # another step: other noise
+    for other in (batches(mem, epoch=1), batches(mem, seed=1), batches(mem, rank=1)):
+        assert not any(np.array_equal(x[0], y[0]) for x, y in zip(a, other))
+    assert all(low.shape == high.shape == (4, 16, 16, 3) and low.dtype == np.uint8 for low, high in a)
+
+
+def test_a_sigma_range_gives_every_patch_its_own_level():
+    mem = MemoryPatches(photos())
+    stds = np.concatenate([noise_std(low, high) for low, high in batches(mem, steps=8)])
+    assert stds.min() < 12 and stds.max() > 35  # sigma drawn from 0-50 per patch (clipping lowers it a bit)
+    fixed = np.concatenate([noise_std(low, high) for low, high in batches(mem, specs="gaussian:25", steps=8)])
+    assert fixed.std() < 1.5 and abs(fixed.mean() - 25) < 2
+
+
+def test_a_mix_uses_every_kind():
+    mem = MemoryPatches(photos())
+    lows = [low for low, _ in batches(mem, specs="gaussian:40,low-light", steps=8)]
+    means = np.concatenate([low.reshape(len(low), -1).mean(axis=1) for low in lows])
+    assert (means < 60).any() and (means > 90).any()  # darkened low-light patches and bright Gaussian ones
+
+
+def test_paired_patches_crop_both_sides_alike():
+    rng = np.random.default_rng(0)
+    high = rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    low = 255 - high
+    mem = MemoryPatches([(low, high)])
+    for lo, hi in batches(mem, specs=None, steps=2, patch=12):
+        assert np.array_equal(lo, 255 - hi)
+
+
+def test_small_images_are_padded_and_full_images_are_kept():
+    rng = np.random.default_rng(0)
+    tiny = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    low, high = augment_pair(None, tiny, 16, rng)
+    assert low is None and high.shape == (16, 16, 3)
+    _, portrait = augment_pair(None, tiny.transpose(1, 0, 2), None, rng)
+    assert portrait.shape == (5, 7, 3)  # landscape, uncropped
+
+
+def test_epoch_length_and_cycling():
+    assert steps_per_epoch(100, 1, 2, 8) == 7  # ceil(100 / 16)
+    assert steps_per_epoch(100, 4, 1, 8) == 50
+    assert steps_per_epoch(1, 1, 4, 8) == 1
+    mem = MemoryPatches(photos(n=2))
+    assert len(batches(mem, steps=5)) == 5  # 20 patches from 2 images
+
+
+def test_val_inputs_depend_only_on_the_image_id():
+    specs = parse_degrade("gaussian:0-50")
+    high = photos(1)[0][1]
+    a, b = val_input("a/1", high, specs), val_input("a/1", high, specs)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, val_input("a/2", high, specs))
+
+
+def test_prefetch_passes_items_errors_and_stops_early():
+    assert list(prefetch(iter(range(10)))) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetch(failing()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    for i in prefetch(endless()):
+        if i == 3:
+            break
+    assert not any(t.name == "raydenoise-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) < 10
