@@ -393,8 +393,12 @@ def test_9_full_disk_stops_with_one_line_writes_the_report_and_a_rerun_resumes(m
         decode_rgb8((tmp_path / "rep1" / f"written-{k}").read_bytes())
     assert int((tmp_path / "run2.rc").read_text()) == 0, (tmp_path / "run2.err").read_text()[-2000:]
     rows = report(tmp_path / "rep")
-    assert {k for k, r in rows.items() if r["status"] == "skipped"} == done
-    assert {k for k, r in rows.items() if r["status"] == "ok"} == set(inputs) - done
+    skipped = {k for k, r in rows.items() if r["status"] == "skipped"}
+    # Everything the first run reported as written is kept. An image whose output an actor
+    # completed after the driver had stopped collecting was reported not-done; the rerun finds
+    # its output complete (verified by decoding) and keeps it too.
+    assert done <= skipped
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == set(inputs) - skipped
     for k in inputs:
         assert decode_rgb8((tmp_path / "final" / k).read_bytes()).shape == (64, 96, 3)
 
