@@ -115,9 +115,54 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(device).eval(), config
 
 
+BUILTIN = "builtin:"
+BUILTIN_DIR = Path(__file__).resolve().parent / "weights"  # package data: weights/NAME/{config.json, model.safetensors}
+
+
+def builtin_names() -> list[str]:
+    """The built-in models shipped in the package, by name."""
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(d.name for d in BUILTIN_DIR.iterdir() if (d / CONFIG).is_file() and (d / WEIGHTS).is_file())
+
+
+def builtin_dir(uri: str) -> Path:
+    """The folder of ``builtin:NAME``; ArtifactError listing the available names otherwise."""
+    name = uri[len(BUILTIN):]
+    if name not in builtin_names():
+        available = ", ".join(BUILTIN + n for n in builtin_names()) or "none in this installation"
+        raise ArtifactError(f"unknown built-in model {uri!r}; available: {available}")
+    return BUILTIN_DIR / name
+
+
+def resolve_model_uri(model_uri: str, endpoint: str | None) -> str:
+    """The URI workers should load: ``builtin:NAME`` as is (every node has the package), a folder
+    or prefix resolved to an absolute one (workers may run in another directory)."""
+    if model_uri.startswith(BUILTIN):
+        builtin_dir(model_uri)
+        return model_uri
+    return cached_store(model_uri, endpoint).root
+
+
+def export_builtin(model_dir: str | os.PathLike, name: str, card: dict[str, Any]) -> Path:
+    """Copy a trained model folder into the package as ``builtin:NAME``, weights stored as
+    float16 (half the size; loaded back into float32) and ``card`` (task, headline) added to its
+    config. A developer tool: see MODELS.md."""
+    model, config = load_model(model_dir)
+    dest = BUILTIN_DIR / name
+    dest.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model_state(model).items()}
+    save_file(state, str(dest / WEIGHTS), metadata={"format": "pt"})
+    config = {k: v for k, v in config.items() if k != "metrics"} | {"card": card, "metrics": config.get("metrics")}
+    (dest / CONFIG).write_text(json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False))
+    return dest
+
+
 def load_model_uri(model_uri: str, endpoint: str | None):
-    """(model, config) from a model folder, local or s3:// (downloaded to a temporary folder that
-    is removed once the weights are loaded)."""
+    """(model, config) from ``builtin:NAME``, or a model folder, local or s3:// (downloaded to a
+    temporary folder that is removed once the weights are loaded)."""
+    if model_uri.startswith(BUILTIN):
+        return load_model(builtin_dir(model_uri))
     store = cached_store(model_uri, endpoint)
     if not store.is_s3:
         return load_model(store.root)

@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="denoise every image under a folder or s3:// prefix (Ray Data)")
     p.add_argument("--input", required=True, help="folder or s3:// prefix of images (recursive)")
     p.add_argument("--output", required=True, help="outputs at the same relative keys, same formats")
-    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors), local or s3://")
+    p.add_argument("--model", default="builtin:denoise",
+                   help="builtin:NAME (see `raydenoise models`; default builtin:denoise), or a model folder "
+                        "(config.json + model.safetensors), local or s3://")
     p.add_argument("--reference", default=None, help="clean images at the same relative keys: adds PSNR/MSE/MAE/SSIM")
     p.add_argument("--report", default=None, help=f"where the report goes (default: OUTPUT/{REPORT_DIR})")
     p.add_argument("--batch-size", type=_positive, default=4)
@@ -211,13 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="model vs noisy input vs Non-Local Means on a split of a data set")
     p.add_argument("--data", required=True, help="ingest output (folder or s3:// prefix with manifest.json)")
-    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors), local or s3://")
+    p.add_argument("--model", required=True,
+                   help="builtin:NAME, or a model folder (config.json + model.safetensors), local or s3://")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
     _add_s3(p)
     _add_ray(p)
+
+    sub.add_parser("models", help="list the built-in models (usable as --model builtin:NAME, no training needed)")
 
     p = sub.add_parser("demo", help="run the whole pipeline on scikit-image's sample photos")
     p.add_argument("--out", default="demo-out")
@@ -328,7 +333,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if not den["failures"] else 1
 
 
-COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
+def cmd_models(args: argparse.Namespace) -> int:
+    from .artifacts import BUILTIN, builtin_names, load_model_uri
+
+    names = builtin_names()
+    if not names:
+        print("no built-in models in this installation")
+        return 0
+    for name in names:
+        model, config = load_model_uri(BUILTIN + name, None)
+        card = config.get("card", {})
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{BUILTIN + name:<20} {card.get('task', '-')}; {config['model']}, {params / 1e6:.2f}M parameters; "
+              f"{card.get('headline', '')}")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
             "demo": cmd_demo}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import report as rpt
-from .artifacts import ArtifactError, load_model_uri
+from .artifacts import ArtifactError, load_model_uri, resolve_model_uri
 from .images import (DEFAULT_MAX_PIXELS, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
 from .inference import MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, image_bytes
@@ -52,7 +52,7 @@ class DenoiseError(Exception):
 class DenoiseConfig:
     input: str
     output: str
-    model: str
+    model: str = "builtin:denoise"  # or a model folder, local or s3://
     reference: str | None = None
     report: str | None = None  # default: OUTPUT/_report
     batch_size: int = 4
@@ -439,7 +439,7 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         listed = inp.list_keys()
         out.check_writable()
         rep.check_writable()
-        model_uri = open_store(cfg.model, endpoint).root  # resolved: actors may run elsewhere
+        model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
         load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None

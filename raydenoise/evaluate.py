@@ -148,10 +148,13 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         from .artifacts import load_model_uri
 
         # Resolved here: actors may run in another directory or on another node.
-        data_uri, model = open_store(cfg.data, endpoint).root, open_store(cfg.model, endpoint)
-        model_uri = model.root
+        from .artifacts import BUILTIN, resolve_model_uri
+
+        data_uri, model_uri = open_store(cfg.data, endpoint).root, resolve_model_uri(cfg.model, endpoint)
         load_model_uri(model_uri, endpoint)
-        out = open_store(cfg.out or model.uri(f"eval/{cfg.split}"), endpoint)
+        if cfg.out is None and model_uri.startswith(BUILTIN):
+            raise EvaluateError(f"--model {model_uri}: give --out (a built-in model has no folder to write eval/ into)")
+        out = open_store(cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint)
         out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
         raise EvaluateError(str(exc)) from None

@@ -1,0 +1,89 @@
+"""Built-in models: shipped in the package, loaded offline, listed by `raydenoise models`, the
+default of `denoise`."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from raydenoise.artifacts import ArtifactError, builtin_names, load_model_uri
+from raydenoise.images import decode_rgb8
+from raydenoise.inference import Denoiser
+from raydenoise.metrics import psnr
+from raydenoise.noise import apply_noise, parse_noise
+
+from conftest import png_bytes, run_cli, write
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo() -> np.ndarray:
+    return skdata.astronaut()[100:260, 140:340]  # 160 x 200, a face and textures
+
+
+def gain(model_uri: str, clean: np.ndarray, noise: str) -> float:
+    model, config = load_model_uri(model_uri, None)
+    noisy = apply_noise(clean, parse_noise(noise), np.random.default_rng(0))
+    out = Denoiser(model, config["model"], width=config.get("width"))(noisy)
+    ref = clean.astype(np.float32) / 255
+    return psnr(out.astype(np.float32) / 255, ref) - psnr(noisy.astype(np.float32) / 255, ref)
+
+
+def test_the_denoiser_ships_and_raises_psnr_at_every_level():
+    assert "denoise" in builtin_names()
+    for noise, at_least in (("gaussian:15", 4.0), ("gaussian:25", 6.0), ("gaussian:50", 8.0),
+                            ("poisson-gaussian:peak=30,read=5", 5.0)):
+        assert gain("builtin:denoise", photo(), noise) > at_least, noise
+
+
+def test_unknown_builtin_names_the_available_ones():
+    with pytest.raises(ArtifactError, match="unknown built-in model 'builtin:nope'; available: .*builtin:denoise"):
+        load_model_uri("builtin:nope", None)
+
+
+def test_models_command_lists_every_builtin():
+    r = run_cli("models")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(builtin_names())
+    assert any(line.startswith("builtin:denoise") and "swift" in line and "parameters" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_denoise_needs_no_model_argument(ray_cluster, tmp_path):
+    clean = photo()
+    for i in range(2):
+        write(tmp_path / f"in/{i}.png", png_bytes(apply_noise(clean, parse_noise("gaussian:25"), np.random.default_rng(i))))
+    r = run_cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), address=ray_cluster)
+    assert r.returncode == 0, r.stderr
+    ref = clean.astype(np.float32) / 255
+    for i in range(2):
+        noisy = decode_rgb8((tmp_path / f"in/{i}.png").read_bytes()).astype(np.float32) / 255
+        out = decode_rgb8((tmp_path / f"out/{i}.png").read_bytes()).astype(np.float32) / 255
+        assert psnr(out, ref) > psnr(noisy, ref) + 5
+    r = run_cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o2"), "--model", "builtin:nope",
+                address=ray_cluster)
+    assert r.returncode == 1 and "available: builtin:denoise" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_wheel_built_from_the_repo_carries_the_weights(tmp_path):
+    """The wheel holds every built-in's files, and they load from the unpacked wheel alone."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("raydenoise-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for name in builtin_names():
+            assert {f"raydenoise/weights/{name}/config.json", f"raydenoise/weights/{name}/model.safetensors"} <= names
+        z.extractall(tmp_path / "unpacked")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import raydenoise.artifacts as a; "
+            "assert a.__file__.startswith(sys.argv[1]), a.__file__; m, c = a.load_model_uri('builtin:denoise', None); "
+            "print(c['model'])")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "unpacked")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "swift", r.stderr
