@@ -8,7 +8,7 @@ import os
 import sys
 
 from .denoise import REPORT_DIR, DenoiseConfig, DenoiseError, run_denoise
-from .evaluate import EvaluateConfig, EvaluateError, run_evaluate
+from .evaluate import DEFAULT_BASELINES, EvaluateConfig, EvaluateError, parse_baselines, run_evaluate
 from .images import DEFAULT_MAX_PIXELS, ImageError
 from .inference import MIN_TILE
 from .ingest import IngestConfig, IngestError, run_ingest
@@ -75,6 +75,13 @@ def _finite(minimum: float | None = None, positive: bool = False):
         return value
 
     return parse
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    try:
+        return parse_baselines(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _tile(text: str) -> int:
@@ -219,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
+    p.add_argument("--baselines", type=_baselines, default=DEFAULT_BASELINES,
+                   help="comma-separated methods scored beside the model: identity (the noisy input), nlm "
+                        "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "
+                        "low light). Default: identity,nlm")
     _add_s3(p)
     _add_ray(p)
 
@@ -299,7 +310,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
-                         tile=args.tile, s3_endpoint=args.s3_endpoint)
+                         tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines)
     init_ray(args.address)
     run_evaluate(cfg, log=_log)
     return 0

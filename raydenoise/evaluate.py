@@ -1,10 +1,15 @@
 """``raydenoise evaluate``: the seed notebook's table on a split of an ingested data set.
 
-For every pair of the split: PSNR, MSE, MAE and SSIM against the clean image of (1) the model's
-output, (2) the noisy input itself, (3) scikit-image Non-Local Means (sigma estimated per image with Immerkaer's method,
-h = 0.8 sigma, 5x5 patches, search distance 6, fast mode). Pairs are scored in parallel by Ray
-Data actors, shard by shard; the driver only receives metric rows. Outputs are quantized to 8 bits
-before scoring, exactly as a written file would be.
+For every pair of the split: PSNR, MSE, MAE and SSIM against the clean image of the model's
+output and of each ``--baselines`` method (default ``identity,nlm``):
+- ``identity``: the noisy input itself;
+- ``nlm``: scikit-image Non-Local Means (sigma estimated per image with Immerkaer's method,
+  h = 0.8 sigma, 5x5 patches, search distance 6, fast mode);
+- ``bm3d``: CBM3D from the ``bm3d`` package (optional: ``pip install bm3d``), sigma estimated per
+  image the same way (a data set does not record the true sigma);
+- ``gamma``: the classical low-light fix, a per-image gamma curve that brings the mean to 0.45.
+Pairs are scored in parallel by Ray Data actors, shard by shard; the driver only receives metric
+rows. Outputs are quantized to 8 bits before scoring, exactly as a written file would be.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from .metrics import METRIC_NAMES, all_metrics
 from .report import to_json
 from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
-METHODS = ("model", "noisy input", "nl-means")
+# --baselines name -> the method's name in the table
+BASELINES = {"identity": "noisy input", "nlm": "nl-means", "bm3d": "cbm3d", "gamma": "gamma"}
+DEFAULT_BASELINES = ("identity", "nlm")
 
 
 class EvaluateError(Exception):
@@ -41,6 +48,30 @@ class EvaluateConfig:
     workers: int | None = None  # None: one per CPU, at most one per shard
     tile: int | None = None
     s3_endpoint: str | None = None
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+
+
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """``nlm,bm3d`` -> ("nlm", "bm3d"); ValueError naming the choices for an unknown one."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    return names
+
+
+def check_baselines(names: tuple[str, ...]) -> None:
+    """EvaluateError for an unknown baseline, or for bm3d when its package is missing."""
+    try:
+        parse_baselines(",".join(names))
+    except ValueError as exc:
+        raise EvaluateError(f"--baselines: {exc}") from None
+    if "bm3d" in names:
+        try:
+            import bm3d  # noqa: F401
+        except ImportError:
+            raise EvaluateError("--baselines bm3d needs the optional bm3d package (CBM3D): "
+                                "pip install bm3d (or raydenoise[bm3d]), or leave bm3d out") from None
 
 
 def noise_sigma(x: np.ndarray) -> float:
@@ -68,6 +99,26 @@ def nl_means(noisy: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
 
 
+def cbm3d(noisy: np.ndarray) -> np.ndarray:
+    """CBM3D (``bm3d`` package) on a uint8 RGB image -> uint8 RGB, sigma estimated per image."""
+    import bm3d
+
+    x = noisy.astype(np.float32) / 255
+    y = bm3d.bm3d_rgb(x, sigma_psd=max(noise_sigma(x), 1e-3))
+    return np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
+
+
+def gamma_curve(low: np.ndarray, target: float = 0.45) -> np.ndarray:
+    """x ** g with g chosen per image so the mean becomes ``target`` (uint8 RGB -> uint8 RGB)."""
+    x = low.astype(np.float64) / 255
+    mean = float(np.clip(x.mean(), 1e-4, 0.9999))
+    g = math.log(target) / math.log(mean)
+    return np.clip(np.rint(np.power(x, g) * 255), 0, 255).astype(np.uint8)
+
+
+BASELINE_FNS = {"identity": lambda a: a, "nlm": nl_means, "bm3d": cbm3d, "gamma": gamma_curve}
+
+
 class Scorer:
     """Ray Data actor: shard paths in, one metric row per (pair, method) out.
 
@@ -75,12 +126,14 @@ class Scorer:
     deleted by a re-ingest while this ran), become rows with ``error`` set; the rest go on.
     """
 
-    def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None):
+    def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
+                 baselines: tuple[str, ...] = DEFAULT_BASELINES):
         from .artifacts import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
         self.denoiser = Denoiser(model, config["model"], tile=tile, width=config.get("width"))
+        self.methods = [("model", self.denoiser)] + [(BASELINES[b], BASELINE_FNS[b]) for b in baselines]
         self.store = open_store(data_uri, endpoint)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -105,7 +158,7 @@ class Scorer:
             _add(rows, id=pid, method="", error=f"pair {pid}: not a usable image: {exc}")
             return
         ref = high.astype(np.float32) / 255
-        for method, fn in (("model", self.denoiser), ("noisy input", lambda a: a), ("nl-means", nl_means)):
+        for method, fn in self.methods:
             t0 = time.perf_counter()
             try:
                 out = fn(low)
@@ -139,6 +192,8 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         raise EvaluateError(f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile}")
     if cfg.workers is not None and cfg.workers < 1:
         raise EvaluateError("--workers must be at least 1")
+    check_baselines(cfg.baselines)
+    methods = ["model"] + [BASELINES[b] for b in cfg.baselines]
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
         manifest = read_manifest(cfg.data, endpoint)
@@ -163,10 +218,11 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
     expected = manifest["counts"].get(cfg.split, 0)
-    log(f"evaluate: {expected} {cfg.split} pairs x {len(METHODS)} methods, {workers} actors")
+    log(f"evaluate: {expected} {cfg.split} pairs x {len(methods)} methods ({', '.join(methods)}), {workers} actors")
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile},
+        fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
+                               "baselines": tuple(cfg.baselines)},
     )
     try:
         rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]
@@ -175,11 +231,11 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     errors = sorted({r["error"] for r in rows if r["error"]})
     rows = [r for r in rows if not r["error"]]
     table = {}
-    for method in METHODS:
+    for method in methods:
         sel = [r for r in rows if r["method"] == method]
         table[method] = {k: _mean([r[k] for r in sel]) for k in (*METRIC_NAMES, "seconds")}
         table[method]["images"] = len(sel)
-    scored = table["noisy input"]["images"]
+    scored = len({r["id"] for r in rows})
     out.write_bytes("per_image.csv", _csv([{k: v for k, v in r.items() if k != "error"} for r in rows]))
     out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
     out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],

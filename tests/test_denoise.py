@@ -192,3 +192,15 @@ def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path)
     assert (out / "per_image.csv").read_text().count("\n") == 1 + 18
     with pytest.raises(EvaluateError, match="val split is empty"):
         run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), split="val"), log=quiet)
+    table = run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), out=str(tmp_path / "e2"),
+                                        baselines=("bm3d", "gamma")), log=quiet)
+    assert set(table) == {"model", "cbm3d", "gamma"} and all(v["images"] == 6 for v in table.values())
+    assert table["cbm3d"]["psnr"] > direct  # CBM3D denoises
+    import sys
+
+    sys.modules["bm3d"] = None  # as if the optional package were not installed
+    try:
+        with pytest.raises(EvaluateError, match="needs the optional bm3d package"):
+            run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), baselines=("bm3d",)), log=quiet)
+    finally:
+        del sys.modules["bm3d"]
