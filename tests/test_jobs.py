@@ -25,21 +25,59 @@ ENV = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKE
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A 2-CPU head node with the job server (dashboard) on free loopback ports."""
+    """A 2-CPU head node with the job server (dashboard) on free loopback ports.
+
+    Started with ``--block`` in a process group of its own and stopped by signalling that group:
+    ``ray stop`` would kill every Ray process on the machine, a user's own clusters included."""
     port, dash, agent, agent_grpc, metrics, renv = _free_ports(6)
     temp = tmp_path_factory.mktemp("ray")
-    env = ENV
-    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
            f"--dashboard-agent-listen-port={agent}",
            f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
            f"--runtime-env-agent-port={renv}", f"--temp-dir={temp}", "--disable-usage-stats"]
-    started = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert started.returncode == 0, started.stderr[-2000:]
+    log = open(temp / "ray-start.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
     try:
+        _wait_for_job_server(f"http://127.0.0.1:{dash}", proc, temp / "ray-start.log")
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120, check=False)
+        _stop_group(proc)
+        log.close()
+
+
+def _wait_for_job_server(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(url + "/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (401 without the token): the server is up
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the job server did not answer within {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def submit(address: str, *entrypoint: str) -> subprocess.CompletedProcess:
