@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError
+from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .report import to_json
@@ -128,7 +128,6 @@ class Scorer:
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
                  baselines: tuple[str, ...] = DEFAULT_BASELINES):
-        from .artifacts import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
@@ -200,11 +199,8 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         if manifest.get("clean_only"):
             raise EvaluateError(f"{cfg.data} holds clean images only (ingested without --low): evaluate needs pairs; "
                                 "make noisy partners with `raydenoise synth --clean ... --noise ...` and ingest both")
-        from .artifacts import load_model_uri
 
         # Resolved here: actors may run in another directory or on another node.
-        from .artifacts import BUILTIN, resolve_model_uri
-
         data_uri, model_uri = open_store(cfg.data, endpoint).root, resolve_model_uri(cfg.model, endpoint)
         load_model_uri(model_uri, endpoint)
         if cfg.out is None and model_uri.startswith(BUILTIN):
