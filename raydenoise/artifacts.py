@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from .models import build_model
 from .report import json_safe
 from .storage import cached_store, object_error
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: resolving a name needs none
+    import torch
+    from torch import nn
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -46,6 +46,8 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_model_dir(directory: str | os.PathLike, model: nn.Module, config: dict[str, Any]) -> None:
     """Write ``config.json`` and ``model.safetensors``; config must name ``model`` and ``width``."""
+    from safetensors.torch import save_file
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file(model_state(model), str(d / WEIGHTS), metadata={"format": "pt"})
@@ -74,6 +76,8 @@ def check_config(config: Any, where: str) -> dict:
 def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) -> None:
     """The weights fit the network (same names and shapes) and are finite; ArtifactError names
     the first few tensors that do not."""
+    import torch
+
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in expected if k not in got]
@@ -95,6 +99,10 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     Returns (model in eval mode, config). ArtifactError names what is missing, damaged or
     mismatched: config types, weights that do not decode, do not fit the network or are not finite.
     """
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
     d = Path(directory)
     for name in (CONFIG, WEIGHTS):
         if not (d / name).is_file():
@@ -148,11 +156,14 @@ def export_builtin(model_dir: str | os.PathLike, name: str, card: dict[str, Any]
     """Copy a trained model folder into the package as ``builtin:NAME``, weights stored as
     float16 (half the size; loaded back into float32) and ``card`` (task, headline) added to its
     config. A developer tool: see MODELS.md."""
+    from safetensors.torch import save_file
+
     model, config = load_model(model_dir)
     dest = BUILTIN_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model_state(model).items()}
     save_file(state, str(dest / WEIGHTS), metadata={"format": "pt"})
+    os.chmod(dest / WEIGHTS, 0o644)  # package data: readable by everyone who installs it
     config = {k: v for k, v in config.items() if k != "metrics"} | {"card": card, "metrics": config.get("metrics")}
     (dest / CONFIG).write_text(json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False))
     return dest
@@ -181,6 +192,9 @@ def load_model_uri(model_uri: str, endpoint: str | None):
 
 def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
     """Split the optimizer's state_dict into tensors (safetensors) and the rest (JSON)."""
+    import torch
+    from safetensors.torch import save_file
+
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, state in sd["state"].items():
@@ -197,6 +211,8 @@ def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimize
 
 def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore the optimizer from ``save_optimizer`` files; returns the rest of train_state.json."""
+    from safetensors.torch import load_file
+
     d = Path(directory)
     state = json.loads((d / TRAIN_STATE).read_text())
     tensors = load_file(str(d / OPTIMIZER), device="cpu")
@@ -209,7 +225,8 @@ def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimi
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only where torch is loaded
+    if torch is not None and isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
     if isinstance(value, Path):
         return str(value)

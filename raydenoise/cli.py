@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
+import traceback
 
+from . import __version__
+from .console import capture, console, release
 from .denoise import REPORT_DIR, DenoiseConfig, DenoiseError, run_denoise
 from .evaluate import DEFAULT_BASELINES, EvaluateConfig, EvaluateError, parse_baselines, run_evaluate
-from .images import DEFAULT_MAX_PIXELS, ImageError
-from .inference import MIN_TILE
+from .images import DEFAULT_MAX_PIXELS, MIN_TILE, ImageError
 from .ingest import IngestConfig, IngestError, run_ingest
+from .session import ensure_ray
 from .noise import NoiseSpecError
 from .pairing import parse_split
 from .storage import StorageError
@@ -20,6 +22,38 @@ from .train import MODEL_DEFAULTS, PATCHES_PER_IMAGE, TrainError, init_model_con
 
 USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, DenoiseError, EvaluateError,
                ValueError, FileNotFoundError)
+
+DESCRIPTION = """Denoise and enhance folders and buckets of noisy or low-light photos with Ray.
+
+Clean a folder or an s3:// prefix with a built-in model, no training needed:
+  raydenoise denoise --input photos/ --output clean/
+Or train your own: synth (or your own pairs) -> ingest -> train -> denoise / evaluate.
+`raydenoise COMMAND --help` shows each command's options and an example."""
+
+EXAMPLES = {
+    "synth": """example:
+  raydenoise synth --out pairs --noise gaussian:25            # scikit-image's sample photos
+  raydenoise synth --clean photos/ --out pairs --noise low-light --max-side 600""",
+    "ingest": """examples:
+  raydenoise ingest --low pairs/low --high pairs/high --out dataset
+  raydenoise ingest --high s3://bucket/clean/ --out s3://bucket/dataset/ --split 0.9,0.1,0   # clean-only""",
+    "train": """examples:
+  raydenoise train --data dataset --model swift --storage-path runs --name first --time-limit 900
+  raydenoise train --data clean-dataset --init builtin:denoise --degrade gaussian:0-50 \\
+      --storage-path s3://bucket/runs --name finetune --epochs 20    # re-run the same name to resume""",
+    "denoise": """examples:
+  raydenoise denoise --input photos/ --output clean/                       # builtin:denoise
+  raydenoise denoise --input s3://bucket/dark/ --output s3://bucket/bright/ --model builtin:low-light
+  raydenoise denoise --input noisy/ --output out/ --reference clean/ --model runs/first/model""",
+    "evaluate": """example:
+  raydenoise evaluate --data dataset --model runs/first/model --baselines identity,nlm,bm3d""",
+    "models": """example:
+  raydenoise models
+  raydenoise denoise --input photos/ --output clean/ --model builtin:low-light""",
+    "demo": """example:
+  raydenoise demo --out demo-out        # then open demo-out/denoised/_report/report.html""",
+}
+RAY_COMMANDS = ("ingest", "train", "denoise", "evaluate", "demo")
 
 
 def _crop(text: str) -> tuple[int, int]:
@@ -117,8 +151,21 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raydenoise", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="raydenoise", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"raydenoise {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's own log lines and progress bars too (by default they go to a log file "
+                             "whose path is printed)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], epilog=EXAMPLES[name], description=kw["help"][0].upper() + kw["help"][1:] + ".",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+    sub.add_parser = add  # type: ignore[method-assign]
 
     p = sub.add_parser("synth", help="make a paired low/high data set from clean photos")
     p.add_argument("--clean", default=DEFAULT_CLEAN,
@@ -127,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", required=True,
                    help="gaussian:SIGMA (0-255 scale), poisson-gaussian[:peak=P,read=R], "
                    "low-light[:exposure=E,gamma=G,peak=P,read=R]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (each photo's noise also depends on its name)")
     p.add_argument("--limit", type=_positive, default=None, help="use only the first N photos (natural order)")
     p.add_argument("--crop", type=_crop, default=None, help="centered crop HEIGHT,WIDTH (after --max-side)")
     p.add_argument("--max-side", type=_positive, default=None, help="downscale so the longest side is at most N")
@@ -139,9 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(train it with --degrade)")
     p.add_argument("--high", required=True, help="folder or s3:// prefix of clean images, same relative paths")
     p.add_argument("--out", required=True, help="folder or s3:// prefix for shards and manifest.json")
-    p.add_argument("--rows-per-shard", type=_positive, default=128)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--split", type=_split, default=(0.7, 0.2, 0.1), help="train,val,test fractions")
+    p.add_argument("--rows-per-shard", type=_positive, default=128,
+                   help="pairs per Parquet shard (default 128; a shard is one unit of parallel work)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="split seed: a pair's split depends only on its name and this seed (default 42)")
+    p.add_argument("--split", type=_split, default=(0.7, 0.2, 0.1),
+                   help="train,val,test fractions (default 0.7,0.2,0.1)")
     _add_hidden(p)
     _add_s3(p)
     _add_ray(p)
@@ -184,10 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs reserved per worker; torch runs that many threads (default: in memory, all the "
                         "cluster's CPUs shared by the workers; streaming, 1, less when the data pipeline would get none)")
     p.add_argument("--max-failures", type=_non_negative, default=0, help="restart a crashed worker group up to K times")
-    p.add_argument("--max-steps-per-epoch", type=_positive, default=None)
+    p.add_argument("--max-steps-per-epoch", type=_positive, default=None,
+                   help="cap the optimizer steps of an epoch (quick trials)")
     p.add_argument("--time-limit", type=_finite(positive=True), default=None,
                    help="stop after this many seconds of training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, patches and synthesized noise (default 0)")
     _add_s3(p)
     _add_ray(p)
 
@@ -199,10 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(config.json + model.safetensors), local or s3://")
     p.add_argument("--reference", default=None, help="clean images at the same relative keys: adds PSNR/MSE/MAE/SSIM")
     p.add_argument("--report", default=None, help=f"where the report goes (default: OUTPUT/{REPORT_DIR})")
-    p.add_argument("--batch-size", type=_positive, default=4)
+    p.add_argument("--batch-size", type=_positive, default=4,
+                   help="images per Ray Data batch (default 4); on GPUs, equal-size images share a forward pass")
     p.add_argument("--workers", type=_positive, default=None,
                    help="model actors (default: one per CPU, or as many as the GPUs allow with --num-gpus-per-worker)")
-    p.add_argument("--num-gpus-per-worker", type=_finite(minimum=0), default=0.0)
+    p.add_argument("--num-gpus-per-worker", type=_finite(minimum=0), default=0.0,
+                   help="GPUs per model actor, e.g. 1 or 0.5 (default 0: CPU)")
     p.add_argument("--tile", type=_tile, default=None,
                    help=f"process images in tiles of this size (pixels, at least {MIN_TILE}); default: whole images, "
                         "tiled automatically when one would not fit in a worker's memory")
@@ -222,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="ingest output (folder or s3:// prefix with manifest.json)")
     p.add_argument("--model", required=True,
                    help="builtin:NAME, or a model folder (config.json + model.safetensors), local or s3://")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="which split to score (default test)")
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
@@ -236,24 +289,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the built-in models (usable as --model builtin:NAME, no training needed)")
 
     p = sub.add_parser("demo", help="run the whole pipeline on scikit-image's sample photos")
-    p.add_argument("--out", default="demo-out")
+    p.add_argument("--out", default="demo-out", help="folder for everything the demo writes (default demo-out)")
     p.add_argument("--epochs", type=_positive, default=8, help="training epochs (default 8)")
     _add_ray(p)
     return parser
 
 
-def init_ray(address: str | None) -> None:
-    import ray
+_ARGS: argparse.Namespace | None = None
 
-    if not ray.is_initialized():
-        if not os.environ.get("RAY_ADDRESS", "x").strip():
-            os.environ.pop("RAY_ADDRESS")  # an empty value means "not set", not an address
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+
+def start_ray(args: argparse.Namespace):
+    """The hook a job calls once its arguments are checked: join or start Ray, saying once
+    where Ray's log lines go (unless --verbose shows them)."""
+
+    def start() -> float:
+        seconds = ensure_ray(args.address, verbose=args.verbose)
+        path = console().log_path
+        if path and seconds:
+            _log(f"{args.command}: Ray's log lines go to {path} (--verbose shows them here)")
+        return seconds
+
+    return start
 
 
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    console().line(msg)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -268,8 +328,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(low=args.low, high=args.high, out=args.out, rows_per_shard=args.rows_per_shard,
                        seed=args.seed, split=args.split, s3_endpoint=args.s3_endpoint,
                        include_hidden=args.include_hidden)
-    init_ray(args.address)
-    run_ingest(cfg, log=_log)
+    run_ingest(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
 
@@ -288,8 +347,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         degrade=args.degrade, init=args.init, ema=args.ema, in_memory=args.in_memory,
         patches_per_image=args.patches_per_image, s3_endpoint=args.s3_endpoint,
     )
-    init_ray(args.address)
-    run_train(cfg, log=_log)
+    run_train(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
 
@@ -299,11 +357,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
                         pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
                         max_megapixels=args.max_megapixels)
-    init_ray(args.address)
-    summary = run_denoise(cfg, log=_log)
+    summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
     if summary["failures"]:
-        print(f"raydenoise denoise: {summary['failures']} of {summary['count']} images failed; "
-              f"see {summary['report']}/report.csv", file=sys.stderr)
+        console().error(f"raydenoise denoise: {summary['failures']:,} of {summary['count']:,} images failed; "
+                        f"see {summary['report']}/report.csv")
         return 1
     return 0
 
@@ -311,8 +368,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
                          tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines)
-    init_ray(args.address)
-    run_evaluate(cfg, log=_log)
+    run_evaluate(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
 
@@ -321,8 +377,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _log(f"demo: 1/5 synthesize low-light pairs from scikit-image samples -> {out}/pairs")
     run_synth(SynthConfig(out=f"{out}/pairs", noise="low-light", seed=0), log=_log)
     _log(f"demo: 2/5 ingest the pairs into Parquet shards -> {out}/dataset")
-    init_ray(args.address)
-    res = run_ingest(IngestConfig(low=f"{out}/pairs/low", high=f"{out}/pairs/high", out=f"{out}/dataset"), log=_log)
+    res = run_ingest(IngestConfig(low=f"{out}/pairs/low", high=f"{out}/pairs/high", out=f"{out}/dataset"), log=_log,
+                     start_ray=start_ray(args))
     c = res.manifest["counts"]
     _log(f"demo: {c['total']} pairs ({c['train']}/{c['val']}/{c['test']} train/val/test) in {out}/dataset")
     _log(f"demo: 3/5 train a small unet for {args.epochs} epochs -> {out}/runs/demo-unet")
@@ -366,14 +422,30 @@ COMMANDS = {"models": cmd_models, "synth": cmd_synth, "ingest": cmd_ingest, "tra
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in RAY_COMMANDS and not args.verbose:
+        capture(args.command)  # Ray's log stream goes to a file; the terminal keeps our lines
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:
-        print(f"raydenoise {args.command}: error: {exc}", file=sys.stderr)
+        console().error(f"raydenoise {args.command}: error: {exc}")
         return 1
     except KeyboardInterrupt:
-        print(f"raydenoise {args.command}: interrupted", file=sys.stderr)
+        console().error(f"raydenoise {args.command}: interrupted")
         return 130
+    except Exception as exc:  # a bug, not a user mistake: say so, and where the traceback is
+        path = console().log_path
+        if path:
+            traceback.print_exc()  # into the log file
+        else:
+            traceback.print_exc(file=console().err)
+        console().error(f"raydenoise {args.command}: internal error: {type(exc).__name__}: {exc}"
+                        + (f" (traceback in {path})" if path else ""))
+        return 2
+    finally:
+        ray = sys.modules.get("ray")
+        if console().log_path and ray is not None and ray.is_initialized():
+            ray.shutdown()  # while captured: Ray's shutdown lines go to the log file too
+        release()
 
 
 if __name__ == "__main__":

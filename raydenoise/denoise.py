@@ -18,23 +18,26 @@ the input's size) and skipped unless ``overwrite``; one that does not verify is 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from . import report as rpt
-from .artifacts import ArtifactError, load_model_uri, resolve_model_uri
-from .images import (DEFAULT_MAX_PIXELS, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
+from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
-from .inference import MIN_TILE, Denoiser, LargeImageGate, NonFiniteOutput, default_memory_budget, image_bytes
-from .metrics import all_metrics
+from .console import Progress, console, plural, rate
 from .report import EXCLUDED, NOT_DONE
+from .session import StartRay, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error, open_store,
                       partition_hidden, storage_wide)
+
+if TYPE_CHECKING:
+    from .inference import Denoiser
+
+# torch (via artifacts, inference, metrics) is imported where a model runs, not at import: a
+# mistake in the arguments is reported before it loads.
 
 REPORT_DIR = "_report"
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
@@ -203,6 +206,8 @@ def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
 
 
 def _model_error(exc: BaseException) -> str:
+    from .inference import NonFiniteOutput
+
     if isinstance(exc, NonFiniteOutput):
         return f"model failed: {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
@@ -291,6 +296,9 @@ class ModelActor:
                  cpu_share: float = 1.0, gpu_share: float = 0.0):
         import torch
 
+        from .artifacts import load_model_uri
+        from .inference import Denoiser, default_memory_budget
+
         model, config = load_model_uri(model_uri, endpoint)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         budget = default_memory_budget(cpu_share)
@@ -326,9 +334,12 @@ class FusedActor(ModelActor):
 
     def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
                  store_kwargs: dict[str, Any], cpu_share: float = 1.0, gpu_share: float = 0.0):
+        from .inference import LargeImageGate, image_bytes
+
         super().__init__(model_uri, endpoint, tile, use_gpu, cpu_share, gpu_share)
         self.st = _Stores(**store_kwargs)
         self.gate = LargeImageGate()
+        self.image_bytes = image_bytes
 
     def __call__(self, batch: dict[str, np.ndarray]):
         rows, fatal = [], ""
@@ -336,7 +347,7 @@ class FusedActor(ModelActor):
             state = _not_attempted(str(key), bool(skip), fatal) if fatal else read_one(str(key), bool(skip), self.st)
             if not (state["error"] or state["fatal"] or state["skip"]):
                 h, w = state["height"], state["width"]
-                with self.gate.hold(image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
+                with self.gate.hold(self.image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
                     denoise_states(self.denoiser, [state])
                     row = finish_one(state, self.st)
             else:
@@ -347,6 +358,8 @@ class FusedActor(ModelActor):
 
 
 def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -> dict[str, Any]:
+    from .metrics import all_metrics
+
     try:
         ref = decode_rgb8(ref_store.read_bytes(key), max_pixels=None)
     except FileNotFoundError:
@@ -419,16 +432,20 @@ def select_inputs(keys: list[str], inp: Store, include_hidden: bool) -> tuple[li
     return use, rows
 
 
-def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
+def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
+                start_ray: StartRay | None = None) -> dict[str, Any]:
     """Run the job; returns the summary (also written as summary.json).
 
-    Raises DenoiseError for user-facing failures of the whole job: bad arguments, model or
-    locations (before any work), or a storage failure mid-run, after writing the report of what
-    was done (a rerun resumes). Per-image failures are report rows, not exceptions.
+    Arguments, locations and the model are checked before Ray starts (``start_ray``, default
+    :func:`ensure_ray`), so a mistake is reported in about a second. Raises DenoiseError for
+    user-facing failures of the whole job: bad arguments, model or locations (before any work),
+    or a storage failure mid-run, after writing the report of what was done (a rerun resumes).
+    Per-image failures are report rows, not exceptions.
     """
-    import ray
-
+    t_start = time.time()
     check_config(cfg)
+    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
+
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     max_pixels = int(cfg.max_megapixels * 1e6) or None
     try:
@@ -440,13 +457,18 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         out.check_writable()
         rep.check_writable()
         model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
-        load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts
+        if not model_uri.startswith(BUILTIN):  # a built-in's name was checked; its weights are tested
+            load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None
     keys, excluded = select_inputs(listed, inp, cfg.include_hidden)
     if not keys:
         raise DenoiseError(f"{inp.root}: no files to denoise"
                            + (f" ({len(excluded)} excluded: {excluded[0]['key']}: {excluded[0]['note']} ...)" if excluded else ""))
+    checked_s = time.time() - t_start
+    ray_s = (start_ray or ensure_ray)() or 0.0
+    import ray
+
     cluster = ray.cluster_resources()
     staged, workers, cpus = plan_workers(cfg, cluster)
     if cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
@@ -463,12 +485,14 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         existing = set(out_keys)
     todo = sum(k not in existing for k in keys)
     items = [{"key": k, "skip": k in existing} for k in keys]
-    log(f"denoise: {len(keys)} inputs in {inp.root}; {todo} to do, {len(keys) - todo} with an output already "
-        f"(verified, skipped if complete{', scored again' if ref else ''}); {workers} model actor{'s' * (workers != 1)} "
-        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
+    log(f"denoise: {plural(len(keys), 'input')} in {inp.root}; {todo:,} to do"
+        + (f", {len(keys) - todo:,} with an output already (verified, skipped if complete"
+           f"{', scored again' if ref else ''})" if len(keys) > todo else "")
+        + f"; {plural(workers, 'model actor')} ({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, "
+        f"{'staged' if staged else 'fused'})")
     if excluded:
-        log(f"denoise: {len(excluded)} files excluded (listed in the report): {excluded[0]['key']}: {excluded[0]['note']}"
-            + (" ..." if len(excluded) > 1 else ""))
+        log(f"denoise: {plural(len(excluded), 'file')} excluded (listed in the report): {excluded[0]['key']}: "
+            f"{excluded[0]['note']}" + (" ..." if len(excluded) > 1 else ""))
     store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
                     "endpoint": endpoint, "max_pixels": max_pixels}
     actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
@@ -496,6 +520,10 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
         # Throughput once the actors are up (start-up = actor processes, imports, model load).
         summary["startup_s"] = round(first[0], 3)
         summary["steady_images_per_s"] = (len(items) - first[1]) / (seconds - first[0])
+    # Where the time to the first result goes: checks (arguments, listing, model), joining Ray,
+    # and the pipeline's start (actors, imports, model load) to the first finished image.
+    summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
+                         "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
     summary["report"] = rep.root
     try:
         _write_report(rows, summary, cfg, inp, out, ref, rep)
@@ -509,8 +537,9 @@ def run_denoise(cfg: DenoiseConfig, log=print) -> dict[str, Any]:
     if stopped:
         raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
                            f"report in {rep.root}; rerun the same command to resume")
-    log(f"denoise: {summary['ok']} written, {summary['skipped']} skipped, {summary['failures']} failed"
-        f"{f', {len(excluded)} excluded' if excluded else ''} in {seconds:.1f}s -> {out.root}; report in {rep.root}")
+    log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
+        f"{f', {len(excluded):,} excluded' if excluded else ''} in {seconds:.1f} s"
+        f"{f' ({rate(len(items), seconds)})' if len(items) else ''} -> {out.root}; report in {rep.root}")
     return summary
 
 
@@ -520,27 +549,26 @@ def _collect(ds, total: int, inp: Store, log):
     returns (rows, stop reason or None, interrupted?, (seconds, rows) to the first result, t0)."""
     rows: list[dict[str, Any]] = []
     stopped, interrupted, first = None, False, None
-    step, next_log, done = max(1, total // 20), 0, 0
     t0 = time.time()
-    try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            first = first or (time.time() - t0, block.num_rows)
-            for row in block.to_pylist():
-                rows.append({c: row.get(c) for c in rpt.COLUMNS})
-                if row["status"] == "error":
-                    print(f"denoise: {inp.uri(row['key'])}: {row['error']}", file=sys.stderr)
-                elif row["status"] == NOT_DONE and not stopped:
-                    stopped = (row["note"] or "storage failed").removeprefix("not written: ")
-            done += block.num_rows
-            if stopped:
-                break
-            if done >= next_log or done == total:
-                next_log = done + step
-                log(f"denoise: {done}/{total} images ({done / max(time.time() - t0, 1e-9):.1f} images/s)")
-    except KeyboardInterrupt:
-        stopped, interrupted = "interrupted", True
-    except Exception as exc:
-        stopped = f"the job failed: {last_error_line(exc)}"
+    with Progress("denoise", total) as progress:
+        try:
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                first = first or (time.time() - t0, block.num_rows)
+                errors = 0
+                for row in block.to_pylist():
+                    rows.append({c: row.get(c) for c in rpt.COLUMNS})
+                    if row["status"] == "error":
+                        errors += 1
+                        console().error(f"denoise: {inp.uri(row['key'])}: {row['error']}")
+                    elif row["status"] == NOT_DONE and not stopped:
+                        stopped = (row["note"] or "storage failed").removeprefix("not written: ")
+                progress.update(block.num_rows)
+                if stopped:
+                    break
+        except KeyboardInterrupt:
+            stopped, interrupted = "interrupted", True
+        except Exception as exc:
+            stopped = f"the job failed: {last_error_line(exc)}"
     return rows, stopped, interrupted, first, t0
 
 

@@ -17,17 +17,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .report import to_json
+from .console import Progress, console, plural
+from .session import StartRay, ensure_ray
 from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
 # --baselines name -> the method's name in the table
@@ -128,6 +128,7 @@ class Scorer:
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
                  baselines: tuple[str, ...] = DEFAULT_BASELINES):
+        from .artifacts import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
@@ -177,16 +178,17 @@ def _add(rows: dict[str, list], **values: Any) -> None:
         rows[k].append(("" if v is None else v) if k in ("id", "method", "error") else (math.nan if v is None else v))
 
 
-def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
+def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
+                 start_ray: StartRay | None = None) -> dict[str, Any]:
     """Score the split; writes per_image.csv, table.csv and table.json; returns the table.
 
     Raises EvaluateError for bad arguments, data or model (before any work), and after writing
     the tables when some pairs or shards could not be scored (they are listed in table.json).
     """
-    import ray
+    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
+    from .images import MIN_TILE
 
-    from .inference import MIN_TILE
-
+    t_start = time.time()
     if cfg.tile is not None and cfg.tile < MIN_TILE:
         raise EvaluateError(f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile}")
     if cfg.workers is not None and cfg.workers < 1:
@@ -212,16 +214,27 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     shards = [s["path"] for s in manifest.get("shards", []) if s.get("split") == cfg.split]
     if not shards:
         raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
+    check_s = time.time() - t_start
+    ray_s = (start_ray or ensure_ray)() or 0.0
+    import ray
+
+    first_s = None
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
     expected = manifest["counts"].get(cfg.split, 0)
-    log(f"evaluate: {expected} {cfg.split} pairs x {len(methods)} methods ({', '.join(methods)}), {workers} actors")
+    log(f"evaluate: {plural(expected, cfg.split + ' pair')} x {plural(len(methods), 'method')} ({', '.join(methods)}), "
+        f"{plural(workers, 'actor')}")
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                                "baselines": tuple(cfg.baselines)},
     )
+    rows = []
     try:
-        rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in ds.iter_rows()]
+        with Progress("evaluate", expected * len(methods), unit="score") as progress:
+            for r in ds.iter_rows():
+                rows.append({k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()})
+                first_s = first_s or time.time() - t_start
+                progress.update(1)
     except Exception as exc:
         raise EvaluateError(f"the scoring job failed: {last_error_line(exc)}") from exc
     errors = sorted({r["error"] for r in rows if r["error"]})
@@ -234,13 +247,15 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     scored = len({r["id"] for r in rows})
     out.write_bytes("per_image.csv", _csv([{k: v for k, v in r.items() if k != "error"} for r in rows]))
     out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
+    phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
+              "first_score_s": round(first_s, 3) if first_s else None}
     out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],
-                                           "pairs_expected": expected, "errors": errors}))
+                                           "pairs_expected": expected, "errors": errors, "phases": phases}))
     log(format_table(table, cfg.split))
     log(f"evaluate: wrote {out.uri('table.csv')}, table.json and per_image.csv")
     if errors:
         for e in errors[:10]:
-            print(f"evaluate: {e}", file=sys.stderr)
+            console().error(f"evaluate: {e}")
         raise EvaluateError(f"{len(errors)} problems (listed above and in {out.uri('table.json')}); the table covers "
                             f"{scored} of {expected} pairs")
     return table

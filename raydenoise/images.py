@@ -32,6 +32,7 @@ PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 95
 # Pillow's guard against decompression bombs (~89.5 megapixels); denoise can raise it per job.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MIN_TILE = 32  # smaller tiles would be mostly margin (a tile of 32 with unet computes 49x its area)
 
 
 class ImageError(ValueError):

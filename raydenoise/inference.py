@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .images import MIN_TILE  # noqa: F401  (the tile-size floor, re-exported)
+
 # Context (pixels) each side that covers the network's receptive field, a multiple of its stride.
 # seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
 # unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
@@ -33,7 +35,6 @@ MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112}
 # Tiles start on multiples of the network's total downsampling, so they see the same grid as
 # the whole image: 4 for seed-ae and unet (2 x 2), 16 for swift (pixel-unshuffle, then 3 x 2).
 STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16}
-MIN_TILE = 32  # smaller tiles would be mostly margin (a tile of 32 with unet computes 49x its area)
 # Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
 # rounded up from the measurement).
 FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16}

@@ -23,8 +23,8 @@ import contextlib
 import datetime as _dt
 import functools
 import json
-import sys
 import time
+from typing import Callable
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from . import __version__
 from .images import ImageError, to_png_rgb8
 from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
+from .console import Progress, console, plural
+from .session import StartRay, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
                       is_partial, open_store, partition_hidden, storage_wide)
 
@@ -155,13 +157,14 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     except Exception as exc:
         if not storage_wide(exc):
             raise
-        return {"shard": "", "split": spec["split"], "rows": 0, "bytes": 0, "rejected": "[]",
+        return {"shard": "", "split": spec["split"], "rows": 0, "pairs": len(spec["ids"]), "bytes": 0, "rejected": "[]",
                 "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}"}
     size = out.fs.size(out.key_path(spec["shard"])) if rows else 0
     return {
         "shard": spec["shard"] if rows else "",
         "split": spec["split"],
         "rows": rows,
+        "pairs": len(spec["ids"]),
         "bytes": int(size),
         "rejected": json.dumps(rejected),
         "fatal": "",
@@ -267,10 +270,12 @@ def summarize_rejected(rejected: list[dict]) -> str:
     return f"{len(rejected)} file{'s' * (len(rejected) != 1)} ({parts})"
 
 
-def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
-    """Run the whole ingest; raises IngestError with a user-facing message on failure."""
-    import ray
-
+def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
+               start_ray: StartRay | None = None) -> IngestResult:
+    """Run the whole ingest; raises IngestError with a user-facing message on failure.
+    Arguments and locations are checked and the inputs listed and paired before Ray starts
+    (``start_ray``, default :func:`ensure_ray`)."""
+    t_start = time.time()
     if cfg.rows_per_shard < 1:
         raise IngestError("--rows-per-shard must be at least 1")
     try:
@@ -298,15 +303,20 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     rejected += [Rejected(store.uri(k), side, file_id(k), why).as_dict()
                  for side, store, left in (("low", low, low_out), ("high", high, high_out)) for k, why in left]
     if low is None:
-        log(f"ingest: {len(high_keys)} clean files, no --low: a clean-only data set (train it with --degrade)")
+        log(f"ingest: {plural(len(high_keys), 'clean file')}, no --low: a clean-only data set (train it with --degrade)")
     else:
-        log(f"ingest: {len(low_keys)} low and {len(high_keys)} high files, {len(pairs)} candidate pairs")
+        log(f"ingest: {len(low_keys):,} low and {plural(len(high_keys), 'high file')}, "
+            f"{plural(len(pairs), 'candidate pair')}")
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Largest shards first, so the last tasks to start are the short ones (less idle tail).
     specs = sorted(_shard_specs(pairs, cfg.rows_per_shard, run), key=lambda s: -len(s["ids"]))
 
     shards: list[dict] = []
-    t0 = time.time()
+    check_s = time.time() - t_start
+    ray_s = (start_ray or ensure_ray)() or 0.0
+    import ray
+
+    t0, first_shard_s = time.time(), None
     if specs:
         # A single map operator needs no per-operator reservation; with it Ray Data keeps part
         # of a small cluster idle (measured: 2 CPUs, 20% slower). This job's context only.
@@ -315,18 +325,17 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         write = functools.partial(
             _write_shard, low_uri=low.root if low else None, high_uri=high.root, out_uri=out.root, endpoint=endpoint
         )
-        done_pairs = 0
         try:
-            for row in ds.map(write, num_cpus=1).iter_rows():
-                if row["fatal"]:
-                    raise _StorageFailed(row["fatal"])
-                rejected.extend(json.loads(row["rejected"]))
-                done_pairs += row["rows"]
-                if row["shard"]:
-                    shards.append({"path": row["shard"], "split": row["split"], "rows": int(row["rows"]),
-                                   "bytes": int(row["bytes"])})
-                    log(f"ingest: wrote {out.uri(row['shard'])} ({row['rows']} pairs; {done_pairs} so far, "
-                        f"{done_pairs / max(time.time() - t0, 1e-9):.1f} pairs/s)")
+            with Progress("ingest", len(pairs), unit="pair" if low else "image") as progress:
+                for row in ds.map(write, num_cpus=1).iter_rows():
+                    if row["fatal"]:
+                        raise _StorageFailed(row["fatal"])
+                    rejected.extend(json.loads(row["rejected"]))
+                    first_shard_s = first_shard_s or time.time() - t_start
+                    progress.update(int(row["pairs"]))
+                    if row["shard"]:
+                        shards.append({"path": row["shard"], "split": row["split"], "rows": int(row["rows"]),
+                                       "bytes": int(row["bytes"])})
         except _StorageFailed as exc:
             _remove_run_shards(out, run)
             raise IngestError(f"storage failed, ingest stopped (the previous data set in {out.root}, if any, is "
@@ -337,10 +346,10 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     shards.sort(key=lambda s: s["path"])
     total = sum(s["rows"] for s in shards)
     if rejected:
-        print(f"ingest: rejected {summarize_rejected(rejected)}", file=sys.stderr)
+        console().error(f"ingest: rejected {summarize_rejected(rejected)}")
     if total == 0:
         for r in rejected[:20]:
-            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+            console().error(f"  {r['file']}: {r['reason']}")
         raise IngestError(
             (f"no valid pairs in {low.root} and {high.root}" if low else f"no valid images in {high.root}")
             + f"; nothing written to {out.root}"
@@ -359,6 +368,8 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
         "clean_only": low is None,
         "counts": {**counts, "total": total, "rejected_files": len(rejected)},
         "seconds": round(time.time() - t0, 3),
+        "phases": {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
+                   "first_shard_s": round(first_shard_s, 3) if first_shard_s else None},
         "columns": COLUMN_DOCS,
         "shards": shards,
         "rejected": sorted(rejected, key=lambda r: (r["id"], r["side"])),
@@ -366,8 +377,8 @@ def run_ingest(cfg: IngestConfig, log=print) -> IngestResult:
     out.write_bytes(MANIFEST, json.dumps(manifest, indent=2, allow_nan=False).encode())
     _remove_stale_shards(out, {s["path"] for s in shards})
     log(
-        f"ingest: {total} {'pairs' if low else 'clean images'} ({counts['train']} train, {counts['val']} val, {counts['test']} test) "
-        f"in {len(shards)} shards -> {out.uri(MANIFEST)}"
+        f"ingest: {plural(total, 'pair') if low else plural(total, 'clean image')} ({counts['train']:,} train, "
+        f"{counts['val']:,} val, {counts['test']:,} test) in {plural(len(shards), 'shard')} -> {out.uri(MANIFEST)}"
     )
     return IngestResult(manifest=manifest, out=out.root)
 

@@ -22,6 +22,7 @@ from .noise import NoiseSpec, degrade
 # The val split is degraded with this seed, whatever --seed is, so val PSNR compares across
 # epochs and runs (each image's noise depends only on this seed and the image's id).
 VAL_SEED = 20261126
+GRAY_FRACTION = 0.1  # share of synthesized training patches made grayscale (see synthesize_inputs)
 
 
 def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Generator:
@@ -54,10 +55,30 @@ def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rn
     return (None, *pair) if low is None else tuple(pair)
 
 
-def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator) -> list[np.ndarray]:
-    """A fresh degraded input for each clean patch: one kind of ``specs`` and one draw of its
-    ranges per patch (``gaussian:0-50`` gives every patch its own sigma)."""
-    return [degrade(np.ascontiguousarray(h), specs, rng) for h in highs]
+def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator,
+                      gray_fraction: float = GRAY_FRACTION) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(clean, degraded) patches: a fresh degraded input for each clean patch, one kind of
+    ``specs`` and one draw of its ranges per patch (``gaussian:0-50`` gives every patch its own
+    sigma). A ``gray_fraction`` of the patches become grayscale first, with the same noise in
+    all three channels: that is what the model sees of a grayscale file (replicated to RGB), and
+    a model trained on colour noise alone barely touches it (+1.4 dB at sigma 25, measured)."""
+    cleans, lows = [], []
+    for h in highs:
+        h = np.ascontiguousarray(h)
+        if gray_fraction and rng.random() < gray_fraction:
+            g = to_gray(h)[..., None]
+            h, low = np.repeat(g, 3, axis=2), np.repeat(degrade(g, specs, rng), 3, axis=2)
+        else:
+            low = degrade(h, specs, rng)
+        cleans.append(h)
+        lows.append(low)
+    return cleans, lows
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (H, W) luma (ITU-R BT.601, as Pillow's "L" mode)."""
+    y = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
 
 def val_input(image_id: str, high: np.ndarray, specs: list[NoiseSpec]) -> np.ndarray:
@@ -99,7 +120,7 @@ class MemoryPatches:
                 lows.append(low)
                 highs.append(high)
             if specs:
-                lows = synthesize_inputs(highs, specs, noise_rng)
+                highs, lows = synthesize_inputs(highs, specs, noise_rng)
             yield crop_to_common(lows, highs)
 
 

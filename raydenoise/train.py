@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from .images import object_column
 from .patches import augment_pair
 from .report import json_safe, to_json
 from .ingest import IngestError, iter_shard_rows, read_manifest
+from .session import StartRay, ensure_ray
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -289,7 +290,10 @@ def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int):
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
                                     local_shuffle_buffer_size=4 * cfg.batch_size, drop_last=False):
         highs = list(batch["high"])
-        lows = synthesize_inputs(highs, specs, noise_rng) if specs else list(batch["low"])
+        if specs:
+            highs, lows = synthesize_inputs(highs, specs, noise_rng)
+        else:
+            lows = list(batch["low"])
         yield crop_to_common(lows, highs)
 
 
@@ -368,7 +372,7 @@ def train_fn_per_worker(config: dict) -> None:
         elapsed_before = state.get("elapsed_s", 0.0)
         shutil.rmtree(restored, ignore_errors=True)
         if rank == 0:
-            print(f"[raydenoise] resuming {cfg.name} after epoch {start_epoch}", flush=True)
+            _emit(config, f"resuming {cfg.name} after epoch {start_epoch}", resumed=start_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     loss_fn = _loss_fn(cfg.loss)
     ppi = config["patches_per_image"]
@@ -378,8 +382,8 @@ def train_fn_per_worker(config: dict) -> None:
         t0 = time.time()
         memory = MemoryPatches([(low, high) for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)])
         if rank == 0:
-            print(f"[raydenoise] decoded {len(memory.images)} train images into memory ({memory.nbytes / 1e6:.0f} MB) "
-                  f"in {time.time() - t0:.1f} s", flush=True)
+            _emit(config, f"decoded {len(memory.images)} train images into memory ({memory.nbytes / 1e6:.0f} MB) "
+                          f"in {time.time() - t0:.1f} s")
     val_list = None
     if config["mode"] == "memory":
         val_list = list(val_items(cfg, config["val_shards"], rank, world, config["paired"], specs))
@@ -457,8 +461,8 @@ def train_fn_per_worker(config: dict) -> None:
                                      f"(try a lower --lr than {cfg.lr:g}); the checkpoints of the epochs before it are kept")
         history.append(metrics)
         if rank == 0:
-            print(f"[raydenoise] epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
-                  f"{metrics['pairs_per_s']:.1f} patches/s", flush=True)
+            _emit(config, f"epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
+                          f"{metrics['pairs_per_s']:.1f} patches/s", epoch=epoch + 1, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -477,6 +481,77 @@ def train_fn_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:
             break
+
+
+def _emit(config: dict, line: str, **data: Any) -> None:
+    """A progress line from a worker to the driver (which shows it), through the run's event
+    queue; printed (to the worker's log) when there is none."""
+    events = config.get("events")
+    if events is None:
+        print(f"[raydenoise] {line}", flush=True)
+    else:
+        events.put.remote({"line": line, **data})
+
+
+class EventQueue:
+    """A Ray actor (zero CPUs) that carries workers' progress events to the driver: workers
+    ``put`` without waiting, the driver ``take``s what has arrived."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def put(self, event: dict) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[dict]:
+        out, self.events = self.events, []
+        return out
+
+
+class _EventPump:
+    """Driver side: a thread that takes workers' events every ``period`` seconds and shows them
+    (epoch lines, a progress display over the epochs)."""
+
+    def __init__(self, queue, cfg: "TrainConfig", log: Callable[[str], None], period: float = 1.0):
+        import threading
+
+        from .console import Progress
+
+        self.queue, self.log, self.period = queue, log, period
+        self.progress = Progress("train", cfg.epochs, unit="epoch")
+        self.first_epoch_s: float | None = None
+        self.t0 = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raydenoise-train-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.pump()
+
+    def pump(self) -> None:
+        import ray
+
+        try:
+            events = ray.get(self.queue.take.remote(), timeout=30)
+        except Exception:  # the queue is gone (Ray shutting down): nothing more to show
+            return
+        for e in events:
+            self.log(f"train: {e['line']}")
+            if "resumed" in e:
+                self.progress.update(e["resumed"] - self.progress.done)
+            if "epoch" in e:
+                if self.first_epoch_s is None:
+                    self.first_epoch_s = time.time() - self.t0
+                m = e.get("metrics", {})
+                self.progress.update(e["epoch"] - self.progress.done,
+                                     postfix=f"val {m['val_psnr']:.2f} dB" if m.get("val_psnr") is not None else None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.pump()
+        self.progress.close()
 
 
 # ----------------------------------------------------------------------------- driver
@@ -644,15 +719,20 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
             "train_images": manifest["counts"]["train"], "patches_per_image": ppi}
 
 
-def run_train(cfg: TrainConfig, log=print) -> dict:
-    """Train; returns a summary (best metrics, paths). Raises TrainError for user-facing failures."""
+def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None) -> dict:
+    """Train; returns a summary (best metrics, paths). Raises TrainError for user-facing failures.
+    The configuration, data set, ``--init`` model and storage are checked before Ray starts
+    (``start_ray``, default :func:`ensure_ray`)."""
+    t_start = time.time()
+    cfg = replace(cfg, s3_endpoint=endpoint_from_env(cfg.s3_endpoint), inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV))
+    cfg = _apply_init(cfg)
+    manifest, data, storage = _preflight(cfg)
+    check_s = time.time() - t_start
+    ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    cfg = replace(cfg, s3_endpoint=endpoint_from_env(cfg.s3_endpoint), inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV))
-    cfg = _apply_init(cfg)
-    manifest, data, storage = _preflight(cfg)
     plan = plan_data(cfg, manifest, data, log)
     streaming = plan["mode"] == "stream"
     if cfg.cpus_per_worker is None:
@@ -682,10 +762,11 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker},
     )
+    events = ray.remote(num_cpus=0)(EventQueue).remote()
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
-            "cfg": asdict(cfg), **plan,
+            "cfg": asdict(cfg), **plan, "events": events,
             "data_ref": {"uri": data.root, "manifest": data.uri("manifest.json"), "run": manifest["run"],
                          "counts": manifest["counts"]},
         },
@@ -700,16 +781,21 @@ def run_train(cfg: TrainConfig, log=print) -> dict:
         f"{cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU{'s' * (cfg.cpus_per_worker != 1)}"
         f"{', 1 GPU each' if cfg.use_gpu else ''}" + (f", from {cfg.init}" if cfg.init else "")
         + f" -> {storage.uri(cfg.name)}")
+    pump = _EventPump(events, cfg, log)
     try:
         result = trainer.fit()
     except Exception as exc:  # TrainingFailedError carries the worker's traceback
         raise TrainError(f"training failed: {last_error_line(exc)}") from exc
+    finally:
+        pump.close()
     if result.error:
         raise TrainError(f"training failed: {last_error_line(result.error)}")
-    return _finalize(cfg, storage, result, log)
+    phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
+              "first_epoch_s": round(pump.t0 - t_start + pump.first_epoch_s, 3) if pump.first_epoch_s else None}
+    return _finalize(cfg, storage, result, log, phases)
 
 
-def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
+def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None = None) -> dict:
     """Copy the best checkpoint to RUN/model/ and write metrics.csv + curves.png from history."""
     import json
 
@@ -731,7 +817,8 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
     storage.write_bytes(f"{cfg.name}/metrics.csv", metrics_csv(history).encode())
     storage.write_bytes(f"{cfg.name}/summary.json", to_json({"best_epoch": best_config["epoch"],
                                                               "best_metrics": best_config["metrics"],
-                                                              "epochs": len(history), "config": asdict(cfg)}))
+                                                              "epochs": len(history), "phases": phases,
+                                                              "config": asdict(cfg)}))
     storage.write_bytes(f"{cfg.name}/curves.png", curves_png(history, f"{cfg.name} ({cfg.model})"))
     summary = {
         "run": storage.uri(cfg.name),
@@ -739,6 +826,7 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log) -> dict:
         "epochs": len(history),
         "best_epoch": best_config["epoch"],
         "best_metrics": best_config["metrics"],
+        "phases": phases,
     }
     m = best_config["metrics"]
     log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "

@@ -40,6 +40,13 @@ def test_the_denoiser_ships_and_raises_psnr_at_every_level():
         assert gain("builtin:denoise", photo(), noise) > at_least, noise
 
 
+@pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0)])
+def test_the_low_light_models_ship_and_brighten_a_dark_noisy_photo(name, at_least):
+    """A LOL-like capture (darkened, gamma, shot and read noise) of a photo no model saw."""
+    assert name in builtin_names()
+    assert gain(f"builtin:{name}", photo(), "low-light") > at_least
+
+
 def test_unknown_builtin_names_the_available_ones():
     with pytest.raises(ArtifactError, match="unknown built-in model 'builtin:nope'; available: .*builtin:denoise"):
         load_model_uri("builtin:nope", None)

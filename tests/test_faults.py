@@ -167,6 +167,9 @@ def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
                 "--name", "noval", "--epochs", "2", "--patch-size", "16", address=cluster)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "no val split" in r.stdout and "val_psnr -" in r.stdout
+    epoch_lines = [line for line in r.stdout.splitlines() if line.startswith("train: epoch ")]
+    assert [line.split()[2] for line in epoch_lines] == ["1/2", "2/2"], r.stdout  # each epoch once, in order
+    assert "(RayTrainWorker" not in r.stdout and "Reporting training result" not in r.stdout  # Ray's lines: log file
     run = tmp_path / "runs" / "noval"
     config = strict_json((run / "model" / CONFIG).read_text())
     assert config["metrics"]["val_psnr"] is None and config["metrics"]["val_mse"] is None

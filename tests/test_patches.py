@@ -107,3 +107,20 @@ def test_prefetch_passes_items_errors_and_stops_early():
             break
     assert not any(t.name == "raydenoise-prefetch" and t.is_alive() for t in threading.enumerate())
     assert len(produced) < 10
+
+
+def test_a_share_of_synthesized_patches_is_grayscale_with_the_same_noise_in_every_channel():
+    from raydenoise.noise import parse_degrade
+    from raydenoise.patches import synthesize_inputs
+
+    rng = np.random.default_rng(0)
+    highs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(400)]
+    cleans, lows = synthesize_inputs(highs, parse_degrade("gaussian:25"), np.random.default_rng(1), gray_fraction=0.25)
+    gray = [i for i, c in enumerate(cleans) if (c == c[..., :1]).all()]
+    assert 60 < len(gray) < 140  # ~25% of 400
+    for i in gray:
+        assert (lows[i] == lows[i][..., :1]).all() and not (lows[i] == cleans[i]).all()
+    for i in set(range(400)) - set(gray):
+        assert (cleans[i] == highs[i]).all() and not (lows[i] == lows[i][..., :1]).all()
+    none, _ = synthesize_inputs(highs[:50], parse_degrade("gaussian:25"), np.random.default_rng(1), gray_fraction=0)
+    assert all((a == b).all() for a, b in zip(none, highs[:50]))

@@ -1,0 +1,115 @@
+"""Start-up and terminal output of `raydenoise denoise`, before vs after, side by side in one run.
+
+    .venv/bin/python bench/startup.py --baseline 15ec878 --images 20 --repeats 3
+
+For each version (a git revision checked out in a temporary worktree, and the working tree),
+alternating, on the same 20 generated noisy 256x256 PNGs and the builtin:denoise model:
+- ``error_s``: seconds from the command to its exit for a missing --input (a user mistake);
+- ``first_image_s``: seconds from the command to the first output image on disk;
+- ``total_s``: seconds to the command's exit;
+- ``lines``: lines the command printed (stdout and stderr), and the first few of them.
+Each run starts its own local Ray instance, as a user's first command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_inputs(folder: Path, n: int) -> None:
+    from skimage import data
+
+    photo = data.astronaut()
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        y, x = (i * 37) % 250, (i * 53) % 250
+        clean = photo[y:y + 256, x:x + 256].astype(np.float32)
+        noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"{i:03d}.png")
+
+
+def run(code: Path, args: list[str], watch: Path | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code), "RAY_ADDRESS": ""}
+    first: list[float] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "raydenoise.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    if watch is not None:
+        def poll() -> None:
+            while proc.poll() is None and not first:
+                if watch.exists() and any(p.suffix == ".png" for p in watch.iterdir()):
+                    first.append(time.perf_counter() - t0)
+                time.sleep(0.05)
+
+        threading.Thread(target=poll, daemon=True).start()
+    out, _ = proc.communicate(timeout=600)
+    total = time.perf_counter() - t0
+    lines = [line for line in out.splitlines() if line.strip()]
+    return {"rc": proc.returncode, "total_s": total, "first_image_s": first[0] if first else None,
+            "lines": len(lines), "output": lines}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", required=True, help="git revision to compare with the working tree")
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "startup.json"))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rd-startup-"))
+    base = work / "baseline"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline], check=True,
+                   capture_output=True)
+    versions = {"before": base, "after": ROOT}
+    inputs = work / "in"
+    make_inputs(inputs, args.images)
+    results: dict[str, list[dict]] = {v: [] for v in versions}
+    try:
+        for r in range(args.repeats):
+            for name, code in versions.items():
+                err = run(code, ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")])
+                out = work / f"out-{name}-{r}"
+                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out)], watch=out)
+                res["error_s"], res["error_output"] = err["total_s"], err["output"]
+                print(json.dumps({"version": name, "repeat": r, **{k: v for k, v in res.items() if k != "output"}}),
+                      flush=True)
+                results[name].append(res)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    summary = {}
+    for name, rows in results.items():
+        summary[name] = {k: statistics.median(r[k] for r in rows) for k in ("error_s", "first_image_s", "total_s", "lines")}
+        summary[name]["example_output"] = rows[-1]["output"]
+    ratios = {k: summary["after"][k] / summary["before"][k] for k in ("error_s", "first_image_s", "total_s")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"summary": summary, "ratios_after_over_before": ratios,
+                                          "runs": results}, indent=2))
+    print(f"\n| | before ({args.baseline}) | after | after/before |\n|---|---|---|---|")
+    for k in ("error_s", "first_image_s", "total_s"):
+        print(f"| {k} (median of {args.repeats}) | {summary['before'][k]:.2f} | {summary['after'][k]:.2f} | {ratios[k]:.2f} |")
+    print(f"| lines printed | {summary['before']['lines']:.0f} | {summary['after']['lines']:.0f} | |")
+    for name in versions:
+        print(f"\n{name}:\n" + "\n".join("    " + line for line in summary[name]["example_output"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The Python API: the same jobs as the command line, for notebooks and programs.
+
+    import raydenoise
+    model = raydenoise.load_model("builtin:denoise")
+    clean = model(noisy)                  # uint8 (H, W, 3) or (H, W) -> same shape and dtype
+
+    summary = raydenoise.denoise(input="s3://bucket/noisy/", output="s3://bucket/clean/")
+
+Every job function takes its configuration object (``DenoiseConfig``, ``IngestConfig``,
+``TrainConfig``, ``EvaluateConfig``, ``SynthConfig``) or the same fields as keyword arguments,
+joins Ray when the job needs it (``address``; default: $RAY_ADDRESS, a cluster started with
+``ray start`` on this machine, or a new local one) after checking its arguments, and returns the
+summary the command line prints. Failures are exceptions (``DenoiseError``, ``TrainError``, ...,
+all subclasses of ``Exception`` with a message naming the file and the reason); nothing here
+calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from .denoise import DenoiseConfig, run_denoise
+from .evaluate import EvaluateConfig, run_evaluate
+from .ingest import IngestConfig, IngestResult, run_ingest
+from .session import ensure_ray
+from .synth import SynthConfig, SynthResult, run_synth
+from .train import TrainConfig, resolve_config, run_train
+
+Log = Callable[[str], None]
+
+
+class Model:
+    """A loaded denoising or enhancement model. Call it on images:
+
+    - ``model(image)``: a NumPy ``uint8`` array, (H, W, 3) RGB or (H, W) grayscale, of any size
+      -> the restored image, same shape and dtype. Large images are processed in tiles (exact:
+      each tile carries the network's receptive-field margin).
+    - ``model.many(images)``: a list of such arrays -> a list.
+    - ``model.tensor(x)``: a float ``torch.Tensor`` batch, (N, 3, H, W), values in [0, 1]
+      -> the same shape, float32 in [0, 1], on the CPU (for composing with your own torch code).
+
+    Attributes: ``name`` (the URI it was loaded from), ``network`` (``swift``, ``unet``,
+    ``seed-ae``), ``config`` (its config.json: card, training configuration, metrics),
+    ``parameters`` (count), ``module`` (the ``torch.nn.Module``), ``device``.
+    """
+
+    def __init__(self, module, config: dict[str, Any], name: str, device: str = "cpu", tile: int | None = None):
+        from .inference import Denoiser
+
+        self.name, self.config, self.network = name, config, config["model"]
+        self._denoiser = Denoiser(module, self.network, device=device, tile=tile, width=config.get("width"))
+        self.module = self._denoiser.model
+        self.device = self._denoiser.device
+        self.parameters = sum(p.numel() for p in self.module.parameters())
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.many([image])[0]
+
+    def many(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        for i, img in enumerate(images):
+            if not isinstance(img, np.ndarray):
+                raise TypeError(f"image {i}: expected a numpy uint8 array, got {type(img).__name__}")
+        return self._denoiser.run_many(list(images))
+
+    def tensor(self, x):
+        import torch
+
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected a float tensor (N, 3, H, W) in [0, 1], got {got}")
+        return self._denoiser.run_tensor(x.float())
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, network={self.network!r}, parameters={self.parameters:,}, device={str(self.device)!r})"
+
+
+def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device: str = "cpu",
+               s3_endpoint: str | None = None) -> Model:
+    """Load a model: ``builtin:NAME`` (see :func:`builtin_models`), a model folder
+    (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), or an
+    ``s3://`` prefix holding one. ``tile``: process images in tiles of this many pixels (default:
+    whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
+    or ``"cuda"``. Loads weights with safetensors only (no pickle). Raises ``ArtifactError``."""
+    from .artifacts import load_model_uri, resolve_model_uri
+    from .storage import endpoint_from_env
+
+    endpoint = endpoint_from_env(s3_endpoint)
+    resolved = resolve_model_uri(uri, endpoint)
+    module, config = load_model_uri(resolved, endpoint)
+    return Model(module, config, uri, device=device, tile=tile)
+
+
+def builtin_models() -> dict[str, dict[str, Any]]:
+    """``{"builtin:NAME": card}`` for every model shipped in the package (task, headline score)."""
+    import json
+
+    from .artifacts import BUILTIN, CONFIG, builtin_dir, builtin_names
+
+    return {BUILTIN + n: json.loads((builtin_dir(BUILTIN + n) / CONFIG).read_text()).get("card", {})
+            for n in builtin_names()}
+
+
+def _config(cls, config, values: dict[str, Any]):
+    if config is not None and values:
+        config = replace(config, **values)
+    if config is None:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)} (fields: {', '.join(sorted(known))})")
+        config = cls(**values)
+    return config
+
+
+def _starter(address: str | None):
+    return lambda: ensure_ray(address)
+
+
+def denoise(config: DenoiseConfig | None = None, /, *, address: str | None = None, log: Log = print,
+            **values: Any) -> dict[str, Any]:
+    """Denoise every image under ``input`` (a folder or ``s3://`` prefix) into ``output`` at the
+    same relative keys; returns the summary (counts, seconds, rates, report location) that is
+    also written to ``REPORT/summary.json``. Fields: see :class:`DenoiseConfig` (``model``
+    defaults to ``builtin:denoise``). Raises ``DenoiseError``."""
+    return run_denoise(_config(DenoiseConfig, config, values), log=log, start_ray=_starter(address))
+
+
+def ingest(config: IngestConfig | None = None, /, *, address: str | None = None, log: Log = print,
+           **values: Any) -> IngestResult:
+    """Pair ``low``/``high`` images (or take ``high`` alone, clean-only) into Parquet shards and
+    a manifest under ``out``; returns ``IngestResult(manifest, out)``. Raises ``IngestError``."""
+    return run_ingest(_config(IngestConfig, config, values), log=log, start_ray=_starter(address))
+
+
+def train(config: TrainConfig | None = None, /, *, address: str | None = None, log: Log = print,
+          model: str | None = None, **values: Any) -> dict[str, Any]:
+    """Train with Ray Train; returns the summary (``run``, ``model_dir``, ``epochs``,
+    ``best_epoch``, ``best_metrics``: PSNR in dB, SSIM, losses). Give a ``TrainConfig``, or
+    ``model=`` (``swift``, ``unet``, ``seed-ae``) and the other fields as keywords; the model's
+    defaults fill what is not given, as on the command line. Raises ``TrainError``."""
+    if config is None:
+        if model is None and values.get("init"):
+            from .train import init_model_config
+
+            model = init_model_config(values["init"], values.get("s3_endpoint"))["model"]
+        if model is None:
+            raise TypeError("train(): give a TrainConfig, or model= (swift, unet or seed-ae) or init=")
+        config = resolve_config(model, **values)
+    elif values or model:
+        config = replace(config, **values, **({"model": model} if model else {}))
+    return run_train(config, log=log, start_ray=_starter(address))
+
+
+def evaluate(config: EvaluateConfig | None = None, /, *, address: str | None = None, log: Log = print,
+             **values: Any) -> dict[str, Any]:
+    """Score a model against the noisy input and baselines on a split of an ingested data set;
+    returns ``{method: {psnr (dB), mse, mae, ssim, seconds (per image), images}}``. Raises
+    ``EvaluateError``."""
+    return run_evaluate(_config(EvaluateConfig, config, values), log=log, start_ray=_starter(address))
+
+
+def synth(config: SynthConfig | None = None, /, *, log: Log = print, **values: Any) -> SynthResult:
+    """Make a paired ``low/`` + ``high/`` data set from clean photos (no Ray needed)."""
+    return run_synth(_config(SynthConfig, config, values), log=log)
