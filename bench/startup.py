@@ -44,12 +44,13 @@ def make_inputs(folder: Path, n: int) -> None:
         Image.fromarray(noisy).save(folder / f"{i:03d}.png")
 
 
-def run(code: Path, args: list[str], watch: Path | None = None) -> dict:
+def run(code: Path, args: list[str], cwd: Path, watch: Path | None = None) -> dict:
+    # Run from a neutral folder: `python -m` puts the working directory first on sys.path.
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_ADDRESS": ""}
     first: list[float] = []
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "raydenoise.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=cwd)
     if watch is not None:
         def poll() -> None:
             while proc.poll() is None and not first:
@@ -84,9 +85,9 @@ def main() -> None:
     try:
         for r in range(args.repeats):
             for name, code in versions.items():
-                err = run(code, ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")])
+                err = run(code, ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")], work)
                 out = work / f"out-{name}-{r}"
-                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out)], watch=out)
+                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out)], work, watch=out)
                 res["error_s"], res["error_output"] = err["total_s"], err["output"]
                 print(json.dumps({"version": name, "repeat": r, **{k: v for k, v in res.items() if k != "output"}}),
                       flush=True)

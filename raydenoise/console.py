@@ -173,8 +173,8 @@ class Progress:
         if self.done:
             t_first, n_first = self._first or (self.t0, 0)
             since, n = time.monotonic() - t_first, self.done - n_first
-            # the rate after the first result (the start-up is not a rate); overall until then
-            text += f", {rate(n, since, self.unit) if n > 0 and since > 0 else rate(self.done, elapsed, self.unit)}"
+            # the rate after the first result: the time to it is start-up, not a rate
+            text += f", {rate(n, since, self.unit)}" if n > 0 and since > 0 else f", {duration(elapsed)} elapsed"
             if self.total and self.done < self.total:
                 if n > 0 and since > 0:  # no ETA from the first result alone (it carries the start-up)
                     text += f", ETA {duration(since / n * (self.total - self.done))}"

@@ -40,7 +40,7 @@ def test_the_denoiser_ships_and_raises_psnr_at_every_level():
         assert gain("builtin:denoise", photo(), noise) > at_least, noise
 
 
-@pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0)])
+@pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0), ("low-light", 12.0)])
 def test_the_low_light_models_ship_and_brighten_a_dark_noisy_photo(name, at_least):
     """A LOL-like capture (darkened, gamma, shot and read noise) of a photo no model saw."""
     assert name in builtin_names()
