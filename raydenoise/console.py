@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 LOG_DIR_ENV = "RAYDENOISE_LOG_DIR"
 PLAIN_INTERVAL_S = 5.0  # without a terminal, one progress line at most this often
+STEADY_MIN_S = 1.0  # a rate measured after the first result needs at least this long
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -173,10 +174,17 @@ class Progress:
         if self.done:
             t_first, n_first = self._first or (self.t0, 0)
             since, n = time.monotonic() - t_first, self.done - n_first
-            # the rate after the first result: the time to it is start-up, not a rate
-            text += f", {rate(n, since, self.unit)}" if n > 0 and since > 0 else f", {duration(elapsed)} elapsed"
+            # The rate after the first result (the time to it is start-up, not a rate), once it
+            # spans a second (results that arrive in one burst have no meaningful rate of their own).
+            steady = n > 0 and since >= STEADY_MIN_S
+            if steady:
+                text += f", {rate(n, since, self.unit)}"
+            elif n > 0 or self.done == self.total:
+                text += f", {rate(self.done, elapsed, self.unit)}"
+            else:
+                text += f", {duration(elapsed)} elapsed"
             if self.total and self.done < self.total:
-                if n > 0 and since > 0:  # no ETA from the first result alone (it carries the start-up)
+                if steady:  # no ETA from the first result alone (it carries the start-up)
                     text += f", ETA {duration(since / n * (self.total - self.done))}"
         else:
             text += f", {duration(elapsed)} elapsed"

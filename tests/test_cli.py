@@ -48,15 +48,21 @@ def test_counts_and_rates_read_right_for_zero_one_and_many():
 
 def test_progress_without_a_terminal_is_one_line_every_few_seconds():
     out = io.StringIO()
-    with Progress("denoise", 10, stream=out, interval=0.05, tty=False) as p:
+    with Progress("denoise", 10, stream=out, interval=0.5, tty=False) as p:
         for _ in range(10):
             p.update(1)
-            time.sleep(0.02)
+            time.sleep(0.25)
     lines = out.getvalue().splitlines()
     assert 2 <= len(lines) <= 6, lines  # throttled, not one line per image
     assert all(line.startswith("denoise: ") for line in lines)
     assert lines[-1].startswith("denoise: 10/10 images, ")
-    assert any("ETA" in line for line in lines[:-1])
+    assert any("ETA" in line for line in lines[:-1])  # once the rate after the first result spans 1 s
+    with Progress("ingest", 13, unit="pair", stream=io.StringIO(), tty=False) as p:
+        p.update(11)
+        time.sleep(0.2)
+        p.update(2)  # the rest arrives at once: the rate is the overall one, not hundreds per second
+        status = p.status()
+    assert status.startswith("ingest: 13/13 pairs, ") and float(status.split(", ")[1].split()[0]) < 100, status
 
 
 def test_progress_on_a_terminal_is_a_live_bar():
