@@ -578,7 +578,10 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
         raise TrainError(f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
                          f"{cfg.model}" + (f" --width {cfg.width}" if cfg.width is not None else "")
                          + ": leave --model/--width out (the model's config decides) or make them match")
-    return replace(cfg, width=width)
+    from .artifacts import resolve_model_uri
+
+    # Workers run in their own directories: a relative --init becomes an absolute URI here.
+    return replace(cfg, width=width, init=resolve_model_uri(cfg.init, cfg.s3_endpoint))
 
 
 def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:

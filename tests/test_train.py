@@ -5,6 +5,8 @@ import io
 import json
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,9 @@ def test_relative_paths_work_although_workers_run_elsewhere(dataset, tmp_path, m
     assert not os.path.isabs(rel)
     summary = run_train(cfg(rel, "runs", "rel", epochs=1, num_workers=1), log=quiet)
     assert summary["epochs"] == 1 and (tmp_path / "runs/rel/model/model.safetensors").exists()
+    # --init given relative to the driver's directory, too
+    summary = run_train(replace(cfg(rel, "runs", "rel-init", epochs=1, num_workers=1), init="runs/rel/model"), log=quiet)
+    assert summary["epochs"] == 1 and (tmp_path / "runs/rel-init/model/model.safetensors").exists()
 
 
 def test_interrupted_run_resumes_with_optimizer_state(dataset, tmp_path, monkeypatch):
