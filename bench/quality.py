@@ -58,6 +58,19 @@ def method_fn(name: str):
     return lambda noisy, sigma: den(noisy)
 
 
+def score(fn, inputs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
+    """Mean PSNR/SSIM/MAE of ``fn(input)`` (uint8 in, uint8 out) against ``refs``, and its
+    seconds per image."""
+    from raydenoise.metrics import all_metrics
+
+    rows, t0 = [], time.perf_counter()
+    for x, ref in zip(inputs, refs):
+        out = fn(x)
+        rows.append(all_metrics(out.astype(np.float32) / 255, ref.astype(np.float32) / 255))
+    return {"images": len(rows), "s_per_image": (time.perf_counter() - t0) / len(inputs),
+            **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bsds", default=str(HERE.parent.parent / "shared" / "data" / "bsds500"))
@@ -86,7 +99,6 @@ def bsds_part(args) -> dict:
     import torch
 
     from raydenoise.images import decode_rgb8
-    from raydenoise.metrics import all_metrics
     from raydenoise.noise import apply_noise, parse_noise
 
     torch.set_num_threads(1)  # every method on one core, so seconds per image compare
@@ -99,13 +111,7 @@ def bsds_part(args) -> dict:
         noisy = [apply_noise(c, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
                  for i, c in enumerate(cleans)]
         for m in methods:
-            rows, t0 = [], time.perf_counter()
-            for c, n in zip(cleans, noisy):
-                out = fns[m](n, sigma)
-                rows.append(all_metrics(out.astype(np.float32) / 255, c.astype(np.float32) / 255))
-            seconds = (time.perf_counter() - t0) / len(cleans)
-            row = {"sigma": sigma, "method": m, "images": len(rows), "s_per_image": seconds,
-                   **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
+            row = {"sigma": sigma, "method": m, **score(lambda n: fns[m](n, sigma), noisy, cleans)}
             print(json.dumps(row), flush=True)
             results.append(row)
     print(f"\n| σ | method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|---|")
@@ -120,7 +126,6 @@ def lol_part(args) -> dict:
 
     from raydenoise.evaluate import gamma_curve
     from raydenoise.images import decode_rgb8
-    from raydenoise.metrics import all_metrics
 
     torch.set_num_threads(1)
     root = Path(args.lol)
@@ -132,14 +137,8 @@ def lol_part(args) -> dict:
     highs = [decode_rgb8((high_dir / f.name).read_bytes()) for f in files]
     results = []
     for m in args.lol_methods.split(","):
-        fn = (lambda low, sigma: gamma_curve(low)) if m == "gamma" else method_fn(m)
-        rows, t0 = [], time.perf_counter()
-        for low, high in zip(lows, highs):
-            out = fn(low, None)
-            rows.append(all_metrics(out.astype(np.float32) / 255, high.astype(np.float32) / 255))
-        seconds = (time.perf_counter() - t0) / len(lows)
-        row = {"method": m, "images": len(rows), "s_per_image": seconds,
-               **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
+        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))
+        row = {"method": m, **score(fn, lows, highs)}
         print(json.dumps(row), flush=True)
         results.append(row)
     print(f"\n| LOL eval15 method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|")
