@@ -233,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=_finite(positive=True), default=None,
                    help="CPUs reserved per worker; torch runs that many threads (default: in memory, all the "
                         "cluster's CPUs shared by the workers; streaming, 1, less when the data pipeline would get none)")
-    p.add_argument("--max-failures", type=_non_negative, default=0, help="restart a crashed worker group up to K times")
+    p.add_argument("--max-failures", type=_non_negative, default=0,
+                   help="restart the worker group up to K times after a worker or node dies (from the last checkpoint)")
+    p.add_argument("--placement", choices=("pack", "spread"), default="pack",
+                   help="pack: workers on as few nodes as fit (default, least network); spread: on different "
+                        "nodes where possible (a lost node takes fewer workers)")
     p.add_argument("--max-steps-per-epoch", type=_positive, default=None,
                    help="cap the optimizer steps of an epoch (quick trials)")
     p.add_argument("--time-limit", type=_finite(positive=True), default=None,
@@ -342,7 +346,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model, data=args.data, storage_path=args.storage_path, name=args.name, epochs=args.epochs,
         batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, loss=args.loss,
         schedule=args.schedule, width=args.width, num_workers=args.num_workers, use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, placement=args.placement,
         max_steps_per_epoch=args.max_steps_per_epoch, time_limit_s=args.time_limit, seed=args.seed,
         degrade=args.degrade, init=args.init, ema=args.ema, in_memory=args.in_memory,
         patches_per_image=args.patches_per_image, s3_endpoint=args.s3_endpoint,

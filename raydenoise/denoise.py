@@ -29,7 +29,7 @@ from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, 
                      object_column)
 from .console import Progress, console, plural, rate
 from .report import EXCLUDED, NOT_DONE
-from .session import StartRay, ensure_ray
+from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error, open_store,
                       partition_hidden, storage_wide)
 
@@ -43,7 +43,7 @@ REPORT_DIR = "_report"
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
-               "note", "fatal", "seconds")
+               "note", "fatal", "seconds", "node")
 _IMAGE_COLS = ("image", "alpha", "output")
 
 
@@ -104,7 +104,19 @@ class _Stores:
 
 def _new_state(key: str, skip: bool) -> dict[str, Any]:
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
-            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0}
+            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0,
+            "node": _this_node()}
+
+
+def _this_node() -> str:
+    """The Ray node id of this process ("" outside Ray): the report says where each image ran."""
+    import sys
+
+    ray = sys.modules.get("ray")  # a worker has Ray loaded; a plain process (tests, API) may not
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
+    except Exception:
+        return ""
 
 
 def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
@@ -220,7 +232,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     return its report row."""
     t0 = time.perf_counter()
     key = state["key"]
-    row = rpt.blank_row(key, note=state["note"] or None)
+    row = rpt.blank_row(key, note=state["note"] or None, node=state["node"] or None)
     if not (state["error"] or state["fatal"]):
         image, output = state["image"], state["output"]
         row["height"], row["width"] = state["height"], state["width"]
@@ -311,6 +323,10 @@ class ModelActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         states = _unpack(batch)
         denoise_states(self.denoiser, states)
+        node = _this_node()
+        for s in states:
+            if not (s["error"] or s["fatal"] or s["skip"]):
+                s["node"] = node  # where it was denoised (read and written by CPU tasks)
         return _pack(states)
 
 
@@ -381,7 +397,9 @@ PIPELINES = ("auto", "fused", "staged")
 
 
 def plan_workers(cfg: DenoiseConfig, cluster: dict[str, float]) -> tuple[bool, int, float]:
-    """(staged?, model actors, CPUs per actor).
+    """(staged?, model actors, CPUs per actor); 0 actors: the cluster has nothing to run them on
+    yet (a head that runs no work, as in cluster.yaml, before the autoscaler adds workers): the
+    pool then starts at one and grows with the nodes.
 
     GPU actors: by default as many as the GPUs allow, each reserving a token 0.5 CPU.
     Fused CPU actors: by default one per CPU, each reserving 1 CPU (Ray then gives its torch one
@@ -390,7 +408,11 @@ def plan_workers(cfg: DenoiseConfig, cluster: dict[str, float]) -> tuple[bool, i
     """
     staged = cfg.pipeline == "staged" or (cfg.pipeline == "auto" and cfg.num_gpus_per_worker > 0)
     if cfg.num_gpus_per_worker:
+        if not cfg.workers and cluster.get("GPU", 0) == 0 and cluster.get("CPU", 0) == 0:
+            return staged, 0, 0.5  # autoscaling from zero (a head that runs no work, no worker yet)
         return staged, cfg.workers or max(1, int(cluster.get("GPU", 0) // cfg.num_gpus_per_worker)), 0.5
+    if cluster.get("CPU", 0) == 0:  # autoscaling from zero: a pool that grows as nodes join, or --workers
+        return staged, cfg.workers or 0, 1.0
     cpus = cluster.get("CPU", 1.0)
     free = cpus - 1.0 if staged else cpus
     workers = cfg.workers or max(1, int(free))
@@ -469,9 +491,19 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
 
+    not_shared = check_shared_paths(
+        reads={"--input": inp.root, "--reference": ref.root if ref else None,
+               "--model": None if model_uri.startswith(BUILTIN) else model_uri},
+        writes={"--output": out.root})
+    if not_shared:
+        raise DenoiseError(not_shared)
     cluster = ray.cluster_resources()
     staged, workers, cpus = plan_workers(cfg, cluster)
-    if cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
+    autoscale = workers == 0  # nothing to run on yet: the pool grows as the autoscaler adds nodes
+    if autoscale:
+        log(f"denoise: the cluster has no {'GPUs' if cfg.num_gpus_per_worker else 'CPUs'} for work yet (its head "
+            "runs none): waiting for the autoscaler to add worker nodes; the model actors grow with them")
+    elif cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
         raise DenoiseError(f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
                            f"{cluster.get('GPU', 0):g}")
     existing: set[str] = set()
@@ -488,7 +520,8 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     log(f"denoise: {plural(len(keys), 'input')} in {inp.root}; {todo:,} to do"
         + (f", {len(keys) - todo:,} with an output already (verified, skipped if complete"
            f"{', scored again' if ref else ''})" if len(keys) > todo else "")
-        + f"; {plural(workers, 'model actor')} ({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, "
+        + f"; {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
+        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, "
         f"{'staged' if staged else 'fused'})")
     if excluded:
         log(f"denoise: {plural(len(excluded), 'file')} excluded (listed in the report): {excluded[0]['key']}: "
@@ -498,7 +531,7 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                     "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker}
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
-    pool = ray.data.ActorPoolStrategy(size=workers)
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=None) if autoscale else ray.data.ActorPoolStrategy(size=workers)
     if staged:
         ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
         ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
@@ -509,6 +542,7 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
                             fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs})
     rows, stopped, interrupted, first, t0 = _collect(ds, len(items), inp, log)
     seconds = time.time() - t0
+    rows = list({r["key"]: r for r in rows}.values())  # once per image, even if Ray re-ran a batch
     seen = {r["key"] for r in rows}
     rows += [rpt.blank_row(k, status=NOT_DONE, note=f"not processed: job stopped ({stopped})")
              for k in keys if k not in seen]

@@ -27,7 +27,7 @@ from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .report import to_json
 from .console import Progress, console, plural
-from .session import StartRay, ensure_ray
+from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
 # --baselines name -> the method's name in the table
@@ -218,6 +218,10 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
 
+    not_shared = check_shared_paths(reads={"--data": data_uri,
+                                           "--model": None if model_uri.startswith(BUILTIN) else model_uri}, writes={})
+    if not_shared:
+        raise EvaluateError(not_shared)
     first_s = None
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
     expected = manifest["counts"].get(cfg.split, 0)

@@ -36,7 +36,7 @@ from . import __version__
 from .images import ImageError, to_png_rgb8
 from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
 from .console import Progress, console, plural
-from .session import StartRay, ensure_ray
+from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
                       is_partial, open_store, partition_hidden, storage_wide)
 
@@ -158,8 +158,10 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
         if not storage_wide(exc):
             raise
         return {"shard": "", "split": spec["split"], "rows": 0, "pairs": len(spec["ids"]), "bytes": 0, "rejected": "[]",
-                "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}"}
+                "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}", "node": ""}
     size = out.fs.size(out.key_path(spec["shard"])) if rows else 0
+    import ray  # a Ray Data task: Ray is loaded
+
     return {
         "shard": spec["shard"] if rows else "",
         "split": spec["split"],
@@ -168,6 +170,7 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
         "bytes": int(size),
         "rejected": json.dumps(rejected),
         "fatal": "",
+        "node": ray.get_runtime_context().get_node_id(),
     }
 
 
@@ -316,6 +319,10 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
 
+    not_shared = check_shared_paths(reads={"--low": low.root if low else None, "--high": high.root},
+                                    writes={"--out": out.root})
+    if not_shared:
+        raise IngestError(not_shared)
     t0, first_shard_s = time.time(), None
     if specs:
         # A single map operator needs no per-operator reservation; with it Ray Data keeps part
@@ -335,7 +342,7 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
                     progress.update(int(row["pairs"]))
                     if row["shard"]:
                         shards.append({"path": row["shard"], "split": row["split"], "rows": int(row["rows"]),
-                                       "bytes": int(row["bytes"])})
+                                       "bytes": int(row["bytes"]), "node": row["node"]})
         except _StorageFailed as exc:
             _remove_run_shards(out, run)
             raise IngestError(f"storage failed, ingest stopped (the previous data set in {out.root}, if any, is "

@@ -1,7 +1,7 @@
 """Per-image denoising reports: summary statistics, CSV/Parquet tables and an HTML page. No Ray.
 
 A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error``, ``note``,
-``seconds`` and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
+``seconds``, ``node`` (the Ray node id of the machine that processed the image) and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
 ``input_psnr`` ... ``input_ssim`` of the input, all against the reference. Statuses:
 
 - ``ok``: denoised and written; ``skipped``: its output existed, was verified and kept;
@@ -27,11 +27,11 @@ from PIL import Image
 
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
-COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds",
+COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node",
            *METRICS, *(f"input_{m}" for m in METRICS)]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
-    ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()),
+    ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
     *[(m, pa.float64()) for m in METRICS], *[(f"input_{m}", pa.float64()) for m in METRICS],
 ])
 
@@ -113,6 +113,11 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 else None,
         "metrics": {},
     }
+    nodes: dict[str, int] = {}
+    for r in rows:
+        if r.get("node") and r["status"] in ("ok", "skipped", "error"):
+            nodes[r["node"]] = nodes.get(r["node"], 0) + 1
+    out["nodes"] = dict(sorted(nodes.items()))  # images handled per Ray node (ok, skipped or failed)
     for m in (*METRICS, *(f"input_{m}" for m in METRICS)):
         vals = np.array([r[m] for r in done if r.get(m) is not None], dtype=np.float64)
         finite = vals[np.isfinite(vals)]
@@ -175,6 +180,8 @@ def render_html(summary: dict[str, Any], examples: list[dict[str, Any]], title: 
     if summary.get("stopped"):
         head += f"<br><b>The job stopped before it was complete: {html.escape(summary['stopped'])}</b> (rerun to resume)"
     cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
+    nodes = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{c}</td></tr>"
+                    for n, c in (summary.get("nodes") or {}).items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
@@ -184,5 +191,6 @@ figure{{display:inline-block;margin:4px}}img{{max-width:256px;border:1px solid #
 <h2>Metrics (against the reference; input_* = the noisy input itself)</h2>
 <table><tr><th>metric</th><th>mean</th><th>median</th><th>min</th><th>max</th><th>images</th></tr>{stat_rows}</table>
 <h2>Best and worst images</h2>{''.join(cards) or '<p>No reference given: no ranking.</p>'}
+<h2>Ray nodes</h2><table><tr><th>node id</th><th>images</th></tr>{nodes}</table>
 <h2>Configuration</h2><table>{cfg}</table></body></html>
 """

@@ -13,6 +13,7 @@ import functools
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -27,6 +28,7 @@ class StorageError(Exception):
 # reader never sees a partial file under its final name (a full disk or a kill mid-write leaves
 # only the temporary). S3 PUTs are atomic by themselves.
 TMP_MARK = ".raydenoise-tmp-"
+LIST_PAGE = 1000  # keys per S3 list request (the most S3 returns)
 
 
 def is_hidden(key: str) -> bool:
@@ -74,26 +76,82 @@ class Store:
         """All files below the root, recursively, as sorted relative keys, hidden ones (names
         starting with '.') included: callers decide what to do with them and say so. Symbolic
         links are listed as files and not followed. The root not existing is an error, an
-        existing but empty root gives [].
+        existing but empty root gives []. Holds every key: see iter_keys for a stream.
         """
+        return sorted(self.iter_keys())
+
+    def iter_keys(self, page_size: int = LIST_PAGE) -> Iterator[str]:
+        """The keys of list_keys, streamed: on S3 one list page of ``page_size`` keys at a time,
+        in the server's order (AWS: sorted; SeaweedFS walks folders, so "a/b" may come before
+        "a b"); locally one folder at a time, in sorted key order. Memory stays bounded by a page,
+        or by the largest single folder. StorageError when the root is missing or a file, or the
+        listing fails (naming the root and why)."""
         try:
-            self.fs.invalidate_cache()
-            if not self.fs.exists(self.path):
-                raise StorageError(f"{self.root}: no such file or folder")
-            if self.fs.isfile(self.path):
-                raise StorageError(f"{self.root}: is a file, expected a folder or prefix")
-            found = self.fs.find(self.path, withdirs=False)
+            if self.is_s3:
+                yield from self._iter_s3(page_size)
+            else:
+                yield from self._iter_local()
         except StorageError:
             raise
         except Exception as exc:  # botocore/aiohttp errors come in many classes
             raise StorageError(f"{self.root}: cannot list ({_reason(exc)})") from exc
-        base = self.path.rstrip("/") + "/"
-        keys = []
-        for p in found:
-            if not p.startswith(base):
-                continue
-            keys.append(p[len(base):])
-        return sorted(keys)
+
+    def _check_root(self) -> None:
+        """Why an empty listing is an error: the root does not exist, or is a file."""
+        self.fs.invalidate_cache()
+        if not self.fs.exists(self.path):
+            raise StorageError(f"{self.root}: no such file or folder")
+        if self.fs.isfile(self.path):
+            raise StorageError(f"{self.root}: is a file, expected a folder or prefix")
+
+    def _iter_s3(self, page_size: int) -> Iterator[str]:
+        bucket, _, prefix = self.path.partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        token, any_key = None, False
+        while True:
+            kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self.fs.call_s3("list_objects_v2", **kwargs)
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(prefix):]
+                if key and not key.endswith("/"):  # a "folder" marker object is not a file
+                    any_key = True
+                    yield key
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                break
+        if not any_key:
+            self._check_root()
+
+    def _iter_local(self) -> Iterator[str]:
+        root = self.path
+        if not os.path.isdir(root):
+            self._check_root()
+            raise StorageError(f"{self.root}: not a folder")
+        # A depth-first walk with each folder's entries sorted, a sub-folder as "name/": all of its
+        # keys start with that, so the walk yields keys in global sorted order
+        # ("a.png" < "a/b.png" < "a0.png"). The stack holds one entry list per open folder.
+        stack = [("", iter(self._entries("")))]
+        while stack:
+            rel, entries = stack[-1]
+            for name in entries:
+                if name.endswith("/"):
+                    stack.append((rel + name, iter(self._entries(rel + name))))
+                    break
+                yield rel + name
+            else:
+                stack.pop()
+
+    def _entries(self, rel: str) -> list[str]:
+        """The sorted names in the folder ``rel`` ('' or ending in '/'), sub-folders with a '/'.
+        Symbolic links are names, never followed."""
+        try:
+            with os.scandir(os.path.join(self.path, rel)) as it:
+                return sorted(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name for e in it)
+        except OSError as exc:
+            raise StorageError(f"{self.uri(rel.rstrip('/')) if rel else self.root}: cannot list "
+                               f"({exc.strerror or exc})") from exc
 
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.key_path(key))

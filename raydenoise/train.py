@@ -40,7 +40,7 @@ from .images import object_column
 from .patches import augment_pair
 from .report import json_safe, to_json
 from .ingest import IngestError, iter_shard_rows, read_manifest
-from .session import StartRay, ensure_ray
+from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -74,6 +74,7 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float | None = None  # None: 1, less if the data pipeline would get no CPU
     max_failures: int = 0
+    placement: str = "pack"  # "pack": workers on as few nodes as fit; "spread": on different nodes where possible
     seed: int = 0
     max_steps_per_epoch: int | None = None
     time_limit_s: float | None = None  # stop (after a final eval + checkpoint) once exceeded
@@ -373,6 +374,9 @@ def train_fn_per_worker(config: dict) -> None:
         shutil.rmtree(restored, ignore_errors=True)
         if rank == 0:
             _emit(config, f"resuming {cfg.name} after epoch {start_epoch}", resumed=start_epoch)
+    # Where each worker runs (summary.json "workers"): one entry per worker and (re)start.
+    _emit(config, None, worker={"rank": rank, "world": world, "node": ray.get_runtime_context().get_node_id(),
+                                "ip": ray.util.get_node_ip_address(), "from_epoch": start_epoch})
     use_amp = cfg.amp and device.type == "cuda"
     loss_fn = _loss_fn(cfg.loss)
     ppi = config["patches_per_image"]
@@ -483,12 +487,13 @@ def train_fn_per_worker(config: dict) -> None:
             break
 
 
-def _emit(config: dict, line: str, **data: Any) -> None:
-    """A progress line from a worker to the driver (which shows it), through the run's event
-    queue; printed (to the worker's log) when there is none."""
+def _emit(config: dict, line: str | None, **data: Any) -> None:
+    """A progress line (None: data only) from a worker to the driver (which shows it), through
+    the run's event queue; printed (to the worker's log) when there is none."""
     events = config.get("events")
     if events is None:
-        print(f"[raydenoise] {line}", flush=True)
+        if line:
+            print(f"[raydenoise] {line}", flush=True)
     else:
         events.put.remote({"line": line, **data})
 
@@ -520,6 +525,7 @@ class _EventPump:
         self.queue, self.log, self.period = queue, log, period
         self.progress = Progress("train", cfg.epochs, unit="epoch")
         self.first_epoch_s: float | None = None
+        self.workers: list[dict] = []  # every worker start: rank, node, ip, and the epoch it started from
         self.t0 = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raydenoise-train-events", daemon=True)
@@ -537,7 +543,10 @@ class _EventPump:
         except Exception:  # the queue is gone (Ray shutting down): nothing more to show
             return
         for e in events:
-            self.log(f"train: {e['line']}")
+            if e.get("line"):
+                self.log(f"train: {e['line']}")
+            if "worker" in e:
+                self.workers.append(e["worker"])
             if "resumed" in e:
                 self.progress.update(e["resumed"] - self.progress.done)
             if "epoch" in e:
@@ -587,6 +596,8 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
 def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     from .noise import NoiseSpecError, parse_degrade
 
+    if cfg.placement not in ("pack", "spread"):
+        raise TrainError(f"--placement must be pack or spread, not {cfg.placement!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_workers < 1 or cfg.max_failures < 0:
         raise TrainError("--epochs, --batch-size and --num-workers must be at least 1, --max-failures at least 0")
     for name, value in (("--lr", cfg.lr), ("--time-limit", cfg.time_limit_s), ("--cpus-per-worker", cfg.cpus_per_worker)):
@@ -672,16 +683,33 @@ def _check_resume(cfg: TrainConfig, storage: Store) -> None:
         )
 
 
-def auto_cpus_per_worker(cfg: TrainConfig, cluster_cpus: float, streaming: bool) -> float:
-    """CPUs per worker when --cpus-per-worker is not given.
+def node_cpus() -> list[float]:
+    """The CPUs of each alive node that advertises any (where workers can be placed)."""
+    import ray
+
+    return [n["Resources"]["CPU"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+
+
+def auto_cpus_per_worker(cfg: TrainConfig, nodes: list[float], streaming: bool) -> float:
+    """CPUs per worker when --cpus-per-worker is not given (``nodes``: the CPUs of each node).
 
     In memory the data path is a thread of the worker, so the workers share all the cluster's
-    CPUs (whole numbers each where possible: torch runs one thread per reserved CPU). Streaming,
-    the Ray Data pipeline (read + decode) runs beside them and must keep at least one CPU, or
-    it would wait forever: 1 CPU per worker, less when that would leave none; GPU workers 1."""
+    CPUs: the largest whole number (a quarter below one) such that every worker fits on some
+    node (torch runs one thread per reserved CPU). Streaming, the Ray Data pipeline (read +
+    decode) runs beside them and must keep at least one CPU, or it would wait forever: 1 CPU
+    per worker, less when that would leave none; GPU workers 1. No nodes yet (autoscaling from
+    zero): 1."""
+    cluster_cpus = sum(nodes)
+    if not nodes:
+        return 1.0
     if not streaming:
         share = cluster_cpus / max(cfg.num_workers, 1)
-        return float(math.floor(share)) if share >= 1 else max(0.25, math.floor(share * 4) / 4)
+        if share < 1:
+            return max(0.25, math.floor(share * 4) / 4)
+        per = math.floor(share)
+        while per > 1 and sum(math.floor(n / per) for n in nodes) < cfg.num_workers:
+            per -= 1  # a worker cannot span nodes
+        return float(per)
     if cfg.use_gpu:
         return 1.0
     spare = (cluster_cpus - 1.0) / cfg.num_workers
@@ -736,11 +764,20 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    not_shared = check_shared_paths(reads={"--data": data.root,
+                                           "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init},
+                                    writes={"--storage-path": storage.root})
+    if not_shared:
+        raise TrainError(not_shared)
     plan = plan_data(cfg, manifest, data, log)
     streaming = plan["mode"] == "stream"
     if cfg.cpus_per_worker is None:
-        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, ray.cluster_resources().get("CPU", 0), streaming))
-    _check_resources(cfg, streaming)
+        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, node_cpus(), streaming))
+    if node_cpus() or ray.cluster_resources().get("GPU", 0):
+        _check_resources(cfg, streaming)
+    else:
+        log("train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
+            "to add worker nodes")
     # Workers run in their own directories: give them resolved URIs, never relative paths.
     cfg = replace(cfg, data=data.root, storage_path=storage.root)
     datasets = {}
@@ -764,8 +801,13 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
     )
     scaling = ray.train.ScalingConfig(
         num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker},
+        placement_strategy=cfg.placement.upper(),
     )
-    events = ray.remote(num_cpus=0)(EventQueue).remote()
+    # On the driver's node: the queue must outlive any worker node that dies.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    events = ray.remote(num_cpus=0)(EventQueue).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote()
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
@@ -795,10 +837,11 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
         raise TrainError(f"training failed: {last_error_line(result.error)}")
     phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
               "first_epoch_s": round(pump.t0 - t_start + pump.first_epoch_s, 3) if pump.first_epoch_s else None}
-    return _finalize(cfg, storage, result, log, phases)
+    return _finalize(cfg, storage, result, log, phases, pump.workers)
 
 
-def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None = None) -> dict:
+def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None = None,
+              workers: list[dict] | None = None) -> dict:
     """Copy the best checkpoint to RUN/model/ and write metrics.csv + curves.png from history."""
     import json
 
@@ -821,7 +864,7 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
     storage.write_bytes(f"{cfg.name}/summary.json", to_json({"best_epoch": best_config["epoch"],
                                                               "best_metrics": best_config["metrics"],
                                                               "epochs": len(history), "phases": phases,
-                                                              "config": asdict(cfg)}))
+                                                              "workers": workers or [], "config": asdict(cfg)}))
     storage.write_bytes(f"{cfg.name}/curves.png", curves_png(history, f"{cfg.name} ({cfg.model})"))
     summary = {
         "run": storage.uri(cfg.name),
@@ -830,6 +873,7 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
         "best_epoch": best_config["epoch"],
         "best_metrics": best_config["metrics"],
         "phases": phases,
+        "workers": workers or [],
     }
     m = best_config["metrics"]
     log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "

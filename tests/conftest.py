@@ -79,9 +79,11 @@ def write(path: Path, data: bytes) -> Path:
 # ----------------------------------------------------------------------------- Ray
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster():
-    """One local 2-CPU Ray cluster per test module; yields its GCS address for CLI subprocesses."""
+    """One local 2-CPU Ray cluster for the whole session (starting one per module cost about a
+    minute of the suite); yields its GCS address for CLI subprocesses. The multi-node tests start
+    clusters of their own beside it."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)

@@ -2,6 +2,7 @@
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -158,6 +159,24 @@ def test_plan_workers():
     assert plan(pipeline="staged", workers=2) == (True, 2, 0.5)
     assert plan(num_gpus_per_worker=1) == (True, 4, 0.5)
     assert plan(num_gpus_per_worker=0.5, pipeline="fused") == (False, 8, 0.5)
+    # A head that runs no work and no worker node yet (autoscaling from zero): 0 = a pool that grows
+    cfg = DenoiseConfig(input="i", output="o", model="m")
+    assert plan_workers(cfg, {}) == (False, 0, 1.0)
+    assert plan_workers(replace(cfg, workers=3), {}) == (False, 3, 1.0)  # asked for: the autoscaler adds nodes
+    assert plan_workers(replace(cfg, num_gpus_per_worker=1), {})[1] == 0
+    assert plan_workers(replace(cfg, num_gpus_per_worker=1), {"CPU": 4.0})[1] == 1  # no GPU on a CPU machine: an error later
+
+
+def test_report_counts_images_per_node():
+    from raydenoise import report as rpt
+
+    rows = [rpt.blank_row("a", status="ok", node="n1"), rpt.blank_row("b", status="error", node="n2"),
+            rpt.blank_row("c", status="ok", node="n1"), rpt.blank_row("d", status="not-done"),
+            rpt.blank_row("e", status="excluded")]
+    summary = rpt.summarize(rows, 1.0)
+    assert summary["nodes"] == {"n1": 2, "n2": 1}
+    assert rpt.table(rows).column("node").to_pylist() == ["n1", "n2", "n1", None, None]
+    assert "<code>n1</code></td><td>2<" in rpt.render_html(summary, [], "t", {})
 
 
 def test_bad_arguments_fail_fast(cluster, model_dir, tmp_path):

@@ -15,6 +15,7 @@ from raydenoise.artifacts import save_model_dir
 from raydenoise.models import build_model
 
 from conftest import _free_ports, png_bytes, rgb, write
+from raynodes import kill_group
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ ENV = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKE
 def head(tmp_path_factory):
     """A 2-CPU head node with the job server (dashboard) on free loopback ports.
 
-    Started with ``--block`` in a process group of its own and stopped by signalling that group:
+    Started with ``--block`` in a session of its own and stopped by killing that session:
     ``ray stop`` would kill every Ray process on the machine, a user's own clusters included."""
     port, dash, agent, agent_grpc, metrics, renv = _free_ports(6)
     temp = tmp_path_factory.mktemp("ray")
@@ -42,7 +43,7 @@ def head(tmp_path_factory):
         _wait_for_job_server(f"http://127.0.0.1:{dash}", proc, temp / "ray-start.log")
         yield f"http://127.0.0.1:{dash}"
     finally:
-        _stop_group(proc)
+        kill_group(proc)
         log.close()
 
 
@@ -63,21 +64,6 @@ def _wait_for_job_server(url: str, proc: subprocess.Popen, log: Path, timeout: f
             pass
         time.sleep(0.5)
     raise AssertionError(f"the job server did not answer within {timeout} s: {log.read_text()[-2000:]}")
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def submit(address: str, *entrypoint: str) -> subprocess.CompletedProcess:
