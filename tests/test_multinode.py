@@ -144,6 +144,10 @@ def test_local_paths_work_when_every_node_sees_them_and_are_refused_before_work_
         (["train", "--data", s3_dataset[0], "--model", "seed-ae", "--storage-path", str(local / "runs"),
           "--name", "x", "--s3-endpoint", s3_server.endpoint], "--storage-path", local / "runs/x/summary.json"),
     ]
+    # (a copy of the S3 data set in driver-only/, to evaluate: its shards are read by the actors)
+    s3_server.fs().get(s3_dataset[0][5:] + "/", str(local / "ds"), recursive=True)
+    cases.append((["evaluate", "--data", str(local / "ds"), "--model", "builtin:denoise", "--split", "val", "--out",
+                   str(tmp_path / "eval"), "--address", cluster.address], "--data", tmp_path / "eval/table.json"))
     for args, flag, not_written in cases:
         r = cli(cluster, *args)
         out = r.stdout + r.stderr
