@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS / 1e6:.1f}, Pillow's guard against "
                         "decompression bombs); raise it for large images you trust, 0 = no limit")
     _add_hidden(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="list and plan only (no Ray, nothing written): how many inputs would be done, found done, or "
+                        "excluded and why, and a rough time estimate from a few inputs denoised here")
     p.add_argument("--pipeline", choices=("auto", "fused", "staged"), default="auto",
                    help="fused: each actor reads, denoises and writes (CPU default); staged: separate read, "
                         "model and write stages (GPU default)")
@@ -360,9 +363,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                         report=args.report, batch_size=args.batch_size, workers=args.workers,
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
                         pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
-                        max_megapixels=args.max_megapixels)
+                        max_megapixels=args.max_megapixels, dry_run=args.dry_run)
     summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
-    if summary["failures"]:
+    if summary.get("failures"):
         console().error(f"raydenoise denoise: {summary['failures']:,} of {summary['count']:,} images failed; "
                         f"see {summary['report']}/report.csv")
         return 1

@@ -18,6 +18,7 @@ the input's size) and skipped unless ``overwrite``; one that does not verify is 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -67,6 +68,7 @@ class DenoiseConfig:
     s3_endpoint: str | None = None
     include_hidden: bool = False  # process files and folders whose names start with '.'
     max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6  # larger inputs are refused; 0 = no limit
+    dry_run: bool = False  # list and plan only: counts and a time estimate, nothing written
 
 
 def check_config(cfg: DenoiseConfig) -> None:
@@ -475,6 +477,9 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
         ref = open_store(cfg.reference, endpoint) if cfg.reference else None
         check_locations(inp, out, ref, rep)
+        if cfg.dry_run:
+            model_uri = resolve_model_uri(cfg.model, endpoint)
+            return dry_run(cfg, inp, out, model_uri, endpoint, max_pixels, log, t_start)
         listed = inp.list_keys()
         out.check_writable()
         rep.check_writable()
@@ -631,3 +636,106 @@ def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None,
         examples.append({"label": f"{label} {counters[label]}", "row": r, **thumbs})
     page = rpt.render_html(summary, examples, f"raydenoise report: {inp.root}", config)
     rep.write_bytes("report.html", page.encode())
+
+
+# ----------------------------------------------------------------------------- --dry-run
+
+SAMPLE = 3  # inputs denoised on the driver to estimate the time
+
+
+def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint: str | None,
+            max_pixels: int | None, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
+    """List and plan only, without Ray and without writing anything: how many inputs would be
+    done, found done already (their outputs are verified and kept), or left out (by reason), and
+    an estimate of the model time from a few inputs denoised here. The listings are merged as
+    two sorted streams (raydenoise.plan): memory does not grow with the number of objects."""
+    from collections import Counter
+
+    from . import plan
+
+    outputs = None if cfg.overwrite or not _exists(out) else out.iter_entries()
+    counts: Counter = Counter()
+    excluded: Counter = Counter()
+    examples: dict[str, str] = {}
+    todo_bytes, sample = 0, []
+    try:
+        for item in plan.with_outputs(plan.select(inp.iter_entries(), cfg.include_hidden), outputs):
+            counts["inputs"] += 1
+            if item.excluded:
+                excluded[item.excluded] += 1
+                examples.setdefault(item.excluded, item.key)
+            elif item.existing is not None:
+                counts["existing"] += 1
+            else:
+                counts["to_do"] += 1
+                todo_bytes += item.size
+                if len(sample) < SAMPLE:
+                    sample.append(item.key)
+    except StorageError as exc:
+        raise DenoiseError(str(exc)) from None
+    plan_s = time.time() - t_start
+    estimate = _estimate(sample, inp, model_uri, endpoint, max_pixels, cfg.tile, todo_bytes)
+    summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "existing": counts["existing"],
+               "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
+               "plan_s": round(plan_s, 3), "estimate": estimate}
+    log(f"denoise --dry-run: {plural(counts['inputs'], 'input')} in {inp.root}: {counts['to_do']:,} to do, "
+        f"{counts['existing']:,} with an output in {out.root} already (verified, skipped if complete), "
+        f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"
+                                                                 for why, n in excluded.items()) + ")" if excluded else ""))
+    if estimate.get("cpu_seconds") is not None:
+        log(f"denoise --dry-run: estimate: {_hours(estimate['cpu_seconds'])} of model time on one CPU "
+            f"({estimate['sampled']} sampled, {estimate['seconds_per_megapixel']:.2f} s/megapixel, "
+            f"{estimate['megapixels_per_mb']:.2f} megapixels per MB of input; rough): about "
+            f"{_hours(estimate['cpu_seconds'] / max(1, os.cpu_count() or 1))} on this machine's {os.cpu_count()} CPUs, "
+            "divided by the CPUs of the cluster that runs it")
+    elif estimate.get("note"):
+        log(f"denoise --dry-run: no estimate: {estimate['note']}")
+    log(f"denoise --dry-run: listed and planned in {plan_s:.1f} s; nothing was written")
+    return summary
+
+
+def _exists(store: Store) -> bool:
+    try:
+        return bool(store.fs.exists(store.path))
+    except Exception as exc:
+        raise DenoiseError(f"{store.root}: cannot list ({object_error(exc)})") from None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min" if seconds >= 60 else \
+        f"{seconds:.1f} s"
+
+
+def _estimate(sample: list[str], inp: Store, model_uri: str, endpoint: str | None, max_pixels: int | None,
+              tile: int | None, todo_bytes: int) -> dict[str, Any]:
+    """Seconds of model time on one CPU for the work, from the sample: seconds per megapixel x
+    megapixels (estimated from the inputs' bytes, at the sample's megapixels per byte)."""
+    if not sample:
+        return {"note": "nothing to do"}
+    import torch
+
+    from .artifacts import load_model_uri
+    from .inference import Denoiser
+
+    model, config = load_model_uri(model_uri, endpoint)
+    torch.set_num_threads(1)
+    denoiser = Denoiser(model, config["model"], device="cpu", tile=tile, width=config.get("width"))
+    seconds = pixels = size = 0
+    used = 0
+    for key in sample:
+        try:
+            data = inp.read_bytes(key)
+            image = decode_for_denoise(data, max_pixels).rgb
+        except Exception:
+            continue  # an input that will fail is no measure
+        t0 = time.perf_counter()
+        denoiser(image)
+        seconds += time.perf_counter() - t0
+        pixels += image.shape[0] * image.shape[1]
+        size += len(data)
+        used += 1
+    if not used or not pixels:
+        return {"note": "none of the sampled inputs could be decoded"}
+    s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)
+    return {"sampled": used, "seconds_per_megapixel": s_per_mp, "megapixels_per_mb": mp_per_mb,
+            "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6}

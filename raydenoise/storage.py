@@ -13,7 +13,7 @@ import functools
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -29,6 +29,7 @@ class StorageError(Exception):
 # only the temporary). S3 PUTs are atomic by themselves.
 TMP_MARK = ".raydenoise-tmp-"
 LIST_PAGE = 1000  # keys per S3 list request (the most S3 returns)
+LISTING_ENV = "RAYDENOISE_S3_LISTING"  # "flat" (the server lists in key order, as AWS does) or "walk"
 
 
 def is_hidden(key: str) -> bool:
@@ -39,6 +40,34 @@ def is_hidden(key: str) -> bool:
 def is_partial(key: str) -> bool:
     """True for a temporary file left by an interrupted raydenoise write."""
     return TMP_MARK in key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed file: its key (relative to the root), size in bytes and a tag that changes when
+    the file is rewritten (S3: the ETag; local: the modification time in nanoseconds)."""
+
+    key: str
+    size: int
+    tag: str
+
+
+def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]]) -> Iterator[Entry]:
+    """Every file below a root in sorted key order, given ``folder(rel)``: the sorted entries of
+    one folder ('' or ending in '/'), sub-folders as ("name/", None). A sub-folder sorts as
+    "name/", and every key in it starts with that, so a depth-first walk in that order yields
+    keys in global order ("a.png" < "a/b.png" < "a0.png"). No recursion: one entry list per
+    open folder."""
+    stack = [("", iter(folder("")))]
+    while stack:
+        rel, entries = stack[-1]
+        for name, entry in entries:
+            if entry is None:
+                stack.append((rel + name, iter(folder(rel + name))))
+                break
+            yield entry
+        else:
+            stack.pop()
 
 
 @dataclass(frozen=True)
@@ -81,16 +110,27 @@ class Store:
         return sorted(self.iter_keys())
 
     def iter_keys(self, page_size: int = LIST_PAGE) -> Iterator[str]:
-        """The keys of list_keys, streamed: on S3 one list page of ``page_size`` keys at a time,
-        in the server's order (AWS: sorted; SeaweedFS walks folders, so "a/b" may come before
-        "a b"); locally one folder at a time, in sorted key order. Memory stays bounded by a page,
-        or by the largest single folder. StorageError when the root is missing or a file, or the
-        listing fails (naming the root and why)."""
+        """The keys of iter_entries, in sorted order, streamed."""
+        return (e.key for e in self.iter_entries(page_size))
+
+    def iter_entries(self, page_size: int = LIST_PAGE) -> Iterator[Entry]:
+        """Every file below the root as an Entry (key, size, tag), in sorted key order, streamed:
+        two listings can be merged side by side without holding either.
+
+        AWS S3 lists one page of ``page_size`` keys at a time, in key order. Other S3 servers
+        need not (SeaweedFS walks folders, so "a/b" comes before "a b"): they are listed folder by
+        folder (a page at a time), each folder sorted here (see s3_lists_sorted). Locally the walk
+        is folder by folder, each folder sorted. Memory stays bounded by a page or, walking
+        folders, by the largest single folder. StorageError when the root is missing
+        or a file, or the listing fails (naming the root and why)."""
         try:
             if self.is_s3:
                 yield from self._iter_s3(page_size)
             else:
-                yield from self._iter_local()
+                if not os.path.isdir(self.path):
+                    self._check_root()
+                    raise StorageError(f"{self.root}: not a folder")
+                yield from _walk(self._local_folder)
         except StorageError:
             raise
         except Exception as exc:  # botocore/aiohttp errors come in many classes
@@ -104,51 +144,86 @@ class Store:
         if self.fs.isfile(self.path):
             raise StorageError(f"{self.root}: is a file, expected a folder or prefix")
 
-    def _iter_s3(self, page_size: int) -> Iterator[str]:
+    def _s3_prefix(self) -> tuple[str, str]:
         bucket, _, prefix = self.path.partition("/")
-        prefix = prefix.rstrip("/") + "/" if prefix else ""
-        token, any_key = None, False
+        return bucket, prefix.rstrip("/") + "/" if prefix else ""
+
+    def _s3_pages(self, prefix: str, page_size: int, delimiter: bool) -> Iterator[dict]:
+        bucket, _ = self._s3_prefix()
+        token = None
         while True:
             kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if delimiter:
+                kwargs["Delimiter"] = "/"
             if token:
                 kwargs["ContinuationToken"] = token
             page = self.fs.call_s3("list_objects_v2", **kwargs)
-            for obj in page.get("Contents", []):
-                key = obj["Key"][len(prefix):]
-                if key and not key.endswith("/"):  # a "folder" marker object is not a file
-                    any_key = True
-                    yield key
+            yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
-                break
-        if not any_key:
+                return
+
+    def s3_lists_sorted(self) -> bool:
+        """Whether the flat listing of this S3 server is in key order: AWS S3 (no endpoint or an
+        amazonaws.com one) is; other servers are walked folder by folder (SeaweedFS is not:
+        it lists "a/b" before "a b"). ``RAYDENOISE_S3_LISTING=flat`` or ``walk`` decides."""
+        mode = os.environ.get(LISTING_ENV, "").strip().lower()
+        if mode in ("flat", "walk"):
+            return mode == "flat"
+        endpoint = getattr(self.fs, "endpoint_url", None) or ""
+        return not endpoint or "amazonaws.com" in endpoint
+
+    def _iter_s3(self, page_size: int) -> Iterator[Entry]:
+        if not self.s3_lists_sorted():
+            found = False
+            for e in _walk(lambda rel: self._s3_folder(rel, page_size)):
+                found = True
+                yield e
+            if not found:
+                self._check_root()
+            return
+        _, prefix = self._s3_prefix()
+        last = None
+        for page in self._s3_pages(prefix, page_size, delimiter=False):
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(prefix):]
+                if not key or key.endswith("/"):  # a "folder" marker object is not a file
+                    continue
+                if last is not None and key <= last:
+                    raise StorageError(f"{self.root}: the server listed {key!r} after {last!r}, not in key order; "
+                                       f"set {LISTING_ENV}=walk to list it folder by folder")
+                last = key
+                yield Entry(key, int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
+        if last is None:
             self._check_root()
 
-    def _iter_local(self) -> Iterator[str]:
-        root = self.path
-        if not os.path.isdir(root):
-            self._check_root()
-            raise StorageError(f"{self.root}: not a folder")
-        # A depth-first walk with each folder's entries sorted, a sub-folder as "name/": all of its
-        # keys start with that, so the walk yields keys in global sorted order
-        # ("a.png" < "a/b.png" < "a0.png"). The stack holds one entry list per open folder.
-        stack = [("", iter(self._entries("")))]
-        while stack:
-            rel, entries = stack[-1]
-            for name in entries:
-                if name.endswith("/"):
-                    stack.append((rel + name, iter(self._entries(rel + name))))
-                    break
-                yield rel + name
-            else:
-                stack.pop()
+    def _s3_folder(self, rel: str, page_size: int) -> list[tuple[str, Entry | None]]:
+        _, prefix = self._s3_prefix()
+        names: list[tuple[str, Entry | None]] = []
+        for page in self._s3_pages(prefix + rel, page_size, delimiter=True):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix + rel):]
+                if name and "/" not in name:
+                    names.append((name, Entry(rel + name, int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))))
+            for sub in page.get("CommonPrefixes", []):
+                name = sub["Prefix"][len(prefix + rel):]
+                if name.strip("/"):
+                    names.append((name, None))
+        return sorted(names, key=lambda n: n[0])
 
-    def _entries(self, rel: str) -> list[str]:
-        """The sorted names in the folder ``rel`` ('' or ending in '/'), sub-folders with a '/'.
-        Symbolic links are names, never followed."""
+    def _local_folder(self, rel: str) -> list[tuple[str, Entry | None]]:
+        """The entries of the folder ``rel`` ('' or ending in '/'), sub-folders as ("name/", None).
+        Symbolic links are files, never followed; the tag is the modification time (ns)."""
         try:
+            names: list[tuple[str, Entry | None]] = []
             with os.scandir(os.path.join(self.path, rel)) as it:
-                return sorted(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name for e in it)
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        names.append((e.name + "/", None))
+                    else:
+                        st = e.stat(follow_symlinks=False)
+                        names.append((e.name, Entry(rel + e.name, st.st_size, str(st.st_mtime_ns))))
+            return sorted(names, key=lambda n: n[0])
         except OSError as exc:
             raise StorageError(f"{self.uri(rel.rstrip('/')) if rel else self.root}: cannot list "
                                f"({exc.strerror or exc})") from exc

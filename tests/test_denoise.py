@@ -223,3 +223,34 @@ def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path)
             run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), baselines=("bm3d",)), log=quiet)
     finally:
         del sys.modules["bm3d"]
+
+
+def test_dry_run_writes_nothing_and_its_counts_match_the_real_run(cluster, model_dir, s3_server, tmp_path):
+    for i in range(8):
+        write(tmp_path / f"in/s{i % 2}/{i}.png", png_bytes(noisy(rgb(24, 32, seed=i), i)))
+    write(tmp_path / "in/bad.png", b"not an image")
+    write(tmp_path / "in/.hidden.png", png_bytes(rgb(8, 8)))
+    for i in range(0, 8, 2):  # complete outputs for s0/ already (copies of the inputs: the right size)
+        write(tmp_path / f"out/s0/{i}.png", (tmp_path / f"in/s0/{i}.png").read_bytes())
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    logs = []
+    cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), dry_run=True)
+    plan = run_denoise(cfg, log=logs.append)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    assert (plan["inputs"], plan["to_do"], plan["existing"], sum(plan["excluded"].values())) == (10, 5, 4, 1)
+    assert plan["estimate"]["cpu_seconds"] > 0 and any("nothing was written" in line for line in logs)
+    real = run_denoise(replace(cfg, dry_run=False), log=quiet)
+    assert (real["ok"] + real["failures"], real["skipped"], real["excluded"]) == (plan["to_do"], plan["existing"],
+                                                                                   sum(plan["excluded"].values()))
+    # the same on S3 (its listing, merged with the output's), and through the CLI
+    base = s3_server.prefix()
+    fs = s3_server.fs()
+    for p in (tmp_path / "in").rglob("*"):
+        if p.is_file():
+            fs.pipe(f"{base[5:]}/in/{p.relative_to(tmp_path / 'in')}", p.read_bytes())
+    fs.pipe(f"{base[5:]}/out/s1/1.png", (tmp_path / "out/s1/1.png").read_bytes())
+    r = run_cli("denoise", "--input", f"{base}/in", "--output", f"{base}/out", "--model", str(model_dir),
+                "--s3-endpoint", s3_server.endpoint, "--dry-run")
+    assert r.returncode == 0 and "10 inputs" in r.stdout and "8 to do, 1 with an output" in r.stdout, r.stdout + r.stderr
+    assert "1 excluded (1 hidden" in r.stdout and "Ray" not in r.stdout
+    assert sorted(fs.find(f"{base[5:]}/out")) == [f"{base[5:]}/out/s1/1.png"]

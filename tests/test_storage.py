@@ -1,10 +1,10 @@
-"""Streaming listings: local folders (in sorted key order) and S3 prefixes, page by page."""
+"""Streaming listings in sorted key order: local folders, and S3 prefixes page by page."""
 
 import os
 
 import pytest
 
-from raydenoise.storage import LIST_PAGE, StorageError, open_store
+from raydenoise.storage import LIST_PAGE, LISTING_ENV, StorageError, open_store
 
 NAMES = ["a.png", "a/b.png", "a0.png", "a/c/d.png", "a-b/x", "b", ".h/x", "z/.y", "é.png", "a/c.png", "A", "a b/x"]
 
@@ -17,6 +17,8 @@ def test_a_local_walk_yields_every_file_in_sorted_key_order(tmp_path):
     os.symlink(tmp_path / "a", tmp_path / "link")  # a link to a folder is a name, never followed
     keys = list(open_store(str(tmp_path)).iter_keys())
     assert keys == sorted(NAMES + ["link"])
+    entry = next(e for e in open_store(str(tmp_path)).iter_entries() if e.key == "a/b.png")
+    assert entry.size == 1 and entry.tag == str((tmp_path / "a/b.png").stat().st_mtime_ns)
     assert open_store(str(tmp_path / "empty")).list_keys() == []
     with pytest.raises(StorageError, match="no such file or folder"):
         list(open_store(str(tmp_path / "missing")).iter_keys())
@@ -35,18 +37,30 @@ def test_a_deep_and_wide_tree_streams_without_recursion(tmp_path):
     assert len(keys) == 1501 and keys == sorted(keys) and keys[0] == "/".join(["d"] * 200) + "/f"
 
 
-def test_s3_listing_pages_through_more_keys_than_one_page(s3_server):
+def test_s3_listing_pages_through_more_keys_than_one_page(s3_server, monkeypatch):
     base = s3_server.prefix()
     fs = s3_server.fs()
-    keys = [f"p{i // 100:02d}/{i:05d}.png" for i in range(LIST_PAGE + 37)] + NAMES
+    keys = [f"big/{i:05d}.png" for i in range(LIST_PAGE + 37)] + NAMES
     fs.pipe({f"{base[5:]}/{k}": b"x" for k in keys})
     fs.pipe(f"{base[5:]}-sibling/not-mine.png", b"x")  # a prefix that shares the name's start
     store = open_store(base, s3_server.endpoint)
-    # in the server's order (SeaweedFS walks folders; AWS sorts), each key once
-    streamed = list(store.iter_keys())  # the default page: two list requests
-    assert len(streamed) == len(keys) and sorted(streamed) == sorted(keys)
-    assert list(store.iter_keys(page_size=7)) == streamed  # many pages, the same stream
+    # SeaweedFS lists folder by folder ("a/b.png" before "a b/x"), not in S3's key order, so a
+    # server that is not AWS is walked folder by folder, each folder sorted here.
+    raw = [o["Key"] for page in store._s3_pages(store._s3_prefix()[1], 1000, delimiter=False)
+           for o in page.get("Contents", [])]
+    assert raw != sorted(raw) and not store.s3_lists_sorted()
+    assert list(store.iter_keys()) == sorted(keys)  # big/ takes two list requests
+    assert list(store.iter_keys(page_size=7)) == sorted(keys)  # many pages per folder
     assert store.list_keys() == sorted(keys)
+    # The flat listing (AWS's, in key order; forced here): fine where this server's order is
+    # the key order, and an error naming the keys, never a lost key, where it is not.
+    monkeypatch.setenv(LISTING_ENV, "flat")
+    plain = open_store(f"{base}/big", s3_server.endpoint)
+    entries = list(plain.iter_entries())
+    assert [e.key for e in entries] == [f"{i:05d}.png" for i in range(LIST_PAGE + 37)]
+    assert all(e.size == 1 and e.tag for e in entries)  # size and ETag, to trust an output later
+    with pytest.raises(StorageError, match="not in key order; set RAYDENOISE_S3_LISTING=walk"):
+        list(store.iter_keys())
     with pytest.raises(StorageError, match="no such file or folder"):
         list(open_store(f"{base}/missing", s3_server.endpoint).iter_keys())
     with pytest.raises(StorageError, match="is a file"):

@@ -1,0 +1,106 @@
+"""Planning a job over a bucket without holding its listing: merges of sorted streams. No Ray.
+
+``denoise`` decides, for every input, whether it is work, already done (its output exists) or
+left out by rule, by walking the input listing and the output listing side by side: both come
+in sorted key order (Store.iter_entries), so the merge holds one entry of each, never a set of
+keys. What it yields is consumed a chunk at a time (see ``chunks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .storage import Entry, is_hidden, is_partial
+
+REPORT_DIR = "_report"
+REPORT_MARKERS = ("report.parquet", "summary.json")  # both present: a raydenoise report folder
+HIDDEN = "hidden (a name starting with '.'); pass --include-hidden to use it"
+PARTIAL = "temporary file of an interrupted raydenoise write"
+REPORT = "part of a raydenoise report from an earlier denoise run"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``excluded`` is the reason it is left out ("" for work); ``existing`` is its
+    output's entry when one is listed (the job verifies or trusts it instead of redoing it)."""
+
+    key: str
+    excluded: str = ""
+    existing: Entry | None = None
+    size: int = 0  # the input's bytes
+
+
+def _report_folder(key: str) -> str | None:
+    """The report folder ("A/_report/") a key lies in, or None."""
+    parts = key.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part == REPORT_DIR:
+            return "/".join(parts[: i + 1]) + "/"
+    return None
+
+
+def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
+    """Inputs in listing order, each with the reason it is left out, if any: temporary files of
+    interrupted writes always; hidden ones unless ``include_hidden``; the files of an earlier
+    run's report folder (``_report/`` holding report.parquet and summary.json), which sort
+    together: one folder's keys are held until the folder ends, to see whether it is one."""
+    held: list[Entry] = []
+    folder = None
+
+    def release() -> Iterator[Item]:
+        names = {e.key[len(folder):] for e in held}
+        is_report = all(m in names for m in REPORT_MARKERS)
+        for e in held:
+            yield _item(e, include_hidden, REPORT if is_report else "")
+        held.clear()
+
+    for e in entries:
+        if folder is not None and not e.key.startswith(folder):
+            yield from release()
+            folder = None
+        f = _report_folder(e.key)
+        if f is not None and (folder is None or f == folder):
+            folder = f
+            held.append(e)
+            continue
+        yield _item(e, include_hidden, "")
+    if folder is not None:
+        yield from release()
+
+
+def _item(e: Entry, include_hidden: bool, reason: str) -> Item:
+    if is_partial(e.key):
+        return Item(e.key, PARTIAL, size=e.size)
+    if is_hidden(e.key) and not include_hidden:
+        return Item(e.key, HIDDEN, size=e.size)
+    return Item(e.key, reason, size=e.size)
+
+
+def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iterator[Item]:
+    """Items with the entry of each one's existing output, merging two sorted streams (the
+    inputs and the output listing); ``outputs`` None: none exist (or --overwrite)."""
+    if outputs is None:
+        yield from items
+        return
+    it = iter(outputs)
+    out = next(it, None)
+    for item in items:
+        while out is not None and out.key < item.key:
+            out = next(it, None)
+        if out is not None and out.key == item.key and not item.excluded:
+            yield Item(item.key, "", out, item.size)
+        else:
+            yield item
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` items, in order."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
