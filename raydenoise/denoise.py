@@ -718,24 +718,32 @@ def _estimate(sample: list[str], inp: Store, model_uri: str, endpoint: str | Non
     from .inference import Denoiser
 
     model, config = load_model_uri(model_uri, endpoint)
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per CPU, as one actor runs it; restored below
     denoiser = Denoiser(model, config["model"], device="cpu", tile=tile, width=config.get("width"))
-    seconds = pixels = size = 0
-    used = 0
-    for key in sample:
-        try:
-            data = inp.read_bytes(key)
-            image = decode_for_denoise(data, max_pixels).rgb
-        except Exception:
-            continue  # an input that will fail is no measure
-        t0 = time.perf_counter()
-        denoiser(image)
-        seconds += time.perf_counter() - t0
-        pixels += image.shape[0] * image.shape[1]
-        size += len(data)
-        used += 1
+    seconds = pixels = size = used = 0
+    try:
+        for key in sample:
+            seconds, pixels, size, used = _time_one(key, inp, denoiser, max_pixels, (seconds, pixels, size, used))
+    finally:
+        torch.set_num_threads(threads)
     if not used or not pixels:
         return {"note": "none of the sampled inputs could be decoded"}
     s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)
     return {"sampled": used, "seconds_per_megapixel": s_per_mp, "megapixels_per_mb": mp_per_mb,
             "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6}
+
+
+def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, acc: tuple) -> tuple:
+    """``acc`` (seconds, pixels, bytes, images) plus one sampled input; an input that cannot be
+    read or decoded (it would fail in the job) is no measure and leaves ``acc`` as it was."""
+    seconds, pixels, size, used = acc
+    try:
+        data = inp.read_bytes(key)
+        image = decode_for_denoise(data, max_pixels).rgb
+    except Exception:
+        return acc
+    t0 = time.perf_counter()
+    denoiser(image)
+    return (seconds + time.perf_counter() - t0, pixels + image.shape[0] * image.shape[1], size + len(data),
+            used + 1)

@@ -411,7 +411,7 @@ def test_9_s3_server_stopping_mid_run_stops_the_job_and_a_rerun_resumes(cluster,
     again on the same data for the rerun."""
     proc, server, ports = start_weed(tmp_path / "weed")
     try:
-        inputs = noisy_images(tmp_path / "in", 40, 96, 128)
+        inputs = noisy_images(tmp_path / "in", 24, 96, 128)
         out = f"s3://{BUCKET}/faults/out"
         exe = Path(sys.executable).parent / "raydenoise"
         cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", out, "--model", str(model_dir),
