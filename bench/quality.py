@@ -114,7 +114,7 @@ def bsds_part(args) -> dict:
             row = {"sigma": sigma, "method": m, **score(lambda n: fns[m](n, sigma), noisy, cleans)}
             print(json.dumps(row), flush=True)
             results.append(row)
-    print(f"\n| σ | method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|---|")
+    print("\n| σ | method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|---|")
     for r in results:
         print(f"| {r['sigma']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['s_per_image']:.2f} |")
     return {"photos": [f.name for f in files], "rows": results}
@@ -141,7 +141,7 @@ def lol_part(args) -> dict:
         row = {"method": m, **score(fn, lows, highs)}
         print(json.dumps(row), flush=True)
         results.append(row)
-    print(f"\n| LOL eval15 method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|")
+    print("\n| LOL eval15 method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['s_per_image']:.2f} |")
     return {"images": [f.name for f in files], "rows": results}

@@ -127,10 +127,13 @@ def run_s3(n: int, base: Path) -> list[dict]:
     try:
         fs = server.fs()
         data = [tiny_png(s) for s in range(16)]
-        for lo in range(0, n, 5000):
-            batch = {f"{server.bucket}/in/{k}": data[i % 16] for i, k in enumerate(keys(n)) if lo <= i < lo + 5000}
-            fs.pipe(batch)
-            fs.pipe({p.replace("/in/", "/done/", 1): v for p, v in batch.items()})
+        batch: dict[str, bytes] = {}
+        for i, k in enumerate(keys(n)):
+            batch[f"{server.bucket}/in/{k}"] = data[i % 16]
+            if len(batch) == 5000 or i == n - 1:  # 5,000 PUTs at a time, inputs and their outputs
+                fs.pipe(batch)
+                fs.pipe({p.replace("/in/", "/done/", 1): v for p, v in batch.items()})
+                batch = {}
         env = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": "raydenoise-test-key",
                "AWS_SECRET_ACCESS_KEY": "raydenoise-test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
         return run("SeaweedFS", n, f"s3://{server.bucket}/in", f"s3://{server.bucket}/done", env)

@@ -29,10 +29,11 @@ from . import report as rpt
 from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
 from .console import Progress, console, plural, rate
+from .plan import REPORT_DIR, select, with_outputs
 from .report import EXCLUDED, NOT_DONE
 from .session import StartRay, check_shared_paths, ensure_ray
-from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error, open_store,
-                      partition_hidden, storage_wide)
+from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
+                      open_store, storage_wide)
 
 if TYPE_CHECKING:
     from .inference import Denoiser
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 # torch (via artifacts, inference, metrics) is imported where a model runs, not at import: a
 # mistake in the arguments is reported before it loads.
 
-REPORT_DIR = "_report"
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
@@ -441,18 +441,12 @@ def select_inputs(keys: list[str], inp: Store, include_hidden: bool) -> tuple[li
     """The keys to denoise, and an ``excluded`` report row (with the reason) for every other one:
     hidden files unless asked for, temporary files of interrupted writes, and the report folders
     (``_report/``) of earlier denoise runs, when a previous output folder is denoised again."""
-    kept, left_out = partition_hidden(keys, include_hidden)
-    listed = set(keys)
-    reports = {k.rsplit("/", 1)[0] for k in keys
-               if k.endswith("/summary.json") and k.rsplit("/", 2)[-2] == REPORT_DIR
-               and k[: -len("summary.json")] + "report.parquet" in listed}
-    use = []
-    for k in kept:
-        if not any(k.startswith(r + "/") for r in reports):
-            use.append(k)
+    use, rows = [], []
+    for item in select((Entry(k, 0, "") for k in sorted(keys)), include_hidden):  # the rules --dry-run counts by
+        if item.excluded:
+            rows.append(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
         else:
-            left_out.append((k, "part of a raydenoise report from an earlier denoise run"))
-    rows = [rpt.blank_row(k, status=EXCLUDED, note=why) for k, why in left_out]
+            use.append(item.key)
     return use, rows
 
 
@@ -651,15 +645,13 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint
     two sorted streams (raydenoise.plan): memory does not grow with the number of objects."""
     from collections import Counter
 
-    from . import plan
-
     outputs = None if cfg.overwrite or not _exists(out) else out.iter_entries()
     counts: Counter = Counter()
     excluded: Counter = Counter()
     examples: dict[str, str] = {}
     todo_bytes, sample = 0, []
     try:
-        for item in plan.with_outputs(plan.select(inp.iter_entries(), cfg.include_hidden), outputs):
+        for item in with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs):
             counts["inputs"] += 1
             if item.excluded:
                 excluded[item.excluded] += 1

@@ -3,7 +3,7 @@
 ``denoise`` decides, for every input, whether it is work, already done (its output exists) or
 left out by rule, by walking the input listing and the output listing side by side: both come
 in sorted key order (Store.iter_entries), so the merge holds one entry of each, never a set of
-keys. What it yields is consumed a chunk at a time (see ``chunks``).
+keys.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .storage import Entry, is_hidden, is_partial
+from .storage import HIDDEN_REASON, PARTIAL_REASON, Entry, left_out_reason
 
-REPORT_DIR = "_report"
+REPORT_DIR = "_report"  # denoise's report folder, OUTPUT/_report by default
 REPORT_MARKERS = ("report.parquet", "summary.json")  # both present: a raydenoise report folder
-HIDDEN = "hidden (a name starting with '.'); pass --include-hidden to use it"
-PARTIAL = "temporary file of an interrupted raydenoise write"
 REPORT = "part of a raydenoise report from an earlier denoise run"
+HIDDEN, PARTIAL = HIDDEN_REASON, PARTIAL_REASON  # with REPORT: the reasons an Item can carry
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,7 @@ def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
 
 
 def _item(e: Entry, include_hidden: bool, reason: str) -> Item:
-    if is_partial(e.key):
-        return Item(e.key, PARTIAL, size=e.size)
-    if is_hidden(e.key) and not include_hidden:
-        return Item(e.key, HIDDEN, size=e.size)
-    return Item(e.key, reason, size=e.size)
+    return Item(e.key, left_out_reason(e.key, include_hidden) or reason, size=e.size)
 
 
 def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iterator[Item]:
@@ -92,15 +87,3 @@ def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iter
             yield Item(item.key, "", out, item.size)
         else:
             yield item
-
-
-def chunks(items: Iterable, size: int) -> Iterator[list]:
-    """Lists of up to ``size`` items, in order."""
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -107,7 +107,7 @@ class Store:
         links are listed as files and not followed. The root not existing is an error, an
         existing but empty root gives []. Holds every key: see iter_keys for a stream.
         """
-        return sorted(self.iter_keys())
+        return list(self.iter_keys())
 
     def iter_keys(self, page_size: int = LIST_PAGE) -> Iterator[str]:
         """The keys of iter_entries, in sorted order, streamed."""
@@ -302,16 +302,28 @@ class Store:
             raise StorageError(f"{self.root}: cannot write ({_reason(exc)})") from exc
 
 
+PARTIAL_REASON = "temporary file of an interrupted raydenoise write"
+HIDDEN_REASON = "hidden (a name starting with '.'); pass --include-hidden to use it"
+
+
+def left_out_reason(key: str, include_hidden: bool) -> str:
+    """Why a listed key is not an input ("" when it is): temporary files of interrupted
+    raydenoise writes always, hidden ones (a part starting with '.') unless ``include_hidden``."""
+    if is_partial(key):
+        return PARTIAL_REASON
+    if is_hidden(key) and not include_hidden:
+        return HIDDEN_REASON
+    return ""
+
+
 def partition_hidden(keys: list[str], include_hidden: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    """Split a listing into keys to use and (key, reason) for those left out: temporary files of
-    interrupted raydenoise writes always, hidden ones (a part starting with '.') unless
-    ``include_hidden``. Nothing is dropped without a reason."""
+    """Split a listing into keys to use and (key, reason) for those left out (left_out_reason).
+    Nothing is dropped without a reason."""
     kept, left_out = [], []
     for key in keys:
-        if is_partial(key):
-            left_out.append((key, "temporary file of an interrupted raydenoise write"))
-        elif is_hidden(key) and not include_hidden:
-            left_out.append((key, "hidden (a name starting with '.'); pass --include-hidden to use it"))
+        why = left_out_reason(key, include_hidden)
+        if why:
+            left_out.append((key, why))
         else:
             kept.append(key)
     return kept, left_out

@@ -40,7 +40,7 @@ from .images import object_column
 from .patches import augment_pair
 from .report import json_safe, to_json
 from .ingest import IngestError, iter_shard_rows, read_manifest
-from .session import StartRay, check_shared_paths, ensure_ray
+from .session import StartRay, check_shared_paths, ensure_ray, work_nodes
 from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -685,9 +685,7 @@ def _check_resume(cfg: TrainConfig, storage: Store) -> None:
 
 def node_cpus() -> list[float]:
     """The CPUs of each alive node that advertises any (where workers can be placed)."""
-    import ray
-
-    return [n["Resources"]["CPU"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+    return [n["Resources"]["CPU"] for n in work_nodes()[1] if n["Resources"].get("CPU", 0) > 0]
 
 
 def auto_cpus_per_worker(cfg: TrainConfig, nodes: list[float], streaming: bool) -> float:
@@ -771,9 +769,10 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
         raise TrainError(not_shared)
     plan = plan_data(cfg, manifest, data, log)
     streaming = plan["mode"] == "stream"
+    nodes = node_cpus()
     if cfg.cpus_per_worker is None:
-        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, node_cpus(), streaming))
-    if node_cpus() or ray.cluster_resources().get("GPU", 0):
+        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, nodes, streaming))
+    if nodes or ray.cluster_resources().get("GPU", 0):
         _check_resources(cfg, streaming)
     else:
         log("train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "

@@ -139,6 +139,13 @@ class LocalCluster:
         """{node name: Ray node id} of the alive nodes started by this class."""
         return {n["name"]: n["id"] for n in self.nodes()}
 
+    def start_cli(self, log: Path, *args: str) -> subprocess.Popen:
+        """``raydenoise ARGS --address`` this cluster, in the background, its output to ``log``."""
+        exe = Path(sys.executable).parent / "raydenoise"
+        with open(log, "w") as f:
+            return subprocess.Popen([str(exe), *args, "--address", self.address], stdout=f, stderr=subprocess.STDOUT,
+                                    env=self.env)
+
     def kill(self, name: str) -> None:
         """SIGKILL every process of one node, as when its machine dies."""
         kill_group(self.procs.pop(name))

@@ -15,7 +15,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -110,11 +109,8 @@ def test_a_denoise_job_scales_the_cluster_up_from_zero_and_it_scales_back_down(a
     fs, base = s3_server.fs(), s3_server.prefix()
     for i in range(40):
         fs.pipe(f"{base[5:]}/noisy/{i:02d}.png", png_bytes(rgb(64, 64, seed=i)))
-    exe = Path(sys.executable).parent / "raydenoise"
-    with open(tmp_path / "log.txt", "w") as log:
-        proc = subprocess.Popen([str(exe), "denoise", "--input", f"{base}/noisy", "--output", f"{base}/clean",
-                                 "--s3-endpoint", s3_server.endpoint, "--address", c.address],
-                                stdout=log, stderr=subprocess.STDOUT, env=c.env)
+    proc = c.start_cli(tmp_path / "log.txt", "denoise", "--input", f"{base}/noisy", "--output", f"{base}/clean",
+                       "--s3-endpoint", s3_server.endpoint)
     seen: dict[str, int] = {}
     try:
         deadline = time.time() + 300

@@ -9,9 +9,7 @@ import csv
 import io
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -57,12 +55,6 @@ def s3_dataset(cluster, s3_server):
 
 def cli(c: LocalCluster, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return run_cli(*args, address=c.address, env=c.env, timeout=timeout)
-
-
-def popen_cli(c: LocalCluster, log: Path, *args: str) -> subprocess.Popen:
-    exe = Path(sys.executable).parent / "raydenoise"
-    with open(log, "w") as f:
-        return subprocess.Popen([str(exe), *args, "--address", c.address], stdout=f, stderr=subprocess.STDOUT, env=c.env)
 
 
 def put_images(s3, prefix: str, n: int, size: int, noisy: bool = True) -> dict[str, np.ndarray]:
@@ -160,7 +152,7 @@ def test_local_paths_work_when_every_node_sees_them_and_are_refused_before_work_
 def test_node_killed_mid_denoise_every_image_written_once_or_reported(cluster, s3_server, tmp_path):
     fs, base = s3_server.fs(), s3_server.prefix()
     noisy = put_images(s3_server, f"{base}/noisy", 80, 96)
-    proc = popen_cli(cluster, tmp_path / "log.txt", "denoise", "--input", f"{base}/noisy", "--output",
+    proc = cluster.start_cli(tmp_path / "log.txt", "denoise", "--input", f"{base}/noisy", "--output",
                      f"{base}/clean", "--s3-endpoint", s3_server.endpoint, "--batch-size", "2")
     try:
         deadline = time.time() + 240
@@ -211,7 +203,7 @@ def test_training_spread_over_nodes_survives_losing_one_and_equals_a_run_on_one_
             "--cpus-per-worker", "1", "--s3-endpoint", s3_server.endpoint]
     r = cli(cluster, *args, "--name", "pack", "--placement", "pack")
     assert r.returncode == 0, r.stdout + r.stderr
-    proc = popen_cli(cluster, tmp_path / "log.txt", *args, "--name", "spread", "--placement", "spread",
+    proc = cluster.start_cli(tmp_path / "log.txt", *args, "--name", "spread", "--placement", "spread",
                      "--max-failures", "1")
     try:
         deadline = time.time() + 240

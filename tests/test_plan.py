@@ -1,6 +1,6 @@
 """Planning by merging sorted streams (pure: no Ray, no S3)."""
 
-from raydenoise.plan import HIDDEN, PARTIAL, REPORT, Item, chunks, select, with_outputs
+from raydenoise.plan import HIDDEN, PARTIAL, REPORT, Item, select, with_outputs
 from raydenoise.storage import Entry
 
 
@@ -28,7 +28,3 @@ def test_with_outputs_merges_two_sorted_listings():
     assert got == {"a.png": ("", "a.png"), "b.png": ("", None), "c/d.png": ("", "c/d.png"), "e.png": ("", None),
                    ".h.png": (HIDDEN, None)}
     assert [i.key for i in with_outputs(iter([Item("a")]), None)] == ["a"]
-
-
-def test_chunks():
-    assert list(chunks(range(5), 2)) == [[0, 1], [2, 3], [4]] and list(chunks([], 3)) == []
