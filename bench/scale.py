@@ -6,6 +6,11 @@ For N tiny PNGs in a local folder (1,000 per sub-folder), measured on the driver
 - ``dry-run``: ``raydenoise denoise --dry-run`` with no outputs yet (every input to do);
 - ``dry-run, all done``: the same with an output for every input (hard links), as a fully resumed
   job plans it: the two listings merged as sorted streams;
+- ``resumed job``: the real ``denoise`` (not a dry run) over the same folders after a completed
+  run: its report (OUTPUT/_report/report.parquet, one completion row per output with the size
+  and tag listed for it, as a finished run leaves it) vouches for every output, so the job plans,
+  keeps every output without reading it and writes the full report again: listing, merging,
+  report parts and report assembly, all streamed; Ray is not started (nothing to do);
 - ``list + set (before)``: what denoise did before planning, side by side: the whole input listing
   as a list plus the output listing as a set (``Store.list_keys``).
 
@@ -50,6 +55,8 @@ def make_tree(base: Path, n: int) -> Path:
     """BASE/N/in (N files) and BASE/N/done (a hard link to each: every output present)."""
     root = base / str(n)
     if (root / "complete").exists():
+        if not (root / "done" / "_report" / "report.parquet").exists():
+            completed_report(str(root / "done"))
         return root
     data = [tiny_png(s) for s in range(16)]
     for i, key in enumerate(keys(n)):
@@ -59,8 +66,31 @@ def make_tree(base: Path, n: int) -> Path:
             (root / "done" / key).parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data[i % 16])
         os.link(p, root / "done" / key)
+    completed_report(str(root / "done"))
     (root / "complete").write_text("ok")
     return root
+
+
+def completed_report(out_uri: str, env: dict | None = None) -> None:
+    """OUTPUT/_report as a completed run leaves it: a completion row per output (status ok, the
+    listed size and tag), written as a stream like the job writes it. The rows of a real run are
+    trusted the same way (tests/test_faults.py test_12)."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+from raydenoise import report as rpt
+from raydenoise.parts import Writer
+from raydenoise.storage import open_store
+out = open_store(sys.argv[1])
+rep = open_store(out.uri("_report"))
+with Writer(rep, "report.parquet", rpt.SCHEMA) as w:
+    for e in out.iter_entries():
+        if not e.key.startswith("_report/"):
+            w.write(rpt.blank_row(e.key, status="ok", width=8, height=8, seconds=0.01, output_bytes=e.size,
+                                  output_tag=e.tag))
+rep.write_bytes("summary.json", json.dumps({{"run": ""}}).encode())
+"""
+    subprocess.run([sys.executable, "-c", code, out_uri], check=True, env={**os.environ, **(env or {})})
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
@@ -92,6 +122,10 @@ def run(label: str, n: int, inp: str, out: str, env: dict | None = None) -> list
         assert f"{n:,} input" in text, text
         rows.append({"where": label, "objects": n, "case": case, "peak_rss_mb": round(rss, 1), "seconds": round(s, 2)})
         print(rows[-1], flush=True)
+    rss, s, text = measure([str(EXE), "denoise", "--input", inp, "--output", out, "--model", "builtin:denoise"], env)
+    assert f"{n:,} with an output the earlier report vouches for" in text and f"{n:,} skipped" in text, text
+    rows.append({"where": label, "objects": n, "case": "resumed job", "peak_rss_mb": round(rss, 1), "seconds": round(s, 2)})
+    print(rows[-1], flush=True)
     rss, s, _ = measure([sys.executable, "-c", BEFORE, inp, out], env)
     rows.append({"where": label, "objects": n, "case": "list + set (before)", "peak_rss_mb": round(rss, 1),
                  "seconds": round(s, 2)})
@@ -136,6 +170,7 @@ def run_s3(n: int, base: Path) -> list[dict]:
                 batch = {}
         env = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": "raydenoise-test-key",
                "AWS_SECRET_ACCESS_KEY": "raydenoise-test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
+        completed_report(f"s3://{server.bucket}/done", env)
         return run("SeaweedFS", n, f"s3://{server.bucket}/in", f"s3://{server.bucket}/done", env)
     finally:
         stop_weed(proc)

@@ -17,9 +17,11 @@ the input's size) and skipped unless ``overwrite``; one that does not verify is 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,11 +31,12 @@ from . import report as rpt
 from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
 from .console import Progress, console, plural, rate
-from .plan import REPORT_DIR, select, with_outputs
+from . import runfiles
+from .plan import REPORT_DIR, select, trusted, with_earlier, with_outputs
 from .report import EXCLUDED, NOT_DONE
 from .session import StartRay, check_shared_paths, ensure_ray
-from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
-                      open_store, storage_wide)
+from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, is_partial, last_error_line,
+                      object_error, open_store, storage_wide)
 
 if TYPE_CHECKING:
     from .inference import Denoiser
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
-               "note", "fatal", "seconds", "node")
+               "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5")
 _IMAGE_COLS = ("image", "alpha", "output")
 
 
@@ -97,17 +100,29 @@ class _Stores:
     """The stores one worker reads and writes, opened once per process."""
 
     def __init__(self, input_uri: str, output_uri: str, reference_uri: str | None, endpoint: str | None,
-                 max_pixels: int | None):
+                 max_pixels: int | None, report_uri: str | None = None, run_dir: str = ""):
         self.inp = cached_store(input_uri, endpoint)
         self.out = cached_store(output_uri, endpoint)
         self.ref = cached_store(reference_uri, endpoint) if reference_uri else None
-        self.max_pixels = max_pixels
+        self.rep = cached_store(report_uri, endpoint) if report_uri else None
+        self.max_pixels, self.run_dir = max_pixels, run_dir
+
+    def work(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[str, bool, tuple[int, str]]]:
+        """(key, skip, listed output size and tag) of each input in a batch of plan slices
+        (``start``/``stop`` positions in the run's work files, read here: the driver never holds
+        the keys), or of a batch of work rows."""
+        if "start" in batch:
+            for start, stop in zip(batch["start"], batch["stop"]):
+                yield from _work_items(runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pydict())
+        else:
+            yield from _work_items(batch)
 
 
-def _new_state(key: str, skip: bool) -> dict[str, Any]:
+def _new_state(key: str, skip: bool, listed: tuple[int, str] = (-1, "")) -> dict[str, Any]:
+    """``listed``: the existing output's size and tag as listed (recorded when it verifies)."""
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
             "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0,
-            "node": _this_node()}
+            "node": _this_node(), "listed_bytes": listed[0], "listed_tag": listed[1], "out_md5": ""}
 
 
 def _this_node() -> str:
@@ -127,6 +142,16 @@ def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
     return {**_new_state(key, skip), "fatal": f"not attempted after: {fatal}"}
 
 
+def _work_items(batch: dict[str, Any]) -> Iterator[tuple[str, bool, tuple[int, str]]]:
+    """(key, skip, listed output size and tag) of each row of a batch of the plan's work."""
+    n = len(batch["key"])
+    sizes = batch.get("listed_bytes", [None] * n)
+    tags = batch.get("listed_tag", [None] * n)
+    for key, skip, size, tag in zip(batch["key"], batch["skip"], sizes, tags):
+        size = -1 if size is None or (isinstance(size, float) and math.isnan(size)) else int(size)
+        yield str(key), bool(skip), (size, str(tag or ""))
+
+
 def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
     """Record a read/write failure: the storage as a whole (fatal) or this object (error)."""
     if storage_wide(exc):
@@ -136,13 +161,13 @@ def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: 
     return state
 
 
-def read_one(key: str, skip: bool, st: _Stores) -> dict[str, Any]:
+def read_one(key: str, skip: bool, st: _Stores, listed: tuple[int, str] = (-1, "")) -> dict[str, Any]:
     """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
     verified first: only an output that decodes completely counts as done (with a reference it
     is also decoded to be scored, and must have the input's size); anything else (truncated,
     damaged, vanished, wrong size) is redone, with a note in the report."""
     t0 = time.perf_counter()
-    state = _new_state(key, skip)
+    state = _new_state(key, skip, listed)
     try:
         if skip and st.ref is None and (_verify_existing(state, st) or state["fatal"]):
             return state  # complete output, nothing to score: the input need not be read
@@ -173,6 +198,7 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
     key, uri = state["key"], st.out.uri(state["key"])
     try:
         data = st.out.read_bytes(key)
+        state["out_md5"] = _md5(data)
         size = None if pixels else check_plain_png(data, max_pixels=None)
         if size is None:
             existing = decode_rgb8(data, max_pixels=None)
@@ -194,6 +220,10 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
         return False
     state["height"], state["width"] = int(size[0]), int(size[1])
     return True
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
@@ -248,14 +278,18 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
             else:
                 try:
                     st.out.write_bytes(key, data)
+                    row.update(output_bytes=len(data), output_md5=_md5(data), output_tag=st.out.written_tag(key, data))
                 except Exception as exc:
                     _storage_failure(state, exc, st.out.uri(key), f"cannot write {st.out.uri(key)}")
+        elif state["listed_bytes"] >= 0 and state["out_md5"]:  # verified: what the listing showed
+            row.update(output_bytes=state["listed_bytes"], output_md5=state["out_md5"], output_tag=state["listed_tag"])
         if st.ref is not None and not (state["error"] or state["fatal"]):
             # Score what was written (JPEG is lossy, grayscale is one channel).
             written = output if state["skip"] else decode_rgb8(data, max_pixels=None)
             row.update(_score(written, image, st.ref, key))
     if state["fatal"]:
-        row.update(status=NOT_DONE, height=None, width=None, note=f"not written: storage failed: {state['fatal']}")
+        row.update(status=NOT_DONE, height=None, width=None, note=f"not written: storage failed: {state['fatal']}",
+                   output_bytes=None, output_md5=None, output_tag=None)
     else:
         row["error"] = row.get("error") or state["error"] or None
         row["status"] = "error" if row["error"] else "skipped" if state["skip"] else "ok"
@@ -295,8 +329,8 @@ def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
     """Ray Data task (staged pipeline): keys -> decoded states."""
     st = _Stores(**store_kwargs)
     states, fatal = [], ""
-    for key, skip in zip(batch["key"], batch["skip"]):
-        state = _not_attempted(str(key), bool(skip), fatal) if fatal else read_one(str(key), bool(skip), st)
+    for key, skip, listed in st.work(batch):
+        state = _not_attempted(key, skip, fatal) if fatal else read_one(key, skip, st, listed)
         fatal = fatal or state["fatal"]
         states.append(state)
     return _pack(states)
@@ -361,8 +395,8 @@ class FusedActor(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]):
         rows, fatal = [], ""
-        for key, skip in zip(batch["key"], batch["skip"]):
-            state = _not_attempted(str(key), bool(skip), fatal) if fatal else read_one(str(key), bool(skip), self.st)
+        for key, skip, listed in self.st.work(batch):
+            state = _not_attempted(key, skip, fatal) if fatal else read_one(key, skip, self.st, listed)
             if not (state["error"] or state["fatal"] or state["skip"]):
                 h, w = state["height"], state["width"]
                 with self.gate.hold(self.image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
@@ -437,17 +471,56 @@ def check_locations(inp: Store, out: Store, ref: Store | None, rep: Store) -> No
         raise DenoiseError(f"--report {rep.root} is inside --input {inp.root}: the report would be read as input")
 
 
-def select_inputs(keys: list[str], inp: Store, include_hidden: bool) -> tuple[list[str], list[dict[str, Any]]]:
-    """The keys to denoise, and an ``excluded`` report row (with the reason) for every other one:
-    hidden files unless asked for, temporary files of interrupted writes, and the report folders
-    (``_report/``) of earlier denoise runs, when a previous output folder is denoised again."""
-    use, rows = [], []
-    for item in select((Entry(k, 0, "") for k in sorted(keys)), include_hidden):  # the rules --dry-run counts by
-        if item.excluded:
-            rows.append(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
-        else:
-            use.append(item.key)
-    return use, rows
+@dataclass
+class _Planned:
+    """What planning decided (the rows themselves are in the run's plan files)."""
+
+    plan: runfiles.Plan
+    to_do: int = 0  # inputs with no output
+    existing: int = 0  # with an output to verify
+    trusted: int = 0  # with an output an earlier report vouches for (not read again)
+    excluded: int = 0
+    example: tuple[str, str] | None = None  # an excluded key and why
+
+
+def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str) -> _Planned:
+    """Merge the input listing, the output listing and the earlier runs' report rows as sorted
+    streams (raydenoise.plan) into the run's plan files: memory does not grow with the number of
+    objects. Without a reference, an output whose size and tag match its earlier completion row
+    is trusted without reading it; others are verified by the workers."""
+    partials: list[str] = []
+
+    def outputs() -> Iterator[Entry]:
+        for e in out.iter_entries():
+            if is_partial(e.key):
+                partials.append(e.key)  # a temporary file of an interrupted write: removed below
+            else:
+                yield e
+
+    earlier = () if cfg.overwrite or cfg.reference else runfiles.earlier_rows(rep, run_dir + "earlier-")
+    planned = _Planned(runfiles.Plan(rep, run_dir))
+    with planned.plan as plan:
+        items = with_outputs(select(inp.iter_entries(), cfg.include_hidden), None if cfg.overwrite else outputs())
+        for item in with_earlier(items, earlier):
+            if item.excluded:
+                plan.row(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
+                planned.excluded += 1
+                planned.example = planned.example or (item.key, item.excluded)
+            elif trusted(item):
+                r = item.earlier
+                plan.row(rpt.blank_row(item.key, status="skipped", width=r["width"], height=r["height"], seconds=0.0,
+                                       output_bytes=r["output_bytes"], output_md5=r.get("output_md5"),
+                                       output_tag=r["output_tag"]))
+                planned.trusted += 1
+            else:
+                plan.work(item.key, item.existing)
+                if item.existing is None:
+                    planned.to_do += 1
+                else:
+                    planned.existing += 1
+    if partials and not out.is_s3:
+        out.remove_partials(partials)
+    return planned
 
 
 def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
@@ -459,6 +532,11 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     user-facing failures of the whole job: bad arguments, model or locations (before any work),
     or a storage failure mid-run, after writing the report of what was done (a rerun resumes).
     Per-image failures are report rows, not exceptions.
+
+    The driver's memory does not grow with the number of objects: the plan is written to the
+    report folder while the listings are merged, the workers read their keys from it, report
+    rows are written as parts while the job runs and the report is merged from them at the end
+    (raydenoise.runfiles). A fully resumed job (every output vouched for) does not start Ray.
     """
     t_start = time.time()
     check_config(cfg)
@@ -466,6 +544,8 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
 
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     max_pixels = int(cfg.max_megapixels * 1e6) or None
+    run_id = runfiles.new_run_id()
+    run_dir = f"{runfiles.RUNS}/{run_id}/"
     try:
         inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
         rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
@@ -474,27 +554,86 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         if cfg.dry_run:
             model_uri = resolve_model_uri(cfg.model, endpoint)
             return dry_run(cfg, inp, out, model_uri, endpoint, max_pixels, log, t_start)
-        listed = inp.list_keys()
+        next(inp.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
         out.check_writable()
         rep.check_writable()
         model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
         if not model_uri.startswith(BUILTIN):  # a built-in's name was checked; its weights are tested
             load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
+        planned = _plan(cfg, inp, out, rep, run_dir)
     except (StorageError, ArtifactError) as exc:
+        if "rep" in locals():
+            runfiles.remove_run(rep, run_dir)
         raise DenoiseError(str(exc)) from None
-    keys, excluded = select_inputs(listed, inp, cfg.include_hidden)
-    if not keys:
+    plan = planned.plan
+    inputs = planned.to_do + planned.existing + planned.trusted
+    if not inputs:
+        runfiles.remove_run(rep, run_dir)
+        ex = planned.example
         raise DenoiseError(f"{inp.root}: no files to denoise"
-                           + (f" ({len(excluded)} excluded: {excluded[0]['key']}: {excluded[0]['note']} ...)" if excluded else ""))
+                           + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else ""))
     checked_s = time.time() - t_start
-    ray_s = (start_ray or ensure_ray)() or 0.0
+    log(f"denoise: {plural(inputs, 'input')} in {inp.root}; {planned.to_do:,} to do"
+        + (f", {planned.existing:,} with an output already (verified, skipped if complete"
+           f"{', scored again' if ref else ''})" if planned.existing else "")
+        + (f", {planned.trusted:,} with an output the earlier report vouches for (same size and tag; kept, not read)"
+           if planned.trusted else ""))
+    if planned.excluded:
+        log(f"denoise: {plural(planned.excluded, 'file')} excluded (listed in the report): {planned.example[0]}: "
+            f"{planned.example[1]}" + (" ..." if planned.excluded > 1 else ""))
+    parts = runfiles.Parts(rep, run_dir)
+    stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
+    if plan.n_work:
+        ray_s = (start_ray or ensure_ray)() or 0.0
+        stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint,
+                                                    max_pixels, log)
+    seconds = time.time() - t0
+    try:
+        parts.flush()
+        runfiles.assemble(rep, plan, parts, f"not processed: job stopped ({stopped})" if stopped else
+                          "not processed: no result came back from the cluster; rerun to do it")
+        summary = runfiles.summarize(rep, seconds)
+        summary.update(stopped=stopped, run=run_id, trusted=planned.trusted)
+        if first and seconds > first[0] and not stopped:
+            # Throughput once the actors are up (start-up = actor processes, imports, model load).
+            summary["startup_s"] = round(first[0], 3)
+            summary["steady_images_per_s"] = (plan.n_work - first[1]) / (seconds - first[0])
+        # Where the time to the first result goes: checks (arguments, listing, plan, model), joining
+        # Ray, and the pipeline's start (actors, imports, model load) to the first finished image.
+        summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
+                             "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
+        summary["report"] = rep.root
+        _write_report(summary, cfg, inp, out, ref, rep)
+    except Exception as exc:
+        raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
+                           f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
+                           f"parts written so far are in {rep.uri(run_dir)}; rerun to resume") from None
+    runfiles.remove_runs(rep)
+    done = summary["ok"]
+    if interrupted:
+        log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
+        raise KeyboardInterrupt
+    if stopped:
+        raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
+                           f"report in {rep.root}; rerun the same command to resume")
+    log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
+        f"{f', {planned.excluded:,} excluded' if planned.excluded else ''} in {seconds:.1f} s"
+        f"{f' ({rate(plan.n_work, seconds)})' if plan.n_work else ''} -> {out.root}; report in {rep.root}")
+    return summary
+
+
+def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pixels, log):
+    """The Ray part of a run: the plan's work through the model actors, report rows into parts."""
     import ray
+
+    from .artifacts import BUILTIN
 
     not_shared = check_shared_paths(
         reads={"--input": inp.root, "--reference": ref.root if ref else None,
                "--model": None if model_uri.startswith(BUILTIN) else model_uri},
-        writes={"--output": out.root})
+        writes={"--output": out.root, "--report": rep.root})
     if not_shared:
+        runfiles.remove_run(rep, plan.dir)
         raise DenoiseError(not_shared)
     cluster = ray.cluster_resources()
     staged, workers, cpus = plan_workers(cfg, cluster)
@@ -503,98 +642,51 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         log(f"denoise: the cluster has no {'GPUs' if cfg.num_gpus_per_worker else 'CPUs'} for work yet (its head "
             "runs none): waiting for the autoscaler to add worker nodes; the model actors grow with them")
     elif cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
+        runfiles.remove_run(rep, plan.dir)
         raise DenoiseError(f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
                            f"{cluster.get('GPU', 0):g}")
-    existing: set[str] = set()
-    if not cfg.overwrite:
-        try:
-            out_keys = out.list_keys()
-        except StorageError as exc:
-            raise DenoiseError(str(exc)) from None
-        if not out.is_s3 and out.remove_partials(out_keys):
-            log(f"denoise: removed the temporary files of an interrupted earlier run in {out.root}")
-        existing = set(out_keys)
-    todo = sum(k not in existing for k in keys)
-    items = [{"key": k, "skip": k in existing} for k in keys]
-    log(f"denoise: {plural(len(keys), 'input')} in {inp.root}; {todo:,} to do"
-        + (f", {len(keys) - todo:,} with an output already (verified, skipped if complete"
-           f"{', scored again' if ref else ''})" if len(keys) > todo else "")
-        + f"; {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
-        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, "
-        f"{'staged' if staged else 'fused'})")
-    if excluded:
-        log(f"denoise: {plural(len(excluded), 'file')} excluded (listed in the report): {excluded[0]['key']}: "
-            f"{excluded[0]['note']}" + (" ..." if len(excluded) > 1 else ""))
+    log(f"denoise: {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
+        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
     store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
-                    "endpoint": endpoint, "max_pixels": max_pixels}
+                    "endpoint": endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir}
     actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                     "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker}
-    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
+    # The dataset is slices of the plan (positions, not keys): whoever reads an image reads its key.
+    n_slices, size = runfiles.slicing(plan.n_work)
+    ds = ray.data.from_items([{"start": i * size, "stop": min(plan.n_work, (i + 1) * size)} for i in range(n_slices)],
+                             override_num_blocks=n_slices)
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=None) if autoscale else ray.data.ActorPoolStrategy(size=workers)
     if staged:
-        ds = ds.map_batches(read_decode, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
+        ds = ds.map_batches(read_decode, batch_size=1, num_cpus=0.5, fn_kwargs=store_kwargs)
         ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
                             num_cpus=cpus, compute=pool, fn_constructor_kwargs=actor_kwargs)
         ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
     else:
-        ds = ds.map_batches(FusedActor, batch_size=cfg.batch_size, num_cpus=cpus, compute=pool,
+        ds = ds.map_batches(FusedActor, batch_size=max(1, cfg.batch_size // size), num_cpus=cpus, compute=pool,
                             fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs})
-    rows, stopped, interrupted, first, t0 = _collect(ds, len(items), inp, log)
-    seconds = time.time() - t0
-    rows = list({r["key"]: r for r in rows}.values())  # once per image, even if Ray re-ran a batch
-    seen = {r["key"] for r in rows}
-    rows += [rpt.blank_row(k, status=NOT_DONE, note=f"not processed: job stopped ({stopped})")
-             for k in keys if k not in seen]
-    rows += excluded
-    summary = rpt.summarize(rows, seconds)
-    summary["stopped"] = stopped
-    done = summary["ok"]
-    if first and seconds > first[0] and not stopped:
-        # Throughput once the actors are up (start-up = actor processes, imports, model load).
-        summary["startup_s"] = round(first[0], 3)
-        summary["steady_images_per_s"] = (len(items) - first[1]) / (seconds - first[0])
-    # Where the time to the first result goes: checks (arguments, listing, model), joining Ray,
-    # and the pipeline's start (actors, imports, model load) to the first finished image.
-    summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
-                         "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
-    summary["report"] = rep.root
-    try:
-        _write_report(rows, summary, cfg, inp, out, ref, rep)
-    except Exception as exc:
-        raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
-                           f"{rep.root} ({object_error(exc)}); {done} outputs written are complete; rerun to "
-                           "resume") from None
-    if interrupted:
-        log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
-        raise KeyboardInterrupt
-    if stopped:
-        raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
-                           f"report in {rep.root}; rerun the same command to resume")
-    log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
-        f"{f', {len(excluded):,} excluded' if excluded else ''} in {seconds:.1f} s"
-        f"{f' ({rate(len(items), seconds)})' if len(items) else ''} -> {out.root}; report in {rep.root}")
-    return summary
+    return _collect(ds, plan.n_work, parts, inp)
 
 
-def _collect(ds, total: int, inp: Store, log):
-    """Stream report rows from the dataset, logging progress and errors. Stops at the first
-    storage failure (a ``not-done`` row from a worker), at Ctrl-C, or when Ray itself fails;
-    returns (rows, stop reason or None, interrupted?, (seconds, rows) to the first result, t0)."""
-    rows: list[dict[str, Any]] = []
+def _collect(ds, total: int, parts: runfiles.Parts, inp: Store):
+    """Stream report rows from the dataset into report parts, showing progress and errors. Stops
+    at the first storage failure (a ``not-done`` row from a worker), at Ctrl-C, or when Ray
+    itself fails; returns (stop reason or None, interrupted?, (seconds, rows) to the first
+    result, t0). Holds no rows beyond the part being filled."""
+    import pyarrow.compute as pc
+
     stopped, interrupted, first = None, False, None
     t0 = time.time()
     with Progress("denoise", total) as progress:
         try:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 first = first or (time.time() - t0, block.num_rows)
-                errors = 0
-                for row in block.to_pylist():
-                    rows.append({c: row.get(c) for c in rpt.COLUMNS})
-                    if row["status"] == "error":
-                        errors += 1
-                        console().error(f"denoise: {inp.uri(row['key'])}: {row['error']}")
-                    elif row["status"] == NOT_DONE and not stopped:
-                        stopped = (row["note"] or "storage failed").removeprefix("not written: ")
+                parts.add(block)
+                status = block.column("status")
+                for i in pc.indices_nonzero(pc.fill_null(pc.equal(status, "error"), False)).to_pylist():
+                    console().error(f"denoise: {inp.uri(block['key'][i].as_py())}: {block['error'][i].as_py()}")
+                if not stopped:
+                    for i in pc.indices_nonzero(pc.fill_null(pc.equal(status, NOT_DONE), False)).to_pylist()[:1]:
+                        stopped = (block["note"][i].as_py() or "storage failed").removeprefix("not written: ")
                 progress.update(block.num_rows)
                 if stopped:
                     break
@@ -602,24 +694,16 @@ def _collect(ds, total: int, inp: Store, log):
             stopped, interrupted = "interrupted", True
         except Exception as exc:
             stopped = f"the job failed: {last_error_line(exc)}"
-    return rows, stopped, interrupted, first, t0
+    return stopped, interrupted, first, t0
 
 
-def _write_report(rows, summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
-    t = rpt.table(rows)
-    rep.write_bytes("report.parquet", rpt.to_parquet(t))
-    rep.write_bytes("report.csv", rpt.to_csv(t))
+def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
+    """summary.json and report.html (report.parquet and report.csv are written by runfiles.assemble)."""
     config = {k: v for k, v in asdict(cfg).items()}
     rep.write_bytes("summary.json", rpt.to_json({**summary, "config": config}))
-    scored = sorted((r for r in rows if r["status"] == "ok" and r.get("psnr") is not None),
-                    key=lambda r: r["psnr"])
-    if scored:
-        picks = [("best", r) for r in scored[::-1][:3]] + [("worst", r) for r in scored[:3] if r not in scored[-3:]]
-    else:
-        picks = [("example", r) for r in rows if r["status"] == "ok"][:3]
     examples = []
     counters: dict[str, int] = {}
-    for label, r in picks:
+    for label, r in runfiles.examples(rep):
         counters[label] = counters.get(label, 0) + 1
         thumbs = {}
         for name, store in (("input", inp), ("output", out), ("reference", ref)):
@@ -646,16 +730,20 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint
     from collections import Counter
 
     outputs = None if cfg.overwrite or not _exists(out) else out.iter_entries()
+    rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
+    earlier = () if outputs is None or cfg.reference or not _exists(rep) else runfiles.earlier_rows(rep, None)
     counts: Counter = Counter()
     excluded: Counter = Counter()
     examples: dict[str, str] = {}
     todo_bytes, sample = 0, []
     try:
-        for item in with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs):
+        for item in with_earlier(with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs), earlier):
             counts["inputs"] += 1
             if item.excluded:
                 excluded[item.excluded] += 1
                 examples.setdefault(item.excluded, item.key)
+            elif trusted(item):
+                counts["trusted"] += 1
             elif item.existing is not None:
                 counts["existing"] += 1
             else:
@@ -668,11 +756,13 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint
     plan_s = time.time() - t_start
     estimate = _estimate(sample, inp, model_uri, endpoint, max_pixels, cfg.tile, todo_bytes)
     summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "existing": counts["existing"],
-               "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
+               "trusted": counts["trusted"], "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
                "plan_s": round(plan_s, 3), "estimate": estimate}
     log(f"denoise --dry-run: {plural(counts['inputs'], 'input')} in {inp.root}: {counts['to_do']:,} to do, "
         f"{counts['existing']:,} with an output in {out.root} already (verified, skipped if complete), "
-        f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"
+        + (f"{counts['trusted']:,} with an output the earlier report vouches for (kept, not read), "
+           if counts["trusted"] else "")
+        + f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"
                                                                  for why, n in excluded.items()) + ")" if excluded else ""))
     if estimate.get("cpu_seconds") is not None:
         log(f"denoise --dry-run: estimate: {_hours(estimate['cpu_seconds'])} of model time on one CPU "

@@ -28,6 +28,7 @@ class Item:
     excluded: str = ""
     existing: Entry | None = None
     size: int = 0  # the input's bytes
+    earlier: dict | None = None  # an earlier run's report row for this key (see trusted)
 
 
 def _report_folder(key: str) -> str | None:
@@ -87,3 +88,27 @@ def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iter
             yield Item(item.key, "", out, item.size)
         else:
             yield item
+
+
+def with_earlier(items: Iterable[Item], rows: Iterable[dict]) -> Iterator[Item]:
+    """Items with an earlier run's report row of the same key, merging two sorted streams."""
+    it = iter(rows)
+    row = next(it, None)
+    for item in items:
+        while row is not None and row["key"] < item.key:
+            row = next(it, None)
+        if row is not None and row["key"] == item.key and item.existing is not None:
+            yield Item(item.key, item.excluded, item.existing, item.size, row)
+        else:
+            yield item
+
+
+def trusted(item: Item) -> bool:
+    """True when an earlier report vouches for the item's existing output: its row says the
+    output was written (or verified) with exactly the size and tag listed now (S3: the ETag of
+    the bytes written; local: the modification time), so it was not touched since and need not
+    be read again."""
+    row, out = item.earlier, item.existing
+    return (row is not None and out is not None and row.get("status") in ("ok", "skipped")
+            and bool(row.get("output_tag")) and row.get("output_bytes") == out.size
+            and row.get("output_tag") == out.tag)

@@ -2,7 +2,9 @@
 
 A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error``, ``note``,
 ``seconds``, ``node`` (the Ray node id of the machine that processed the image) and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
-``input_psnr`` ... ``input_ssim`` of the input, all against the reference. Statuses:
+``input_psnr`` ... ``input_ssim`` of the input, all against the reference; ``output_bytes``,
+``output_md5`` and ``output_tag`` (what a listing shows for the output: S3 ETag, local
+modification time) let a rerun trust an unchanged output without reading it. Statuses:
 
 - ``ok``: denoised and written; ``skipped``: its output existed, was verified and kept;
 - ``error``: this image failed (``error`` says why; the job went on);
@@ -18,21 +20,25 @@ import html
 import io
 import json
 import math
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
-COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node",
-           *METRICS, *(f"input_{m}" for m in METRICS)]
+ALL_METRICS = (*METRICS, *(f"input_{m}" for m in METRICS))
+COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS,
+           "output_bytes", "output_md5", "output_tag"]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
     ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
-    *[(m, pa.float64()) for m in METRICS], *[(f"input_{m}", pa.float64()) for m in METRICS],
+    *[(m, pa.float64()) for m in ALL_METRICS],
+    ("output_bytes", pa.int64()), ("output_md5", pa.string()), ("output_tag", pa.string()),
 ])
 
 
@@ -84,52 +90,90 @@ def to_parquet(t: pa.Table) -> bytes:
 def to_csv(t: pa.Table) -> bytes:
     """Plain CSV (quotes only where needed; empty cells for nulls)."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(t.column_names)
-    for row in t.to_pylist():
-        writer.writerow(["" if v is None else v for v in row.values()])
+    write_csv(t.to_pylist(), buf)
     return buf.getvalue().encode()
 
 
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
+    """Report rows to CSV text, streamed: the header, then one line per row."""
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in COLUMNS])
+
+
 def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """summarize_batches over rows held in memory."""
+    t = table(rows)
+    return summarize_batches(lambda columns: t.select(columns).to_batches(), seconds)
+
+
+def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], seconds: float) -> dict[str, Any]:
     """Counts, failures, throughput (``ok`` rows) and mean/median/min/max of every metric over
-    ``ok`` and ``skipped`` rows (a skipped row has metrics when its existing output was scored).
+    ``ok`` and ``skipped`` rows (a skipped row has metrics when its existing output was scored),
+    from a report read a batch at a time (``read(columns)``, called once per pass): memory does
+    not grow with the number of rows (the median is found by histogram passes, parts.median).
 
     Non-finite values (PSNR of a perfect output is inf) are left out of the statistics and
     counted under ``<metric>_infinite``.
     """
-    ok = [r for r in rows if r["status"] == "ok"]
-    done = [r for r in rows if r["status"] in ("ok", "skipped")]
-    pixels = sum((r.get("width") or 0) * (r.get("height") or 0) for r in ok)
+    from .parts import median
+
+    counts: dict[str, int] = {}
+    nodes: dict[str, int] = {}
+    pixels = 0
+    acc = {m: [0, 0, 0.0, math.inf, -math.inf] for m in ALL_METRICS}  # count, finite, sum, min, max
+    for b in read(["status", "width", "height", "node", *ALL_METRICS]):
+        status = b.column("status")
+        for item in pc.value_counts(status).to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        ok = pc.fill_null(pc.equal(status, "ok"), False)
+        area = pc.multiply(pc.cast(b.column("width"), pa.int64()), pc.cast(b.column("height"), pa.int64()))
+        pixels += pc.sum(pc.filter(area, ok)).as_py() or 0
+        handled = pc.fill_null(pc.is_in(status, pa.array(["ok", "skipped", "error"])), False)
+        for item in pc.value_counts(pc.drop_null(pc.filter(b.column("node"), handled))).to_pylist():
+            nodes[item["values"]] = nodes.get(item["values"], 0) + item["counts"]
+        done = pc.fill_null(pc.is_in(status, pa.array(["ok", "skipped"])), False)
+        for m in ALL_METRICS:
+            v = pc.drop_null(pc.filter(b.column(m), done)).to_numpy(zero_copy_only=False)
+            fin = v[np.isfinite(v)]
+            a = acc[m]
+            a[0] += v.size
+            a[1] += fin.size
+            if fin.size:
+                a[2] += float(fin.sum())
+                a[3], a[4] = min(a[3], float(fin.min())), max(a[4], float(fin.max()))
+    ok_n = counts.get("ok", 0)
     out: dict[str, Any] = {
-        "count": len(rows),
-        "ok": len(ok),
-        "skipped": sum(r["status"] == "skipped" for r in rows),
-        "failures": sum(r["status"] == "error" for r in rows),
-        "excluded": sum(r["status"] == EXCLUDED for r in rows),
-        "not_done": sum(r["status"] == NOT_DONE for r in rows),
+        "count": sum(counts.values()),
+        "ok": ok_n,
+        "skipped": counts.get("skipped", 0),
+        "failures": counts.get("error", 0),
+        "excluded": counts.get(EXCLUDED, 0),
+        "not_done": counts.get(NOT_DONE, 0),
         "seconds": round(seconds, 3),
-        "images_per_s": len(ok) / seconds if seconds > 0 else None,
+        "images_per_s": ok_n / seconds if seconds > 0 else None,
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 else None,
         "metrics": {},
     }
-    nodes: dict[str, int] = {}
-    for r in rows:
-        if r.get("node") and r["status"] in ("ok", "skipped", "error"):
-            nodes[r["node"]] = nodes.get(r["node"], 0) + 1
     out["nodes"] = dict(sorted(nodes.items()))  # images handled per Ray node (ok, skipped or failed)
-    for m in (*METRICS, *(f"input_{m}" for m in METRICS)):
-        vals = np.array([r[m] for r in done if r.get(m) is not None], dtype=np.float64)
-        finite = vals[np.isfinite(vals)]
-        if vals.size:
-            out["metrics"][m] = {
-                "mean": float(finite.mean()) if finite.size else None,
-                "median": float(np.median(finite)) if finite.size else None,
-                "min": float(finite.min()) if finite.size else None,
-                "max": float(finite.max()) if finite.size else None,
-                "count": int(vals.size),
-                "infinite": int(vals.size - finite.size),
-            }
+    for m, (count, finite, total, lo, hi) in acc.items():
+        if not count:
+            continue
+
+        def values(m=m):
+            for b in read(["status", m]):
+                done = pc.fill_null(pc.is_in(b.column("status"), pa.array(["ok", "skipped"])), False)
+                yield pc.drop_null(pc.filter(b.column(m), done)).to_numpy(zero_copy_only=False)
+
+        out["metrics"][m] = {
+            "mean": total / finite if finite else None,
+            "median": median(values, finite, lo, hi) if finite else None,
+            "min": lo if finite else None,
+            "max": hi if finite else None,
+            "count": count,
+            "infinite": count - finite,
+        }
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import os
 import posixpath
 import uuid
@@ -235,6 +236,14 @@ class Store:
         """Write ``data`` to ``key`` atomically: readers see the old object or the whole new one."""
         with self.open_write(key) as f:
             f.write(data)
+
+    def written_tag(self, key: str, data: bytes) -> str:
+        """The tag iter_entries will list for ``key``, just written with ``data``: locally its
+        modification time; on S3 the ETag of a single PUT, the MD5 of the bytes (a multipart
+        upload's ETag differs, so such an output is verified again rather than trusted)."""
+        if self.is_s3:
+            return hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return str(os.stat(self.key_path(key), follow_symlinks=False).st_mtime_ns)
 
     @contextlib.contextmanager
     def open_write(self, key: str):

@@ -242,6 +242,9 @@ def test_dry_run_writes_nothing_and_its_counts_match_the_real_run(cluster, model
     real = run_denoise(replace(cfg, dry_run=False), log=quiet)
     assert (real["ok"] + real["failures"], real["skipped"], real["excluded"]) == (plan["to_do"], plan["existing"],
                                                                                    sum(plan["excluded"].values()))
+    # after the run, its report vouches for every output it wrote or verified: they are kept unread
+    again = run_denoise(cfg, log=quiet)
+    assert (again["to_do"], again["existing"], again["trusted"]) == (1, 0, 8)  # bad.png is tried again
     # the same on S3 (its listing, merged with the output's), and through the CLI
     base = s3_server.prefix()
     fs = s3_server.fs()
@@ -254,3 +257,9 @@ def test_dry_run_writes_nothing_and_its_counts_match_the_real_run(cluster, model
     assert r.returncode == 0 and "10 inputs" in r.stdout and "8 to do, 1 with an output" in r.stdout, r.stdout + r.stderr
     assert "1 excluded (1 hidden" in r.stdout and "Ray" not in r.stdout
     assert sorted(fs.find(f"{base[5:]}/out")) == [f"{base[5:]}/out/s1/1.png"]
+    # on S3 the tag is the ETag, the MD5 of what was written: a rerun trusts the outputs unread
+    s3cfg = DenoiseConfig(input=f"{base}/in", output=f"{base}/out", model=str(model_dir), s3_endpoint=s3_server.endpoint)
+    first = run_denoise(s3cfg, log=quiet)
+    assert (first["ok"], first["skipped"], first["trusted"]) == (7, 1, 0)
+    rerun = run_denoise(s3cfg, log=quiet)
+    assert (rerun["ok"], rerun["skipped"], rerun["trusted"], rerun["failures"]) == (0, 8, 8, 1)

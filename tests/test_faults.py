@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from raydenoise.artifacts import CONFIG, WEIGHTS, save_model_dir
+from raydenoise.denoise import DenoiseConfig, run_denoise
 from raydenoise.images import decode_rgb8
 from raydenoise.models import build_model
 
@@ -578,3 +579,52 @@ def test_1_resume_check_unit(tmp_path):
     st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "ref"), None, None)
     state = read_one("a.png", True, st)
     assert not state["skip"] and "existing output is 30x10, the input 30x20" in state["note"]
+
+
+# ----------------------------------------------------------------------------- 12. a killed driver
+
+
+def test_12_a_killed_driver_leaves_report_parts_and_the_rerun_reports_every_input_once(cluster, model_dir, tmp_path):
+    """The driver (the CLI) is SIGKILLed half-way: the report parts it wrote list what was done;
+    the rerun trusts those outputs without reading them (an output rewritten with the same size
+    and modification time stays as it is: it was not read), redoes one whose size changed, does
+    the rest, and reports every input exactly once."""
+    import signal
+
+    inputs = noisy_images(tmp_path / "in", 240, 48, 64)
+    rep = tmp_path / "out" / "_report"
+    exe = Path(sys.executable).parent / "raydenoise"
+    cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+           "--model", str(model_dir), "--workers", "1", "--batch-size", "1", "--address", cluster]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "RAYDENOISE_REPORT_PART_SECONDS": "0.2"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(rep.glob(".runs/*/part-*.parquet"))) < 3 and run.poll() is None:
+        time.sleep(0.02)
+    run.kill()
+    assert run.wait() == -signal.SIGKILL, run.stderr.read()[-2000:]
+    part_files = sorted(rep.glob(".runs/*/part-*.parquet"))
+    assert len(part_files) >= 3 and not (rep / "report.parquet").exists()
+    done = {r["key"]: r for f in part_files for r in pq.read_table(f).to_pylist() if r["status"] == "ok"}
+    assert 0 < len(done) < len(inputs)
+    first, second = sorted(done)[:2]
+    same = tmp_path / "out" / first  # rewritten in place, same size and modification time: trusted, not read
+    st = same.stat()
+    same.write_bytes(b"\0" * st.st_size)
+    os.utime(same, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (tmp_path / "out" / second).write_bytes((tmp_path / "out" / second).read_bytes()[:-10])  # changed: redone
+    summary = run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                        model=str(model_dir), workers=2), log=lambda m: None)
+    rows = pq.read_table(rep / "report.parquet").to_pylist()
+    assert [r["key"] for r in rows] == sorted(inputs)  # every input exactly once
+    by_key = {r["key"]: r for r in rows}
+    assert summary["trusted"] == len(done) - 1 and summary["count"] == len(inputs)
+    assert by_key[first]["status"] == "skipped" and same.read_bytes() == b"\0" * st.st_size
+    assert by_key[second]["status"] == "ok" and "redone" in by_key[second]["note"]
+    assert all(r["status"] in ("ok", "skipped") for r in rows)
+    for k in inputs:
+        if k != first:
+            assert decode_rgb8((tmp_path / "out" / k).read_bytes()).shape == (48, 64, 3)
+            assert by_key[k]["output_bytes"] == (tmp_path / "out" / k).stat().st_size
+    assert not (rep / ".runs").exists()
+    assert not [p for p in (tmp_path / "out").iterdir() if ".raydenoise-tmp-" in p.name]

@@ -8,7 +8,9 @@ loses nothing. Worker node `b` runs in a mount namespace of its own, where the f
 import csv
 import io
 import json
+import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -55,6 +57,31 @@ def s3_dataset(cluster, s3_server):
 
 def cli(c: LocalCluster, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return run_cli(*args, address=c.address, env=c.env, timeout=timeout)
+
+
+MANY = """
+import json, sys
+from raydenoise.cli import main
+for args in json.loads(sys.argv[1]):
+    print("\\n=== case", file=sys.stderr, flush=True)
+    rc = main(args)
+    print(f"\\n=== rc {rc}", file=sys.stderr, flush=True)
+"""
+
+
+def cli_many(c: LocalCluster, cases: list[list[str]]) -> list[tuple[int, str]]:
+    """Several commands, one after the other, in one process (``raydenoise.cli.main``: the same
+    code as the console script, without a Python start and imports per command): their exit
+    codes and stderr."""
+    argv = [[*a, "--address", c.address] if a[0] in ("ingest", "train", "denoise") else a for a in cases]
+    r = subprocess.run([sys.executable, "-c", MANY, json.dumps(argv)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **c.env})
+    results = []
+    for chunk in r.stderr.split("\n=== case")[1:]:
+        text, _, rc = chunk.rpartition("\n=== rc ")
+        results.append((int(rc.split()[0]), text))
+    assert len(results) == len(cases), r.stderr[-3000:]
+    return results
 
 
 def put_images(s3, prefix: str, n: int, size: int, noisy: bool = True) -> dict[str, np.ndarray]:
@@ -140,10 +167,8 @@ def test_local_paths_work_when_every_node_sees_them_and_are_refused_before_work_
     s3_server.fs().get(s3_dataset[0][5:] + "/", str(local / "ds"), recursive=True)
     cases.append((["evaluate", "--data", str(local / "ds"), "--model", "builtin:denoise", "--split", "val", "--out",
                    str(tmp_path / "eval"), "--address", cluster.address], "--data", tmp_path / "eval/table.json"))
-    for args, flag, not_written in cases:
-        r = cli(cluster, *args)
-        out = r.stdout + r.stderr
-        assert r.returncode != 0 and "Traceback" not in out, out
+    for (args, flag, not_written), (rc, out) in zip(cases, cli_many(cluster, [args for args, _, _ in cases])):
+        assert rc != 0 and "Traceback" not in out, out
         assert f"{flag} {local}" in out and "do not see it" in out and "s3://" in out, out
         assert not not_written.exists(), not_written
     assert not list(tmp_path.glob("out2/*.png")) and not list(local.glob("runs/x/checkpoint_*"))
