@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods scored beside the model: identity (the noisy input), nlm "
                         "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "
                         "low light). Default: identity,nlm")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the data set and the model and time a few pairs here, then stop: the pairs and "
+                        "shards of the split and a time estimate; starts no Ray, writes nothing")
     _add_s3(p)
     _add_ray(p)
 
@@ -374,7 +377,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
-                         tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines)
+                         tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines, dry_run=args.dry_run)
     run_evaluate(cfg, log=_log, start_ray=start_ray(args))
     return 0
 

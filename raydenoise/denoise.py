@@ -30,7 +30,7 @@ import numpy as np
 from . import report as rpt
 from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
-from .console import Progress, console, plural, rate
+from .console import Progress, console, duration, plural, rate
 from . import runfiles
 from .plan import REPORT_DIR, select, trusted, with_earlier, with_outputs
 from .report import EXCLUDED, NOT_DONE
@@ -765,10 +765,10 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint
         + f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"
                                                                  for why, n in excluded.items()) + ")" if excluded else ""))
     if estimate.get("cpu_seconds") is not None:
-        log(f"denoise --dry-run: estimate: {_hours(estimate['cpu_seconds'])} of model time on one CPU "
+        log(f"denoise --dry-run: estimate: {duration(estimate['cpu_seconds'])} of model time on one CPU "
             f"({estimate['sampled']} sampled, {estimate['seconds_per_megapixel']:.2f} s/megapixel, "
             f"{estimate['megapixels_per_mb']:.2f} megapixels per MB of input; rough): about "
-            f"{_hours(estimate['cpu_seconds'] / max(1, os.cpu_count() or 1))} on this machine's {os.cpu_count()} CPUs, "
+            f"{duration(estimate['cpu_seconds'] / max(1, os.cpu_count() or 1))} on this machine's {os.cpu_count()} CPUs, "
             "divided by the CPUs of the cluster that runs it")
     elif estimate.get("note"):
         log(f"denoise --dry-run: no estimate: {estimate['note']}")
@@ -781,11 +781,6 @@ def _exists(store: Store) -> bool:
         return bool(store.fs.exists(store.path))
     except Exception as exc:
         raise DenoiseError(f"{store.root}: cannot list ({object_error(exc)})") from None
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min" if seconds >= 60 else \
-        f"{seconds:.1f} s"
 
 
 def _estimate(sample: list[str], inp: Store, model_uri: str, endpoint: str | None, max_pixels: int | None,

@@ -26,7 +26,7 @@ import numpy as np
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .report import to_json
-from .console import Progress, console, plural
+from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
@@ -49,6 +49,7 @@ class EvaluateConfig:
     tile: int | None = None
     s3_endpoint: str | None = None
     baselines: tuple[str, ...] = DEFAULT_BASELINES
+    dry_run: bool = False  # read the manifest, check the model, time a few pairs; nothing written
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -208,12 +209,15 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
         if cfg.out is None and model_uri.startswith(BUILTIN):
             raise EvaluateError(f"--model {model_uri}: give --out (a built-in model has no folder to write eval/ into)")
         out = open_store(cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint)
-        out.check_writable()
+        if not cfg.dry_run:
+            out.check_writable()
     except (IngestError, StorageError, ArtifactError) as exc:
         raise EvaluateError(str(exc)) from None
     shards = [s["path"] for s in manifest.get("shards", []) if s.get("split") == cfg.split]
     if not shards:
         raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
+    if cfg.dry_run:
+        return dry_run(cfg, manifest, shards, methods, data_uri, model_uri, endpoint, out, log, t_start)
     check_s = time.time() - t_start
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
@@ -232,37 +236,131 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                                "baselines": tuple(cfg.baselines)},
     )
-    rows = []
+    sums = {m: _Sums() for m in methods}
+    errors: dict[str, None] = {}  # unique messages, in order (at most MAX_ERRORS kept)
+    n_errors, ids = 0, _Counter()
     try:
-        with Progress("evaluate", expected * len(methods), unit="score") as progress:
-            for r in ds.iter_rows():
-                rows.append({k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()})
-                first_s = first_s or time.time() - t_start
-                progress.update(1)
+        with out.open_write("per_image.csv") as raw, Progress("evaluate", expected * len(methods), unit="score") as progress:
+            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            writer = csv.DictWriter(text, fieldnames=list(PER_IMAGE))
+            writer.writeheader()
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for r in _batch_rows(batch):
+                    first_s = first_s or time.time() - t_start
+                    progress.update(1)
+                    if r["error"]:
+                        n_errors += 1
+                        if len(errors) < MAX_ERRORS:
+                            errors.setdefault(r["error"])
+                        continue
+                    writer.writerow({k: r[k] for k in PER_IMAGE})
+                    sums[r["method"]].add(r)
+                    ids.add(r["id"])
+            text.flush()
+            text.detach()
     except Exception as exc:
         raise EvaluateError(f"the scoring job failed: {last_error_line(exc)}") from exc
-    errors = sorted({r["error"] for r in rows if r["error"]})
-    rows = [r for r in rows if not r["error"]]
-    table = {}
-    for method in methods:
-        sel = [r for r in rows if r["method"] == method]
-        table[method] = {k: _mean([r[k] for r in sel]) for k in (*METRIC_NAMES, "seconds")}
-        table[method]["images"] = len(sel)
-    scored = len({r["id"] for r in rows})
-    out.write_bytes("per_image.csv", _csv([{k: v for k, v in r.items() if k != "error"} for r in rows]))
+    table = {m: sums[m].table() for m in methods}
+    scored = ids.count
     out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
     phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
               "first_score_s": round(first_s, 3) if first_s else None}
+    errors_list = sorted(errors)
     out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],
-                                           "pairs_expected": expected, "errors": errors, "phases": phases}))
+                                           "pairs_expected": expected, "errors": errors_list,
+                                           "errors_total": n_errors, "phases": phases}))
     log(format_table(table, cfg.split))
     log(f"evaluate: wrote {out.uri('table.csv')}, table.json and per_image.csv")
-    if errors:
-        for e in errors[:10]:
+    if n_errors:
+        for e in errors_list[:10]:
             console().error(f"evaluate: {e}")
-        raise EvaluateError(f"{len(errors)} problems (listed above and in {out.uri('table.json')}); the table covers "
+        raise EvaluateError(f"{n_errors} problems (listed above and in {out.uri('table.json')}); the table covers "
                             f"{scored} of {expected} pairs")
     return table
+
+
+PER_IMAGE = ("id", "method", "seconds", *METRIC_NAMES)  # per_image.csv's columns
+MAX_ERRORS = 1000  # distinct error messages kept for table.json (all are counted)
+
+
+def _batch_rows(batch: dict[str, np.ndarray]):
+    for i in range(len(batch["id"])):
+        yield {k: (v.item() if isinstance(v, np.generic) else v) for k, v in ((k, batch[k][i]) for k in _ROW_KEYS)}
+
+
+class _Sums:
+    """Running means of one method's rows (finite values only, like _mean)."""
+
+    def __init__(self):
+        self.images = 0
+        self.total = {k: 0.0 for k in (*METRIC_NAMES, "seconds")}
+        self.n = dict.fromkeys(self.total, 0)
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.images += 1
+        for k in self.total:
+            v = r.get(k)
+            if v is not None and math.isfinite(v):
+                self.total[k] += float(v)
+                self.n[k] += 1
+
+    def table(self) -> dict[str, Any]:
+        return {**{k: (self.total[k] / self.n[k] if self.n[k] else None) for k in self.total}, "images": self.images}
+
+
+class _Counter:
+    """Distinct pair ids scored: rows of one pair come together (one actor scores a pair's methods
+    in a row), so counting changes of id is exact without holding the ids."""
+
+    def __init__(self):
+        self.count, self._last = 0, None
+
+    def add(self, pid: str) -> None:
+        if pid != self._last:
+            self.count, self._last = self.count + 1, pid
+
+
+SAMPLE = 3  # pairs scored on the driver by --dry-run to estimate the time
+
+
+def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: list[str], data_uri: str,
+            model_uri: str, endpoint: str | None, out, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
+    """Check and plan only, without Ray and without writing: the pairs and shards of the split,
+    the methods, and the time per pair of each method on a few pairs scored here."""
+    import torch
+
+    expected = manifest["counts"].get(cfg.split, 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per CPU, as one actor runs it; restored below
+    try:
+        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines))
+        rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
+        sampled = 0
+        try:
+            for shard_rows in iter_shard_rows(scorer.store, shards[0], ("id", "low", "high"), SAMPLE):
+                for pid, lb, hb in shard_rows[:SAMPLE - sampled]:
+                    scorer._score_pair(str(pid), lb, hb, rows)
+                    sampled += 1
+                if sampled >= SAMPLE:
+                    break
+        except Exception as exc:
+            raise EvaluateError(f"{scorer.store.uri(shards[0])}: cannot read the shard: {object_error(exc)}") from None
+    finally:
+        torch.set_num_threads(threads)
+    per_pair = {m: _mean([s for s, mm, e in zip(rows["seconds"], rows["method"], rows["error"]) if mm == m and not e])
+                for m in methods}
+    cpu_s = sum(v for v in per_pair.values() if v) * expected
+    summary = {"dry_run": True, "split": cfg.split, "pairs": expected, "shards": len(shards), "methods": methods,
+               "sampled": sampled, "seconds_per_pair": per_pair, "cpu_seconds": cpu_s, "out": out.root,
+               "plan_s": round(time.time() - t_start, 3)}
+    log(f"evaluate --dry-run: {plural(expected, cfg.split + ' pair')} in {plural(len(shards), 'shard')} of {data_uri} "
+        f"x {plural(len(methods), 'method')} ({', '.join(methods)}); the tables would go to {out.root}")
+    if sampled:
+        log("evaluate --dry-run: estimate from " + plural(sampled, "pair") + " scored here: "
+            + ", ".join(f"{m} {v:.3f} s/pair" for m, v in per_pair.items() if v is not None)
+            + f"; about {duration(cpu_s)} on one CPU, divided by the CPUs of the cluster that runs it")
+    log("evaluate --dry-run: nothing was written")
+    return summary
 
 
 def _mean(values: list[float]) -> float | None:

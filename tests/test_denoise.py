@@ -201,6 +201,12 @@ def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path)
         write(tmp_path / f"high/{i}.png", png_bytes(clean))
     run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "ds"),
                             split=(0.0, 0.0, 1.0)), log=quiet)
+    logs = []
+    plan = run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), dry_run=True), log=logs.append)
+    assert not (model_dir / "eval").exists()  # a dry run writes nothing
+    assert (plan["pairs"], plan["sampled"], plan["methods"]) == (6, 3, ["model", "noisy input", "nl-means"])
+    assert plan["seconds_per_pair"]["nl-means"] > 0 and plan["cpu_seconds"] > 0
+    assert "6 test pairs in 1 shard" in logs[0] and "nothing was written" in logs[-1]
     table = run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir)), log=quiet)
     assert set(table) == {"model", "noisy input", "nl-means"} and all(v["images"] == 6 for v in table.values())
     direct = np.mean([psnr(noisy(rgb(24, 32, seed=i), i) / 255, rgb(24, 32, seed=i) / 255) for i in range(6)])
