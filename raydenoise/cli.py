@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=_split, default=(0.7, 0.2, 0.1),
                    help="train,val,test fractions (default 0.7,0.2,0.1)")
     _add_hidden(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="list and pair only (no Ray, nothing written): pairs per split, shards, rejected files and "
+                        "why, and a rough time estimate from a few pairs converted here")
     _add_s3(p)
     _add_ray(p)
 
@@ -337,7 +340,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(low=args.low, high=args.high, out=args.out, rows_per_shard=args.rows_per_shard,
                        seed=args.seed, split=args.split, s3_endpoint=args.s3_endpoint,
-                       include_hidden=args.include_hidden)
+                       include_hidden=args.include_hidden, dry_run=args.dry_run)
     run_ingest(cfg, log=_log, start_ray=start_ray(args))
     return 0
 

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .images import ImageError, to_png_rgb8
 from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
-from .console import Progress, console, plural
+from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
                       is_partial, open_store, partition_hidden, storage_wide)
@@ -87,12 +87,14 @@ class IngestConfig:
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     s3_endpoint: str | None = None
     include_hidden: bool = False  # files and folders whose names start with '.'
+    dry_run: bool = False  # list and pair only: counts per split, rejections, an estimate; nothing written
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    manifest: dict
+    manifest: dict  # empty for a dry run
     out: str
+    plan: dict | None = None  # a dry run's summary
 
 
 def _read(store: Store, key: str) -> tuple[bytes | None, str | None]:
@@ -137,6 +139,53 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
         why = f"size mismatch: low is {lw}x{lh}, high is {hw}x{hh}"
         return None, why, why
     return (lp, hp, lh, lw), None, None
+
+
+SAMPLE = 3  # pairs read and converted on the driver by --dry-run to estimate the time
+
+
+def _dry_run(cfg: IngestConfig, pairs: list, rejected: list[dict], low: Store | None, high: Store, out: Store,
+             log: Callable[[str], None], t_start: float) -> dict:
+    """What an ingest would do, without Ray and without writing: the pairs per split, the shards,
+    every rejection known from the listing (by reason, with an example), and the time per pair
+    of reading and converting a few pairs here (decoding can reject more when the job runs)."""
+    from collections import Counter
+
+    splits = Counter(p.split for p in pairs)
+    shards = sum(-(-n // cfg.rows_per_shard) for n in splits.values())
+    reasons: Counter = Counter()
+    examples: dict[str, str] = {}
+    for r in rejected:
+        why = r["reason"].split(":")[0]
+        reasons[why] += 1
+        examples.setdefault(why, r["file"])
+    seconds, sampled = 0.0, 0
+    for p in pairs[:SAMPLE]:
+        t0 = time.perf_counter()
+        try:
+            hd, _ = _read(high, p.high_key)
+            ld, _ = _read(low, p.low_key) if low is not None else (hd, None)
+            if hd is None or ld is None or process_pair(ld, hd)[0] is None:
+                continue
+        except Exception:
+            continue
+        seconds += time.perf_counter() - t0
+        sampled += 1
+    per_pair = seconds / sampled if sampled else None
+    summary = {"dry_run": True, "pairs": len(pairs), "splits": {s: splits.get(s, 0) for s in SPLITS}, "shards": shards,
+               "rejected": len(rejected), "rejected_by_reason": dict(reasons), "rejected_examples": examples,
+               "sampled": sampled, "seconds_per_pair": per_pair,
+               "cpu_seconds": per_pair * len(pairs) if per_pair is not None else None,
+               "plan_s": round(time.time() - t_start, 3)}
+    log(f"ingest --dry-run: {plural(len(pairs), 'pair')} ("
+        + ", ".join(f"{splits.get(s, 0):,} {s}" for s in SPLITS) + f") in {plural(shards, 'shard')} of up to "
+        f"{cfg.rows_per_shard} rows -> {out.root}; {plural(len(rejected), 'file')} rejected"
+        + (" (" + "; ".join(f"{n:,} {why}, e.g. {examples[why]}" for why, n in reasons.items()) + ")" if reasons else ""))
+    if per_pair is not None:
+        log(f"ingest --dry-run: estimate: {per_pair:.3f} s per pair to read, check and convert ({sampled} sampled): "
+            f"about {duration(per_pair * len(pairs))} on one CPU, divided by the CPUs of the cluster that runs it")
+    log("ingest --dry-run: nothing was written")
+    return summary
 
 
 def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None) -> dict:
@@ -296,7 +345,8 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
                 raise IngestError(f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs")
         low_keys, low_out = partition_hidden(low.list_keys(), cfg.include_hidden) if low else (None, [])
         high_keys, high_out = partition_hidden(high.list_keys(), cfg.include_hidden)
-        out.check_writable()
+        if not cfg.dry_run:
+            out.check_writable()
     except StorageError as exc:
         raise IngestError(str(exc)) from None
     pairs, rejected_objs = pair_keys(
@@ -310,6 +360,8 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
     else:
         log(f"ingest: {len(low_keys):,} low and {plural(len(high_keys), 'high file')}, "
             f"{plural(len(pairs), 'candidate pair')}")
+    if cfg.dry_run:
+        return IngestResult({}, out.root, _dry_run(cfg, pairs, rejected, low, high, out, log, t_start))
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     # Largest shards first, so the last tasks to start are the short ones (less idle tail).
     specs = sorted(_shard_specs(pairs, cfg.rows_per_shard, run), key=lambda s: -len(s["ids"]))

@@ -72,6 +72,12 @@ def mixed(tmp_path):
 def test_local_ingest_round_trip_rejects_and_manifest(ray_cluster, mixed):
     root, good = mixed
     out = root / "out"
+    logs = []
+    plan = run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3,
+                                   dry_run=True), log=logs.append).plan
+    assert not out.exists() and "nothing was written" in logs[-1]  # a dry run writes nothing
+    assert plan["pairs"] == 12 and sum(plan["splits"].values()) == 12 and plan["rejected_by_reason"] == {"no partner": 2}
+    assert plan["shards"] == sum(-(-n // 3) for n in plan["splits"].values()) and plan["seconds_per_pair"] > 0
     res = run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3), log=quiet)
     m = read_manifest(str(out))
     assert m == res.manifest and m["schema_version"] == 2 and m["clean_only"] is False
@@ -104,6 +110,8 @@ def test_local_ingest_round_trip_rejects_and_manifest(ray_cluster, mixed):
         assert t.num_rows == shard["rows"] <= 3
         assert set(t.column("split").to_pylist()) == {shard["split"]} and shard["path"].startswith(shard["split"] + "/")
     assert m["args"]["rows_per_shard"] == 3 and m["args"]["seed"] == 42
+    # the plan's pairs are the real run's rows plus the pairs whose files the run rejected on decoding
+    assert plan["pairs"] == len(rows) + len({r["id"] for r in m["rejected"]} - {"lonely", "orphan"})
 
 
 def test_rerun_replaces_previous_shards_and_splits_are_stable(ray_cluster, tmp_path):
