@@ -11,6 +11,9 @@ For N tiny PNGs in a local folder (1,000 per sub-folder), measured on the driver
   and tag listed for it, as a finished run leaves it) vouches for every output, so the job plans,
   keeps every output without reading it and writes the full report again: listing, merging,
   report parts and report assembly, all streamed; Ray is not started (nothing to do);
+- ``ingest dry-run``: ``raydenoise ingest --dry-run --low IN --high OUTPUT``: every input has a
+  partner, so N pairs are planned: both listings streamed, sorted by id (20,000 keys in memory,
+  the rest in sorted runs on local disk) and merged;
 - ``list + set (before)``: what denoise did before planning, side by side: the whole input listing
   as a list plus the output listing as a set (``Store.list_keys``).
 
@@ -125,6 +128,11 @@ def run(label: str, n: int, inp: str, out: str, env: dict | None = None) -> list
     rss, s, text = measure([str(EXE), "denoise", "--input", inp, "--output", out, "--model", "builtin:denoise"], env)
     assert f"{n:,} with an output the earlier report vouches for" in text and f"{n:,} skipped" in text, text
     rows.append({"where": label, "objects": n, "case": "resumed job", "peak_rss_mb": round(rss, 1), "seconds": round(s, 2)})
+    print(rows[-1], flush=True)
+    rss, s, text = measure([str(EXE), "ingest", "--low", inp, "--high", out, "--out", out + "-dataset", "--dry-run"], env)
+    assert f"{n:,} pairs" in text, text
+    rows.append({"where": label, "objects": n, "case": "ingest dry-run", "peak_rss_mb": round(rss, 1),
+                 "seconds": round(s, 2)})
     print(rows[-1], flush=True)
     rss, s, _ = measure([sys.executable, "-c", BEFORE, inp, out], env)
     rows.append({"where": label, "objects": n, "case": "list + set (before)", "peak_rss_mb": round(rss, 1),

@@ -1,9 +1,12 @@
 """``raydenoise ingest``: stream paired images into Parquet shards with Ray Data.
 
-The driver only lists keys and pairs them (no pixels). Pairs are cut into shard specs of at
-most ``rows_per_shard`` pairs, per split, in natural id order; Ray Data runs one task per shard
-spec, and each task reads, validates, normalizes and writes its own shard in small row groups,
-so memory per task stays bounded however large the data set. Tasks return only small records
+The driver only lists keys and pairs them (no pixels), as a merge of the two listings sorted by
+id (pairing.iter_pairs; each listing streamed and sorted SORT_ROWS keys at a time, the rest in
+sorted runs on local disk). Pairs are cut into shard specs of at most ``rows_per_shard``
+pairs, per split, in natural id order, written to ``OUT/.ingest-<run>/`` as they come (a spec
+is a range of positions there); Ray Data runs one task per shard spec, and each task reads its
+pairs, then reads, validates, normalizes and writes its own shard in small row groups, so
+memory per task stays bounded however large the data set. Tasks return only small records
 (row counts and rejected files), which the driver turns into ``manifest.json``.
 
 Layout of OUT::
@@ -23,6 +26,7 @@ import contextlib
 import datetime as _dt
 import functools
 import json
+import tempfile
 import time
 from typing import Callable
 import uuid
@@ -34,11 +38,13 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .images import ImageError, to_png_rgb8
-from .pairing import SPLITS, Pair, Rejected, check_split, file_id, pair_keys
+from .pairing import SPLITS, Pair, Rejected, check_split, file_id, id_order, iter_pairs
+from .parts import external_sort
+from .runfiles import Positional, read_positions
 from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
-                      is_partial, open_store, partition_hidden, storage_wide)
+                      is_partial, left_out_reason, open_store, storage_wide)
 
 SCHEMA_VERSION = 2  # 2: low and low_file may be null (clean-only data sets)
 MANIFEST = "manifest.json"
@@ -144,15 +150,13 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
 SAMPLE = 3  # pairs read and converted on the driver by --dry-run to estimate the time
 
 
-def _dry_run(cfg: IngestConfig, pairs: list, rejected: list[dict], low: Store | None, high: Store, out: Store,
+def _dry_run(cfg: IngestConfig, plan: _ShardPlan, rejected: list[dict], low: Store | None, high: Store, out: Store,
              log: Callable[[str], None], t_start: float) -> dict:
     """What an ingest would do, without Ray and without writing: the pairs per split, the shards,
     every rejection known from the listing (by reason, with an example), and the time per pair
     of reading and converting a few pairs here (decoding can reject more when the job runs)."""
-    from collections import Counter
-
-    splits = Counter(p.split for p in pairs)
-    shards = sum(-(-n // cfg.rows_per_shard) for n in splits.values())
+    splits = plan.splits
+    shards = len(plan.specs)
     reasons: Counter = Counter()
     examples: dict[str, str] = {}
     for r in rejected:
@@ -160,7 +164,7 @@ def _dry_run(cfg: IngestConfig, pairs: list, rejected: list[dict], low: Store | 
         reasons[why] += 1
         examples.setdefault(why, r["file"])
     seconds, sampled = 0.0, 0
-    for p in pairs[:SAMPLE]:
+    for p in plan.sample:
         t0 = time.perf_counter()
         try:
             hd, _ = _read(high, p.high_key)
@@ -172,23 +176,24 @@ def _dry_run(cfg: IngestConfig, pairs: list, rejected: list[dict], low: Store | 
         seconds += time.perf_counter() - t0
         sampled += 1
     per_pair = seconds / sampled if sampled else None
-    summary = {"dry_run": True, "pairs": len(pairs), "splits": {s: splits.get(s, 0) for s in SPLITS}, "shards": shards,
+    summary = {"dry_run": True, "pairs": plan.n, "splits": {s: splits.get(s, 0) for s in SPLITS}, "shards": shards,
                "rejected": len(rejected), "rejected_by_reason": dict(reasons), "rejected_examples": examples,
                "sampled": sampled, "seconds_per_pair": per_pair,
-               "cpu_seconds": per_pair * len(pairs) if per_pair is not None else None,
+               "cpu_seconds": per_pair * plan.n if per_pair is not None else None,
                "plan_s": round(time.time() - t_start, 3)}
-    log(f"ingest --dry-run: {plural(len(pairs), 'pair')} ("
+    log(f"ingest --dry-run: {plural(plan.n, 'pair')} ("
         + ", ".join(f"{splits.get(s, 0):,} {s}" for s in SPLITS) + f") in {plural(shards, 'shard')} of up to "
         f"{cfg.rows_per_shard} rows -> {out.root}; {plural(len(rejected), 'file')} rejected"
         + (" (" + "; ".join(f"{n:,} {why}, e.g. {examples[why]}" for why, n in reasons.items()) + ")" if reasons else ""))
     if per_pair is not None:
         log(f"ingest --dry-run: estimate: {per_pair:.3f} s per pair to read, check and convert ({sampled} sampled): "
-            f"about {duration(per_pair * len(pairs))} on one CPU, divided by the CPUs of the cluster that runs it")
+            f"about {duration(per_pair * plan.n)} on one CPU, divided by the CPUs of the cluster that runs it")
     log("ingest --dry-run: nothing was written")
     return summary
 
 
-def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None) -> dict:
+def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None,
+                 plan_prefix: str) -> dict:
     """Ray Data task: one shard spec in, one shard file out, a small summary back.
 
     The shard is published under its name only once it is complete (Store.open_write). A pair
@@ -198,6 +203,8 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     """
     high, out = cached_store(high_uri, endpoint), cached_store(out_uri, endpoint)
     low = cached_store(low_uri, endpoint) if low_uri else None
+    pairs = read_positions(out, plan_prefix, int(spec["start"]), int(spec["stop"]), PAIRS_SCHEMA).to_pydict()
+    spec = {**spec, "ids": pairs["id"], "low_keys": pairs["low_key"], "high_keys": pairs["high_key"]}
     rejected: list[dict] = []
     buf: dict[str, list] = {name: [] for name in SCHEMA.names}
     rows = 0
@@ -297,22 +304,53 @@ def _add_clean(pid: str, key: str, high: Store, split: str, buf: dict[str, list]
     return True
 
 
-def _shard_specs(pairs: list[Pair], rows_per_shard: int, run: str) -> list[dict]:
-    specs = []
-    for split in SPLITS:
-        members = [p for p in pairs if p.split == split]
-        for n, start in enumerate(range(0, len(members), rows_per_shard)):
-            chunk = members[start : start + rows_per_shard]
-            specs.append(
-                {
-                    "shard": f"{split}/{run}-{n:05d}.parquet",
-                    "split": split,
-                    "ids": [p.id for p in chunk],
-                    "low_keys": [p.low_key for p in chunk],
-                    "high_keys": [p.high_key for p in chunk],
-                }
-            )
-    return specs
+SORT_ROWS = 20_000  # keys sorted in memory at a time while pairing (more go to sorted runs on disk)
+PAIRS_SCHEMA = pa.schema([("id", pa.string()), ("low_key", pa.string()), ("high_key", pa.string())])
+SORT_SCHEMA = pa.schema([("id", pa.string()), ("key", pa.string())])
+
+
+class _ShardPlan:
+    """Pairs (in id order) into shards of up to ``rows_per_shard`` pairs of one split each. The
+    pairs go to the data set's plan files (runfiles.Positional) and a shard spec holds only its
+    range of positions, so the driver holds one shard's pairs per split, never the listing.
+    Without a store (a dry run) pairs are only counted."""
+
+    def __init__(self, store: Store | None, prefix: str, rows_per_shard: int, run: str):
+        self.pairs = Positional(store, prefix, PAIRS_SCHEMA) if store is not None else None
+        self.rows_per_shard, self.run = rows_per_shard, run
+        self.buf: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+        self.specs: list[dict] = []
+        self.splits: Counter = Counter()
+        self.sample: list[Pair] = []
+        self.n = 0
+
+    def add(self, pair: Pair) -> None:
+        self.n += 1
+        self.splits[pair.split] += 1
+        if len(self.sample) < SAMPLE:
+            self.sample.append(pair)
+        self.buf[pair.split].append(pair)
+        if len(self.buf[pair.split]) == self.rows_per_shard:
+            self._spec(pair.split)
+
+    def _spec(self, split: str) -> None:
+        chunk, self.buf[split] = self.buf[split], []
+        if not chunk:
+            return
+        n = sum(s["split"] == split for s in self.specs)
+        start = self.pairs.n if self.pairs is not None else 0
+        if self.pairs is not None:
+            for p in chunk:
+                self.pairs.add({"id": p.id, "low_key": p.low_key, "high_key": p.high_key})
+        self.specs.append({"shard": f"{split}/{self.run}-{n:05d}.parquet", "split": split, "start": start,
+                           "stop": start + len(chunk)})
+
+    def close(self, *exc) -> None:
+        if not exc or exc[0] is None:
+            for split in SPLITS:
+                self._spec(split)
+        if self.pairs is not None:
+            self.pairs.close(*exc)
 
 
 def summarize_rejected(rejected: list[dict]) -> str:
@@ -343,29 +381,82 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
         for side, store in (("--low", low), ("--high", high)):
             if store is not None and store.contains(out):
                 raise IngestError(f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs")
-        low_keys, low_out = partition_hidden(low.list_keys(), cfg.include_hidden) if low else (None, [])
-        high_keys, high_out = partition_hidden(high.list_keys(), cfg.include_hidden)
+        for store in (low, high):
+            if store is not None:
+                next(store.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
         if not cfg.dry_run:
             out.check_writable()
     except StorageError as exc:
         raise IngestError(str(exc)) from None
-    pairs, rejected_objs = pair_keys(
-        low_keys, high_keys, seed=cfg.seed, fractions=cfg.split, low_uri=low.uri if low else None, high_uri=high.uri
-    )
-    rejected = [r.as_dict() for r in rejected_objs]
-    rejected += [Rejected(store.uri(k), side, file_id(k), why).as_dict()
-                 for side, store, left in (("low", low, low_out), ("high", high, high_out)) for k, why in left]
-    if low is None:
-        log(f"ingest: {plural(len(high_keys), 'clean file')}, no --low: a clean-only data set (train it with --degrade)")
-    else:
-        log(f"ingest: {len(low_keys):,} low and {plural(len(high_keys), 'high file')}, "
-            f"{plural(len(pairs), 'candidate pair')}")
-    if cfg.dry_run:
-        return IngestResult({}, out.root, _dry_run(cfg, pairs, rejected, low, high, out, log, t_start))
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    # Largest shards first, so the last tasks to start are the short ones (less idle tail).
-    specs = sorted(_shard_specs(pairs, cfg.rows_per_shard, run), key=lambda s: -len(s["ids"]))
+    plan_prefix = f".ingest-{run}/pairs-"
+    try:
+        plan, rejected, listed = _pair(cfg, low, high, None if cfg.dry_run else out, plan_prefix, run)
+    except StorageError as exc:
+        _remove_plan(out, plan_prefix)
+        raise IngestError(str(exc)) from None
+    if low is None:
+        log(f"ingest: {plural(listed['high'], 'clean file')}, no --low: a clean-only data set (train it with --degrade)")
+    else:
+        log(f"ingest: {listed['low']:,} low and {plural(listed['high'], 'high file')}, "
+            f"{plural(plan.n, 'candidate pair')}")
+    if cfg.dry_run:
+        return IngestResult({}, out.root, _dry_run(cfg, plan, rejected, low, high, out, log, t_start))
+    try:
+        return _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray)
+    finally:
+        _remove_plan(out, plan_prefix)
 
+
+def _pair(cfg: IngestConfig, low: Store | None, high: Store, out: Store | None, plan_prefix: str, run: str):
+    """Pair the two listings as sorted streams (each sorted by id, SORT_ROWS keys at a time in
+    memory, the rest in sorted runs in a local temporary folder) into a _ShardPlan; returns it,
+    the rejected files and how many files each side listed."""
+    rejected: list[dict] = []
+    listed: Counter = Counter()
+    with tempfile.TemporaryDirectory(prefix="raydenoise-ingest-") as tmp:
+        scratch = open_store(tmp)
+
+        def side(store: Store, name: str):
+            def rows():
+                for e in store.iter_entries():
+                    listed[name] += 1
+                    why = left_out_reason(e.key, cfg.include_hidden)
+                    if why:
+                        rejected.append(Rejected(store.uri(e.key), name, file_id(e.key), why).as_dict())
+                    else:
+                        yield {"id": file_id(e.key), "key": e.key}
+
+            ordered = external_sort(rows(), lambda r: (id_order(r["id"]), r["key"]), scratch, f"{name}-",
+                                    SORT_SCHEMA, SORT_ROWS)
+            return ((r["id"], r["key"]) for r in ordered)
+
+        plan = _ShardPlan(out, plan_prefix, cfg.rows_per_shard, run)
+        try:
+            for x in iter_pairs(side(low, "low") if low is not None else None, side(high, "high"), seed=cfg.seed,
+                                fractions=cfg.split, low_uri=low.uri if low else None, high_uri=high.uri):
+                if isinstance(x, Pair):
+                    plan.add(x)
+                else:
+                    rejected.append(x.as_dict())
+        except BaseException as exc:
+            plan.close(type(exc), exc, exc.__traceback__)
+            raise
+        plan.close()
+    return plan, rejected, listed
+
+
+def _remove_plan(out: Store, plan_prefix: str) -> None:
+    with contextlib.suppress(Exception):
+        folder = out.key_path(plan_prefix.split("/")[0])
+        if out.fs.exists(folder):
+            out.fs.rm(folder, recursive=True)
+
+
+def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray) -> IngestResult:
+    """The Ray part: one task per shard spec (largest first, so the last tasks to start are the
+    short ones), then the manifest."""
+    specs = sorted(plan.specs, key=lambda s: -(s["stop"] - s["start"]))
     shards: list[dict] = []
     check_s = time.time() - t_start
     ray_s = (start_ray or ensure_ray)() or 0.0
@@ -382,10 +473,11 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
         ray.data.DataContext.get_current().op_resource_reservation_enabled = False
         ds = ray.data.from_items(specs, override_num_blocks=len(specs))
         write = functools.partial(
-            _write_shard, low_uri=low.root if low else None, high_uri=high.root, out_uri=out.root, endpoint=endpoint
+            _write_shard, low_uri=low.root if low else None, high_uri=high.root, out_uri=out.root, endpoint=endpoint,
+            plan_prefix=plan_prefix,
         )
         try:
-            with Progress("ingest", len(pairs), unit="pair" if low else "image") as progress:
+            with Progress("ingest", plan.n, unit="pair" if low else "image") as progress:
                 for row in ds.map(write, num_cpus=1).iter_rows():
                     if row["fatal"]:
                         raise _StorageFailed(row["fatal"])

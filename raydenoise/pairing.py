@@ -8,9 +8,11 @@ A file's id is its key relative to its side's root, without the last extension:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import posixpath
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 SPLITS = ("train", "val", "test")
@@ -94,6 +96,12 @@ def split_of(pair_id: str, seed: int, fractions: tuple[float, float, float]) -> 
     return [n for n, f in zip(SPLITS, fractions) if f > 0][-1]
 
 
+def id_order(pid: str) -> tuple:
+    """The order of pair ids: natural, then the id itself (``a01`` and ``a1`` are naturally equal
+    but different ids)."""
+    return (natural_key(pid), pid)
+
+
 def pair_keys(
     low_keys: list[str] | None,
     high_keys: list[str],
@@ -103,45 +111,70 @@ def pair_keys(
     low_uri=lambda k: k,
     high_uri=lambda k: k,
 ) -> tuple[list[Pair], list[Rejected]]:
-    """Match low and high keys by id; every key ends up in exactly one pair or one Rejected.
-    With ``low_keys`` None (a clean-only data set) every unambiguous high key is a "pair" of its own.
+    """iter_pairs over two lists of keys held in memory: (pairs, rejected), each in id order."""
+    def side(keys):
+        return sorted(((file_id(k), k) for k in keys), key=lambda t: (id_order(t[0]), t[1]))
+
+    pairs, rejected = [], []
+    for x in iter_pairs(side(low_keys) if low_keys is not None else None, side(high_keys), seed=seed,
+                        fractions=fractions, low_uri=low_uri, high_uri=high_uri):
+        (pairs if isinstance(x, Pair) else rejected).append(x)
+    return pairs, rejected
+
+
+def iter_pairs(
+    low: Iterable[tuple[str, str]] | None,
+    high: Iterable[tuple[str, str]],
+    *,
+    seed: int,
+    fractions: tuple[float, float, float],
+    low_uri=lambda k: k,
+    high_uri=lambda k: k,
+) -> Iterator[Pair | Rejected]:
+    """Match low and high files by id, as a merge of two sorted streams of (id, key) (sorted by
+    id_order, then key): every key ends up in exactly one Pair or one Rejected, in id order.
+    With ``low`` None (a clean-only data set) every unambiguous high key is a "pair" of its own.
+    Only the files of one id are held at a time.
 
     ``low_uri``/``high_uri`` turn a key into the URI recorded for rejected files.
     """
-    rejected: list[Rejected] = []
+    def groups(stream):
+        for pid, g in itertools.groupby(stream, key=lambda t: t[0]):
+            yield pid, [k for _, k in g]
 
-    def index(keys: list[str], side: str, to_uri) -> dict[str, str]:
-        by_id: dict[str, list[str]] = {}
-        for key in keys:
-            by_id.setdefault(file_id(key), []).append(key)
-        unique = {}
-        for pid, ks in by_id.items():
-            if len(ks) == 1:
-                unique[pid] = ks[0]
-            else:
-                names = ", ".join(sorted(ks))
-                for k in ks:
-                    reason = f"ambiguous: several {side} files share the id {pid!r} ({names})"
-                    rejected.append(Rejected(to_uri(k), side, pid, reason))
-        return unique
+    hi = groups(high)
+    lo = groups(low) if low is not None else iter(())
+    h, lw = next(hi, None), next(lo, None)
+    while h is not None or lw is not None:
+        if h is None or (lw is not None and id_order(lw[0]) < id_order(h[0])):
+            yield from _match(lw[0], lw[1], [], low is None, seed, fractions, low_uri, high_uri)
+            lw = next(lo, None)
+        elif lw is None or id_order(h[0]) < id_order(lw[0]):
+            yield from _match(h[0], [], h[1], low is None, seed, fractions, low_uri, high_uri)
+            h = next(hi, None)
+        else:
+            yield from _match(h[0], lw[1], h[1], low is None, seed, fractions, low_uri, high_uri)
+            h, lw = next(hi, None), next(lo, None)
 
-    low = index(low_keys, "low", low_uri) if low_keys is not None else None
-    high = index(high_keys, "high", high_uri)
-    ambiguous = {r.id for r in rejected}
-    pairs = []
-    if low is None:
-        pairs = [Pair(pid, None, high[pid], split_of(pid, seed, fractions)) for pid in sorted(high, key=natural_key)]
-        rejected.sort(key=lambda r: (natural_key(r.id), r.side, r.file))
-        return pairs, rejected
-    for pid in sorted(set(low) | set(high), key=natural_key):
-        if pid in low and pid in high:
-            pairs.append(Pair(pid, low[pid], high[pid], split_of(pid, seed, fractions)))
-            continue
-        side, other, key, to_uri = (
-            ("low", "high", low[pid], low_uri) if pid in low else ("high", "low", high[pid], high_uri)
-        )
-        why = "its partner is ambiguous" if pid in ambiguous else "no partner"
-        reason = f"{why}: no single {other} file with id {pid!r}"
-        rejected.append(Rejected(to_uri(key), side, pid, reason))
-    rejected.sort(key=lambda r: (natural_key(r.id), r.side, r.file))
-    return pairs, rejected
+
+def _match(pid: str, lows: list[str], highs: list[str], clean_only: bool, seed, fractions, low_uri,
+           high_uri) -> Iterator[Pair | Rejected]:
+    """The Pair or the Rejected files of one id."""
+    out: list[Rejected] = []
+    for side, keys, to_uri in (("low", lows, low_uri), ("high", highs, high_uri)):
+        if len(keys) > 1:
+            names = ", ".join(sorted(keys))
+            out += [Rejected(to_uri(k), side, pid, f"ambiguous: several {side} files share the id {pid!r} ({names})")
+                    for k in keys]
+    if clean_only:
+        if len(highs) == 1:
+            yield Pair(pid, None, highs[0], split_of(pid, seed, fractions))
+    elif len(lows) == 1 and len(highs) == 1:
+        yield Pair(pid, lows[0], highs[0], split_of(pid, seed, fractions))
+    else:
+        for side, other, keys, others, to_uri in (("low", "high", lows, highs, low_uri),
+                                                  ("high", "low", highs, lows, high_uri)):
+            if len(keys) == 1:
+                why = "its partner is ambiguous" if len(others) > 1 else "no partner"
+                out.append(Rejected(to_uri(keys[0]), side, pid, f"{why}: no single {other} file with id {pid!r}"))
+    yield from sorted(out, key=lambda r: (r.side, r.file))

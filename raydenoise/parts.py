@@ -104,9 +104,14 @@ def iter_rows(store, key: str, columns: list[str] | None = None) -> Iterator[dic
         yield from batch.to_pylist()
 
 
-def merge(streams: list[Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    """Sorted row streams as one, sorted by key; rows with equal keys come in ``streams`` order."""
-    return heapq.merge(*streams, key=lambda r: r["key"])
+def _by_key(r: dict[str, Any]) -> str:
+    return r["key"]
+
+
+def merge(streams: list[Iterable[dict[str, Any]]], key: Callable[[dict], Any] = _by_key) -> Iterator[dict[str, Any]]:
+    """Sorted row streams as one, sorted by ``key`` (default the "key" column); rows with equal
+    keys come in ``streams`` order."""
+    return heapq.merge(*streams, key=key)
 
 
 def last_per_key(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -117,7 +122,8 @@ def last_per_key(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema) -> Iterator[dict[str, Any]]:
+def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
+                 key: Callable[[dict], Any] = _by_key) -> Iterator[dict[str, Any]]:
     """The rows of the sorted files ``keys`` as one sorted stream (equal keys in ``keys`` order).
     More than FAN_IN files are first merged in groups into files under ``scratch`` (kept in
     order, so ties keep their order), round after round."""
@@ -127,10 +133,30 @@ def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema) -> Ite
         for i in range(0, len(keys), FAN_IN):
             name = f"{scratch}merge-{level:02d}-{i // FAN_IN:06d}.parquet"
             with Writer(store, name, schema) as w:
-                w.write_all(merge([iter_rows(store, k) for k in keys[i:i + FAN_IN]]))
+                w.write_all(merge([iter_rows(store, k) for k in keys[i:i + FAN_IN]], key))
             merged.append(name)
         keys, level = merged, level + 1
-    return merge([iter_rows(store, k) for k in keys])
+    return merge([iter_rows(store, k) for k in keys], key)
+
+
+def external_sort(rows: Iterable[dict[str, Any]], key: Callable[[dict], Any], store, scratch: str,
+                  schema: pa.Schema, run_rows: int = 100_000) -> Iterator[dict[str, Any]]:
+    """``rows`` sorted by ``key`` (stable), holding at most ``run_rows`` of them: runs of that
+    many are sorted here and written under ``scratch`` on ``store``, then merged as streams."""
+    run: list[dict[str, Any]] = []
+    names: list[str] = []
+    for row in rows:
+        run.append(row)
+        if len(run) >= run_rows:
+            run.sort(key=key)
+            names.append(f"{scratch}run-{len(names):06d}.parquet")
+            with Writer(store, names[-1], schema) as w:
+                w.write_all(run)
+            run = []
+    run.sort(key=key)
+    if not names:
+        return iter(run)
+    return merge([merged_files(store, names, scratch, schema, key), run], key)
 
 
 def median(read: Callable[[], Iterable[np.ndarray]], count: int, lo: float, hi: float,

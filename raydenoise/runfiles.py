@@ -78,6 +78,47 @@ def earlier_rows(rep: Store, scratch: str | None) -> Iterator[dict[str, Any]]:
     return last_per_key(merged_files(rep, sources, scratch, rpt.SCHEMA))
 
 
+class Positional:
+    """Rows written in order to ``PREFIX00000.parquet``, ``PREFIX00001.parquet``, ... (FILE_ROWS
+    rows each, row groups of GROUP rows), so that any range of positions can be read back by
+    whoever needs it (read_positions) without an index: a plan handed out by slice numbers."""
+
+    def __init__(self, store: Store, prefix: str, schema: pa.Schema):
+        self.store, self.prefix, self.schema = store, prefix, schema
+        self.files: list[str] = []
+        self.n = 0
+        self._writer: Writer | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.n % FILE_ROWS == 0:
+            self.close()
+            self.files.append(f"{self.prefix}{len(self.files):05d}.parquet")
+            self._writer = Writer(self.store, self.files[-1], self.schema, row_group=GROUP)
+        self._writer.write(row)
+        self.n += 1
+
+    def close(self, *exc) -> None:
+        if self._writer is not None:
+            w, self._writer = self._writer, None
+            w.__exit__(*(exc or (None, None, None)))
+
+
+def read_positions(store: Store, prefix: str, start: int, stop: int, schema: pa.Schema) -> pa.Table:
+    """Rows ``start`` to ``stop`` of a Positional's files, reading only their row groups."""
+    tables = []
+    i = start
+    while i < stop:
+        f = i // FILE_ROWS
+        base = f * FILE_ROWS
+        hi = min(stop, base + FILE_ROWS)
+        with store.fs.open(store.key_path(f"{prefix}{f:05d}.parquet"), "rb") as fh:
+            g0, g1 = (i - base) // GROUP, (hi - 1 - base) // GROUP
+            t = pq.ParquetFile(fh).read_row_groups(list(range(g0, g1 + 1)))
+        tables.append(t.slice(i - base - g0 * GROUP, hi - i))
+        i = hi
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 class Plan:
     """Writes a run's plan while the listings are merged: ``row`` for an input decided without
     work, ``work`` for one to process (in key order)."""
@@ -85,43 +126,32 @@ class Plan:
     def __init__(self, rep: Store, run_dir: str):
         self.rep, self.dir = rep, run_dir
         self.planned = Writer(rep, run_dir + "planned.parquet", rpt.SCHEMA)
-        self.work_files: list[str] = []
-        self._work: Writer | None = None
-        self.n_work = 0
+        self._work = Positional(rep, run_dir + "work-", WORK_SCHEMA)
+
+    @property
+    def n_work(self) -> int:
+        return self._work.n
+
+    @property
+    def work_files(self) -> list[str]:
+        return self._work.files
 
     def __enter__(self) -> Plan:
         return self
 
     def __exit__(self, *exc) -> None:
         """Closes the files; on an exception they are discarded (nothing half-written stays)."""
-        for w in (self._work, self.planned):
-            if w is not None:
-                with contextlib.suppress(Exception) if exc[0] else contextlib.nullcontext():
-                    w.__exit__(*exc)
-        self._work = None
+        for close in (self._work.close, self.planned.__exit__):
+            with contextlib.suppress(Exception) if exc[0] else contextlib.nullcontext():
+                close(*exc)
 
     def row(self, row: dict[str, Any]) -> None:
         self.planned.write(row)
 
     def work(self, key: str, existing: Entry | None) -> None:
-        if self.n_work % FILE_ROWS == 0:
-            self._close_work()
-            self.work_files.append(work_file(self.dir, len(self.work_files)))
-            self._work = Writer(self.rep, self.work_files[-1], WORK_SCHEMA, row_group=GROUP)
-        self._work.write({"key": key, "skip": existing is not None,
-                          "listed_bytes": existing.size if existing else None,
-                          "listed_tag": existing.tag if existing else None})
-        self.n_work += 1
-
-    def _close_work(self) -> None:
-        if self._work is not None:
-            self._work.__exit__(None, None, None)
-            self._work = None
-
-
-
-def work_file(run_dir: str, i: int) -> str:
-    return f"{run_dir}work-{i:05d}.parquet"
+        self._work.add({"key": key, "skip": existing is not None,
+                        "listed_bytes": existing.size if existing else None,
+                        "listed_tag": existing.tag if existing else None})
 
 
 def slicing(n_work: int) -> tuple[int, int]:
@@ -135,19 +165,8 @@ def slicing(n_work: int) -> tuple[int, int]:
 
 
 def read_work(rep: Store, run_dir: str, start: int, stop: int) -> pa.Table:
-    """Work rows ``start`` to ``stop`` (positions in the plan), reading only their row groups."""
-    tables = []
-    i = start
-    while i < stop:
-        f = i // FILE_ROWS
-        base = f * FILE_ROWS
-        hi = min(stop, base + FILE_ROWS)
-        with rep.fs.open(rep.key_path(work_file(run_dir, f)), "rb") as fh:
-            g0, g1 = (i - base) // GROUP, (hi - 1 - base) // GROUP
-            t = pq.ParquetFile(fh).read_row_groups(list(range(g0, g1 + 1)))
-        tables.append(t.slice(i - base - g0 * GROUP, hi - i))
-        i = hi
-    return pa.concat_tables(tables) if tables else WORK_SCHEMA.empty_table()
+    """Work rows ``start`` to ``stop`` (positions in the plan)."""
+    return read_positions(rep, run_dir + "work-", start, stop, WORK_SCHEMA)
 
 
 class Parts:

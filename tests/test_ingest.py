@@ -224,3 +224,24 @@ def test_synth_cli_user_errors(tmp_path):
     assert r.returncode == 1 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("synth", "--out", str(tmp_path / "o"), "--noise", "gaussian:5", "--crop", "big")
     assert r.returncode == 2 and "HEIGHT,WIDTH" in r.stderr
+
+
+def test_pairing_streams_through_sorted_runs_with_the_same_result(mixed, monkeypatch):
+    """Pairing merges the two listings as streams sorted by id; with more keys than fit in memory
+    (SORT_ROWS, here 2) they go through sorted runs on disk, and the plan is the same."""
+    import importlib
+
+    from raydenoise.storage import open_store
+
+    ingest = importlib.import_module("raydenoise.ingest")  # the module (raydenoise.ingest is also a function)
+    root, _ = mixed
+    cfg = IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(root / "out"), rows_per_shard=2)
+
+    def plan():
+        p, rejected, listed = ingest._pair(cfg, open_store(cfg.low), open_store(cfg.high), None, "", "run")
+        return p.specs, dict(p.splits), p.n, sorted(map(json.dumps, rejected)), dict(listed)
+
+    in_memory = plan()
+    monkeypatch.setattr(ingest, "SORT_ROWS", 2)
+    assert plan() == in_memory
+    assert in_memory[2] == 12 and in_memory[4] == {"low": 13, "high": 13}

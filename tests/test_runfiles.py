@@ -129,3 +129,22 @@ def test_an_output_is_trusted_only_when_its_size_and_tag_match_a_completion_row(
     for status in ("error", "not-done"):
         assert not trusted(Item("a", existing=Entry("a", 10, "t1"), earlier={**row, "status": status}))
     assert not trusted(Item("a", existing=Entry("a", 10, ""), earlier={**row, "output_tag": ""}))
+
+
+def test_external_sort_spills_sorted_runs_and_merges_them_stably(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    monkeypatch.setattr(parts, "FAN_IN", 3)
+    store = open_store(str(tmp_path))
+    schema = pa.schema([("id", pa.string()), ("key", pa.string())])
+    rng = random.Random(3)
+    rows = [{"id": f"img{rng.randrange(40)}", "key": f"k{i:03d}"} for i in range(100)]
+
+    def key(r):
+        return int(r["id"][3:])  # ties: stable, in input order
+
+    got = list(parts.external_sort(iter(rows), key, store, "sort/", schema, run_rows=7))
+    assert got == sorted(rows, key=key)
+    assert len(list((tmp_path / "sort").glob("run-*.parquet"))) == 14  # 100 rows, 7 at a time in memory
+    assert list(parts.external_sort(iter(rows[:5]), key, store, "small/", schema, run_rows=7)) == \
+        sorted(rows[:5], key=key) and not (tmp_path / "small").exists()
