@@ -12,7 +12,7 @@ For N tiny PNGs in a local folder (1,000 per sub-folder), measured on the driver
   keeps every output without reading it and writes the full report again: listing, merging,
   report parts and report assembly, all streamed; Ray is not started (nothing to do);
 - ``ingest dry-run``: ``raydenoise ingest --dry-run --low IN --high OUTPUT``: every input has a
-  partner, so N pairs are planned: both listings streamed, sorted by id (20,000 keys in memory,
+  partner, so N pairs are planned: both listings streamed, sorted by id (5,000 keys in memory,
   the rest in sorted runs on local disk) and merged;
 - ``list + set (before)``: what denoise did before planning, side by side: the whole input listing
   as a list plus the output listing as a set (``Store.list_keys``).

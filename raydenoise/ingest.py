@@ -304,7 +304,7 @@ def _add_clean(pid: str, key: str, high: Store, split: str, buf: dict[str, list]
     return True
 
 
-SORT_ROWS = 20_000  # keys sorted in memory at a time while pairing (more go to sorted runs on disk)
+SORT_ROWS = 5_000  # keys sorted in memory at a time while pairing (more go to sorted runs on disk)
 PAIRS_SCHEMA = pa.schema([("id", pa.string()), ("low_key", pa.string()), ("high_key", pa.string())])
 SORT_SCHEMA = pa.schema([("id", pa.string()), ("key", pa.string())])
 

@@ -23,6 +23,7 @@ READ_BATCH = 512  # rows read at a time from one file
 WRITE_BATCH = 1024  # rows buffered as dicts before they become Arrow columns
 ROW_GROUP = 16384  # rows per Parquet row group (its metadata stays in memory while a file is open)
 FAN_IN = 32  # files merged at once
+SORT_ROW_GROUP = 1024  # rows per row group of external_sort's runs
 
 
 class Writer:
@@ -123,7 +124,7 @@ def last_per_key(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
-                 key: Callable[[dict], Any] = _by_key) -> Iterator[dict[str, Any]]:
+                 key: Callable[[dict], Any] = _by_key, row_group: int = ROW_GROUP) -> Iterator[dict[str, Any]]:
     """The rows of the sorted files ``keys`` as one sorted stream (equal keys in ``keys`` order).
     More than FAN_IN files are first merged in groups into files under ``scratch`` (kept in
     order, so ties keep their order), round after round."""
@@ -132,7 +133,7 @@ def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
         merged = []
         for i in range(0, len(keys), FAN_IN):
             name = f"{scratch}merge-{level:02d}-{i // FAN_IN:06d}.parquet"
-            with Writer(store, name, schema) as w:
+            with Writer(store, name, schema, row_group) as w:
                 w.write_all(merge([iter_rows(store, k) for k in keys[i:i + FAN_IN]], key))
             merged.append(name)
         keys, level = merged, level + 1
@@ -142,7 +143,8 @@ def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
 def external_sort(rows: Iterable[dict[str, Any]], key: Callable[[dict], Any], store, scratch: str,
                   schema: pa.Schema, run_rows: int = 100_000) -> Iterator[dict[str, Any]]:
     """``rows`` sorted by ``key`` (stable), holding at most ``run_rows`` of them: runs of that
-    many are sorted here and written under ``scratch`` on ``store``, then merged as streams."""
+    many are sorted here and written under ``scratch`` on ``store``, then merged as streams. The
+    runs have small row groups (a merge holds one row group of each file it reads)."""
     run: list[dict[str, Any]] = []
     names: list[str] = []
     for row in rows:
@@ -150,13 +152,13 @@ def external_sort(rows: Iterable[dict[str, Any]], key: Callable[[dict], Any], st
         if len(run) >= run_rows:
             run.sort(key=key)
             names.append(f"{scratch}run-{len(names):06d}.parquet")
-            with Writer(store, names[-1], schema) as w:
+            with Writer(store, names[-1], schema, SORT_ROW_GROUP) as w:
                 w.write_all(run)
             run = []
     run.sort(key=key)
     if not names:
         return iter(run)
-    return merge([merged_files(store, names, scratch, schema, key), run], key)
+    return merge([merged_files(store, names, scratch, schema, key, SORT_ROW_GROUP), run], key)
 
 
 def median(read: Callable[[], Iterable[np.ndarray]], count: int, lo: float, hi: float,
