@@ -53,12 +53,60 @@ class Entry:
     tag: str
 
 
-def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]]) -> Iterator[Entry]:
+PREFETCH = 8  # sub-folders listed ahead, in parallel, while a walk goes on
+
+
+def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: int = PREFETCH) -> Iterator[Entry]:
     """Every file below a root in sorted key order, given ``folder(rel)``: the sorted entries of
     one folder ('' or ending in '/'), sub-folders as ("name/", None). A sub-folder sorts as
     "name/", and every key in it starts with that, so a depth-first walk in that order yields
     keys in global order ("a.png" < "a/b.png" < "a0.png"). No recursion: one entry list per
-    open folder."""
+    open folder.
+
+    The next ``prefetch`` sub-folders of each open folder are listed ahead by a pool of threads
+    (S3 requests and local directory reads wait on I/O), so a prefix of many folders is listed
+    by parallel requests while the keys still come out one at a time, in order; memory holds at
+    most ``prefetch`` folder listings per open folder."""
+    if prefetch <= 1:
+        yield from _walk_serial(folder)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(prefetch, thread_name_prefix="raydenoise-list") as pool:
+        class Open:
+            """A folder being walked: its entries, and its sub-folders' listings in flight."""
+
+            def __init__(self, rel: str, names: list):
+                self.rel, self.entries = rel, iter(names)
+                self.subs = [rel + n for n, e in names if e is None]
+                self.ahead = {s: pool.submit(folder, s) for s in self.subs[:prefetch]}
+                self.next = len(self.ahead)  # the next sub-folder not yet asked for
+
+            def take(self, sub: str) -> list:
+                future = self.ahead.pop(sub, None)
+                if self.next < len(self.subs):  # keep ``prefetch`` listings in flight
+                    self.ahead[self.subs[self.next]] = pool.submit(folder, self.subs[self.next])
+                    self.next += 1
+                return future.result() if future is not None else folder(sub)
+
+        stack = [Open("", folder(""))]
+        try:
+            while stack:
+                top = stack[-1]
+                for name, entry in top.entries:
+                    if entry is None:
+                        stack.append(Open(top.rel + name, top.take(top.rel + name)))
+                        break
+                    yield entry
+                else:
+                    stack.pop()
+        finally:
+            for frame in stack:
+                for future in frame.ahead.values():
+                    future.cancel()
+
+
+def _walk_serial(folder: Callable[[str], list[tuple[str, "Entry | None"]]]) -> Iterator[Entry]:
     stack = [("", iter(folder("")))]
     while stack:
         rel, entries = stack[-1]

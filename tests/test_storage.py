@@ -65,3 +65,41 @@ def test_s3_listing_pages_through_more_keys_than_one_page(s3_server, monkeypatch
         list(open_store(f"{base}/missing", s3_server.endpoint).iter_keys())
     with pytest.raises(StorageError, match="is a file"):
         list(open_store(f"{base}/b", s3_server.endpoint).iter_keys())
+
+
+def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
+    import threading
+    import time
+
+    from raydenoise.storage import Entry, _walk
+
+    tree = {"": [(f"d{i:02d}/", None) for i in range(20)] + [("z.png", Entry("z.png", 1, ""))]}
+    for i in range(20):
+        rel = f"d{i:02d}/"
+        tree[rel] = [(f"{j}.png", Entry(f"{rel}{j}.png", 1, "")) for j in range(3)] + [("sub/", None)]
+        tree[rel + "sub/"] = [("x.png", Entry(f"{rel}sub/x.png", 1, ""))]
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def folder(rel):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.01)
+        with lock:
+            active -= 1
+        return sorted(tree[rel], key=lambda n: n[0])
+
+    keys = [e.key for e in _walk(folder)]
+    assert keys == sorted(e.key for names in tree.values() for _, e in names if e is not None)
+    assert peak > 1  # sub-folders were listed concurrently
+    peak = 0
+    assert [e.key for e in _walk(folder, prefetch=1)] == keys and peak == 1
+    bad = dict(tree)
+    del bad["d05/"]  # a listing that fails in a prefetch thread surfaces where the walk reaches it
+    tree = bad
+    seen = []
+    with pytest.raises(KeyError):
+        for e in _walk(folder):
+            seen.append(e.key)
+    assert seen and all(k < "d05/" for k in seen)
