@@ -64,7 +64,7 @@ def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: i
     open folder.
 
     The next ``prefetch`` sub-folders of each open folder are listed ahead by a pool of threads
-    (S3 requests and local directory reads wait on I/O), so a prefix of many folders is listed
+    (S3 requests wait on the network; Store walks local folders with prefetch=1), so a prefix of many folders is listed
     by parallel requests while the keys still come out one at a time, in order; memory holds at
     most ``prefetch`` folder listings per open folder."""
     if prefetch <= 1:
@@ -179,7 +179,7 @@ class Store:
                 if not os.path.isdir(self.path):
                     self._check_root()
                     raise StorageError(f"{self.root}: not a folder")
-                yield from _walk(self._local_folder)
+                yield from _walk(self._local_folder, prefetch=1)  # directory reads are fast: threads cost more
         except StorageError:
             raise
         except Exception as exc:  # botocore/aiohttp errors come in many classes
