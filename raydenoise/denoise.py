@@ -17,7 +17,6 @@ the input's size) and skipped unless ``overwrite``; one that does not verify is 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from .plan import REPORT_DIR, select, trusted, with_earlier, with_outputs
 from .report import EXCLUDED, NOT_DONE
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, is_partial, last_error_line,
-                      object_error, open_store, storage_wide)
+                      md5_hex, object_error, open_store, storage_wide)
 
 if TYPE_CHECKING:
     from .inference import Denoiser
@@ -110,12 +109,11 @@ class _Stores:
     def work(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[str, bool, tuple[int, str]]]:
         """(key, skip, listed output size and tag) of each input in a batch of plan slices
         (``start``/``stop`` positions in the run's work files, read here: the driver never holds
-        the keys), or of a batch of work rows."""
-        if "start" in batch:
-            for start, stop in zip(batch["start"], batch["stop"]):
-                yield from _work_items(runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pydict())
-        else:
-            yield from _work_items(batch)
+        the keys)."""
+        for start, stop in zip(batch["start"], batch["stop"]):
+            rows = runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pydict()
+            for key, skip, size, tag in zip(rows["key"], rows["skip"], rows["listed_bytes"], rows["listed_tag"]):
+                yield key, skip, (-1 if size is None else size, tag or "")
 
 
 def _new_state(key: str, skip: bool, listed: tuple[int, str] = (-1, "")) -> dict[str, Any]:
@@ -140,16 +138,6 @@ def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
     """The state of an image left alone after a storage failure earlier in its batch (each try
     would wait for the same dead storage)."""
     return {**_new_state(key, skip), "fatal": f"not attempted after: {fatal}"}
-
-
-def _work_items(batch: dict[str, Any]) -> Iterator[tuple[str, bool, tuple[int, str]]]:
-    """(key, skip, listed output size and tag) of each row of a batch of the plan's work."""
-    n = len(batch["key"])
-    sizes = batch.get("listed_bytes", [None] * n)
-    tags = batch.get("listed_tag", [None] * n)
-    for key, skip, size, tag in zip(batch["key"], batch["skip"], sizes, tags):
-        size = -1 if size is None or (isinstance(size, float) and math.isnan(size)) else int(size)
-        yield str(key), bool(skip), (size, str(tag or ""))
 
 
 def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
@@ -198,7 +186,7 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
     key, uri = state["key"], st.out.uri(state["key"])
     try:
         data = st.out.read_bytes(key)
-        state["out_md5"] = _md5(data)
+        state["out_md5"] = md5_hex(data)
         size = None if pixels else check_plain_png(data, max_pixels=None)
         if size is None:
             existing = decode_rgb8(data, max_pixels=None)
@@ -220,10 +208,6 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
         return False
     state["height"], state["width"] = int(size[0]), int(size[1])
     return True
-
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
@@ -278,7 +262,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
             else:
                 try:
                     st.out.write_bytes(key, data)
-                    row.update(output_bytes=len(data), output_md5=_md5(data), output_tag=st.out.written_tag(key, data))
+                    row.update(output_bytes=len(data), output_md5=md5_hex(data), output_tag=st.out.written_tag(key, data))
                 except Exception as exc:
                     _storage_failure(state, exc, st.out.uri(key), f"cannot write {st.out.uri(key)}")
         elif state["listed_bytes"] >= 0 and state["out_md5"]:  # verified: what the listing showed
@@ -553,17 +537,19 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         check_locations(inp, out, ref, rep)
         if cfg.dry_run:
             model_uri = resolve_model_uri(cfg.model, endpoint)
-            return dry_run(cfg, inp, out, model_uri, endpoint, max_pixels, log, t_start)
+            return dry_run(cfg, inp, out, rep, model_uri, endpoint, max_pixels, log, t_start)
         next(inp.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
         out.check_writable()
         rep.check_writable()
         model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
         if not model_uri.startswith(BUILTIN):  # a built-in's name was checked; its weights are tested
             load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
-        planned = _plan(cfg, inp, out, rep, run_dir)
     except (StorageError, ArtifactError) as exc:
-        if "rep" in locals():
-            runfiles.remove_run(rep, run_dir)
+        raise DenoiseError(str(exc)) from None
+    try:
+        planned = _plan(cfg, inp, out, rep, run_dir)
+    except StorageError as exc:
+        runfiles.remove_run(rep, run_dir)
         raise DenoiseError(str(exc)) from None
     plan = planned.plan
     inputs = planned.to_do + planned.existing + planned.trusted
@@ -721,7 +707,7 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
 SAMPLE = 3  # inputs denoised on the driver to estimate the time
 
 
-def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint: str | None,
+def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: str, endpoint: str | None,
             max_pixels: int | None, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
     """List and plan only, without Ray and without writing anything: how many inputs would be
     done, found done already (their outputs are verified and kept), or left out (by reason), and
@@ -730,7 +716,6 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, model_uri: str, endpoint
     from collections import Counter
 
     outputs = None if cfg.overwrite or not _exists(out) else out.iter_entries()
-    rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
     earlier = () if outputs is None or cfg.reference or not _exists(rep) else runfiles.earlier_rows(rep, None)
     counts: Counter = Counter()
     excluded: Counter = Counter()
@@ -789,21 +774,15 @@ def _estimate(sample: list[str], inp: Store, model_uri: str, endpoint: str | Non
     megapixels (estimated from the inputs' bytes, at the sample's megapixels per byte)."""
     if not sample:
         return {"note": "nothing to do"}
-    import torch
-
     from .artifacts import load_model_uri
-    from .inference import Denoiser
+    from .inference import Denoiser, one_thread
 
     model, config = load_model_uri(model_uri, endpoint)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per CPU, as one actor runs it; restored below
     denoiser = Denoiser(model, config["model"], device="cpu", tile=tile, width=config.get("width"))
     seconds = pixels = size = used = 0
-    try:
+    with one_thread():
         for key in sample:
             seconds, pixels, size, used = _time_one(key, inp, denoiser, max_pixels, (seconds, pixels, size, used))
-    finally:
-        torch.set_num_threads(threads)
     if not used or not pixels:
         return {"note": "none of the sampled inputs could be decoded"}
     s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)

@@ -327,12 +327,10 @@ def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: lis
             model_uri: str, endpoint: str | None, out, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
     """Check and plan only, without Ray and without writing: the pairs and shards of the split,
     the methods, and the time per pair of each method on a few pairs scored here."""
-    import torch
+    from .inference import one_thread
 
     expected = manifest["counts"].get(cfg.split, 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # per CPU, as one actor runs it; restored below
-    try:
+    with one_thread():
         scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines))
         rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
         sampled = 0
@@ -345,8 +343,6 @@ def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: lis
                     break
         except Exception as exc:
             raise EvaluateError(f"{scorer.store.uri(shards[0])}: cannot read the shard: {object_error(exc)}") from None
-    finally:
-        torch.set_num_threads(threads)
     per_pair = {m: _mean([s for s, mm, e in zip(rows["seconds"], rows["method"], rows["error"]) if mm == m and not e])
                 for m in methods}
     cpu_s = sum(v for v in per_pair.values() if v) * expected

@@ -62,6 +62,18 @@ def default_memory_budget(cpu_share: float = 1.0) -> int:
     return int(min(2 * GiB, max(GiB // 2, 0.5 * total * min(share, 1.0))))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside the block, as one model actor per CPU runs it (for timing a
+    sample on the driver); the thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Denoiser:
     """Callable: uint8 image (H, W, 3) or (H, W) -> uint8 image of the same shape.
 

@@ -320,6 +320,7 @@ class _ShardPlan:
         self.rows_per_shard, self.run = rows_per_shard, run
         self.buf: dict[str, list[Pair]] = {s: [] for s in SPLITS}
         self.specs: list[dict] = []
+        self.shards: Counter = Counter()  # shards per split so far (numbers the next one)
         self.splits: Counter = Counter()
         self.sample: list[Pair] = []
         self.n = 0
@@ -337,7 +338,8 @@ class _ShardPlan:
         chunk, self.buf[split] = self.buf[split], []
         if not chunk:
             return
-        n = sum(s["split"] == split for s in self.specs)
+        n = self.shards[split]
+        self.shards[split] += 1
         start = self.pairs.n if self.pairs is not None else 0
         if self.pairs is not None:
             for p in chunk:
@@ -447,10 +449,7 @@ def _pair(cfg: IngestConfig, low: Store | None, high: Store, out: Store | None, 
 
 
 def _remove_plan(out: Store, plan_prefix: str) -> None:
-    with contextlib.suppress(Exception):
-        folder = out.key_path(plan_prefix.split("/")[0])
-        if out.fs.exists(folder):
-            out.fs.rm(folder, recursive=True)
+    out.remove_folder(plan_prefix.split("/")[0])
 
 
 def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray) -> IngestResult:

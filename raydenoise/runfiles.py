@@ -253,13 +253,9 @@ def examples(rep: Store, n: int = 3) -> list[tuple[str, dict[str, Any]]]:
 
 def remove_run(rep: Store, run_dir: str) -> None:
     """Remove one run's folder (a run that stopped before any work)."""
-    with contextlib.suppress(Exception):
-        if rep.fs.exists(rep.key_path(run_dir)):
-            rep.fs.rm(rep.key_path(run_dir), recursive=True)
+    rep.remove_folder(run_dir.rstrip("/"))
 
 
 def remove_runs(rep: Store) -> None:
     """Remove the run folders (after a report that includes them is written)."""
-    with contextlib.suppress(Exception):
-        if rep.fs.exists(rep.key_path(RUNS)):
-            rep.fs.rm(rep.key_path(RUNS), recursive=True)
+    rep.remove_folder(RUNS)

@@ -56,6 +56,16 @@ class Entry:
 PREFETCH = 8  # sub-folders listed ahead, in parallel, while a walk goes on
 
 
+def _s3_entry(key: str, obj: dict) -> Entry:
+    """The Entry of one object of a list_objects_v2 page, ``key`` relative to the root."""
+    return Entry(key, int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
+
+
+def md5_hex(data: bytes) -> str:
+    """The MD5 of ``data`` (what S3 reports as the ETag of a single PUT)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: int = PREFETCH) -> Iterator[Entry]:
     """Every file below a root in sorted key order, given ``folder(rel)``: the sorted entries of
     one folder ('' or ending in '/'), sub-folders as ("name/", None). A sub-folder sorts as
@@ -64,59 +74,46 @@ def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: i
     open folder.
 
     The next ``prefetch`` sub-folders of each open folder are listed ahead by a pool of threads
-    (S3 requests wait on the network; Store walks local folders with prefetch=1), so a prefix of many folders is listed
-    by parallel requests while the keys still come out one at a time, in order; memory holds at
-    most ``prefetch`` folder listings per open folder."""
-    if prefetch <= 1:
-        yield from _walk_serial(folder)
-        return
+    (S3 requests wait on the network; Store walks local folders with prefetch=1), so a prefix of
+    many folders is listed by parallel requests while the keys still come out one at a time, in
+    order; memory holds at most ``prefetch`` folder listings per open folder."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(prefetch, thread_name_prefix="raydenoise-list") as pool:
-        class Open:
-            """A folder being walked: its entries, and its sub-folders' listings in flight."""
+    pool = ThreadPoolExecutor(prefetch, thread_name_prefix="raydenoise-list") if prefetch > 1 else None
 
-            def __init__(self, rel: str, names: list):
-                self.rel, self.entries = rel, iter(names)
-                self.subs = [rel + n for n, e in names if e is None]
-                self.ahead = {s: pool.submit(folder, s) for s in self.subs[:prefetch]}
-                self.next = len(self.ahead)  # the next sub-folder not yet asked for
+    class Open:
+        """A folder being walked: its entries, and its sub-folders' listings in flight."""
 
-            def take(self, sub: str) -> list:
-                future = self.ahead.pop(sub, None)
-                if self.next < len(self.subs):  # keep ``prefetch`` listings in flight
-                    self.ahead[self.subs[self.next]] = pool.submit(folder, self.subs[self.next])
-                    self.next += 1
-                return future.result() if future is not None else folder(sub)
+        def __init__(self, rel: str, names: list):
+            self.rel, self.entries = rel, iter(names)
+            self.subs = [rel + n for n, e in names if e is None]
+            self.ahead = {s: pool.submit(folder, s) for s in self.subs[:prefetch]} if pool else {}
+            self.next = len(self.ahead)  # the next sub-folder not yet asked for
 
-        stack = [Open("", folder(""))]
-        try:
-            while stack:
-                top = stack[-1]
-                for name, entry in top.entries:
-                    if entry is None:
-                        stack.append(Open(top.rel + name, top.take(top.rel + name)))
-                        break
-                    yield entry
-                else:
-                    stack.pop()
-        finally:
-            for frame in stack:
-                for future in frame.ahead.values():
-                    future.cancel()
+        def take(self, sub: str) -> list:
+            future = self.ahead.pop(sub, None)
+            if pool and self.next < len(self.subs):  # keep ``prefetch`` listings in flight
+                self.ahead[self.subs[self.next]] = pool.submit(folder, self.subs[self.next])
+                self.next += 1
+            return future.result() if future is not None else folder(sub)
 
-
-def _walk_serial(folder: Callable[[str], list[tuple[str, "Entry | None"]]]) -> Iterator[Entry]:
-    stack = [("", iter(folder("")))]
-    while stack:
-        rel, entries = stack[-1]
-        for name, entry in entries:
-            if entry is None:
-                stack.append((rel + name, iter(folder(rel + name))))
-                break
-            yield entry
-        else:
-            stack.pop()
+    stack = [Open("", folder(""))]
+    try:
+        while stack:
+            top = stack[-1]
+            for name, entry in top.entries:
+                if entry is None:
+                    stack.append(Open(top.rel + name, top.take(top.rel + name)))
+                    break
+                yield entry
+            else:
+                stack.pop()
+    finally:
+        for frame in stack:
+            for future in frame.ahead.values():
+                future.cancel()
+        if pool:
+            pool.shutdown()
 
 
 @dataclass(frozen=True)
@@ -242,7 +239,7 @@ class Store:
                     raise StorageError(f"{self.root}: the server listed {key!r} after {last!r}, not in key order; "
                                        f"set {LISTING_ENV}=walk to list it folder by folder")
                 last = key
-                yield Entry(key, int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
+                yield _s3_entry(key, obj)
         if last is None:
             self._check_root()
 
@@ -253,7 +250,7 @@ class Store:
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(prefix + rel):]
                 if name and "/" not in name:
-                    names.append((name, Entry(rel + name, int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))))
+                    names.append((name, _s3_entry(rel + name, obj)))
             for sub in page.get("CommonPrefixes", []):
                 name = sub["Prefix"][len(prefix + rel):]
                 if name.strip("/"):
@@ -290,7 +287,7 @@ class Store:
         modification time; on S3 the ETag of a single PUT, the MD5 of the bytes (a multipart
         upload's ETag differs, so such an output is verified again rather than trusted)."""
         if self.is_s3:
-            return hashlib.md5(data, usedforsecurity=False).hexdigest()
+            return md5_hex(data)
         return str(os.stat(self.key_path(key), follow_symlinks=False).st_mtime_ns)
 
     @contextlib.contextmanager
@@ -342,6 +339,12 @@ class Store:
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.key_path(key))
+
+    def remove_folder(self, rel: str) -> None:
+        """Delete the folder (prefix) ``rel`` and all below it, best effort (it may not exist)."""
+        with contextlib.suppress(Exception):
+            if self.fs.exists(self.key_path(rel)):
+                self.fs.rm(self.key_path(rel), recursive=True)
 
     def remove(self, keys: list[str]) -> None:
         if keys:

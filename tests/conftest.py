@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -68,6 +70,25 @@ def png16_bytes(arr: np.ndarray) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+class PeakConcurrency:
+    """How many threads were inside ``inside()`` at once, at most (``peak``)."""
+
+    def __init__(self):
+        self.active = self.peak = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def inside(self):
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
 
 
 def write(path: Path, data: bytes) -> Path:

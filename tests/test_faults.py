@@ -30,7 +30,7 @@ from raydenoise.denoise import DenoiseConfig, run_denoise
 from raydenoise.images import decode_rgb8
 from raydenoise.models import build_model
 
-from conftest import BUCKET, png16_bytes, png_bytes, rgb, run_cli, start_weed, stop_weed, write
+from conftest import BUCKET, PeakConcurrency, png16_bytes, png_bytes, rgb, run_cli, start_weed, stop_weed, write
 
 pytestmark = pytest.mark.slow
 
@@ -534,24 +534,18 @@ def test_11_large_image_gate_bounds_concurrent_holders(tmp_path):
     gate = LargeImageGate(folder=str(tmp_path / "locks"), poll_s=0.01)
     big = int(gate.fraction * gate.total // 2)  # two fit at once
     assert gate.slots_for(big) == 2
-    inside, peak, lock = 0, 0, threading.Lock()
+    meter = PeakConcurrency()
 
     def hold():
-        nonlocal inside, peak
-        with gate.hold(big):
-            with lock:
-                inside += 1
-                peak = max(peak, inside)
+        with gate.hold(big), meter.inside():
             time.sleep(0.2)
-            with lock:
-                inside -= 1
 
     threads = [threading.Thread(target=hold) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert peak == 2
+    assert meter.peak == 2
     with gate.hold(1024) as waited:  # small images never wait
         assert waited == 0.0
 

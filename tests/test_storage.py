@@ -6,6 +6,8 @@ import pytest
 
 from raydenoise.storage import LIST_PAGE, LISTING_ENV, StorageError, open_store
 
+from conftest import PeakConcurrency
+
 NAMES = ["a.png", "a/b.png", "a0.png", "a/c/d.png", "a-b/x", "b", ".h/x", "z/.y", "é.png", "a/c.png", "A", "a b/x"]
 
 
@@ -68,7 +70,6 @@ def test_s3_listing_pages_through_more_keys_than_one_page(s3_server, monkeypatch
 
 
 def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
-    import threading
     import time
 
     from raydenoise.storage import Entry, _walk
@@ -78,23 +79,18 @@ def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
         rel = f"d{i:02d}/"
         tree[rel] = [(f"{j}.png", Entry(f"{rel}{j}.png", 1, "")) for j in range(3)] + [("sub/", None)]
         tree[rel + "sub/"] = [("x.png", Entry(f"{rel}sub/x.png", 1, ""))]
-    active, peak, lock = 0, 0, threading.Lock()
+    meter = PeakConcurrency()
 
     def folder(rel):
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.01)
-        with lock:
-            active -= 1
+        with meter.inside():
+            time.sleep(0.01)
         return sorted(tree[rel], key=lambda n: n[0])
 
     keys = [e.key for e in _walk(folder)]
     assert keys == sorted(e.key for names in tree.values() for _, e in names if e is not None)
-    assert peak > 1  # sub-folders were listed concurrently
-    peak = 0
-    assert [e.key for e in _walk(folder, prefetch=1)] == keys and peak == 1
+    assert meter.peak > 1  # sub-folders were listed concurrently
+    meter.peak = 0
+    assert [e.key for e in _walk(folder, prefetch=1)] == keys and meter.peak == 1
     bad = dict(tree)
     del bad["d05/"]  # a listing that fails in a prefetch thread surfaces where the walk reaches it
     tree = bad
