@@ -6,7 +6,16 @@ part on the same images.
     .venv/bin/python bench/quality.py --parts lol --lol /path/to/LOL/eval15   # low/ and normal/ (or high/)
 
 Parts:
-- ``bsds``: denoising on the first ``--limit`` bsds500/test photos by name.
+- ``bsds``: denoising on the first ``--limit`` bsds500/test photos by name, Gaussian noise at each
+  ``--sigmas`` (sigma 0: the clean photos themselves, which a denoiser should leave alone), mean
+  and worst-photo PSNR.
+- ``estimator``: the blind noise-level estimate (``noise_level.estimate_sigma``) against the true
+  sigma of Gaussian noise from 5 to 50 on every bsds500/test photo.
+- ``jpeg``: the same photos with Gaussian noise (sigma 5-25) then stored as JPEG (quality 75-90),
+  both drawn per photo: noise as a phone or camera file holds it.
+- ``gray``: the same photos in grayscale, sigma 25.
+- ``real``: real camera noise (``--real`` holds ``*_real.*`` noisy crops and ``*_mean.*``
+  references, as the PolyU data set's ``CroppedImages``); used only to score.
 - ``lol``: low-light enhancement on LOL eval15 (``--lol`` holds ``low/`` and ``normal/``), methods
   ``--lol-methods`` (``input``, ``gamma``, ``builtin:NAME`` or a model folder), PSNR and SSIM.
 - ``models``: every built-in's parameters, GMAC per megapixel and CPU megapixels/s (1 thread and
@@ -14,8 +23,11 @@ Parts:
 
 For each sigma, every photo gets Gaussian noise seeded by (sigma, index), clipped and stored as
 8 bits (as real files are); every method's output is quantized to 8 bits before scoring. CBM3D
-is given the true sigma; NLM (scikit-image) estimates it, as `raydenoise evaluate` does.
-A method is `input`, `nlm`, `bm3d`, `builtin:NAME` or a model folder.
+(`bm3d`) is given the true sigma where there is one (Gaussian parts) and the estimate otherwise;
+`bm3d-est` always gets the estimate; NLM (scikit-image) gets the estimate, as `raydenoise
+evaluate` does. A method is `input`, `nlm`, `bm3d`, `bm3d-est`, `builtin:NAME` or a model folder
+(blind: the level is estimated per image), or either of the last two with `+sigma` (a conditioned
+model given the true sigma).
 """
 
 from __future__ import annotations
@@ -32,29 +44,37 @@ HERE = Path(__file__).resolve().parent
 
 
 def method_fn(name: str):
-    """name -> f(noisy uint8, sigma) -> uint8."""
+    """name -> f(noisy uint8, sigma or None) -> uint8."""
+    from raydenoise.noise_level import estimate_sigma
+
     if name == "input":
         return lambda noisy, sigma: noisy
     if name == "nlm":
         from raydenoise.evaluate import nl_means
 
         return lambda noisy, sigma: nl_means(noisy)
-    if name == "bm3d":
+    if name in ("bm3d", "bm3d-est"):
         try:
             import bm3d
         except ImportError:
             sys.exit("bench/quality.py: CBM3D needs the bm3d package: .venv/bin/pip install bm3d")
 
         def run(noisy, sigma):
-            out = bm3d.bm3d_rgb(noisy.astype(np.float32) / 255, sigma_psd=sigma / 255)
+            if sigma is None or name == "bm3d-est":
+                sigma = max(estimate_sigma(noisy), 0.1)
+            x = noisy.astype(np.float32) / 255
+            out = bm3d.bm3d_rgb(x, sigma_psd=sigma / 255) if noisy.ndim == 3 else bm3d.bm3d(x, sigma_psd=sigma / 255)
             return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
         return run
     from raydenoise.artifacts import load_model_uri, resolve_model_uri
     from raydenoise.inference import Denoiser
 
-    model, config = load_model_uri(resolve_model_uri(name, None), None)
+    uri, _, given = name.partition("+")
+    model, config = load_model_uri(resolve_model_uri(uri, None), None)
     den = Denoiser(model, config["model"], width=config.get("width"))
+    if given == "sigma":
+        return lambda noisy, sigma: Denoiser(model, config["model"], width=config.get("width"), sigma=sigma)(noisy)
     return lambda noisy, sigma: den(noisy)
 
 
@@ -67,17 +87,27 @@ def score(fn, inputs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
     for x, ref in zip(inputs, refs):
         out = fn(x)
         rows.append(all_metrics(out.astype(np.float32) / 255, ref.astype(np.float32) / 255))
+    psnrs = [min(r["psnr"], 100.0) for r in rows]  # identical images: inf, counted as 100 dB
     return {"images": len(rows), "s_per_image": (time.perf_counter() - t0) / len(inputs),
-            **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
+            **{k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae")},
+            "psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs))}
+
+
+def table(title: str, results: list[dict], key: str) -> None:
+    print(f"\n| {title} | method | PSNR (dB) | worst PSNR | SSIM | s/image (1 core) |\n|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r[key]} | {r['method']} | {r['psnr']:.2f} | {r['psnr_min']:.2f} | {r['ssim']:.3f} | "
+              f"{r['s_per_image']:.2f} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bsds", default=str(HERE.parent.parent / "shared" / "data" / "bsds500"))
     ap.add_argument("--methods", default="input,builtin:denoise,nlm,bm3d")
-    ap.add_argument("--sigmas", default="15,25,50")
+    ap.add_argument("--sigmas", default="0,15,25,50")
     ap.add_argument("--limit", type=int, default=68, help="first N bsds500/test photos by name")
-    ap.add_argument("--parts", default="bsds,lol,models")
+    ap.add_argument("--parts", default="bsds,estimator,jpeg,gray,real,lol,models")
+    ap.add_argument("--real", default="/work/data/polyu/CroppedImages", help="*_real.* noisy crops, *_mean.* references")
     ap.add_argument("--lol", default="/work/data/lol/dataset/test", help="LOL eval15: low/ and normal/")
     ap.add_argument("--lol-methods", default="input,gamma,builtin:seed-ae,builtin:low-light")
     ap.add_argument("--out", default=str(HERE / "out" / "quality.json"))
@@ -86,6 +116,14 @@ def main() -> None:
     report = {}
     if "bsds" in parts:
         report["bsds"] = bsds_part(args)
+    if "estimator" in parts:
+        report["estimator"] = estimator_part(args)
+    if "jpeg" in parts:
+        report["jpeg"] = jpeg_part(args)
+    if "gray" in parts:
+        report["gray"] = gray_part(args)
+    if "real" in parts:
+        report["real"] = real_part(args)
     if "lol" in parts:
         report["lol"] = lol_part(args)
     if "models" in parts:
@@ -102,8 +140,7 @@ def bsds_part(args) -> dict:
     from raydenoise.noise import apply_noise, parse_noise
 
     torch.set_num_threads(1)  # every method on one core, so seconds per image compare
-    files = sorted((Path(args.bsds) / "test").glob("*.jpg"))[: args.limit]
-    cleans = [decode_rgb8(f.read_bytes()) for f in files]
+    files, cleans = bsds_test(args, args.limit)
     methods = args.methods.split(",")
     fns = {m: method_fn(m) for m in methods}
     results = []
@@ -111,13 +148,93 @@ def bsds_part(args) -> dict:
         noisy = [apply_noise(c, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
                  for i, c in enumerate(cleans)]
         for m in methods:
+            if sigma == 0 and m.startswith("bm3d"):
+                continue  # CBM3D with sigma 0 is the identity
             row = {"sigma": sigma, "method": m, **score(lambda n: fns[m](n, sigma), noisy, cleans)}
             print(json.dumps(row), flush=True)
             results.append(row)
-    print("\n| σ | method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['sigma']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['s_per_image']:.2f} |")
+    table("σ", results, "sigma")
     return {"photos": [f.name for f in files], "rows": results}
+
+
+def bsds_test(args, limit: int | None) -> tuple[list[Path], list[np.ndarray]]:
+    from raydenoise.images import decode_rgb8
+
+    files = sorted((Path(args.bsds) / "test").glob("*.jpg"))[:limit]
+    return files, [decode_rgb8(f.read_bytes()) for f in files]
+
+
+def estimator_part(args) -> dict:
+    """estimate_sigma / true sigma on every bsds500/test photo, Gaussian noise 5-50."""
+    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.noise_level import estimate_sigma
+
+    _, cleans = bsds_test(args, None)
+    rows = []
+    print("\n| true σ | photos | mean estimate / σ | worst error | within 15% |\n|---|---|---|---|---|")
+    for sigma in (5, 10, 15, 25, 35, 50):
+        ratios = np.array([estimate_sigma(apply_noise(c, parse_noise(f"gaussian:{sigma}"),
+                                                      np.random.default_rng([sigma, i]))) / sigma
+                           for i, c in enumerate(cleans)])
+        row = {"sigma": sigma, "photos": len(ratios), "mean_ratio": float(ratios.mean()),
+               "worst_error": float(np.abs(ratios - 1).max()), "within_15pct": float((np.abs(ratios - 1) <= 0.15).mean())}
+        rows.append(row)
+        print(f"| {sigma} | {len(ratios)} | {row['mean_ratio']:.3f} | {100 * row['worst_error']:.1f}% | "
+              f"{100 * row['within_15pct']:.1f}% |", flush=True)
+    clean = [estimate_sigma(c) for c in cleans]
+    print(f"clean photos: estimate mean {np.mean(clean):.2f}, max {np.max(clean):.2f}")
+    return {"rows": rows, "clean_mean": float(np.mean(clean)), "clean_max": float(np.max(clean))}
+
+
+def jpeg_part(args) -> dict:
+    """Gaussian noise (sigma 5-25), then JPEG (quality 75-90), drawn per photo."""
+    from raydenoise.noise import apply_noise, parse_noise
+
+    _, cleans = bsds_test(args, args.limit)
+    spec = parse_noise("gaussian:5-25,jpeg=75-90")
+    noisy = [apply_noise(c, spec, np.random.default_rng([1975, i])) for i, c in enumerate(cleans)]
+    return _score_methods(args, "JPEG noisy", noisy, cleans)
+
+
+def gray_part(args) -> dict:
+    """Grayscale photos (one channel) with Gaussian noise sigma 25."""
+    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.patches import to_gray
+
+    _, cleans = bsds_test(args, args.limit)
+    grays = [to_gray(c) for c in cleans]
+    noisy = [apply_noise(g[..., None], parse_noise("gaussian:25"), np.random.default_rng([25, i]))[..., 0]
+             for i, g in enumerate(grays)]
+    return _score_methods(args, "gray σ25", noisy, grays, sigma=25.0)
+
+
+def real_part(args) -> dict:
+    """Real camera noise: ``*_real.*`` crops against their ``*_mean.*`` references."""
+    from raydenoise.images import decode_rgb8
+
+    root = Path(args.real)
+    reals = sorted(p for p in root.glob("*_real.*"))
+    if not reals:
+        sys.exit(f"bench/quality.py: {root} has no *_real.* images (--real)")
+    noisy = [decode_rgb8(p.read_bytes()) for p in reals]
+    refs = [decode_rgb8(p.with_name(p.name.replace("_real.", "_mean.")).read_bytes()) for p in reals]
+    return _score_methods(args, "real noise", noisy, refs)
+
+
+def _score_methods(args, title: str, noisy: list[np.ndarray], refs: list[np.ndarray], sigma: float | None = None) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    results = []
+    for m in args.methods.split(","):
+        if m.endswith("+sigma") and sigma is None:
+            continue
+        fn = method_fn(m)
+        row = {"set": title, "method": m, **score(lambda n: fn(n, sigma), noisy, refs)}
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    table("set", results, "set")
+    return {"images": len(noisy), "rows": results}
 
 
 def lol_part(args) -> dict:

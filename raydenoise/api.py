@@ -42,16 +42,25 @@ class Model:
     - ``model.tensor(x)``: a float ``torch.Tensor`` batch, (N, 3, H, W), values in [0, 1]
       -> the same shape, float32 in [0, 1], on the CPU (for composing with your own torch code).
 
-    Attributes: ``name`` (the URI it was loaded from), ``network`` (``swift``, ``unet``,
-    ``seed-ae``), ``config`` (its config.json: card, training configuration, metrics),
+    How hard it denoises (``load_model(..., strength=, sigma=)``): a network conditioned on the
+    noise level (``swift-cond``, e.g. ``builtin:denoise``) is given ``sigma`` (0-255) when set,
+    else ``strength`` times the level estimated from each image; a blind network's output is
+    blended with its input by ``strength``. ``strength=0`` returns every image unchanged.
+    ``model.noise_level(image)`` is that estimate (0-255 scale).
+
+    Attributes: ``name`` (the URI it was loaded from), ``network`` (``swift-cond``, ``swift``,
+    ``unet``, ``seed-ae``), ``conditioned`` (takes a noise level), ``config`` (its config.json: card, training configuration, metrics),
     ``parameters`` (count), ``module`` (the ``torch.nn.Module``), ``device``.
     """
 
-    def __init__(self, module, config: dict[str, Any], name: str, device: str = "cpu", tile: int | None = None):
+    def __init__(self, module, config: dict[str, Any], name: str, device: str = "cpu", tile: int | None = None,
+                 strength: float = 1.0, sigma: float | None = None):
         from .inference import Denoiser
 
         self.name, self.config, self.network = name, config, config["model"]
-        self._denoiser = Denoiser(module, self.network, device=device, tile=tile, width=config.get("width"))
+        self._denoiser = Denoiser(module, self.network, device=device, tile=tile, width=config.get("width"),
+                                  strength=strength, sigma=sigma)
+        self.conditioned = self._denoiser.conditioned
         self.module = self._denoiser.model
         self.device = self._denoiser.device
         self.parameters = sum(p.numel() for p in self.module.parameters())
@@ -64,6 +73,14 @@ class Model:
             if not isinstance(img, np.ndarray):
                 raise TypeError(f"image {i}: expected a numpy uint8 array, got {type(img).__name__}")
         return self._denoiser.run_many(list(images))
+
+    @staticmethod
+    def noise_level(image: np.ndarray) -> float:
+        """The estimated noise level of a uint8 image, as the standard deviation of its noise on
+        the 0-255 scale (what a conditioned network is given by default)."""
+        from .noise_level import estimate_sigma
+
+        return estimate_sigma(image)
 
     def tensor(self, x):
         import torch
@@ -78,19 +95,21 @@ class Model:
 
 
 def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device: str = "cpu",
-               s3_endpoint: str | None = None) -> Model:
+               s3_endpoint: str | None = None, strength: float = 1.0, sigma: float | None = None) -> Model:
     """Load a model: ``builtin:NAME`` (see :func:`builtin_models`), a model folder
     (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), or an
     ``s3://`` prefix holding one. ``tile``: process images in tiles of this many pixels (default:
     whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
-    or ``"cuda"``. Loads weights with safetensors only (no pickle). Raises ``ArtifactError``."""
+    or ``"cuda"``. ``strength``/``sigma``: see :class:`Model` (ValueError when out of range, or
+    ``sigma`` for a blind network). Loads weights with safetensors only (no pickle). Raises
+    ``ArtifactError``."""
     from .artifacts import load_model_uri, resolve_model_uri
     from .storage import endpoint_from_env
 
     endpoint = endpoint_from_env(s3_endpoint)
     resolved = resolve_model_uri(uri, endpoint)
     module, config = load_model_uri(resolved, endpoint)
-    return Model(module, config, uri, device=device, tile=tile)
+    return Model(module, config, uri, device=device, tile=tile, strength=strength, sigma=sigma)
 
 
 def builtin_models() -> dict[str, dict[str, Any]]:

@@ -169,6 +169,33 @@ def export_builtin(model_dir: str | os.PathLike, name: str, card: dict[str, Any]
     return dest
 
 
+def model_config(model_uri: str, endpoint: str | None) -> dict:
+    """The checked config.json of ``builtin:NAME`` or a model folder (local or s3://), without
+    loading the weights (no torch). ArtifactError when it is missing or not a model config."""
+    if model_uri.startswith(BUILTIN):
+        where, text = str(builtin_dir(model_uri) / CONFIG), (builtin_dir(model_uri) / CONFIG).read_bytes()
+    else:
+        store = cached_store(model_uri, endpoint)
+        where = store.uri(CONFIG)
+        try:
+            text = store.read_bytes(CONFIG)
+        except FileNotFoundError:
+            raise ArtifactError(f"{where} not found (expected a raydenoise model folder)") from None
+        except Exception as exc:
+            raise ArtifactError(f"{where}: cannot read ({object_error(exc)})") from None
+    try:
+        return check_config(json.loads(text), where)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{where} is not valid JSON ({exc})") from None
+
+
+def takes_level(model_uri: str, endpoint: str | None) -> bool:
+    """Whether the model is conditioned on the noise level (``--sigma`` applies to it)."""
+    return model_config(model_uri, endpoint).get("model") == "swift-cond"
+
+
 def load_model_uri(model_uri: str, endpoint: str | None):
     """(model, config) from ``builtin:NAME``, or a model folder, local or s3:// (downloaded to a
     temporary folder that is removed once the weights are loaded)."""

@@ -266,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None,
                    help=f"process images in tiles of this size (pixels, at least {MIN_TILE}); default: whole images, "
                         "tiled automatically when one would not fit in a worker's memory")
+    p.add_argument("--strength", type=_finite(minimum=0), default=None, metavar="S",
+                   help="how hard to denoise: a conditioned model (builtin:denoise) is given S x the noise level "
+                        "estimated per image, a blind one's output is blended with the input by S; 0 returns every "
+                        "image unchanged (default 1, at most 4)")
+    p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
+                   help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
+                        "per-image estimate; cannot be combined with --strength")
     p.add_argument("--overwrite", action="store_true",
                    help="redo images whose output already exists (by default a complete existing output is kept)")
     p.add_argument("--max-megapixels", type=_finite(minimum=0), default=DEFAULT_MAX_PIXELS / 1e6,
@@ -289,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
+    p.add_argument("--strength", type=_finite(minimum=0), default=None, metavar="S",
+                   help="how hard to denoise: a conditioned model (builtin:denoise) is given S x the noise level "
+                        "estimated per image, a blind one's output is blended with the input by S; 0 returns every "
+                        "image unchanged (default 1, at most 4)")
+    p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
+                   help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
+                        "per-image estimate; cannot be combined with --strength")
     p.add_argument("--baselines", type=_baselines, default=DEFAULT_BASELINES,
                    help="comma-separated methods scored beside the model: identity (the noisy input), nlm "
                         "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "
@@ -364,12 +378,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strength(args: argparse.Namespace) -> dict:
+    if args.strength is not None and args.sigma is not None:
+        raise DenoiseError("give --strength (a multiple of the estimated noise level) or --sigma (a fixed level), "
+                           "not both")
+    return {"strength": 1.0 if args.strength is None else args.strength, "sigma": args.sigma}
+
+
 def cmd_denoise(args: argparse.Namespace) -> int:
     cfg = DenoiseConfig(input=args.input, output=args.output, model=args.model, reference=args.reference,
                         report=args.report, batch_size=args.batch_size, workers=args.workers,
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
                         pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
-                        max_megapixels=args.max_megapixels, dry_run=args.dry_run)
+                        max_megapixels=args.max_megapixels, dry_run=args.dry_run, **_strength(args))
     summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
     if summary.get("failures"):
         console().error(f"raydenoise denoise: {summary['failures']:,} of {summary['count']:,} images failed; "
@@ -380,7 +401,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
-                         tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines, dry_run=args.dry_run)
+                         tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines, dry_run=args.dry_run,
+                         **_strength(args))
     run_evaluate(cfg, log=_log, start_ray=start_ray(args))
     return 0
 

@@ -29,6 +29,7 @@ import numpy as np
 from . import report as rpt
 from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
                      object_column)
+from .noise_level import BLIND_SIGMA, strength_problem
 from .console import Progress, console, duration, plural, rate
 from . import runfiles
 from .plan import REPORT_DIR, select, trusted, with_earlier, with_outputs
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
-               "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5")
+               "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5", "input_noise",
+               "output_noise", "sigma")
 _IMAGE_COLS = ("image", "alpha", "output")
 
 
@@ -71,6 +73,8 @@ class DenoiseConfig:
     include_hidden: bool = False  # process files and folders whose names start with '.'
     max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6  # larger inputs are refused; 0 = no limit
     dry_run: bool = False  # list and plan only: counts and a time estimate, nothing written
+    strength: float = 1.0  # x the estimated noise level (conditioned model) or blend (blind); 0 = the input
+    sigma: float | None = None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
 
 
 def check_config(cfg: DenoiseConfig) -> None:
@@ -86,6 +90,9 @@ def check_config(cfg: DenoiseConfig) -> None:
         raise DenoiseError(f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}")
     if cfg.pipeline not in PIPELINES:
         raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
+    problem = strength_problem(cfg.strength, cfg.sigma)
+    if problem:
+        raise DenoiseError(problem)
 
 
 # ----------------------------------------------------------------------------- one image
@@ -120,7 +127,8 @@ def _new_state(key: str, skip: bool, listed: tuple[int, str] = (-1, "")) -> dict
     """``listed``: the existing output's size and tag as listed (recorded when it verifies)."""
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
             "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0,
-            "node": _this_node(), "listed_bytes": listed[0], "listed_tag": listed[1], "out_md5": ""}
+            "node": _this_node(), "listed_bytes": listed[0], "listed_tag": listed[1], "out_md5": "",
+            "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan}
 
 
 def _this_node() -> str:
@@ -213,23 +221,31 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
 def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
     """Run the model on every state that needs it (in place). A failure on one image (NaN output,
     out of memory) becomes that image's error; the others go on."""
+    from .noise_level import estimate_sigma
+
     todo = [s for s in states if not (s["error"] or s["fatal"] or s["skip"])]
     if not todo:
         return
     t0 = time.perf_counter()
+    for s in todo:
+        s["input_noise"] = estimate_sigma(s["image"])
     try:
-        results = denoiser.run_many([s["image"] for s in todo])
+        results = denoiser.run_many([s["image"] for s in todo], [s["input_noise"] for s in todo])
     except Exception:  # isolate the image that failed
         results = []
         for s in todo:
             try:
-                results.append(denoiser(s["image"]))
+                results.extend(denoiser.run_many([s["image"]], [s["input_noise"]]))
             except Exception as exc:
                 s["error"] = _model_error(exc)
                 results.append(_EMPTY)
-    share = (time.perf_counter() - t0) / len(todo)
     for s, out in zip(todo, results):
         s["output"] = out
+        if not s["error"]:
+            s["output_noise"] = estimate_sigma(out)
+            s["sigma"] = denoiser.level_for(s["input_noise"]) if denoiser.conditioned else math.nan
+    share = (time.perf_counter() - t0) / len(todo)
+    for s in todo:
         s["seconds"] += share
 
 
@@ -250,6 +266,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     key = state["key"]
     row = rpt.blank_row(key, note=state["note"] or None, node=state["node"] or None)
     if not (state["error"] or state["fatal"]):
+        row.update({k: state[k] for k in rpt.NOISE})  # NaN (not measured: a kept output) becomes null
         image, output = state["image"], state["output"]
         row["height"], row["width"] = state["height"], state["width"]
         data = b""
@@ -325,7 +342,7 @@ class ModelActor:
     or when an image would not fit the actor's memory budget)."""
 
     def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
-                 cpu_share: float = 1.0, gpu_share: float = 0.0):
+                 cpu_share: float = 1.0, gpu_share: float = 0.0, strength: float = 1.0, sigma: float | None = None):
         import torch
 
         from .artifacts import load_model_uri
@@ -338,7 +355,7 @@ class ModelActor:
             total = torch.cuda.get_device_properties(0).total_memory
             budget = int(min(8 << 30, 0.4 * total * max(min(gpu_share, 1.0), 0.1)))
         self.denoiser = Denoiser(model, config["model"], device=device, tile=tile, width=config.get("width"),
-                                 memory_budget=budget)
+                                 memory_budget=budget, strength=strength, sigma=sigma)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         states = _unpack(batch)
@@ -369,10 +386,11 @@ class FusedActor(ModelActor):
     """
 
     def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
-                 store_kwargs: dict[str, Any], cpu_share: float = 1.0, gpu_share: float = 0.0):
+                 store_kwargs: dict[str, Any], cpu_share: float = 1.0, gpu_share: float = 0.0,
+                 strength: float = 1.0, sigma: float | None = None):
         from .inference import LargeImageGate, image_bytes
 
-        super().__init__(model_uri, endpoint, tile, use_gpu, cpu_share, gpu_share)
+        super().__init__(model_uri, endpoint, tile, use_gpu, cpu_share, gpu_share, strength, sigma)
         self.st = _Stores(**store_kwargs)
         self.gate = LargeImageGate()
         self.image_bytes = image_bytes
@@ -524,7 +542,7 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     """
     t_start = time.time()
     check_config(cfg)
-    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
+    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri, takes_level
 
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     max_pixels = int(cfg.max_megapixels * 1e6) or None
@@ -544,6 +562,8 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
         if not model_uri.startswith(BUILTIN):  # a built-in's name was checked; its weights are tested
             load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
+        if cfg.sigma is not None and not takes_level(model_uri, endpoint):
+            raise DenoiseError(BLIND_SIGMA.format(model=cfg.model))
     except (StorageError, ArtifactError) as exc:
         raise DenoiseError(str(exc)) from None
     try:
@@ -636,7 +656,8 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pix
     store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
                     "endpoint": endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir}
     actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                    "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker}
+                    "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker,
+                    "strength": cfg.strength, "sigma": cfg.sigma}
     # The dataset is slices of the plan (positions, not keys): whoever reads an image reads its key.
     n_slices, size = runfiles.slicing(plan.n_work)
     ds = ray.data.from_items([{"start": i * size, "stop": min(plan.n_work, (i + 1) * size)} for i in range(n_slices)],

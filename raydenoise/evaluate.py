@@ -25,6 +25,7 @@ import numpy as np
 
 from .ingest import IngestError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
+from .noise_level import BLIND_SIGMA, strength_problem
 from .report import to_json
 from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
@@ -50,6 +51,8 @@ class EvaluateConfig:
     s3_endpoint: str | None = None
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     dry_run: bool = False  # read the manifest, check the model, time a few pairs; nothing written
+    strength: float = 1.0  # as denoise --strength: x the estimated noise level (or blend); 0 = the input
+    sigma: float | None = None  # as denoise --sigma: a fixed noise level (0-255) for a conditioned model
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -76,17 +79,12 @@ def check_baselines(names: tuple[str, ...]) -> None:
 
 
 def noise_sigma(x: np.ndarray) -> float:
-    """Immerkaer's fast noise estimate (1996) for float (H, W[, C]) images, mean over channels."""
-    from scipy.signal import convolve2d
+    """The noise level of a float (H, W[, C]) image in [0, 1], on the same scale: the estimate
+    raydenoise gives its own conditioned models (``noise_level.estimate_sigma``), so the
+    classical baselines get the same information about each image."""
+    from .noise_level import estimate_sigma
 
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
-    chans = x[..., None] if x.ndim == 2 else x
-    h, w = chans.shape[:2]
-    if h < 3 or w < 3:
-        return 0.0
-    sig = [np.sqrt(np.pi / 2) / (6 * (w - 2) * (h - 2)) * np.abs(convolve2d(chans[..., c], mask, mode="valid")).sum()
-           for c in range(chans.shape[2])]
-    return float(np.mean(sig))
+    return estimate_sigma(x * 255.0) / 255.0
 
 
 def nl_means(noisy: np.ndarray) -> np.ndarray:
@@ -128,12 +126,13 @@ class Scorer:
     """
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
-                 baselines: tuple[str, ...] = DEFAULT_BASELINES):
+                 baselines: tuple[str, ...] = DEFAULT_BASELINES, strength: float = 1.0, sigma: float | None = None):
         from .artifacts import load_model_uri
         from .inference import Denoiser
 
         model, config = load_model_uri(model_uri, endpoint)
-        self.denoiser = Denoiser(model, config["model"], tile=tile, width=config.get("width"))
+        self.denoiser = Denoiser(model, config["model"], tile=tile, width=config.get("width"), strength=strength,
+                                 sigma=sigma)
         self.methods = [("model", self.denoiser)] + [(BASELINES[b], BASELINE_FNS[b]) for b in baselines]
         self.store = open_store(data_uri, endpoint)
 
@@ -186,7 +185,7 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     Raises EvaluateError for bad arguments, data or model (before any work), and after writing
     the tables when some pairs or shards could not be scored (they are listed in table.json).
     """
-    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri
+    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri, takes_level
     from .images import MIN_TILE
 
     t_start = time.time()
@@ -195,6 +194,9 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     if cfg.workers is not None and cfg.workers < 1:
         raise EvaluateError("--workers must be at least 1")
     check_baselines(cfg.baselines)
+    problem = strength_problem(cfg.strength, cfg.sigma)
+    if problem:
+        raise EvaluateError(problem)
     methods = ["model"] + [BASELINES[b] for b in cfg.baselines]
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
@@ -206,6 +208,8 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
         # Resolved here: actors may run in another directory or on another node.
         data_uri, model_uri = open_store(cfg.data, endpoint).root, resolve_model_uri(cfg.model, endpoint)
         load_model_uri(model_uri, endpoint)
+        if cfg.sigma is not None and not takes_level(model_uri, endpoint):
+            raise EvaluateError(BLIND_SIGMA.format(model=cfg.model))
         if cfg.out is None and model_uri.startswith(BUILTIN):
             raise EvaluateError(f"--model {model_uri}: give --out (a built-in model has no folder to write eval/ into)")
         out = open_store(cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint)
@@ -234,7 +238,7 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                               "baselines": tuple(cfg.baselines)},
+                               "baselines": tuple(cfg.baselines), "strength": cfg.strength, "sigma": cfg.sigma},
     )
     sums = {m: _Sums() for m in methods}
     errors: dict[str, None] = {}  # unique messages, in order (at most MAX_ERRORS kept)
@@ -331,7 +335,7 @@ def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: lis
 
     expected = manifest["counts"].get(cfg.split, 0)
     with one_thread():
-        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines))
+        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines), cfg.strength, cfg.sigma)
         rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
         sampled = 0
         try:

@@ -26,18 +26,20 @@ import torch
 from torch import nn
 
 from .images import MIN_TILE  # noqa: F401  (the tile-size floor, re-exported)
+from .models import is_conditioned
+from .noise_level import BLIND_SIGMA, estimate_sigma, strength_problem
 
 # Context (pixels) each side that covers the network's receptive field, a multiple of its stride.
 # seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
 # unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
 # swift: measured by back-propagating from one output pixel: its inputs lie within 88 px.
-MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112}
+MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112, "swift-cond": 112}
 # Tiles start on multiples of the network's total downsampling, so they see the same grid as
 # the whole image: 4 for seed-ae and unet (2 x 2), 16 for swift (pixel-unshuffle, then 3 x 2).
-STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16}
+STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16, "swift-cond": 16}
 # Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
 # rounded up from the measurement).
-FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16}
+FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16, "swift-cond": 16}
 GiB = 1 << 30
 
 
@@ -74,8 +76,24 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def check_strength(strength: float, sigma: float | None, conditioned: bool) -> None:
+    """ValueError naming the option when ``strength``/``sigma`` are out of range, or when
+    ``sigma`` is given for a blind network (it has no level input to give it to)."""
+    problem = strength_problem(strength, sigma)
+    if problem:
+        raise ValueError(problem)
+    if sigma is not None and not conditioned:
+        raise ValueError(BLIND_SIGMA.format(model="this model"))
+
+
 class Denoiser:
     """Callable: uint8 image (H, W, 3) or (H, W) -> uint8 image of the same shape.
+
+    Strength: a network conditioned on the noise level (``swift-cond``) is given, per image,
+    ``sigma`` when set, else ``strength`` times the level estimated from the whole image
+    (``noise_level.estimate_sigma``; tiles share it, so tiling stays exact). A blind network's
+    output is blended with the input: ``input + strength * (output - input)``. Strength 0 (or
+    sigma 0) returns the input unchanged, bit for bit, without running the network.
 
     ``tile`` (pixels, rounded down to a multiple of the network's stride, 4 or 16, and at
     least MIN_TILE; None = automatic)
@@ -91,8 +109,12 @@ class Denoiser:
     """
 
     def __init__(self, model: nn.Module, model_name: str, device: str | torch.device = "cpu",
-                 tile: int | None = None, width: int | None = None, memory_budget: int | None = None):
+                 tile: int | None = None, width: int | None = None, memory_budget: int | None = None,
+                 strength: float = 1.0, sigma: float | None = None):
+        check_strength(strength, sigma, is_conditioned(model))
         self.model = model.to(device).to(memory_format=torch.channels_last).eval()
+        self.conditioned = is_conditioned(model)
+        self.strength, self.sigma = float(strength), sigma
         self.device = torch.device(device)
         self.name = model_name
         self.width = width
@@ -123,24 +145,44 @@ class Denoiser:
             return forward_bytes(self.name, self.width, h, w)
         return forward_bytes(self.name, self.width, min(h, t) + 2 * self.margin, min(w, t) + 2 * self.margin)
 
+    @property
+    def passthrough(self) -> bool:
+        """Strength 0 (or sigma 0): every image comes back as it went in."""
+        return self.sigma == 0 if self.sigma is not None else self.strength == 0
+
+    def level_for(self, measured: float) -> float:
+        """The level given to the network for an image whose estimated noise level is ``measured``."""
+        return self.sigma if self.sigma is not None else self.strength * measured
+
     @torch.inference_mode()
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, level: float | None = None) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        y = self.model(x)
+        if self.conditioned:
+            y = self.model(x, torch.full((x.shape[0],), float(level or 0.0), device=self.device))
+        else:
+            y = self.model(x)
         if not bool(torch.isfinite(y).all()):
             raise NonFiniteOutput("the model produced NaN/Inf values (diverged weights, or an overflow on this image)")
         return y.clamp(0, 1).float().cpu()
 
     @torch.inference_mode()
-    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 NCHW in [0, 1] -> same, tiled when the image is larger than the tile size."""
+    def run_tensor(self, x: torch.Tensor, level: float | None = None) -> torch.Tensor:
+        """float32 NCHW in [0, 1] -> same, tiled when the image is larger than the tile size.
+        ``level``: the noise level (0-255) a conditioned network is given for every image of
+        the batch (None: estimated from the first image, times the strength)."""
+        if self.conditioned and level is None:  # each image its own estimate
+            if x.shape[0] > 1:
+                return torch.cat([self.run_tensor(x[i : i + 1]) for i in range(x.shape[0])])
+            if self.passthrough:
+                return x.float().cpu().clone()
+            level = self.level_for(estimate_sigma(x[0].permute(1, 2, 0).float().cpu().numpy() * 255.0))
         h, w = x.shape[-2:]
         t = self.tile_for(h, w)
         if t is None or (h <= t and w <= t):
-            return self._forward(x)
+            return self._forward(x, level)
         out = torch.empty(x.shape, dtype=torch.float32)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(x[..., ys:ye, xs:xe])
+            pred = self._forward(x[..., ys:ye, xs:xe], level)
             out[..., y0:y1, x0:x1] = pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs]
         return out
 
@@ -165,44 +207,64 @@ class Denoiser:
         return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     @torch.inference_mode()
-    def _run_uint8_tiled(self, rgb: np.ndarray, t: int) -> np.ndarray:
+    def _run_uint8_tiled(self, rgb: np.ndarray, t: int, level: float | None) -> np.ndarray:
         """One uint8 (H, W, 3) image in tiles, converting each tile on its own (a large image
         never exists as float32)."""
         h, w = rgb.shape[:2]
         out = np.empty_like(rgb)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(self._to_tensor(rgb[None, ys:ye, xs:xe]))
+            pred = self._forward(self._to_tensor(rgb[None, ys:ye, xs:xe]), level)
             out[y0:y1, x0:x1] = self._to_uint8(pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs])[0]
         return out
 
     @torch.inference_mode()
-    def run_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Denoise several images. On a GPU, equal shapes share one forward pass (when untiled);
-        on a CPU every image gets its own, which is faster there (the activations of one
-        400x600 image already overflow the caches: batch 4 costs 1.3x batch 1 per image)."""
+    def run_many(self, images: list[np.ndarray], measured: list[float] | None = None) -> list[np.ndarray]:
+        """Denoise several images. On a GPU, equal shapes share one forward pass (when untiled)
+        if they get the same level; on a CPU every image gets its own, which is faster there
+        (the activations of one 400x600 image already overflow the caches: batch 4 costs 1.3x
+        batch 1 per image). ``measured``: each image's estimated noise level when the caller
+        has it (``estimate_sigma``), else it is estimated here where the network needs it."""
         results: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = defaultdict(list)
+        levels: list[float | None] = [None] * len(images)
         for i, img in enumerate(images):
             if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
                 raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
+            if self.conditioned and self.sigma is None and self.strength > 0:
+                levels[i] = self.level_for(measured[i] if measured is not None else estimate_sigma(img))
+            elif self.conditioned:
+                levels[i] = self.level_for(0.0)
+            if self.passthrough:
+                results[i] = img.copy()  # strength 0 / sigma 0: the input, bit for bit
+                continue
             t = self.tile_for(*img.shape[:2])
             tiled = t is not None and (img.shape[0] > t or img.shape[1] > t)
-            groups[img.shape if self.device.type != "cpu" and not tiled else (i, img.shape)].append(i)
+            shared = self.device.type != "cpu" and not tiled
+            groups[(img.shape, levels[i]) if shared else (i, img.shape)].append(i)
         for idx in groups.values():
             gray = images[idx[0]].ndim == 2
             rgb = [np.repeat(images[i][..., None], 3, axis=2) if gray else images[i] for i in idx]
             h, w = rgb[0].shape[:2]
             t = self.tile_for(h, w)
+            level = levels[idx[0]]
             if t is not None and (h > t or w > t) and len(idx) == 1:
-                arr = self._run_uint8_tiled(rgb[0], t)[None]
+                arr = self._run_uint8_tiled(rgb[0], t, level)[None]
             else:
-                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb))))
+                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb)), level))
             for j, i in enumerate(idx):
                 out = arr[j]
                 if gray:
                     out = out.mean(axis=2).round().astype(np.uint8)
+                if not self.conditioned and self.strength != 1.0:
+                    out = _blend(images[i], out, self.strength)
                 results[i] = np.ascontiguousarray(out)
         return results  # type: ignore[return-value]
+
+
+def _blend(image: np.ndarray, output: np.ndarray, strength: float) -> np.ndarray:
+    """``image + strength * (output - image)`` in uint8 (a blind network's --strength)."""
+    mixed = image.astype(np.float32) + strength * (output.astype(np.float32) - image.astype(np.float32))
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- large images

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("seed-ae", "unet", "swift")
+MODEL_NAMES = ("seed-ae", "unet", "swift", "swift-cond")
+LEVEL_SCALE = 50.0  # a noise level (0-255 scale) enters a conditioned network divided by this
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
@@ -169,9 +170,10 @@ class Swift(nn.Module):
     multiple = 16
 
     def __init__(self, width: int = 32, encoder: tuple[int, ...] = (1, 1, 2), middle: int = 2,
-                 decoder: tuple[int, ...] = (1, 1, 1)):
+                 decoder: tuple[int, ...] = (1, 1, 1), conditioned: bool = False):
         super().__init__()
-        self.head = nn.Conv2d(12, width, 3, padding=1)
+        self.conditioned = conditioned
+        self.head = nn.Conv2d(13 if conditioned else 12, width, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         ch = width
@@ -186,9 +188,17 @@ class Swift(nn.Module):
             self.decoders.append(nn.Sequential(*[_NAFBlock(ch) for _ in range(n)]))
         self.tail = nn.Conv2d(width, 12, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """``sigma``: (N,) noise levels on the 0-255 scale, one per image; required by (and only
+        used by) a conditioned network, which sees it as a uniform extra input plane."""
         xp, h, w = _pad_to_multiple(x, self.multiple)
-        y = self.head(F.pixel_unshuffle(xp, 2))
+        y = F.pixel_unshuffle(xp, 2)
+        if self.conditioned:
+            if sigma is None:
+                raise ValueError("this network is conditioned on the noise level: pass sigma, (N,) on the 0-255 scale")
+            level = (sigma.to(y.dtype).reshape(-1, 1, 1, 1) / LEVEL_SCALE).expand(y.shape[0], 1, *y.shape[-2:])
+            y = torch.cat([y, level], dim=1)
+        y = self.head(y)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             y = encoder(y)
@@ -209,7 +219,24 @@ def build_model(name: str, width: int | None = None) -> nn.Module:
         return UNet(width or 32)
     if name == "swift":
         return Swift(width or 32)
+    if name == "swift-cond":
+        return Swift(width or 32, conditioned=True)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def is_conditioned(model: nn.Module) -> bool:
+    """Whether ``model`` (or the module DDP wraps) takes a noise level beside the image."""
+    return bool(getattr(getattr(model, "module", model), "conditioned", False))
+
+
+def expand_state_for_levels(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``swift`` state dict made to fit ``swift-cond``: the head gets a zero weight for the
+    level plane, so the conditioned network starts as exactly the blind one (train --init)."""
+    weight = state["head.weight"]
+    if weight.shape[1] != 12:
+        raise ValueError(f"expected a swift head with 12 input channels, found {weight.shape[1]}")
+    zeros = torch.zeros(weight.shape[0], 1, *weight.shape[2:], dtype=weight.dtype)
+    return {**state, "head.weight": torch.cat([weight, zeros], dim=1)}
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -234,6 +261,6 @@ def macs_per_megapixel(model: nn.Module, size: int = 256) -> float:
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size), *([torch.zeros(1)] if is_conditioned(model) else []))
     model.train(was_training)
     return counter.get_total_flops() / 2 / (size * size) / 1e3

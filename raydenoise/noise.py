@@ -8,6 +8,17 @@ Kinds (the ``--noise`` argument), each optionally followed by ``:`` and paramete
   gamma curve (default G drawn per image from 1.6..2.2) and an exposure drop (default E drawn
   per image from 0.15..0.35; LOL's low images average about 5% of full scale), then shot noise with P electrons at full white (default 1000)
   and Gaussian read noise R on the 0-255 scale (default 2.0) are added, then quantized to 8 bits.
+- ``camera[:peak=P,read=R]`` — a camera's noise after its processing: the photo is taken back to
+  linear light (gamma 2.2), divided by white-balance gains (red 1.6-2.4, blue 1.3-2.0, drawn per
+  image) to raw, given shot noise (P electrons at full white, default 200) and read noise (R on
+  the 0-255 raw scale, default 2) on an RGGB Bayer mosaic, and the noise is demosaicked
+  bilinearly (so neighbouring pixels and channels share it, as in a camera's output), gained
+  back and tone-mapped with the photo. The clean photo is the noise-free output of the same
+  pipeline, i.e. the photo itself. A grayscale photo gets the same noise without the mosaic.
+- ``jpeg:q=Q`` — JPEG compression alone at quality Q (1-100, Pillow's encoder, 4:2:0 chroma).
+
+Every kind also takes ``jpeg=Q``: the degraded image is then stored as a JPEG of quality Q (as a
+camera or a phone writes it), e.g. ``camera:peak=50-1000,jpeg=70-95``.
 
 Any parameter may be a range ``LO-HI`` (``gaussian:0-50``, ``poisson-gaussian:peak=10-100``): a
 value is drawn uniformly from it for every image (or patch) degraded, for blind training and
@@ -24,14 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("gaussian", "poisson-gaussian", "low-light")
+KINDS = ("gaussian", "poisson-gaussian", "low-light", "camera", "jpeg")
 
 
 class NoiseSpecError(ValueError):
     """A ``--noise`` argument that cannot be parsed; the message says what is expected."""
-
-
-Param = "float | tuple[float, float]"  # a value, or a (low, high) range drawn uniformly
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class NoiseSpec:
     def __str__(self) -> str:
         if not self.params:
             return self.kind
-        if self.kind == "gaussian":
+        if self.kind == "gaussian" and set(self.params) == {"sigma"}:
             return f"gaussian:{_fmt(self.params['sigma'])}"
         return self.kind + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
 
@@ -76,9 +84,11 @@ def _value(text: str, spec: str, name: str) -> float | tuple[float, float]:
 
 
 _ALLOWED = {
-    "gaussian": {"sigma"},
-    "poisson-gaussian": {"peak", "read"},
-    "low-light": {"exposure", "gamma", "peak", "read"},
+    "gaussian": {"sigma", "jpeg"},
+    "poisson-gaussian": {"peak", "read", "jpeg"},
+    "low-light": {"exposure", "gamma", "peak", "read", "jpeg"},
+    "camera": {"peak", "read", "jpeg"},
+    "jpeg": {"q"},
 }
 
 
@@ -92,7 +102,7 @@ def parse_noise(text: str) -> NoiseSpec:
     if kind == "gaussian":
         if not rest:
             raise NoiseSpecError("gaussian needs a sigma on the 0-255 scale, e.g. gaussian:25")
-        rest = rest if "=" in rest else f"sigma={rest}"
+        rest = rest if "=" in rest.split(",")[0] else f"sigma={rest.strip()}"
     for item in filter(None, (p.strip() for p in rest.split(","))):
         name, eq, value = item.partition("=")
         if not eq:
@@ -105,11 +115,20 @@ def parse_noise(text: str) -> NoiseSpec:
     for key in ("exposure", "peak"):
         if key in params and _low(params[key]) <= 0:
             raise NoiseSpecError(f"{text!r}: {key} must be > 0")
+    if kind == "jpeg" and "q" not in params:
+        raise NoiseSpecError("jpeg needs a quality, e.g. jpeg:q=75 or jpeg:q=30-95")
+    for key in ("jpeg", "q"):
+        if key in params and not (1 <= _low(params[key]) and _high(params[key]) <= 100):
+            raise NoiseSpecError(f"{text!r}: {key} is a JPEG quality from 1 to 100")
     return NoiseSpec(kind, params)
 
 
 def _low(value: float | tuple[float, float]) -> float:
     return value[0] if isinstance(value, tuple) else value
+
+
+def _high(value: float | tuple[float, float]) -> float:
+    return value[1] if isinstance(value, tuple) else value
 
 
 def parse_degrade(text: str) -> list[NoiseSpec]:
@@ -131,8 +150,21 @@ def parse_degrade(text: str) -> list[NoiseSpec]:
 
 def degrade(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> np.ndarray:
     """Degrade ``clean`` with one of ``specs``, chosen uniformly (see apply_noise)."""
+    return degrade_with_level(clean, specs, rng)[0]
+
+
+def degrade_with_level(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """(degraded, noise level): one of ``specs`` chosen uniformly, and the level a denoiser
+    conditioned on the noise level is told for it, on the 0-255 scale: sigma for Gaussian noise,
+    otherwise what ``noise_level.estimate_noise`` measures of the noise itself (degraded - clean),
+    i.e. what the blind estimate of a photo with this noise reads."""
+    from .noise_level import estimate_noise
+
     spec = specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
-    return apply_noise(clean, spec, rng)
+    noisy, sigma = _apply(clean, spec, rng)
+    if sigma is None:
+        sigma = estimate_noise(noisy.astype(np.float32) - clean.astype(np.float32))
+    return noisy, sigma
 
 
 def _quantize(x: np.ndarray) -> np.ndarray:
@@ -140,8 +172,13 @@ def _quantize(x: np.ndarray) -> np.ndarray:
 
 
 def apply_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> np.ndarray:
-    """Degrade ``clean`` (uint8, (H, W, 3)) according to ``spec``; returns uint8 of the same shape.
-    A range parameter is drawn once for the whole image."""
+    """Degrade ``clean`` (uint8, (H, W, C), C = 1 or 3) according to ``spec``; returns uint8 of the
+    same shape. A range parameter is drawn once for the whole image."""
+    return _apply(clean, spec, rng)[0]
+
+
+def _apply(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
+    """(degraded, the Gaussian sigma when the noise is white Gaussian without JPEG, else None)."""
     if clean.dtype != np.uint8:
         raise ValueError(f"clean image must be uint8, got {clean.dtype}")
     x = clean.astype(np.float32) / 255.0
@@ -150,8 +187,10 @@ def apply_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) ->
         value = spec.params.get(name, default)
         return float(rng.uniform(*value)) if isinstance(value, tuple) else value
 
+    sigma = None
     if spec.kind == "gaussian":
-        y = x + rng.normal(0.0, get("sigma", 0.0) / 255.0, size=x.shape).astype(np.float32)
+        sigma = get("sigma", 0.0)
+        y = x + rng.normal(0.0, sigma / 255.0, size=x.shape).astype(np.float32)
     elif spec.kind == "poisson-gaussian":
         peak = get("peak", 30.0)
         y = rng.poisson(x * peak).astype(np.float32) / peak
@@ -163,6 +202,60 @@ def apply_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) ->
         dark = exposure * np.power(x, gamma)
         y = rng.poisson(dark * peak).astype(np.float32) / peak
         y += rng.normal(0.0, get("read", 2.0) / 255.0, size=x.shape).astype(np.float32)
+    elif spec.kind == "camera":
+        y = _camera(x, get("peak", 200.0), get("read", 2.0) / 255.0, rng)
+    elif spec.kind == "jpeg":
+        y = x
     else:  # parse_noise only builds known kinds
         raise NoiseSpecError(f"unknown noise kind {spec.kind!r}")
-    return _quantize(y)
+    out = _quantize(y)
+    quality = spec.params.get("q" if spec.kind == "jpeg" else "jpeg")
+    if quality is not None:
+        out = jpeg_roundtrip(out, int(round(get("q" if spec.kind == "jpeg" else "jpeg", quality))))
+        sigma = None
+    return out, sigma
+
+
+GAMMA = 2.2  # the tone curve of the camera kind (sRGB is close to it)
+
+
+def _camera(x: np.ndarray, peak: float, read: float, rng: np.random.Generator) -> np.ndarray:
+    """The camera kind on float (H, W, C) in [0, 1] (see the module doc)."""
+    linear = np.power(x, GAMMA)
+    h, w, c = x.shape
+    if c == 1:
+        gains = np.ones(1, np.float32)
+        channel = np.zeros((h, w), np.int64)
+    else:
+        gains = np.array([rng.uniform(1.6, 2.4), 1.0, rng.uniform(1.3, 2.0)], np.float32)
+        channel = np.ones((h, w), np.int64)  # RGGB: green on the checkerboard
+        channel[0::2, 0::2], channel[1::2, 1::2] = 0, 2
+    raw = np.take_along_axis(linear, channel[..., None], axis=2)[..., 0] / gains[channel]
+    std = np.sqrt(np.clip(raw, 0, None) / peak + read**2)
+    noise = (rng.normal(0.0, 1.0, size=(h, w)) * std * gains[channel]).astype(np.float32)
+    spread = noise[..., None] if c == 1 else _demosaic(noise, channel)
+    return np.power(np.clip(linear + spread, 0.0, 1.0), 1.0 / GAMMA)
+
+
+def _demosaic(mosaic: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    """Bilinear demosaicking of an RGGB mosaic (H, W) -> (H, W, 3): each channel's missing
+    samples are the mean of its nearest known neighbours."""
+    from scipy.ndimage import convolve
+
+    rb = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
+    g = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
+    planes = [convolve(np.where(channel == k, mosaic, 0.0).astype(np.float32), g if k == 1 else rb, mode="mirror")
+              for k in range(3)]
+    return np.stack(planes, axis=2)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` (uint8 (H, W, C), C = 1 or 3) encoded as a JPEG of ``quality`` and decoded."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, "JPEG", quality=quality)
+    out = np.array(Image.open(io.BytesIO(buf.getvalue())))
+    return out[..., None] if out.ndim == 2 else out

@@ -92,11 +92,17 @@ def write_sorted(store, key: str, t: pa.Table, schema: pa.Schema) -> None:
 
 def iter_batches(store, key: str, columns: list[str] | None = None, batch: int = READ_BATCH) -> Iterator[pa.RecordBatch]:
     """Some columns (None: all) of a Parquet file, ``batch`` rows at a time, read one row group at
-    a time (pyarrow's own iter_batches grows its memory with the number of row groups read)."""
+    a time (pyarrow's own iter_batches grows its memory with the number of row groups read).
+    A requested column the file lacks (a report written by an older version) reads as nulls."""
     with store.fs.open(store.key_path(key), "rb") as f:
         pf = pq.ParquetFile(f)
+        present = set(pf.schema_arrow.names)
+        missing = [c for c in columns or [] if c not in present]
         for i in range(pf.num_row_groups):
-            yield from pf.read_row_group(i, columns=columns).to_batches(batch)
+            t = pf.read_row_group(i, columns=[c for c in columns if c in present] if columns else None)
+            for name in missing:
+                t = t.append_column(name, pa.nulls(t.num_rows))
+            yield from (t.select(columns) if columns else t).to_batches(batch)
 
 
 def iter_rows(store, key: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:

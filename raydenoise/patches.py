@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .noise import NoiseSpec, degrade
+from .noise import NoiseSpec, degrade, degrade_with_level
+from .noise_level import estimate_noise
 
 # The val split is degraded with this seed, whatever --seed is, so val PSNR compares across
 # epochs and runs (each image's noise depends only on this seed and the image's id).
@@ -56,23 +57,34 @@ def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rn
 
 
 def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator,
-                      gray_fraction: float = GRAY_FRACTION) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(clean, degraded) patches: a fresh degraded input for each clean patch, one kind of
+                      gray_fraction: float = GRAY_FRACTION) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """(clean, degraded, levels) patches: a fresh degraded input for each clean patch, one kind of
     ``specs`` and one draw of its ranges per patch (``gaussian:0-50`` gives every patch its own
-    sigma). A ``gray_fraction`` of the patches become grayscale first, with the same noise in
-    all three channels: that is what the model sees of a grayscale file (replicated to RGB), and
-    a model trained on colour noise alone barely touches it (+1.4 dB at sigma 25, measured)."""
-    cleans, lows = [], []
+    sigma), and each input's noise level (float32 (N,), 0-255 scale, see
+    ``noise.degrade_with_level``). A ``gray_fraction`` of the patches become grayscale first,
+    with the same noise in all three channels: that is what the model sees of a grayscale file
+    (replicated to RGB), and a model trained on colour noise alone barely touches it (+1.4 dB at
+    sigma 25, measured)."""
+    cleans, lows, levels = [], [], []
     for h in highs:
         h = np.ascontiguousarray(h)
         if gray_fraction and rng.random() < gray_fraction:
             g = to_gray(h)[..., None]
-            h, low = np.repeat(g, 3, axis=2), np.repeat(degrade(g, specs, rng), 3, axis=2)
+            low, level = degrade_with_level(g, specs, rng)
+            h, low = np.repeat(g, 3, axis=2), np.repeat(low, 3, axis=2)
         else:
-            low = degrade(h, specs, rng)
+            low, level = degrade_with_level(h, specs, rng)
         cleans.append(h)
         lows.append(low)
-    return cleans, lows
+        levels.append(level)
+    return cleans, lows, np.asarray(levels, dtype=np.float32)
+
+
+def pair_levels(lows: list[np.ndarray], highs: list[np.ndarray]) -> np.ndarray:
+    """The noise level of each paired input (``estimate_noise`` of input minus target), float32
+    (N,): what a conditioned network is told when it trains on ingested pairs."""
+    return np.asarray([estimate_noise(lo.astype(np.float32) - hi.astype(np.float32)) for lo, hi in zip(lows, highs)],
+                      dtype=np.float32)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -105,9 +117,9 @@ class MemoryPatches:
         return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images)
 
     def batches(self, *, steps: int, batch_size: int, patch: int | None, seed: int, epoch: int, rank: int,
-                specs: list[NoiseSpec] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3); with ``specs`` the low side
-        is synthesized from the clean patch."""
+                specs: list[NoiseSpec] | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3) and the inputs' noise levels
+        (float32 (N,)); with ``specs`` the low side is synthesized from the clean patch."""
         crop_rng, noise_rng = epoch_rng(seed, epoch, rank, 0), epoch_rng(seed, epoch, rank, 1)
         need = steps * batch_size
         order = np.concatenate([crop_rng.permutation(len(self.images))
@@ -120,8 +132,10 @@ class MemoryPatches:
                 lows.append(low)
                 highs.append(high)
             if specs:
-                highs, lows = synthesize_inputs(highs, specs, noise_rng)
-            yield crop_to_common(lows, highs)
+                highs, lows, levels = synthesize_inputs(highs, specs, noise_rng)
+            else:
+                levels = pair_levels(lows, highs)
+            yield (*crop_to_common(lows, highs), levels)
 
 
 def crop_to_common(lows: list[np.ndarray], highs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

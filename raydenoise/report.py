@@ -2,7 +2,10 @@
 
 A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error``, ``note``,
 ``seconds``, ``node`` (the Ray node id of the machine that processed the image) and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
-``input_psnr`` ... ``input_ssim`` of the input, all against the reference; ``output_bytes``,
+``input_psnr`` ... ``input_ssim`` of the input, all against the reference; ``input_noise`` and
+``output_noise`` (the estimated noise level of the input and of the output, standard deviation
+on the 0-255 scale, no reference needed) and ``sigma`` (the level a conditioned network was
+given); ``output_bytes``,
 ``output_md5`` and ``output_tag`` (what a listing shows for the output: S3 ETag, local
 modification time) let a rerun trust an unchanged output without reading it. Statuses:
 
@@ -32,12 +35,14 @@ from PIL import Image
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
 ALL_METRICS = (*METRICS, *(f"input_{m}" for m in METRICS))
-COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS,
+NOISE = ("input_noise", "output_noise", "sigma")  # estimated levels (0-255 scale): summarized like metrics
+STATS = (*ALL_METRICS, *NOISE)
+COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS, *NOISE,
            "output_bytes", "output_md5", "output_tag"]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
     ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
-    *[(m, pa.float64()) for m in ALL_METRICS],
+    *[(m, pa.float64()) for m in STATS],
     ("output_bytes", pa.int64()), ("output_md5", pa.string()), ("output_tag", pa.string()),
 ])
 
@@ -122,8 +127,8 @@ def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], sec
     counts: dict[str, int] = {}
     nodes: dict[str, int] = {}
     pixels = 0
-    acc = {m: [0, 0, 0.0, math.inf, -math.inf] for m in ALL_METRICS}  # count, finite, sum, min, max
-    for b in read(["status", "width", "height", "node", *ALL_METRICS]):
+    acc = {m: [0, 0, 0.0, math.inf, -math.inf] for m in STATS}  # count, finite, sum, min, max
+    for b in read(["status", "width", "height", "node", *STATS]):
         status = b.column("status")
         for item in pc.value_counts(status).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
@@ -134,7 +139,7 @@ def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], sec
         for item in pc.value_counts(pc.drop_null(pc.filter(b.column("node"), handled))).to_pylist():
             nodes[item["values"]] = nodes.get(item["values"], 0) + item["counts"]
         done = pc.fill_null(pc.is_in(status, pa.array(["ok", "skipped"])), False)
-        for m in ALL_METRICS:
+        for m in STATS:
             v = pc.drop_null(pc.filter(b.column(m), done)).to_numpy(zero_copy_only=False)
             fin = v[np.isfinite(v)]
             a = acc[m]

@@ -48,6 +48,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "seed-ae": dict(epochs=10, batch_size=2, patch_size=None, lr=1e-3, loss="bce", schedule="constant"),
     "unet": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
     "swift": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
+    "swift-cond": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
 }
 PATCHES_PER_IMAGE = 4  # default random patches per train image per epoch (one decode feeds them all when streaming)
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
@@ -205,11 +206,14 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
 def evaluate(model, items, loss_fn, device) -> dict[str, float]:
     """Loss, PSNR, MSE, MAE and SSIM over this rank's share of the val split (``items``: its
     (low, high) uint8 images) on full images, summed across ranks (exact means, no image
-    dropped or counted twice). ``model=None`` scores the noisy input itself (the baseline every
+    dropped or counted twice). A network conditioned on the noise level gets the level
+    estimated from each input, as ``denoise`` gives it by default. ``model=None`` scores the noisy input itself (the baseline every
     model must beat)."""
     import torch
 
     from .metrics import all_metrics
+    from .models import is_conditioned
+    from .noise_level import estimate_sigma
 
     sums = np.zeros(6)  # count, loss, psnr, mse, mae, ssim
     if model is not None:
@@ -217,7 +221,12 @@ def evaluate(model, items, loss_fn, device) -> dict[str, float]:
     with torch.no_grad():
         for low, high in items:
             x, y = (t.to(device) for t in to_tensors(low[None], high[None]))
-            pred = x if model is None else model(x).clamp(0, 1)
+            if model is None:
+                pred = x
+            elif is_conditioned(model):  # blind, as users run it: the level estimated from the input
+                pred = model(x, torch.tensor([estimate_sigma(low)], device=device)).clamp(0, 1)
+            else:
+                pred = model(x).clamp(0, 1)
             loss = float(loss_fn(pred, y))
             p = pred[0].permute(1, 2, 0).float().cpu().numpy()
             m = all_metrics(p, high.astype(np.float32) / 255.0)
@@ -285,17 +294,18 @@ def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
 def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int):
     """The streaming data path's batches: Ray Data's patches, inputs synthesized here when
     training with --degrade."""
-    from .patches import crop_to_common, epoch_rng, synthesize_inputs
+    from .patches import crop_to_common, epoch_rng, pair_levels, synthesize_inputs
 
     noise_rng = epoch_rng(cfg.seed, epoch, rank, 1)
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
                                     local_shuffle_buffer_size=4 * cfg.batch_size, drop_last=False):
         highs = list(batch["high"])
         if specs:
-            highs, lows = synthesize_inputs(highs, specs, noise_rng)
+            highs, lows, levels = synthesize_inputs(highs, specs, noise_rng)
         else:
             lows = list(batch["low"])
-        yield crop_to_common(lows, highs)
+            levels = pair_levels(lows, highs)
+        yield (*crop_to_common(lows, highs), levels)
 
 
 def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
@@ -340,7 +350,7 @@ def train_fn_per_worker(config: dict) -> None:
     from safetensors.torch import save_file
 
     from .artifacts import RAW_WEIGHTS, load_model_uri, load_train_state, model_state, save_model_dir, save_optimizer, unwrap
-    from .models import build_model, count_parameters
+    from .models import build_model, count_parameters, expand_state_for_levels, is_conditioned
     from .noise import parse_degrade
     from .patches import MemoryPatches, prefetch, steps_per_epoch
 
@@ -354,8 +364,12 @@ def train_fn_per_worker(config: dict) -> None:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker or 1)))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
+    conditioned = is_conditioned(model)
     if cfg.init:
-        model.load_state_dict(load_model_uri(cfg.init, cfg.s3_endpoint)[0].state_dict())
+        state = load_model_uri(cfg.init, cfg.s3_endpoint)[0].state_dict()
+        if conditioned and state["head.weight"].shape[1] == 12:  # a blind swift: the level plane starts at zero
+            state = expand_state_for_levels(state)
+        model.load_state_dict(state)
     ema = copy.deepcopy(model) if cfg.ema else None
     history: list[dict] = []
     start_epoch, elapsed_before = 0, 0.0
@@ -411,8 +425,9 @@ def train_fn_per_worker(config: dict) -> None:
                                      epoch=epoch, rank=rank, specs=specs)
         else:
             batches = _stream_batches(shard, cfg, specs, epoch, rank)
-        for low, high in prefetch(batches):
+        for low, high, levels in prefetch(batches):
             low, high = (t.to(device, non_blocking=True) for t in to_tensors(low, high))
+            extra = [torch.from_numpy(levels).to(device)] if conditioned else []
             progress = (epoch + min(step / steps, 1.0)) / cfg.epochs
             if cfg.time_limit_s is not None:
                 # Every rank must take the same steps with the same learning rate (DDP), so
@@ -425,7 +440,7 @@ def train_fn_per_worker(config: dict) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, progress)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = model(low)
+                pred = model(low, *extra)
             loss = loss_fn(pred.float(), high)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -583,7 +598,9 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
         return cfg
     config = init_model_config(cfg.init, cfg.s3_endpoint)
     width = config.get("width") or 32
-    if config["model"] != cfg.model or (cfg.width is not None and cfg.width != width):
+    # A blind swift may start a conditioned one (its head gets a zero weight for the level plane).
+    fits = config["model"] == cfg.model or (config["model"], cfg.model) == ("swift", "swift-cond")
+    if not fits or (cfg.width is not None and cfg.width != width):
         raise TrainError(f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
                          f"{cfg.model}" + (f" --width {cfg.width}" if cfg.width is not None else "")
                          + ": leave --model/--width out (the model's config decides) or make them match")

@@ -55,6 +55,17 @@ def test_tiling_gives_the_same_image_and_tensors_work_too():
     assert np.abs((y[0].permute(1, 2, 0).numpy() * 255).round() - whole).max() <= 1
 
 
+def test_strength_zero_gives_the_input_back_and_the_noise_level_is_measured():
+    clean, noisy = noisy_photo()
+    assert np.array_equal(raydenoise.load_model("builtin:denoise", strength=0)(noisy), noisy)
+    model = raydenoise.load_model("builtin:denoise")
+    assert model.noise_level(noisy) == pytest.approx(25, rel=0.15) and model.noise_level(clean) < 3
+    weak, strong = (raydenoise.load_model("builtin:denoise", strength=s)(noisy) for s in (0.3, 1.0))
+    assert db(weak, noisy) > db(strong, noisy)  # a lower strength changes the photo less
+    with pytest.raises(ValueError, match="--strength must be"):
+        raydenoise.load_model("builtin:denoise", strength=-1)
+
+
 def test_bad_inputs_are_exceptions_with_reasons():
     model = raydenoise.load_model("builtin:denoise")
     with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\) or \(H, W\), got float64"):

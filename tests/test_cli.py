@@ -88,6 +88,12 @@ def test_mistakes_are_reported_before_ray_starts(tmp_path):
           "--name", "x"), "not found"),
         (("evaluate", "--data", str(tmp_path / "missing"), "--model", "builtin:denoise", "--out", str(tmp_path / "e")),
          "not found"),
+        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--strength", "0.5",
+          "--sigma", "10"), "not both"),
+        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--strength", "7"),
+         "--strength must be a number from 0 to 4"),
+        (("evaluate", "--data", str(tmp_path / "missing"), "--model", "builtin:denoise", "--sigma", "300"),
+         "--sigma must be a noise level from 0 to 255"),
     ]
     for args, message in cases:
         t0 = time.perf_counter()

@@ -91,6 +91,9 @@ def test_local_folder_with_reference_rerun_and_overwrite(cluster, model_dir, tmp
     check_run(summary, rows, lambda k: (tmp_path / "out" / k).read_bytes(), lambda k: (tmp_path / "ref" / k).read_bytes(), keys)
     gray_key = next(k for k in keys if int(k.split("img")[1].split(".")[0]) % 7 == 3)
     assert Image.open(tmp_path / "out" / gray_key).mode == "L"
+    for key in keys:  # every image's noise level, before and after, with no reference needed
+        r = next(r for r in rows if r["key"] == key)
+        assert r["input_noise"] > 8 and r["output_noise"] is not None and r["sigma"] is None  # blind model
     saved = json.loads((rep / "summary.json").read_text())
     assert saved["metrics"]["psnr"]["count"] == len(keys) and (rep / "report.csv").read_text().startswith("key,")
     html = (rep / "report.html").read_text()
@@ -189,6 +192,24 @@ def test_bad_arguments_fail_fast(cluster, model_dir, tmp_path):
     with pytest.raises(DenoiseError, match="no such file"):
         run_denoise(DenoiseConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "o"), model=str(model_dir)),
                     log=quiet)
+
+
+def test_strength_and_sigma(cluster, model_dir, tmp_path):
+    clean = rgb(40, 56, seed=3)
+    for i in range(3):
+        write(tmp_path / f"in/{i}.png", png_bytes(noisy(clean, i)))
+    base = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), workers=1)
+    summary = run_denoise(replace(base, strength=0.0), log=quiet)
+    assert summary["ok"] == 3
+    for i in range(3):  # strength 0: the input, bit for bit
+        assert np.array_equal(decode_rgb8((tmp_path / f"out/{i}.png").read_bytes()),
+                              decode_rgb8((tmp_path / f"in/{i}.png").read_bytes()))
+    with pytest.raises(DenoiseError, match="conditioned on the noise level"):
+        run_denoise(replace(base, sigma=15.0), log=quiet)  # the unet here is blind
+    for bad, match in ((dict(strength=-1.0), "--strength"), (dict(strength=float("nan")), "--strength"),
+                       (dict(sigma=300.0), "--sigma")):
+        with pytest.raises(DenoiseError, match=match):
+            run_denoise(replace(base, **bad), log=quiet)
 
 
 def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path):

@@ -15,7 +15,7 @@ def trained_like(name: str) -> torch.nn.Module:
         for key, p in model.named_parameters():
             if key.endswith(("beta", "gamma")):  # swift's residual scales start at 0 (identity blocks)
                 p.fill_(0.5)
-        model(torch.rand(2, 3, 32, 32))
+        model(torch.rand(2, 3, 32, 32), *([torch.full((2,), 20.0)] if name == "swift-cond" else []))
     return model.eval()
 
 
@@ -65,3 +65,41 @@ def test_gpu_denoiser_matches_cpu(name):
     gpu = Denoiser(trained_like(name), name, device="cuda").run_many(images)  # one batched pass
     for a, b in zip(cpu, gpu):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # TF32 convolutions: within 1/255
+
+
+def conditioned() -> torch.nn.Module:
+    model = trained_like("swift-cond")
+    with torch.no_grad():  # make the level plane matter
+        model.head.weight[:, 12].normal_(0, 0.5)
+    return model
+
+
+def test_a_conditioned_network_shares_one_estimated_level_across_tiles():
+    from raydenoise.noise_level import estimate_sigma
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(128, 20, (300, 370, 3)), 0, 255).astype(np.uint8)
+    model = conditioned()
+    whole = Denoiser(model, "swift-cond").run_many([img])[0]
+    tiled = Denoiser(model, "swift-cond", tile=64).run_many([img])[0]
+    assert np.abs(whole.astype(int) - tiled).max() <= 1  # exact up to rounding
+    fixed = Denoiser(model, "swift-cond", sigma=estimate_sigma(img)).run_many([img])[0]
+    assert np.array_equal(fixed, whole)  # the default is the estimate
+    stronger = Denoiser(model, "swift-cond", strength=2.0).run_many([img])[0]
+    assert not np.array_equal(stronger, whole)
+
+
+def test_strength_zero_returns_the_input_bit_for_bit_and_blind_models_blend():
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (33, 20), dtype=np.uint8)]
+    for model, name in ((conditioned(), "swift-cond"), (trained_like("swift"), "swift")):
+        out = Denoiser(model, name, strength=0.0).run_many(images)
+        assert all(np.array_equal(a, b) for a, b in zip(out, images))
+    blind = trained_like("swift")
+    full, half = (Denoiser(blind, "swift", strength=s).run_many(images[:1])[0].astype(float) for s in (1.0, 0.5))
+    assert np.abs(half - (images[0] + 0.5 * (full - images[0]))).max() <= 1.0
+    with pytest.raises(ValueError, match="conditioned on the noise level"):
+        Denoiser(blind, "swift", sigma=10.0)
+    with pytest.raises(ValueError, match="--strength"):
+        Denoiser(blind, "swift", strength=9.0)
+    assert np.array_equal(Denoiser(conditioned(), "swift-cond", sigma=0.0)(images[0]), images[0])

@@ -123,3 +123,25 @@ def test_metrics_contracts():
     assert set(m) == {"psnr", "mse", "mae", "ssim"} and all(isinstance(v, float) for v in m.values())
     with pytest.raises(ValueError, match="shape mismatch"):
         mse(t, t[:8])
+
+
+def test_a_blind_swift_starts_a_conditioned_one_that_then_uses_the_level():
+    from raydenoise.models import expand_state_for_levels, is_conditioned
+
+    torch.manual_seed(0)
+    blind = build_model("swift").eval()
+    with torch.no_grad():
+        for key, p in blind.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    cond = build_model("swift-cond").eval()
+    cond.load_state_dict(expand_state_for_levels(blind.state_dict()))
+    assert is_conditioned(cond) and not is_conditioned(blind)
+    x = torch.rand(2, 3, 48, 40)
+    with torch.no_grad():
+        for sigma in (0.0, 25.0):  # the level plane starts with zero weight: exactly the blind network
+            assert torch.equal(cond(x, torch.full((2,), sigma)), blind(x))
+        cond.head.weight[:, 12].fill_(0.1)
+        assert not torch.equal(cond(x, torch.tensor([0.0, 0.0])), cond(x, torch.tensor([25.0, 25.0])))
+    with pytest.raises(ValueError, match="noise level"):
+        cond(x)

@@ -14,9 +14,10 @@ def photos(n=3, h=40, w=56):
     return [(None, rng.integers(30, 220, (h, w, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def batches(mem, epoch=0, rank=0, seed=0, specs="gaussian:0-50", steps=3, patch=16):
-    return list(mem.batches(steps=steps, batch_size=4, patch=patch, seed=seed, epoch=epoch, rank=rank,
-                            specs=parse_degrade(specs) if specs else None))
+def batches(mem, epoch=0, rank=0, seed=0, specs="gaussian:0-50", steps=3, patch=16, levels=False):
+    out = list(mem.batches(steps=steps, batch_size=4, patch=patch, seed=seed, epoch=epoch, rank=rank,
+                           specs=parse_degrade(specs) if specs else None))
+    return out if levels else [(low, high) for low, high, _ in out]
 
 
 def noise_std(low, high):
@@ -115,12 +116,32 @@ def test_a_share_of_synthesized_patches_is_grayscale_with_the_same_noise_in_ever
 
     rng = np.random.default_rng(0)
     highs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(400)]
-    cleans, lows = synthesize_inputs(highs, parse_degrade("gaussian:25"), np.random.default_rng(1), gray_fraction=0.25)
+    cleans, lows, levels = synthesize_inputs(highs, parse_degrade("gaussian:25"), np.random.default_rng(1),
+                                             gray_fraction=0.25)
+    assert levels.shape == (400,) and (levels == 25).all()
     gray = [i for i, c in enumerate(cleans) if (c == c[..., :1]).all()]
     assert 60 < len(gray) < 140  # ~25% of 400
     for i in gray:
         assert (lows[i] == lows[i][..., :1]).all() and not (lows[i] == cleans[i]).all()
     for i in set(range(400)) - set(gray):
         assert (cleans[i] == highs[i]).all() and not (lows[i] == lows[i][..., :1]).all()
-    none, _ = synthesize_inputs(highs[:50], parse_degrade("gaussian:25"), np.random.default_rng(1), gray_fraction=0)
+    none, _, _ = synthesize_inputs(highs[:50], parse_degrade("gaussian:25"), np.random.default_rng(1), gray_fraction=0)
     assert all((a == b).all() for a, b in zip(none, highs[:50]))
+
+
+def test_every_patch_comes_with_the_level_of_its_noise():
+    mem = MemoryPatches(photos(h=64, w=64))
+    for low, high, levels in batches(mem, specs="gaussian:0-50", steps=4, patch=48, levels=True):
+        assert levels.dtype == np.float32 and levels.shape == (4,)
+        # the level is the sigma drawn for the patch: the measured spread follows it (clipping aside)
+        assert np.allclose(noise_std(low, high), levels, atol=0.15 * levels.max() + 1)
+    for _, _, levels in batches(mem, specs="gaussian:0", steps=2, patch=48, levels=True):
+        assert (levels == 0).all()  # clean patches: level 0
+    camera = [lv for _, _, lvs in batches(mem, specs="camera:peak=30", steps=3, patch=48, levels=True) for lv in lvs]
+    assert min(camera) > 0.5  # measured from the noise itself (estimate_noise), never a made-up 0
+    rng = np.random.default_rng(0)
+    high = rng.integers(60, 200, (40, 40, 3), dtype=np.uint8)
+    low = np.clip(high + rng.normal(0, 10, high.shape), 0, 255).astype(np.uint8)
+    for _, _, levels in MemoryPatches([(low, high)]).batches(steps=1, batch_size=2, patch=32, seed=0, epoch=0,
+                                                            rank=0, specs=None):
+        assert np.allclose(levels, 10, rtol=0.2)  # ingested pairs: the level of input minus target

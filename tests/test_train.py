@@ -257,6 +257,27 @@ def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_pat
         run_train(cfg(dataset, tmp_path, "x", width=16, init=first["model_dir"]), log=quiet)
 
 
+def test_a_blind_swift_starts_a_level_conditioned_one_trained_on_camera_and_jpeg_noise(dataset, tmp_path):
+    from raydenoise.models import expand_state_for_levels
+
+    torch.manual_seed(5)
+    blind = build_model("swift", 8).eval()
+    with torch.no_grad():
+        for key, p in blind.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.fill_(0.3)
+    save_model_dir(tmp_path / "blind", blind, {"model": "swift", "width": 8})
+    run = run_train(cfg(dataset, tmp_path, "cond", model="swift-cond", epochs=1, num_workers=1, lr=1e-12,
+                        init=str(tmp_path / "blind"), degrade="gaussian:0,camera:peak=30-300,jpeg=60-90"), log=quiet)
+    model, config = load_model(run["model_dir"])
+    assert config["model"] == "swift-cond" and config["width"] == 8
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():  # (almost) no step taken: exactly the blind network, whatever the level
+        for sigma in (0.0, 30.0):
+            assert torch.allclose(model(x, torch.tensor([sigma])), blind(x), atol=1e-5)
+    assert all(np.isfinite(float(r["val_psnr"])) for r in history(tmp_path / "cond"))
+
+
 def test_auto_cpus_per_worker_fits_every_worker_on_a_node():
     from raydenoise.train import auto_cpus_per_worker
 

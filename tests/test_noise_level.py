@@ -1,0 +1,67 @@
+"""The blind noise-level estimate, and the noise kinds and network that use it."""
+
+import numpy as np
+import pytest
+import skimage.data
+
+from raydenoise.noise import apply_noise, degrade_with_level, parse_degrade, parse_noise
+from raydenoise.noise_level import estimate_noise, estimate_sigma, strength_problem
+
+
+def photos():
+    return [skimage.data.astronaut()[::2, ::2], skimage.data.coffee()[::2, ::2], skimage.data.chelsea()]
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_estimate_is_within_15_percent_of_the_true_sigma(sigma):
+    for i, clean in enumerate(photos()):
+        noisy = apply_noise(clean, parse_noise(f"gaussian:{sigma}"), np.random.default_rng(i))
+        assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.15)
+
+
+def test_clean_photos_read_almost_no_noise_and_grayscale_reads_like_its_channel():
+    for clean in photos():
+        assert estimate_sigma(clean) < 2.5
+    gray = apply_noise(skimage.data.camera()[..., None], parse_noise("gaussian:20"), np.random.default_rng(0))[..., 0]
+    assert estimate_sigma(gray) == pytest.approx(20, rel=0.15)
+    assert estimate_sigma(np.repeat(gray[..., None], 3, axis=2)) == pytest.approx(estimate_sigma(gray), rel=1e-6)
+
+
+def test_estimate_contracts():
+    assert estimate_sigma(np.zeros((5, 5, 3), np.uint8)) == 0.0  # smaller than one patch
+    assert estimate_sigma(np.full((64, 64, 3), 128, np.uint8)) == 0.0  # flat: no noise
+    with pytest.raises(ValueError, match="image"):
+        estimate_sigma(np.zeros((2, 8, 8, 3)))
+    rng = np.random.default_rng(0)
+    assert estimate_noise(rng.normal(0, 12, (96, 96, 3))) == pytest.approx(12, rel=0.1)
+    assert strength_problem(1.0, None) is None and "--strength" in strength_problem(-0.5, None)
+    assert "--sigma" in strength_problem(1.0, float("inf"))
+
+
+def test_camera_noise_is_correlated_signal_dependent_and_leaves_the_photo_its_own_target():
+    clean = skimage.data.coffee()[::2, ::2]
+    noisy = apply_noise(clean, parse_noise("camera:peak=60,read=1"), np.random.default_rng(0)).astype(float)
+    n = noisy - clean
+    assert abs(n.mean()) < 1.5  # zero-mean around the clean photo (up to clipping)
+    corr = np.corrcoef(n[:, :-1, 1].ravel(), n[:, 1:, 1].ravel())[0, 1]
+    assert corr > 0.2  # demosaicking shares noise between neighbours
+    gauss = apply_noise(clean, parse_noise("gaussian:10"), np.random.default_rng(0)).astype(float) - clean
+    assert abs(np.corrcoef(gauss[:, :-1, 1].ravel(), gauss[:, 1:, 1].ravel())[0, 1]) < 0.05
+    dark, bright = clean.mean(axis=2) < 60, clean.mean(axis=2) > 180
+    assert n[dark].std() != pytest.approx(n[bright].std(), rel=0.2)  # depends on the signal (and the tone curve)
+
+
+def test_jpeg_kinds_and_levels():
+    clean = skimage.data.astronaut()[::2, ::2]
+    rng = np.random.default_rng(0)
+    q30 = apply_noise(clean, parse_noise("jpeg:q=30"), rng)
+    assert not np.array_equal(q30, clean) and np.abs(q30.astype(float) - clean).mean() < 8
+    noisy, level = degrade_with_level(clean, parse_degrade("gaussian:20,jpeg=80"), rng)
+    assert 3 < level < 25  # JPEG removed part of the noise: the level is measured, not the requested 20
+    _, level = degrade_with_level(clean, parse_degrade("gaussian:20"), rng)
+    assert level == 20
+    for text, match in (("jpeg", "quality"), ("jpeg:q=0", "1 to 100"), ("camera:jpeg=120", "1 to 100"),
+                        ("camera:gain=2", "takes")):
+        with pytest.raises(ValueError, match=match):
+            parse_degrade(text)
+    assert str(parse_noise("gaussian:0-25,jpeg=75-95")) == "gaussian:jpeg=75-95,sigma=0-25"
