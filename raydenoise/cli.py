@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="ingest output (folder or s3:// prefix with manifest.json)")
     p.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default=None,
                    help="network to train (required unless --init gives it): swift (efficient, recommended), "
+                        "swift-cond (swift conditioned on the noise level: --strength/--sigma apply), "
                         "unet, seed-ae (the notebook's autoencoder)")
     p.add_argument("--storage-path", required=True, help="folder or s3:// prefix for runs and checkpoints")
     p.add_argument("--degrade", default=None, metavar="SPEC",
@@ -363,7 +364,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = args.model
     if model is None:
         if not args.init:
-            raise TrainError("give --model (swift, unet or seed-ae), or --init with a model to start from")
+            raise TrainError("give --model (swift, swift-cond, unet or seed-ae), or --init with a model to start from")
         model = init_model_config(args.init, args.s3_endpoint)["model"]
     cfg = resolve_config(
         model, data=args.data, storage_path=args.storage_path, name=args.name, epochs=args.epochs,

@@ -80,25 +80,88 @@ def console() -> Console:
     return _CONSOLE or Console(sys.stdout, sys.stderr)
 
 
-def log_file_for(command: str) -> Path:
-    """A new log file for one command: $RAYDENOISE_LOG_DIR, else <tmp>/raydenoise-logs."""
-    folder = Path(os.environ.get(LOG_DIR_ENV) or Path(tempfile.gettempdir()) / "raydenoise-logs")
-    folder.mkdir(parents=True, exist_ok=True)
+class LogFolderError(OSError):
+    """No folder this user can safely write a log file into."""
+
+
+def log_folders() -> list[Path]:
+    """Where a command's log file may go, in order: $RAYDENOISE_LOG_DIR (the user's choice),
+    $XDG_STATE_HOME/raydenoise/logs (default ~/.local/state/raydenoise/logs), then a per-user
+    folder in the temporary directory (raydenoise-logs-<uid>)."""
+    folders = []
+    if os.environ.get(LOG_DIR_ENV):
+        folders.append(Path(os.environ[LOG_DIR_ENV]))
+    state = os.environ.get("XDG_STATE_HOME") or (os.path.join(os.path.expanduser("~"), ".local", "state")
+                                                 if os.path.expanduser("~") != "~" else "")
+    if state:
+        folders.append(Path(state) / "raydenoise" / "logs")
+    folders.append(Path(tempfile.gettempdir()) / f"raydenoise-logs-{os.getuid()}")
+    return folders
+
+
+def _private_folder(folder: Path) -> str | None:
+    """Make ``folder`` (0700) if missing; None when it is a real folder of this user that no one
+    else may write into, else the reason it is not usable."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot create it ({exc.strerror or exc})"
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder (a file or a link)"
+    if st.st_uid != os.getuid():
+        return f"it belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return "others may write into it (mode %o)" % (st.st_mode & 0o777)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
+
+
+def open_log_file(command: str) -> tuple[int, Path]:
+    """A new log file for one command, created exclusively (O_EXCL) without following links
+    (O_NOFOLLOW), mode 0600, in the first usable folder of :func:`log_folders`: a folder that
+    another user owns or may write into is passed over, so no one can plant a link or read the
+    log. Returns (open fd, path); LogFolderError naming each folder and why when none works."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return folder / f"{command}-{stamp}-{os.getpid()}.log"
+    problems = []
+    for folder in log_folders():
+        problem = _private_folder(folder)
+        if problem:
+            problems.append(f"{folder}: {problem}")
+            continue
+        for n in range(100):
+            path = folder / f"{command}-{stamp}-{os.getpid()}{f'-{n}' if n else ''}.log"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                continue  # a file (or a planted link) has that name: take the next
+            except OSError as exc:
+                problems.append(f"{folder}: cannot create a file ({exc.strerror or exc})")
+                break
+            return fd, path
+    raise LogFolderError("no usable folder for the log file: " + "; ".join(problems))
 
 
 def capture(command: str) -> Console:
     """Send everything written to file descriptors 1 and 2 (Ray's log stream, its C++ lines,
     warnings of the libraries it loads) to a log file, and keep the terminal for raydenoise's
-    own lines and progress. Returns the console; the log's path is ``console().log_path``."""
+    own lines and progress. Returns the console; the log's path is ``console().log_path``.
+    When no folder can hold the log (see :func:`open_log_file`), says so in one line and leaves
+    the output on the terminal."""
     global _CONSOLE
-    path = log_file_for(command)
+    try:
+        fd, path = open_log_file(command)
+    except LogFolderError as exc:
+        console().error(f"raydenoise {command}: {exc}; Ray's log lines stay on this terminal "
+                        f"(set {LOG_DIR_ENV} to a folder of yours)")
+        return console()
     for s in (sys.stdout, sys.stderr):
         s.flush()
     term_out = os.fdopen(os.dup(1), "w", buffering=1, encoding=sys.stdout.encoding or "utf-8", errors="replace")
     term_err = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

@@ -83,17 +83,17 @@ def _patches(plane: np.ndarray, max_patches: int = MAX_PATCHES) -> np.ndarray | 
 
 
 def _plane_variance(plane: np.ndarray) -> float | None:
-    cols = _patches(plane)
-    if cols is None:
+    h, w = plane.shape
+    if h < PATCH or w < PATCH:
         return None
+    step = max(1, math.ceil(math.sqrt((h - PATCH + 1) * (w - PATCH + 1) / MAX_PATCHES)))
+    cols = np.lib.stride_tricks.sliding_window_view(plane, (PATCH, PATCH))[::step, ::step].reshape(-1, PATCH * PATCH)
+    texture = _gradient_energy(plane)[::step, ::step].ravel()
     clipped = (cols.min(axis=1) <= 0.0) | (cols.max(axis=1) >= 255.0)
     if (~clipped).sum() >= MIN_PATCHES:
-        cols = cols[~clipped]
+        cols, texture = cols[~clipped], texture[~clipped]
     if len(cols) <= PATCH * PATCH:
         return 0.0
-    cols = cols.astype(np.float64)
-    blocks = cols.reshape(-1, PATCH, PATCH)
-    texture = (np.diff(blocks, axis=1) ** 2).sum(axis=(1, 2)) + (np.diff(blocks, axis=2) ** 2).sum(axis=(1, 2))
     variance = _smallest_variance(cols)
     means = cols.mean(axis=1)
     for _ in range(MAX_ROUNDS):
@@ -112,11 +112,26 @@ def _plane_variance(plane: np.ndarray) -> float | None:
     return variance
 
 
+def _gradient_energy(plane: np.ndarray) -> np.ndarray:
+    """For every PATCH x PATCH window (top-left corner), the sum of its squared horizontal and
+    vertical neighbour differences, from summed-area tables (no per-patch work)."""
+    x = plane.astype(np.float64)
+    gh, gv = np.diff(x, axis=1) ** 2, np.diff(x, axis=0) ** 2
+    return _box_sum(gh, PATCH, PATCH - 1) + _box_sum(gv, PATCH - 1, PATCH)
+
+
+def _box_sum(a: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+    s[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
+    return s[bh:, bw:] - s[:-bh, bw:] - s[bh:, :-bw] + s[:-bh, :-bw]
+
+
 def _smallest_variance(cols: np.ndarray) -> float:
     """The noise variance that explains the smallest eigenvalue of the patches' covariance: a
     finite sample of n patches of r pixels spreads pure noise's eigenvalues down to
     sigma^2 (1 - sqrt(r / n))^2 (Marchenko-Pastur), so the smallest is scaled back up by that."""
-    x = cols - cols.mean(axis=0)
+    x = cols.astype(np.float64)
+    x -= x.mean(axis=0)
     smallest = max(float(np.linalg.eigvalsh(x.T @ x / (len(x) - 1))[0]), 0.0)
     return smallest / (1.0 - math.sqrt(cols.shape[1] / len(cols))) ** 2
 

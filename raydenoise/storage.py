@@ -38,6 +38,20 @@ def is_hidden(key: str) -> bool:
     return any(part.startswith(".") for part in key.split("/"))
 
 
+def temp_name(name: str, folder: str = ".") -> str:
+    """The hidden temporary name a local write of ``name`` goes through: ``.NAME`` + TMP_MARK + 8
+    random hex digits, with NAME cut short (by bytes) so the whole stays within the folder's
+    name-length limit (255 bytes on ext4): a legal 255-byte name must stay writable."""
+    suffix = f"{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    room = limit - 1 - len(suffix)
+    raw = os.fsencode(name)
+    return "." + os.fsdecode(raw[:room] if len(raw) > room else raw) + suffix
+
+
 def is_partial(key: str) -> bool:
     """True for a temporary file left by an interrupted raydenoise write."""
     return TMP_MARK in key.rsplit("/", 1)[-1]
@@ -308,7 +322,7 @@ class Store:
             return
         folder, name = posixpath.split(path)
         os.makedirs(folder, exist_ok=True)
-        tmp = posixpath.join(folder, f".{name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        tmp = posixpath.join(folder, temp_name(name, folder))
         try:
             with open(tmp, "wb") as f:
                 yield f

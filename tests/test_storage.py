@@ -99,3 +99,17 @@ def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
         for e in _walk(folder):
             seen.append(e.key)
     assert seen and all(k < "d05/" for k in seen)
+
+
+def test_names_up_to_the_length_limit_are_written_through_a_temporary_that_fits(tmp_path):
+    from raydenoise.storage import is_partial, temp_name
+
+    store = open_store(str(tmp_path), None)
+    for name in ("a" * 255, "é" * 127 + ".p", "x" * 230 + ".png"):  # 255 and 256 bytes (é is 2 bytes), 234
+        if len(os.fsencode(name)) > 255:
+            continue
+        store.write_bytes("sub/" + name, b"data")
+        assert (tmp_path / "sub" / name).read_bytes() == b"data"
+    tmp = temp_name("b" * 255, str(tmp_path))
+    assert len(os.fsencode(tmp)) <= 255 and is_partial(tmp) and tmp.startswith(".bbb")
+    assert not [p for p in (tmp_path / "sub").iterdir() if is_partial(p.name)]  # no temporary left behind
