@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=68, help="first N bsds500/test photos by name")
     ap.add_argument("--parts", default="bsds,estimator,jpeg,gray,real,lol,models")
     ap.add_argument("--real", default="/work/data/polyu/CroppedImages", help="*_real.* noisy crops, *_mean.* references")
+    ap.add_argument("--real-every", type=int, default=1, help="score every N-th real crop by name (1: all)")
     ap.add_argument("--lol", default="/work/data/lol/dataset/test", help="LOL eval15: low/ and normal/")
     ap.add_argument("--lol-methods", default="input,gamma,builtin:seed-ae,builtin:low-light")
     ap.add_argument("--out", default=str(HERE / "out" / "quality.json"))
@@ -213,7 +214,7 @@ def real_part(args) -> dict:
     from raydenoise.images import decode_rgb8
 
     root = Path(args.real)
-    reals = sorted(p for p in root.glob("*_real.*"))
+    reals = sorted(p for p in root.glob("*_real.*"))[:: args.real_every]
     if not reals:
         sys.exit(f"bench/quality.py: {root} has no *_real.* images (--real)")
     noisy = [decode_rgb8(p.read_bytes()) for p in reals]

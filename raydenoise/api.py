@@ -103,9 +103,15 @@ def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device:
     or ``"cuda"``. ``strength``/``sigma``: see :class:`Model` (ValueError when out of range, or
     ``sigma`` for a blind network). Loads weights with safetensors only (no pickle). Raises
     ``ArtifactError``."""
-    from .artifacts import load_model_uri, resolve_model_uri
+    import os
+
+    from .artifacts import ArtifactError, load_model_uri, resolve_model_uri
     from .storage import endpoint_from_env
 
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or not uri:
+        raise ArtifactError(f"load_model: expected builtin:NAME, a model folder or an s3:// prefix, got {uri!r}")
     endpoint = endpoint_from_env(s3_endpoint)
     resolved = resolve_model_uri(uri, endpoint)
     module, config = load_model_uri(resolved, endpoint)
@@ -122,7 +128,15 @@ def builtin_models() -> dict[str, dict[str, Any]]:
             for n in builtin_names()}
 
 
+def _paths(values: dict[str, Any]) -> dict[str, Any]:
+    """``pathlib.Path`` (any ``os.PathLike``) values as the strings the configurations hold."""
+    import os
+
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
+
+
 def _config(cls, config, values: dict[str, Any]):
+    values = _paths(values)
     if config is not None and values:
         config = replace(config, **values)
     if config is None:
@@ -167,7 +181,7 @@ def train(config: TrainConfig | None = None, /, *, address: str | None = None, l
             model = init_model_config(values["init"], values.get("s3_endpoint"))["model"]
         if model is None:
             raise TypeError("train(): give a TrainConfig, or model= (swift, unet or seed-ae) or init=")
-        config = resolve_config(model, **values)
+        config = resolve_config(model, **_paths(values))
     elif values or model:
         config = replace(config, **values, **({"model": model} if model else {}))
     return run_train(config, log=log, start_ray=_starter(address))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import traceback
@@ -326,12 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
 _ARGS: argparse.Namespace | None = None
 
 
+_TERMINATED: list[int] = []  # the signal numbers of SIGTERMs received during this command
+
+
+def _on_sigterm(signum, frame):
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> list[int]:
+    """SIGTERM (what `timeout`, schedulers and Kubernetes send) stops a command the way Ctrl-C
+    does: the job winds down, writes its report of what was done and says so. Installed again
+    once Ray has started (``ray.init`` puts in its own handler, which exits at once with rc 15).
+    Returns the list that holds the signal number once one arrived."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): leave the default
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    return _TERMINATED
+
+
 def start_ray(args: argparse.Namespace):
     """The hook a job calls once its arguments are checked: join or start Ray, saying once
     where Ray's log lines go (unless --verbose shows them)."""
 
     def start() -> float:
         seconds = ensure_ray(args.address, verbose=args.verbose)
+        _terminate_as_interrupt()
         path = console().log_path
         if path and seconds:
             _log(f"{args.command}: Ray's log lines go to {path} (--verbose shows them here)")
@@ -458,6 +480,7 @@ COMMANDS = {"models": cmd_models, "synth": cmd_synth, "ingest": cmd_ingest, "tra
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    terminated = _terminate_as_interrupt()
     if args.command in RAY_COMMANDS and not args.verbose:
         capture(args.command)  # Ray's log stream goes to a file; the terminal keeps our lines
     try:
@@ -466,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         console().error(f"raydenoise {args.command}: error: {exc}")
         return 1
     except KeyboardInterrupt:
+        if terminated:
+            console().error(f"raydenoise {args.command}: terminated (SIGTERM); what was done is kept, rerun to resume")
+            return 143
         console().error(f"raydenoise {args.command}: interrupted")
         return 130
     except Exception as exc:  # a bug, not a user mistake: say so, and where the traceback is

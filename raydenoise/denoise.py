@@ -28,7 +28,7 @@ import numpy as np
 
 from . import report as rpt
 from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
-                     object_column)
+                     object_column, stored_size)
 from .noise_level import BLIND_SIGMA, strength_problem
 from .console import Progress, console, duration, plural, rate
 from . import runfiles
@@ -48,7 +48,7 @@ _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (sa
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
                "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5", "input_noise",
-               "output_noise", "sigma")
+               "output_noise", "sigma", "expected_md5")
 _IMAGE_COLS = ("image", "alpha", "output")
 
 
@@ -113,21 +113,23 @@ class _Stores:
         self.rep = cached_store(report_uri, endpoint) if report_uri else None
         self.max_pixels, self.run_dir = max_pixels, run_dir
 
-    def work(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[str, bool, tuple[int, str]]]:
-        """(key, skip, listed output size and tag) of each input in a batch of plan slices
-        (``start``/``stop`` positions in the run's work files, read here: the driver never holds
-        the keys)."""
+    def work(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[str, bool, tuple[int, str, str]]]:
+        """(key, skip, (listed output size, tag, the MD5 an earlier report recorded for it)) of
+        each input in a batch of plan slices (``start``/``stop`` positions in the run's work files,
+        read here: the driver never holds the keys)."""
         for start, stop in zip(batch["start"], batch["stop"]):
             rows = runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pydict()
-            for key, skip, size, tag in zip(rows["key"], rows["skip"], rows["listed_bytes"], rows["listed_tag"]):
-                yield key, skip, (-1 if size is None else size, tag or "")
+            for key, skip, size, tag, md5 in zip(rows["key"], rows["skip"], rows["listed_bytes"], rows["listed_tag"],
+                                                 rows["expected_md5"]):
+                yield key, skip, (-1 if size is None else size, tag or "", md5 or "")
 
 
-def _new_state(key: str, skip: bool, listed: tuple[int, str] = (-1, "")) -> dict[str, Any]:
+def _new_state(key: str, skip: bool, listed: tuple[int, str, str] = (-1, "", "")) -> dict[str, Any]:
     """``listed``: the existing output's size and tag as listed (recorded when it verifies)."""
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
             "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0,
             "node": _this_node(), "listed_bytes": listed[0], "listed_tag": listed[1], "out_md5": "",
+            "expected_md5": listed[2] if len(listed) > 2 else "",
             "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan}
 
 
@@ -157,20 +159,23 @@ def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: 
     return state
 
 
-def read_one(key: str, skip: bool, st: _Stores, listed: tuple[int, str] = (-1, "")) -> dict[str, Any]:
+def read_one(key: str, skip: bool, st: _Stores, listed: tuple[int, str, str] = (-1, "", "")) -> dict[str, Any]:
     """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
-    verified first: only an output that decodes completely counts as done (with a reference it
-    is also decoded to be scored, and must have the input's size); anything else (truncated,
-    damaged, vanished, wrong size) is redone, with a note in the report."""
+    verified first: only an output that decodes completely and has the input's size (read from
+    the input's header) counts as done (with a reference it is also decoded to be scored);
+    anything else (truncated, damaged, vanished, wrong size) is redone, with a note in the report."""
     t0 = time.perf_counter()
     state = _new_state(key, skip, listed)
     try:
-        if skip and st.ref is None and (_verify_existing(state, st) or state["fatal"]):
-            return state  # complete output, nothing to score: the input need not be read
         try:
             data = st.inp.read_bytes(key)
         except Exception as exc:
             return _storage_failure(state, exc, st.inp.uri(key), "cannot read")
+        if skip and st.ref is None:
+            # The input's size from its header (no decode), so an output of another size is redone.
+            state["height"], state["width"] = stored_size(data) or (0, 0)
+            if _verify_existing(state, st) or state["fatal"]:
+                return state  # complete output of the input's size, nothing to score: no decode
         try:
             dec = decode_for_denoise(data, st.max_pixels)
         except ImageError as exc:
@@ -195,6 +200,10 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
     try:
         data = st.out.read_bytes(key)
         state["out_md5"] = md5_hex(data)
+        if state["expected_md5"] and state["out_md5"] != state["expected_md5"]:
+            state.update(skip=False, note="existing output changed since raydenoise wrote it (same size, other bytes "
+                                          "than the report's MD5); redone")
+            return False
         size = None if pixels else check_plain_png(data, max_pixels=None)
         if size is None:
             existing = decode_rgb8(data, max_pixels=None)
@@ -515,7 +524,9 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str) 
                                        output_tag=r["output_tag"]))
                 planned.trusted += 1
             else:
-                plan.work(item.key, item.existing)
+                r = item.earlier or {}
+                same_size = item.existing is not None and r.get("output_bytes") == item.existing.size
+                plan.work(item.key, item.existing, r.get("output_md5") if same_size else None)
                 if item.existing is None:
                     planned.to_do += 1
                 else:

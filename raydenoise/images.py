@@ -77,6 +77,7 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
                     f"guards against decompression bombs; raise it with --max-megapixels if you trust this file)"
                 )
             im.load()
+            frames = getattr(im, "n_frames", 1)
     except UnidentifiedImageError:
         fmt = _sniff(data)
         if fmt:
@@ -92,6 +93,10 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageError(f"corrupt or truncated image data ({exc})") from None
     except Exception as exc:  # Pillow plugins raise assorted errors on hostile input
         raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from None
+    if frames > 1:
+        kind = "a multi-page file" if im.format == "TIFF" else "an animation"
+        raise ImageError(f"{kind} of {frames} frames ({im.format}): one image per file is written and the "
+                         "other frames would be lost; split it into single images first")
     return im
 
 
@@ -149,8 +154,9 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 def decode_for_denoise(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode an input of ``denoise``, keeping its alpha channel and grayscale-ness.
 
-    Raises ImageError for unusable data and for 16-bit (or 32-bit) images: outputs are written
-    with 8 bits per sample, so such an input is refused rather than silently reduced.
+    Raises ImageError for unusable data, for 16-bit (or 32-bit) images (outputs are written with
+    8 bits per sample, so such an input is refused rather than silently reduced) and for
+    animations and multi-page files (an output of their first frame alone would lose the rest).
     """
     im = _open(data, max_pixels)
     depth = _bits_per_sample(im, data)
@@ -212,6 +218,18 @@ def _sniff(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
     return None
+
+
+def stored_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of the image the bytes decode to (EXIF orientation applied), read from its
+    header without decoding the pixels; None when the header cannot be read."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
+    except Exception:
+        return None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def _has_rotation(im: Image.Image) -> bool:
@@ -309,6 +327,8 @@ def check_plain_png(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
                 raw += inflater.decompress(body, expected + 1 - len(raw))
             except zlib.error as exc:
                 raise ImageError(f"corrupt or truncated image data (PNG pixel stream: {exc})") from None
+        elif tag == b"acTL":
+            return None  # an animated PNG: the full decoder sees (and refuses) its frames
         elif tag == b"IEND":
             end_seen = True
             break

@@ -46,7 +46,7 @@ PART_ROWS = 5000  # a report part is written every PART_ROWS rows or PART_SECOND
 PART_SECONDS = float(os.environ.get("RAYDENOISE_REPORT_PART_SECONDS", "10"))
 MAX_SLICES = 4096  # Ray Data blocks of work, at most
 WORK_SCHEMA = pa.schema([("key", pa.string()), ("skip", pa.bool_()), ("listed_bytes", pa.int64()),
-                         ("listed_tag", pa.string())])
+                         ("listed_tag", pa.string()), ("expected_md5", pa.string())])
 
 
 def new_run_id() -> str:
@@ -148,10 +148,12 @@ class Plan:
     def row(self, row: dict[str, Any]) -> None:
         self.planned.write(row)
 
-    def work(self, key: str, existing: Entry | None) -> None:
+    def work(self, key: str, existing: Entry | None, expected_md5: str | None = None) -> None:
+        """``expected_md5``: the MD5 an earlier report recorded for the existing output of the
+        same size (a rewrite in place changed its tag): verification then compares it too."""
         self._work.add({"key": key, "skip": existing is not None,
                         "listed_bytes": existing.size if existing else None,
-                        "listed_tag": existing.tag if existing else None})
+                        "listed_tag": existing.tag if existing else None, "expected_md5": expected_md5})
 
 
 def slicing(n_work: int) -> tuple[int, int]:

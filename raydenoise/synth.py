@@ -92,6 +92,17 @@ def _store_sources(store: Store, limit: int | None, left_out: list[dict]) -> Ite
     keys, hidden = partition_hidden(store.list_keys(), include_hidden=False)
     left_out.extend({"file": store.uri(k), "reason": why} for k, why in hidden)
     keys = sorted(keys, key=natural_key)
+    by_id: dict[str, list[str]] = {}
+    for key in keys:
+        by_id.setdefault(file_id(key), []).append(key)
+    # Files that share an id (img.bmp, img.tif) would write the same ID.png: none is used, each
+    # is listed with the reason (as ingest rejects an ambiguous id).
+    for pid, same in by_id.items():
+        if len(same) > 1:
+            names = ", ".join(same)
+            left_out.extend({"file": store.uri(k), "reason": f"ambiguous: several clean files share the id {pid!r} "
+                                                             f"({names}); rename all but one"} for k in same)
+    keys = [k for k in keys if len(by_id[file_id(k)]) == 1]
     if limit is not None:
         keys = keys[:limit]
     for key in keys:

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .console import console
 from .images import object_column
 from .patches import augment_pair
 from .report import json_safe, to_json
@@ -876,11 +877,14 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
             with open(os.path.join(d, name), "rb") as f:
                 storage.write_bytes(f"{cfg.name}/model/{name}", f.read())
         best_config = json.loads(open(os.path.join(d, CONFIG)).read())
+    m = best_config["metrics"]
+    warning = below_input_warning(m)
     storage.write_bytes(f"{cfg.name}/metrics.csv", metrics_csv(history).encode())
     storage.write_bytes(f"{cfg.name}/summary.json", to_json({"best_epoch": best_config["epoch"],
                                                               "best_metrics": best_config["metrics"],
                                                               "epochs": len(history), "phases": phases,
-                                                              "workers": workers or [], "config": asdict(cfg)}))
+                                                              "workers": workers or [], "config": asdict(cfg),
+                                                              "warnings": [warning] if warning else []}))
     storage.write_bytes(f"{cfg.name}/curves.png", curves_png(history, f"{cfg.name} ({cfg.model})"))
     summary = {
         "run": storage.uri(cfg.name),
@@ -890,11 +894,23 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
         "best_metrics": best_config["metrics"],
         "phases": phases,
         "workers": workers or [],
+        "warnings": [warning] if warning else [],
     }
-    m = best_config["metrics"]
     log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "
         f"(noisy input {_num(m.get('input_psnr'), '.2f', ' dB')}) -> {summary['model_dir']}")
+    if warning:
+        console().error(f"train: warning: {warning}")
     return summary
+
+
+def below_input_warning(metrics: dict) -> str | None:
+    """A warning when the best epoch scores below the noisy input on val (the model makes
+    images worse than doing nothing), else None."""
+    psnr, base = metrics.get("val_psnr"), metrics.get("input_psnr")
+    if psnr is None or base is None or not (math.isfinite(psnr) and math.isfinite(base)) or psnr >= base:
+        return None
+    return (f"the best epoch scores {psnr:.2f} dB on val, below the noisy input's {base:.2f} dB: this model makes "
+            "images worse than leaving them alone (train longer, lower --lr, or check the data)")
 
 
 def _or_inf(value) -> float:

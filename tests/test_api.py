@@ -66,6 +66,17 @@ def test_strength_zero_gives_the_input_back_and_the_noise_level_is_measured():
         raydenoise.load_model("builtin:denoise", strength=-1)
 
 
+def test_paths_and_missing_models_are_handled_not_raw_library_errors(tmp_path):
+    import pathlib
+
+    with pytest.raises(raydenoise.ArtifactError, match="expected builtin:NAME, a model folder"):
+        raydenoise.load_model(None)
+    with pytest.raises(raydenoise.ArtifactError, match="missing config.json"):
+        raydenoise.load_model(pathlib.Path(tmp_path))
+    with pytest.raises(raydenoise.DenoiseError, match="no such file"):  # a Path is a path, not a crash
+        raydenoise.denoise(input=pathlib.Path(tmp_path / "missing"), output=pathlib.Path(tmp_path / "out"))
+
+
 def test_bad_inputs_are_exceptions_with_reasons():
     model = raydenoise.load_model("builtin:denoise")
     with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\) or \(H, W\), got float64"):

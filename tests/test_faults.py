@@ -551,8 +551,9 @@ def test_11_large_image_gate_bounds_concurrent_holders(tmp_path):
 
 
 def test_1_resume_check_unit(tmp_path):
-    """read_one on an image whose output exists: a complete output is trusted without reading the
-    input (no reference); a truncated one, or one of another size (with a reference), is redone."""
+    """read_one on an image whose output exists: a complete output of the input's size is trusted
+    without decoding the input (its header gives the size; no reference); a truncated one, or one
+    of another size (with or without a reference), is redone."""
     from raydenoise.denoise import _Stores, read_one
 
     image = rgb(20, 30)
@@ -560,10 +561,12 @@ def test_1_resume_check_unit(tmp_path):
     write(tmp_path / "out" / "a.png", png_bytes(image))
     write(tmp_path / "ref" / "a.png", png_bytes(image))
     st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), None, None, None)
-    (tmp_path / "in" / "a.png").rename(tmp_path / "a.png")  # the input is not needed to trust the output
     state = read_one("a.png", True, st)
     assert state["skip"] and not state["error"] and (state["height"], state["width"]) == (20, 30)
-    (tmp_path / "a.png").rename(tmp_path / "in" / "a.png")
+    assert state["image"].shape == (1, 1, 3)  # trusted from the input's header: the input was not decoded
+    write(tmp_path / "out" / "a.png", png_bytes(rgb(10, 10)))  # a valid image of another size, no reference
+    state = read_one("a.png", True, st)
+    assert not state["skip"] and "existing output is 10x10, the input 30x20" in state["note"]
     write(tmp_path / "out" / "a.png", png_bytes(image)[:-30])
     state = read_one("a.png", True, st)
     assert not state["skip"] and "incomplete or damaged" in state["note"] and state["image"].shape == (20, 30, 3)
@@ -620,3 +623,49 @@ def test_12_a_killed_driver_leaves_report_parts_and_the_rerun_reports_every_inpu
             assert by_key[k]["output_bytes"] == (tmp_path / "out" / k).stat().st_size
     assert not (rep / ".runs").exists()
     assert not [p for p in (tmp_path / "out").iterdir() if ".raydenoise-tmp-" in p.name]
+
+
+def test_12b_sigterm_stops_like_ctrl_c_with_a_report_of_what_was_done(cluster, model_dir, tmp_path):
+    """SIGTERM (timeout, a scheduler, Kubernetes) half-way: rc 143, a line saying so, and the report
+    lists every input, done or not-done."""
+    import signal
+
+    inputs = noisy_images(tmp_path / "in", 120, 48, 64)
+    rep = tmp_path / "out" / "_report"
+    exe = Path(sys.executable).parent / "raydenoise"
+    cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+           "--model", str(model_dir), "--workers", "1", "--batch-size", "1", "--address", cluster]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "RAYDENOISE_REPORT_PART_SECONDS": "0.2"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(rep.glob(".runs/*/part-*.parquet")) and run.poll() is None:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=120) == 143
+    err = run.stderr.read()
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
+    rows = pq.read_table(rep / "report.parquet").to_pylist()
+    assert [r["key"] for r in rows] == sorted(inputs)
+    assert {r["status"] for r in rows} <= {"ok", "not-done"} and any(r["status"] == "ok" for r in rows)
+
+
+def test_1b_an_output_rewritten_in_place_with_the_same_size_is_redone(cluster, model_dir, tmp_path):
+    """Bytes zeroed inside a JPEG output (same size, new modification time) still decode, but its
+    MD5 is not the one the report recorded: the rerun redoes it and says why."""
+    from conftest import jpeg_bytes
+
+    for i in range(3):
+        write(tmp_path / "in" / f"{i}.jpg", jpeg_bytes(rgb(48, 64, seed=i)))
+    cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), workers=1)
+    assert run_denoise(cfg, log=lambda m: None)["ok"] == 3
+    damaged = tmp_path / "out" / "1.jpg"
+    data = bytearray(damaged.read_bytes())
+    assert data[6:11] == b"JFIF\0"
+    data[13:18] = bytes(5)  # the JFIF header's density fields: any decoder still reads the image
+    time.sleep(0.01)
+    damaged.write_bytes(bytes(data))  # same size, new mtime, still a decodable JPEG
+    decode_rgb8(damaged.read_bytes())
+    again = run_denoise(cfg, log=lambda m: None)
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "out/_report/report.parquet").to_pylist()}
+    assert again["trusted"] == 2 and rows["1.jpg"]["status"] == "ok" and "changed since raydenoise wrote it" in rows["1.jpg"]["note"]
+    assert damaged.read_bytes() != bytes(data)

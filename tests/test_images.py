@@ -114,3 +114,28 @@ def test_object_column_keeps_images_whole_for_any_shapes():
     mixed = object_column([np.zeros((2, 3, 3), np.uint8), np.zeros((4, 5), np.uint8)])
     assert same.shape == (2,) and same.dtype == object and same[1].shape == (2, 3, 3)
     assert mixed.shape == (2,) and mixed[1].shape == (4, 5)
+
+
+def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_frame():
+    import io
+
+    from PIL import Image
+
+    from raydenoise.images import ImageError, decode_for_denoise
+
+    frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
+    from raydenoise.images import check_plain_png
+
+    for fmt, match in (("GIF", "an animation of 3 frames"), ("PNG", "an animation of 3 frames"),
+                       ("TIFF", "a multi-page file of 3 frames")):
+        buf = io.BytesIO()
+        frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
+        with pytest.raises(ImageError, match=match):
+            decode_for_denoise(buf.getvalue())
+        with pytest.raises(ImageError, match=match):
+            to_png_rgb8(buf.getvalue())  # ingest too
+        if fmt == "PNG":
+            assert check_plain_png(buf.getvalue()) is None  # the fast path hands an APNG to the decoder
+    one = io.BytesIO()
+    frames[0].save(one, "GIF")
+    assert decode_for_denoise(one.getvalue()).rgb.shape == (8, 10, 3)  # a single-frame GIF is fine

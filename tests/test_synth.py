@@ -60,3 +60,16 @@ def test_nothing_usable_is_an_error(tmp_path):
     with pytest.raises(ImageError, match="none of the 1"):
         run_synth(SynthConfig(out=str(tmp_path / "o"), clean=str(tmp_path / "clean"), noise="gaussian:5"),
                   log=lambda m: None)
+
+
+def test_clean_files_that_share_an_id_are_listed_not_overwritten(tmp_path):
+    clean = tmp_path / "clean"
+    for name in ("img.png", "img.bmp", "other.png"):
+        im = Image.fromarray(rgb(20, 24, seed=len(name)))
+        im.save(clean / name if clean.exists() else (clean.mkdir() or clean / name))
+    res = run_synth(SynthConfig(out=str(tmp_path / "out"), clean=str(clean), noise="gaussian:10"), log=lambda m: None)
+    assert res.written == ["other"] and sorted(p.name for p in (tmp_path / "out/low").iterdir()) == ["other.png"]
+    record = json.loads((tmp_path / "out/synth.json").read_text())
+    ambiguous = [s for s in record["skipped"] if "ambiguous" in s["reason"]]
+    assert sorted(s["file"].rsplit("/", 1)[-1] for s in ambiguous) == ["img.bmp", "img.png"]
+    assert record["written"] == 1

@@ -237,6 +237,9 @@ def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_pat
     # Stage 2 starts from stage 1's weights: with a negligible learning rate they stay those weights.
     second = run_train(cfg(dataset, tmp_path, "stage2", epochs=1, num_workers=1, init=first["model_dir"], lr=1e-12,
                            ema=0.5), log=quiet)
+    # an untrained autoencoder outputs grey: worse than the noisy input, and the run says so
+    assert "below the noisy input" in second["warnings"][0]
+    assert json.loads((tmp_path / "stage2/summary.json").read_text())["warnings"] == second["warnings"]
     w1, w2 = (load_file(str(Path(s["model_dir"]) / "model.safetensors")) for s in (first, second))
     torch.manual_seed(0)  # what a run without --init would start from (the workers seed 0 the same way)
     w0 = {k: v.detach() for k, v in build_model("seed-ae").state_dict().items()}
@@ -289,3 +292,11 @@ def test_auto_cpus_per_worker_fits_every_worker_on_a_node():
     assert auto_cpus_per_worker(replace(c, num_workers=4), [2.0], streaming=False) == 0.5
     assert auto_cpus_per_worker(c, [], streaming=False) == 1.0  # no node yet (autoscaling from zero)
     assert auto_cpus_per_worker(c, [4.0], streaming=True) == 1.0
+
+
+def test_a_best_epoch_below_the_noisy_input_is_a_warning():
+    from raydenoise.train import below_input_warning
+
+    assert below_input_warning({"val_psnr": 27.0, "input_psnr": 20.0}) is None
+    assert below_input_warning({"val_psnr": None, "input_psnr": 20.0}) is None
+    assert "below the noisy input's 20.00 dB" in below_input_warning({"val_psnr": 18.5, "input_psnr": 20.0})
