@@ -468,6 +468,7 @@ def train_fn_per_worker(config: dict) -> None:
             # what keeps the best checkpoint: val loss, or train loss when there is no val split
             "select_loss": val_metrics["val_loss"] if val_metrics["val_loss"] is not None else train_loss,
             "input_psnr": baseline.get("val_psnr"),
+            "input_loss": baseline.get("val_loss"),
             "input_ssim": baseline.get("val_ssim"),
             "lr": optimizer.param_groups[0]["lr"],
             "train_pairs": int(n),
@@ -904,13 +905,25 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
 
 
 def below_input_warning(metrics: dict) -> str | None:
-    """A warning when the best epoch scores below the noisy input on val (the model makes
-    images worse than doing nothing), else None."""
+    """A warning when the best epoch does worse than the noisy input on val (the model makes
+    images worse than doing nothing), else None. Judged by the loss, a mean over images in which
+    a clean val image weighs like the others (its input PSNR is infinite, which would make a mean
+    PSNR unfair to any model); by PSNR where the input's loss is not known."""
+    loss, base_loss = metrics.get("val_loss"), metrics.get("input_loss")
     psnr, base = metrics.get("val_psnr"), metrics.get("input_psnr")
-    if psnr is None or base is None or not (math.isfinite(psnr) and math.isfinite(base)) or psnr >= base:
+    if _finite(loss, base_loss):
+        if loss <= base_loss:
+            return None
+        return (f"the best epoch's val loss {loss:.4f} is above the noisy input's {base_loss:.4f}: this model makes "
+                "images worse than leaving them alone (train longer, lower --lr, or check the data)")
+    if not _finite(psnr, base) or psnr >= base:
         return None
     return (f"the best epoch scores {psnr:.2f} dB on val, below the noisy input's {base:.2f} dB: this model makes "
             "images worse than leaving them alone (train longer, lower --lr, or check the data)")
+
+
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
 
 
 def _or_inf(value) -> float:

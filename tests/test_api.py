@@ -38,7 +38,8 @@ def test_load_model_denoises_arrays_in_three_lines():
     gray = noisy[..., 1]
     g = model(gray)
     assert g.shape == gray.shape and g.dtype == np.uint8 and db(g, clean[..., 1]) > db(gray, clean[..., 1]) + 1
-    assert model.network == "swift" and model.parameters > 100_000 and "builtin:denoise" in repr(model)
+    assert model.network == "swift-cond" and model.conditioned and model.parameters > 100_000
+    assert "builtin:denoise" in repr(model)
 
 
 def test_tiling_gives_the_same_image_and_tensors_work_too():

@@ -40,6 +40,22 @@ def test_the_denoiser_ships_and_raises_psnr_at_every_level():
         assert gain("builtin:denoise", photo(), noise) > at_least, noise
 
 
+def test_the_denoiser_leaves_clean_photos_alone_and_takes_a_level():
+    """A clean photo (no noise added) comes back nearly as it was; the model is conditioned on
+    the noise level, which it estimates per image, and strength 0 is the input bit for bit."""
+    model, config = load_model_uri("builtin:denoise", None)
+    assert config["model"] == "swift-cond"
+    clean = photo()
+    out = Denoiser(model, config["model"])(clean)
+    assert psnr(out.astype(np.float32) / 255, clean.astype(np.float32) / 255) > 40
+    assert np.array_equal(Denoiser(model, config["model"], strength=0.0)(clean), clean)
+    gray = clean[..., 1]
+    noisy = apply_noise(gray[..., None], parse_noise("gaussian:25"), np.random.default_rng(0))[..., 0]
+    den = Denoiser(model, config["model"])(noisy)
+    ref = gray.astype(np.float32) / 255
+    assert psnr(den.astype(np.float32) / 255, ref) - psnr(noisy.astype(np.float32) / 255, ref) > 5.0  # grayscale too
+
+
 @pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0), ("low-light", 12.0)])
 def test_the_low_light_models_ship_and_brighten_a_dark_noisy_photo(name, at_least):
     """A LOL-like capture (darkened, gamma, shot and read noise) of a photo no model saw."""
@@ -93,4 +109,4 @@ def test_a_wheel_built_from_the_repo_carries_the_weights(tmp_path):
             "print(c['model'])")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "unpacked")], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout.strip() == "swift", r.stderr
+    assert r.returncode == 0 and r.stdout.strip() == "swift-cond", r.stderr

@@ -630,7 +630,7 @@ def test_12b_sigterm_stops_like_ctrl_c_with_a_report_of_what_was_done(cluster, m
     lists every input, done or not-done."""
     import signal
 
-    inputs = noisy_images(tmp_path / "in", 120, 48, 64)
+    inputs = noisy_images(tmp_path / "in", 60, 48, 64)
     rep = tmp_path / "out" / "_report"
     exe = Path(sys.executable).parent / "raydenoise"
     cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),

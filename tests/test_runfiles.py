@@ -92,7 +92,7 @@ def test_work_is_read_back_by_position_across_row_groups_and_files(tmp_path, mon
     keys = [f"k{i:04d}" for i in range(203)]
     with runfiles.Plan(store, "run/") as plan:
         for i, k in enumerate(keys):
-            plan.work(k, Entry(k, i, f"t{i}") if i % 3 == 0 else None)
+            plan.work(k, Entry(k, i, f"t{i}") if i % 3 == 0 else None, f"md5-{i}" if i % 6 == 0 else None)
     assert plan.n_work == 203 and len(plan.work_files) == 7
     for n in (1, 5, 203):
         slices, size = runfiles.slicing(n)
@@ -101,7 +101,7 @@ def test_work_is_read_back_by_position_across_row_groups_and_files(tmp_path, mon
         assert [r["key"] for r in got] == keys[:n]
     row = runfiles.read_work(store, "run/", 30, 34).to_pylist()
     assert [r["key"] for r in row] == keys[30:34] and row[0] == {"key": "k0030", "skip": True, "listed_bytes": 30,
-                                                                   "listed_tag": "t30"}
+                                                                   "listed_tag": "t30", "expected_md5": "md5-30"}
     assert runfiles.slicing(10) == (10, 1) and runfiles.slicing(1_000_000)[0] <= runfiles.MAX_SLICES
 
 

@@ -238,7 +238,7 @@ def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_pat
     second = run_train(cfg(dataset, tmp_path, "stage2", epochs=1, num_workers=1, init=first["model_dir"], lr=1e-12,
                            ema=0.5), log=quiet)
     # an untrained autoencoder outputs grey: worse than the noisy input, and the run says so
-    assert "below the noisy input" in second["warnings"][0]
+    assert "worse than leaving them alone" in second["warnings"][0]
     assert json.loads((tmp_path / "stage2/summary.json").read_text())["warnings"] == second["warnings"]
     w1, w2 = (load_file(str(Path(s["model_dir"]) / "model.safetensors")) for s in (first, second))
     torch.manual_seed(0)  # what a run without --init would start from (the workers seed 0 the same way)
@@ -300,3 +300,7 @@ def test_a_best_epoch_below_the_noisy_input_is_a_warning():
     assert below_input_warning({"val_psnr": 27.0, "input_psnr": 20.0}) is None
     assert below_input_warning({"val_psnr": None, "input_psnr": 20.0}) is None
     assert "below the noisy input's 20.00 dB" in below_input_warning({"val_psnr": 18.5, "input_psnr": 20.0})
+    # a val mix with clean images: their input PSNR is infinite (capped at 100 dB), the loss is fair
+    mixed = {"val_psnr": 36.0, "input_psnr": 38.7, "val_loss": 0.015, "input_loss": 0.04}
+    assert below_input_warning(mixed) is None
+    assert "val loss 0.0500 is above" in below_input_warning({**mixed, "val_loss": 0.05})
