@@ -176,19 +176,23 @@ def model_config(model_uri: str, endpoint: str | None) -> dict:
         where, text = str(builtin_dir(model_uri) / CONFIG), (builtin_dir(model_uri) / CONFIG).read_bytes()
     else:
         store = cached_store(model_uri, endpoint)
-        where = store.uri(CONFIG)
-        try:
-            text = store.read_bytes(CONFIG)
-        except FileNotFoundError:
-            raise ArtifactError(f"{where} not found (expected a raydenoise model folder)") from None
-        except Exception as exc:
-            raise ArtifactError(f"{where}: cannot read ({object_error(exc)})") from None
+        where, text = store.uri(CONFIG), _read_model_file(store, CONFIG)
     try:
         return check_config(json.loads(text), where)
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ArtifactError):
             raise
         raise ArtifactError(f"{where} is not valid JSON ({exc})") from None
+
+
+def _read_model_file(store, name: str) -> bytes:
+    """One file of a model folder in a store; ArtifactError naming it when missing or unreadable."""
+    try:
+        return store.read_bytes(name)
+    except FileNotFoundError:
+        raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+    except Exception as exc:
+        raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
 
 
 def takes_level(model_uri: str, endpoint: str | None) -> bool:
@@ -206,14 +210,8 @@ def load_model_uri(model_uri: str, endpoint: str | None):
         return load_model(store.root)
     with tempfile.TemporaryDirectory(prefix="raydenoise-model-") as local:
         for name in (CONFIG, WEIGHTS):
-            try:
-                data = store.read_bytes(name)
-            except FileNotFoundError:
-                raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
-            except Exception as exc:
-                raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
             with open(os.path.join(local, name), "wb") as f:
-                f.write(data)
+                f.write(_read_model_file(store, name))
         return load_model(local)
 
 

@@ -133,6 +133,16 @@ def _add_hidden(p: argparse.ArgumentParser) -> None:
                         "report as excluded)")
 
 
+def _add_strength(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strength", type=_finite(minimum=0), default=None, metavar="S",
+                   help="how hard to denoise: a conditioned model (builtin:denoise) is given S x the noise level "
+                        "estimated per image, a blind one's output is blended with the input by S; 0 returns every "
+                        "image unchanged (default 1, at most 4)")
+    p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
+                   help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
+                        "per-image estimate; cannot be combined with --strength")
+
+
 def _add_s3(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--s3-endpoint",
@@ -268,13 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None,
                    help=f"process images in tiles of this size (pixels, at least {MIN_TILE}); default: whole images, "
                         "tiled automatically when one would not fit in a worker's memory")
-    p.add_argument("--strength", type=_finite(minimum=0), default=None, metavar="S",
-                   help="how hard to denoise: a conditioned model (builtin:denoise) is given S x the noise level "
-                        "estimated per image, a blind one's output is blended with the input by S; 0 returns every "
-                        "image unchanged (default 1, at most 4)")
-    p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
-                   help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
-                        "per-image estimate; cannot be combined with --strength")
+    _add_strength(p)
     p.add_argument("--overwrite", action="store_true",
                    help="redo images whose output already exists (by default a complete existing output is kept)")
     p.add_argument("--max-megapixels", type=_finite(minimum=0), default=DEFAULT_MAX_PIXELS / 1e6,
@@ -298,13 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)")
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
-    p.add_argument("--strength", type=_finite(minimum=0), default=None, metavar="S",
-                   help="how hard to denoise: a conditioned model (builtin:denoise) is given S x the noise level "
-                        "estimated per image, a blind one's output is blended with the input by S; 0 returns every "
-                        "image unchanged (default 1, at most 4)")
-    p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
-                   help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
-                        "per-image estimate; cannot be combined with --strength")
+    _add_strength(p)
     p.add_argument("--baselines", type=_baselines, default=DEFAULT_BASELINES,
                    help="comma-separated methods scored beside the model: identity (the noisy input), nlm "
                         "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "

@@ -91,8 +91,8 @@ def log_folders() -> list[Path]:
     folders = []
     if os.environ.get(LOG_DIR_ENV):
         folders.append(Path(os.environ[LOG_DIR_ENV]))
-    state = os.environ.get("XDG_STATE_HOME") or (os.path.join(os.path.expanduser("~"), ".local", "state")
-                                                 if os.path.expanduser("~") != "~" else "")
+    home = os.path.expanduser("~")  # stays "~" when there is no home to expand to
+    state = os.environ.get("XDG_STATE_HOME") or (os.path.join(home, ".local", "state") if home != "~" else "")
     if state:
         folders.append(Path(state) / "raydenoise" / "logs")
     folders.append(Path(tempfile.gettempdir()) / f"raydenoise-logs-{os.getuid()}")

@@ -150,7 +150,11 @@ def parse_degrade(text: str) -> list[NoiseSpec]:
 
 def degrade(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> np.ndarray:
     """Degrade ``clean`` with one of ``specs``, chosen uniformly (see apply_noise)."""
-    return degrade_with_level(clean, specs, rng)[0]
+    return apply_noise(clean, _pick(specs, rng), rng)
+
+
+def _pick(specs: list[NoiseSpec], rng: np.random.Generator) -> NoiseSpec:
+    return specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
 
 
 def degrade_with_level(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -160,8 +164,7 @@ def degrade_with_level(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random
     i.e. what the blind estimate of a photo with this noise reads."""
     from .noise_level import estimate_noise
 
-    spec = specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
-    noisy, sigma = _apply(clean, spec, rng)
+    noisy, sigma = _apply(clean, _pick(specs, rng), rng)
     if sigma is None:
         sigma = estimate_noise(noisy.astype(np.float32) - clean.astype(np.float32))
     return noisy, sigma

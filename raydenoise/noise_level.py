@@ -58,36 +58,40 @@ def _planes(image: np.ndarray) -> list[np.ndarray]:
 
 
 def _image_level(image: np.ndarray) -> float:
-    variances = [_plane_variance(np.asarray(p, dtype=np.float32)) for p in _planes(image)]
-    variances = [v for v in variances if v is not None]
-    return math.sqrt(max(float(np.mean(variances)), 0.0)) if variances else 0.0
+    return _sigma([_plane_variance(np.asarray(p, dtype=np.float32)) for p in _planes(image)])
 
 
 def _noise_level(noise: np.ndarray) -> float:
     variances = []
     for plane in _planes(noise):
-        cols = _patches(np.asarray(plane, dtype=np.float32), max_patches=NOISE_PATCHES)
-        if cols is not None and len(cols) > 2 * PATCH * PATCH:
-            variances.append(_smallest_variance(cols.astype(np.float64)))
-    return math.sqrt(max(float(np.mean(variances)), 0.0)) if variances else 0.0
+        grid = _patches(np.asarray(plane, dtype=np.float32), max_patches=NOISE_PATCHES)
+        if grid is not None and len(grid[0]) > 2 * PATCH * PATCH:
+            variances.append(_smallest_variance(grid[0]))
+    return _sigma(variances)
 
 
-def _patches(plane: np.ndarray, max_patches: int = MAX_PATCHES) -> np.ndarray | None:
+def _sigma(variances: list[float | None]) -> float:
+    """The noise level (standard deviation) of the channels' variances; 0.0 when none was measured."""
+    known = [v for v in variances if v is not None]
+    return math.sqrt(max(float(np.mean(known)), 0.0)) if known else 0.0
+
+
+def _patches(plane: np.ndarray, max_patches: int = MAX_PATCHES) -> tuple[np.ndarray, int] | None:
+    """(every PATCH x PATCH window of ``plane`` on a grid of ``step`` pixels, flattened; step),
+    the grid as fine as keeps at most ``max_patches`` windows; None for a plane under one patch."""
     h, w = plane.shape
     if h < PATCH or w < PATCH:
         return None
-    count = (h - PATCH + 1) * (w - PATCH + 1)
-    step = max(1, math.ceil(math.sqrt(count / max_patches)))
+    step = max(1, math.ceil(math.sqrt((h - PATCH + 1) * (w - PATCH + 1) / max_patches)))
     view = np.lib.stride_tricks.sliding_window_view(plane, (PATCH, PATCH))[::step, ::step]
-    return view.reshape(-1, PATCH * PATCH)
+    return view.reshape(-1, PATCH * PATCH), step
 
 
 def _plane_variance(plane: np.ndarray) -> float | None:
-    h, w = plane.shape
-    if h < PATCH or w < PATCH:
+    grid = _patches(plane)
+    if grid is None:
         return None
-    step = max(1, math.ceil(math.sqrt((h - PATCH + 1) * (w - PATCH + 1) / MAX_PATCHES)))
-    cols = np.lib.stride_tricks.sliding_window_view(plane, (PATCH, PATCH))[::step, ::step].reshape(-1, PATCH * PATCH)
+    cols, step = grid
     texture = _gradient_energy(plane)[::step, ::step].ravel()
     clipped = (cols.min(axis=1) <= 0.0) | (cols.max(axis=1) >= 255.0)
     if (~clipped).sum() >= MIN_PATCHES:
@@ -159,8 +163,3 @@ def strength_problem(strength: float, sigma: float | None) -> str | None:
 
 BLIND_SIGMA = ("--sigma needs a model conditioned on the noise level (builtin:denoise, or a swift-cond you "
                "trained); {model} is blind: use --strength to weaken or strengthen it")
-
-
-def estimate_many(images: list[np.ndarray]) -> list[float]:
-    """``estimate_sigma`` of each image."""
-    return [estimate_sigma(im) for im in images]

@@ -57,27 +57,47 @@ def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rn
 
 
 def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator,
-                      gray_fraction: float = GRAY_FRACTION) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+                      gray_fraction: float = GRAY_FRACTION,
+                      levels: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
     """(clean, degraded, levels) patches: a fresh degraded input for each clean patch, one kind of
     ``specs`` and one draw of its ranges per patch (``gaussian:0-50`` gives every patch its own
     sigma), and each input's noise level (float32 (N,), 0-255 scale, see
     ``noise.degrade_with_level``). A ``gray_fraction`` of the patches become grayscale first,
     with the same noise in all three channels: that is what the model sees of a grayscale file
     (replicated to RGB), and a model trained on colour noise alone barely touches it (+1.4 dB at
-    sigma 25, measured)."""
-    cleans, lows, levels = [], [], []
+    sigma 25, measured). ``levels=False`` (a network that takes no level): levels None, and none
+    is measured; the patches are the same."""
+    cleans, lows, found = [], [], []
+
+    def one(clean: np.ndarray) -> np.ndarray:
+        if not levels:
+            return degrade(clean, specs, rng)
+        low, level = degrade_with_level(clean, specs, rng)
+        found.append(level)
+        return low
+
     for h in highs:
         h = np.ascontiguousarray(h)
         if gray_fraction and rng.random() < gray_fraction:
             g = to_gray(h)[..., None]
-            low, level = degrade_with_level(g, specs, rng)
-            h, low = np.repeat(g, 3, axis=2), np.repeat(low, 3, axis=2)
+            h, low = np.repeat(g, 3, axis=2), np.repeat(one(g), 3, axis=2)
         else:
-            low, level = degrade_with_level(h, specs, rng)
+            low = one(h)
         cleans.append(h)
         lows.append(low)
-        levels.append(level)
-    return cleans, lows, np.asarray(levels, dtype=np.float32)
+    return cleans, lows, np.asarray(found, dtype=np.float32) if levels else None
+
+
+def batch_with_levels(lows: list[np.ndarray | None], highs: list[np.ndarray], specs: list[NoiseSpec] | None,
+                      rng: np.random.Generator, levels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One batch: (low, high) stacked to a common size, and the levels when ``levels`` (else None).
+    With ``specs`` the low side is synthesized from the clean one; otherwise ``lows`` are the pairs'."""
+    found = None
+    if specs:
+        highs, lows, found = synthesize_inputs(highs, specs, rng, levels=levels)
+    elif levels:
+        found = pair_levels(lows, highs)
+    return (*crop_to_common(lows, highs), found)
 
 
 def pair_levels(lows: list[np.ndarray], highs: list[np.ndarray]) -> np.ndarray:
@@ -117,9 +137,11 @@ class MemoryPatches:
         return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images)
 
     def batches(self, *, steps: int, batch_size: int, patch: int | None, seed: int, epoch: int, rank: int,
-                specs: list[NoiseSpec] | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                specs: list[NoiseSpec] | None,
+                levels: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3) and the inputs' noise levels
-        (float32 (N,)); with ``specs`` the low side is synthesized from the clean patch."""
+        (float32 (N,); None with ``levels=False``); with ``specs`` the low side is synthesized
+        from the clean patch."""
         crop_rng, noise_rng = epoch_rng(seed, epoch, rank, 0), epoch_rng(seed, epoch, rank, 1)
         need = steps * batch_size
         order = np.concatenate([crop_rng.permutation(len(self.images))
@@ -131,11 +153,7 @@ class MemoryPatches:
                 low, high = augment_pair(None if specs else low, high, patch, crop_rng)
                 lows.append(low)
                 highs.append(high)
-            if specs:
-                highs, lows, levels = synthesize_inputs(highs, specs, noise_rng)
-            else:
-                levels = pair_levels(lows, highs)
-            yield (*crop_to_common(lows, highs), levels)
+            yield batch_with_levels(lows, highs, specs, noise_rng, levels)
 
 
 def crop_to_common(lows: list[np.ndarray], highs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

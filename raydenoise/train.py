@@ -292,21 +292,16 @@ def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
         os._exit(1)
 
 
-def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int):
+def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int, levels: bool):
     """The streaming data path's batches: Ray Data's patches, inputs synthesized here when
-    training with --degrade."""
-    from .patches import crop_to_common, epoch_rng, pair_levels, synthesize_inputs
+    training with --degrade; the levels only for a network that takes them."""
+    from .patches import batch_with_levels, epoch_rng
 
     noise_rng = epoch_rng(cfg.seed, epoch, rank, 1)
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
                                     local_shuffle_buffer_size=4 * cfg.batch_size, drop_last=False):
-        highs = list(batch["high"])
-        if specs:
-            highs, lows, levels = synthesize_inputs(highs, specs, noise_rng)
-        else:
-            lows = list(batch["low"])
-            levels = pair_levels(lows, highs)
-        yield (*crop_to_common(lows, highs), levels)
+        lows = None if specs else list(batch["low"])
+        yield batch_with_levels(lows, list(batch["high"]), specs, noise_rng, levels)
 
 
 def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
@@ -423,9 +418,9 @@ def train_fn_per_worker(config: dict) -> None:
         loss_sum, seen, step, pixels = 0.0, 0, 0, 0
         if memory is not None:
             batches = memory.batches(steps=steps, batch_size=cfg.batch_size, patch=cfg.patch_size, seed=cfg.seed,
-                                     epoch=epoch, rank=rank, specs=specs)
+                                     epoch=epoch, rank=rank, specs=specs, levels=conditioned)
         else:
-            batches = _stream_batches(shard, cfg, specs, epoch, rank)
+            batches = _stream_batches(shard, cfg, specs, epoch, rank, conditioned)
         for low, high, levels in prefetch(batches):
             low, high = (t.to(device, non_blocking=True) for t in to_tensors(low, high))
             extra = [torch.from_numpy(levels).to(device)] if conditioned else []

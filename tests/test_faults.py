@@ -579,6 +579,21 @@ def test_1_resume_check_unit(tmp_path):
 # ----------------------------------------------------------------------------- 12. a killed driver
 
 
+def _denoise_until_parts(tmp_path: Path, model_dir: Path, cluster: str, parts: int) -> subprocess.Popen:
+    """`raydenoise denoise` IN -> OUT as a CLI process (one actor, a report part every 0.2 s),
+    returned once it has written ``parts`` report parts (or ended, or 120 s passed)."""
+    rep = tmp_path / "out" / "_report"
+    exe = Path(sys.executable).parent / "raydenoise"
+    cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+           "--model", str(model_dir), "--workers", "1", "--batch-size", "1", "--address", cluster]
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "RAYDENOISE_REPORT_PART_SECONDS": "0.2"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(rep.glob(".runs/*/part-*.parquet"))) < parts and run.poll() is None:
+        time.sleep(0.02)
+    return run
+
+
 def test_12_a_killed_driver_leaves_report_parts_and_the_rerun_reports_every_input_once(cluster, model_dir, tmp_path):
     """The driver (the CLI) is SIGKILLed half-way: the report parts it wrote list what was done;
     the rerun trusts those outputs without reading them (an output rewritten with the same size
@@ -588,14 +603,7 @@ def test_12_a_killed_driver_leaves_report_parts_and_the_rerun_reports_every_inpu
 
     inputs = noisy_images(tmp_path / "in", 240, 48, 64)
     rep = tmp_path / "out" / "_report"
-    exe = Path(sys.executable).parent / "raydenoise"
-    cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-           "--model", str(model_dir), "--workers", "1", "--batch-size", "1", "--address", cluster]
-    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "RAYDENOISE_REPORT_PART_SECONDS": "0.2"})
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(rep.glob(".runs/*/part-*.parquet"))) < 3 and run.poll() is None:
-        time.sleep(0.02)
+    run = _denoise_until_parts(tmp_path, model_dir, cluster, parts=3)
     run.kill()
     assert run.wait() == -signal.SIGKILL, run.stderr.read()[-2000:]
     part_files = sorted(rep.glob(".runs/*/part-*.parquet"))
@@ -632,14 +640,7 @@ def test_12b_sigterm_stops_like_ctrl_c_with_a_report_of_what_was_done(cluster, m
 
     inputs = noisy_images(tmp_path / "in", 60, 48, 64)
     rep = tmp_path / "out" / "_report"
-    exe = Path(sys.executable).parent / "raydenoise"
-    cmd = [str(exe), "denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-           "--model", str(model_dir), "--workers", "1", "--batch-size", "1", "--address", cluster]
-    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "RAYDENOISE_REPORT_PART_SECONDS": "0.2"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(rep.glob(".runs/*/part-*.parquet")) and run.poll() is None:
-        time.sleep(0.02)
+    run = _denoise_until_parts(tmp_path, model_dir, cluster, parts=1)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=120) == 143
     err = run.stderr.read()

@@ -145,3 +145,12 @@ def test_every_patch_comes_with_the_level_of_its_noise():
     for _, _, levels in MemoryPatches([(low, high)]).batches(steps=1, batch_size=2, patch=32, seed=0, epoch=0,
                                                             rank=0, specs=None):
         assert np.allclose(levels, 10, rtol=0.2)  # ingested pairs: the level of input minus target
+
+
+def test_without_levels_the_patches_are_the_same_and_no_level_is_measured():
+    mem = MemoryPatches(photos(h=48, w=48))
+    spec = "gaussian:0-50,camera:peak=30-300,jpeg=60-90"
+    with_levels, without = (list(mem.batches(steps=3, batch_size=4, patch=32, seed=0, epoch=0, rank=0,
+                                             specs=parse_degrade(spec), levels=flag)) for flag in (True, False))
+    for (la, ha, lv), (lb, hb, none) in zip(with_levels, without):
+        assert np.array_equal(la, lb) and np.array_equal(ha, hb) and lv.shape == (4,) and none is None
