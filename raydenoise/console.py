@@ -99,9 +99,9 @@ def log_folders() -> list[Path]:
     return folders
 
 
-def _private_folder(folder: Path) -> str | None:
-    """Make ``folder`` (0700) if missing; None when it is a real folder of this user that no one
-    else may write into, else the reason it is not usable."""
+def _private_folder(folder: Path, uid: int | None = None) -> str | None:
+    """Make ``folder`` (0700) if missing; None when it is a real folder of this user (``uid``,
+    default the process's) that no one else may write into, else the reason it is not usable."""
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = os.lstat(folder)
@@ -111,7 +111,7 @@ def _private_folder(folder: Path) -> str | None:
 
     if not stat.S_ISDIR(st.st_mode):
         return "it is not a folder (a file or a link)"
-    if st.st_uid != os.getuid():
+    if st.st_uid != (os.getuid() if uid is None else uid):
         return f"it belongs to another user (uid {st.st_uid})"
     if st.st_mode & 0o022:
         return "others may write into it (mode %o)" % (st.st_mode & 0o777)
