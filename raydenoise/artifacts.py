@@ -10,6 +10,7 @@ weights being trained; ``model.safetensors`` then holds their moving average).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -193,6 +194,20 @@ def _read_model_file(store, name: str) -> bytes:
         raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
     except Exception as exc:
         raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
+
+
+def model_fingerprint(model_uri: str, endpoint: str | None) -> str:
+    """A hash of the model's config.json and weights (16 hex digits): two models with the same
+    fingerprint make the same outputs; a folder retrained in place gets a new one."""
+    if model_uri.startswith(BUILTIN):
+        files = [(builtin_dir(model_uri) / name).read_bytes() for name in (CONFIG, WEIGHTS)]
+    else:
+        store = cached_store(model_uri, endpoint)
+        files = [_read_model_file(store, name) for name in (CONFIG, WEIGHTS)]
+    h = hashlib.sha256()
+    for data in files:
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:16]
 
 
 def takes_level(model_uri: str, endpoint: str | None) -> bool:

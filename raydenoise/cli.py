@@ -280,7 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "tiled automatically when one would not fit in a worker's memory")
     _add_strength(p)
     p.add_argument("--overwrite", action="store_true",
-                   help="redo images whose output already exists (by default a complete existing output is kept)")
+                   help="redo every image whose output already exists (by default an output is kept when the "
+                        "earlier report says this input was made into it by the same model and options, and it "
+                        "is unchanged since)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG/WebP quality of lossy outputs, 1-100 (default: a lossy input stays lossy at its own "
+                        "quality, estimated from its quantization tables; lossless inputs stay lossless)")
+    p.add_argument("--other-model", choices=("redo", "refuse"), default="redo",
+                   help="outputs an earlier run made with another model or options: redo them (default), or "
+                        "refuse to start, naming both models")
     p.add_argument("--max-megapixels", type=_finite(minimum=0), default=DEFAULT_MAX_PIXELS / 1e6,
                    help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS / 1e6:.1f}, Pillow's guard against "
                         "decompression bombs); raise it for large images you trust, 0 = no limit")
@@ -411,7 +419,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                         report=args.report, batch_size=args.batch_size, workers=args.workers,
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
                         pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
-                        max_megapixels=args.max_megapixels, dry_run=args.dry_run, **_strength(args))
+                        max_megapixels=args.max_megapixels, dry_run=args.dry_run, other_model=args.other_model,
+                        quality=args.quality,
+                        **_strength(args))
     summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
     if summary.get("failures"):
         console().error(f"raydenoise denoise: {summary['failures']:,} of {summary['count']:,} images failed; "

@@ -8,6 +8,7 @@ plain lines).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import sys
@@ -178,7 +179,10 @@ def release() -> None:
         s.flush()
     os.dup2(_CONSOLE.out.fileno(), 1)
     os.dup2(_CONSOLE.err.fileno(), 2)
-    _CONSOLE = None
+    path, _CONSOLE = _CONSOLE.log_path, None
+    with contextlib.suppress(OSError):
+        if os.lstat(path).st_size == 0:
+            os.unlink(path)  # nothing was logged (the command stopped before Ray): no empty file left
 
 
 class Progress:

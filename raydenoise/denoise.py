@@ -6,17 +6,21 @@ Pipeline (streaming; the driver holds keys and small report rows, never pixels):
     GPU (staged): from_items(keys) -> read + decode (CPU tasks) -> model (GPU actors)
                                    -> encode + write + score (CPU tasks) -> report rows -> driver
 
-Each output goes to ``OUTPUT/<same relative key>`` in the input's format (PNG -> PNG, JPEG ->
-JPEG quality 95, ...), grayscale stays grayscale, alpha is carried through; 16-bit inputs are
-refused per image. Outputs are written atomically (Store.open_write), so a file under its final
+Each output goes to ``OUTPUT/<same relative key>`` in the input's format (a lossy input stays
+lossy at its own quality, EXIF and ICC profile carried: images.encode_like), grayscale stays
+grayscale, alpha is carried through; 16-bit PNG and TIFF are denoised at full precision and
+written with 16 bits. Outputs are written atomically (Store.open_write), so a file under its final
 name is complete. Anything that goes wrong with one image becomes that image's ``error`` row and
 the job goes on; a failure of the storage itself stops the job, writes the report of what was
-done (the rest as ``not-done``) and a rerun resumes. Existing outputs are verified (decoded, at
-the input's size) and skipped unless ``overwrite``; one that does not verify is redone.
+done (the rest as ``not-done``) and a rerun resumes. An existing output is kept only when an
+earlier report row says the same input was made into it by the same model and options, and it is
+unchanged or verifies (plan.other_maker, _verify_existing); anything else is redone. One run per
+output at a time (runlock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -27,12 +31,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import report as rpt
-from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, check_plain_png, decode_for_denoise, decode_rgb8, encode_like,
-                     object_column, stored_size)
+from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, Keep, check_plain_png, decode_for_denoise, decode_rgb8,
+                     encode_like, object_column, stored_size)
 from .noise_level import BLIND_SIGMA, strength_problem
 from .console import Progress, console, duration, plural, rate
 from . import runfiles
-from .plan import REPORT_DIR, select, trusted, with_earlier, with_outputs
+from .runlock import LockHeld, RunLock
+from .plan import OTHER_MODEL_WHY, REPORT_DIR, other_maker, select, trusted, with_earlier, with_outputs
 from .report import EXCLUDED, NOT_DONE
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, is_partial, last_error_line,
@@ -48,8 +53,10 @@ _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (sa
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
                "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5", "input_noise",
-               "output_noise", "sigma", "expected_md5")
+               "output_noise", "sigma", "expected_md5", "input_bytes", "input_tag", "exif", "icc", "quality",
+               "subsampling")
 _IMAGE_COLS = ("image", "alpha", "output")
+_BYTES_COLS = ("exif", "icc")  # what the output keeps of the input (images.Keep)
 
 
 class DenoiseError(Exception):
@@ -75,6 +82,26 @@ class DenoiseConfig:
     dry_run: bool = False  # list and plan only: counts and a time estimate, nothing written
     strength: float = 1.0  # x the estimated noise level (conditioned model) or blend (blind); 0 = the input
     sigma: float | None = None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
+    other_model: str = "redo"  # outputs an earlier run made with another model or options: "redo" or "refuse"
+    quality: int | None = None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
+
+
+OTHER_MODEL = ("redo", "refuse")
+
+
+def made_by(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> dict[str, str]:
+    """What makes this run's outputs, for the report's ``model`` and ``made_by`` columns: the
+    model as named and a hash of its fingerprint (artifacts.model_fingerprint) with every option
+    that changes pixels. A rerun keeps an existing output only when these match (plan.other_maker)."""
+    import hashlib
+    import json
+
+    from .artifacts import model_fingerprint
+
+    options = {"weights": model_fingerprint(model_uri, endpoint), "strength": cfg.strength, "sigma": cfg.sigma,
+               "quality": cfg.quality}
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+    return {"model": model_uri, "made_by": digest}
 
 
 def check_config(cfg: DenoiseConfig) -> None:
@@ -90,6 +117,10 @@ def check_config(cfg: DenoiseConfig) -> None:
         raise DenoiseError(f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}")
     if cfg.pipeline not in PIPELINES:
         raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
+    if cfg.quality is not None and not 1 <= cfg.quality <= 100:
+        raise DenoiseError(f"--quality must be 1-100, not {cfg.quality}")
+    if cfg.other_model not in OTHER_MODEL:
+        raise DenoiseError(f"--other-model must be one of {', '.join(OTHER_MODEL)}, not {cfg.other_model!r}")
     problem = strength_problem(cfg.strength, cfg.sigma)
     if problem:
         raise DenoiseError(problem)
@@ -106,30 +137,36 @@ class _Stores:
     """The stores one worker reads and writes, opened once per process."""
 
     def __init__(self, input_uri: str, output_uri: str, reference_uri: str | None, endpoint: str | None,
-                 max_pixels: int | None, report_uri: str | None = None, run_dir: str = ""):
+                 max_pixels: int | None, report_uri: str | None = None, run_dir: str = "",
+                 stamp: dict[str, str] | None = None, quality: int | None = None):
         self.inp = cached_store(input_uri, endpoint)
         self.out = cached_store(output_uri, endpoint)
         self.ref = cached_store(reference_uri, endpoint) if reference_uri else None
         self.rep = cached_store(report_uri, endpoint) if report_uri else None
         self.max_pixels, self.run_dir = max_pixels, run_dir
+        self.stamp = stamp or {}  # "model", "made_by": what makes this run's outputs (see made_by)
+        self.quality = quality  # --quality of lossy outputs (None: the input's)
 
-    def work(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[str, bool, tuple[int, str, str]]]:
-        """(key, skip, (listed output size, tag, the MD5 an earlier report recorded for it)) of
-        each input in a batch of plan slices (``start``/``stop`` positions in the run's work files,
-        read here: the driver never holds the keys)."""
+    def work(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+        """The work rows (runfiles.WORK_SCHEMA: key, skip, the existing output's listed size and
+        tag, the MD5 an earlier report recorded for it, the input's listed tag, a note) of a batch
+        of plan slices (``start``/``stop`` positions in the run's work files, read here: the
+        driver never holds the keys)."""
         for start, stop in zip(batch["start"], batch["stop"]):
-            rows = runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pydict()
-            for key, skip, size, tag, md5 in zip(rows["key"], rows["skip"], rows["listed_bytes"], rows["listed_tag"],
-                                                 rows["expected_md5"]):
-                yield key, skip, (-1 if size is None else size, tag or "", md5 or "")
+            yield from runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pylist()
 
 
-def _new_state(key: str, skip: bool, listed: tuple[int, str, str] = (-1, "", "")) -> dict[str, Any]:
-    """``listed``: the existing output's size and tag as listed (recorded when it verifies)."""
+def _new_state(key: str, skip: bool, work: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``work``: the image's work row (the existing output's listed size and tag, recorded when
+    it verifies; the MD5 an earlier report recorded; the input's listed tag; the plan's note)."""
+    w = work or {}
+    size = w.get("listed_bytes")
     return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
-            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": "", "fatal": "", "seconds": 0.0,
-            "node": _this_node(), "listed_bytes": listed[0], "listed_tag": listed[1], "out_md5": "",
-            "expected_md5": listed[2] if len(listed) > 2 else "",
+            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": w.get("note") or "",
+            "fatal": "", "seconds": 0.0, "node": _this_node(), "listed_bytes": -1 if size is None else size,
+            "listed_tag": w.get("listed_tag") or "", "out_md5": "", "expected_md5": w.get("expected_md5") or "",
+            "input_bytes": -1, "input_tag": w.get("input_tag") or "", "exif": b"", "icc": b"", "quality": 0,
+            "subsampling": -1,
             "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan}
 
 
@@ -159,18 +196,19 @@ def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: 
     return state
 
 
-def read_one(key: str, skip: bool, st: _Stores, listed: tuple[int, str, str] = (-1, "", "")) -> dict[str, Any]:
+def read_one(key: str, skip: bool, st: _Stores, work: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
     verified first: only an output that decodes completely and has the input's size (read from
     the input's header) counts as done (with a reference it is also decoded to be scored);
     anything else (truncated, damaged, vanished, wrong size) is redone, with a note in the report."""
     t0 = time.perf_counter()
-    state = _new_state(key, skip, listed)
+    state = _new_state(key, skip, work)
     try:
         try:
             data = st.inp.read_bytes(key)
         except Exception as exc:
             return _storage_failure(state, exc, st.inp.uri(key), "cannot read")
+        state["input_bytes"] = len(data)
         if skip and st.ref is None:
             # The input's size from its header (no decode), so an output of another size is redone.
             state["height"], state["width"] = stored_size(data) or (0, 0)
@@ -182,6 +220,7 @@ def read_one(key: str, skip: bool, st: _Stores, listed: tuple[int, str, str] = (
             state["error"] = f"not a usable image: {exc}"
             return state
         state.update(image=dec.rgb, gray=dec.gray, format=dec.format, has_alpha=dec.alpha is not None,
+                     exif=dec.keep.exif, icc=dec.keep.icc, quality=dec.keep.quality, subsampling=dec.keep.subsampling,
                      alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA,
                      height=int(dec.rgb.shape[0]), width=int(dec.rgb.shape[1]))
         if state["skip"]:
@@ -281,8 +320,10 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
         data = b""
         if not state["skip"]:
             try:
+                keep = Keep(exif=state["exif"], icc=state["icc"], quality=state["quality"],
+                            subsampling=state["subsampling"])
                 data = encode_like(output, state["alpha"] if state["has_alpha"] else None, state["gray"],
-                                   state["format"])
+                                   state["format"], keep, st.quality)
             except Exception as exc:
                 state["error"] = f"cannot encode the output as {state['format']}: {exc}"
             else:
@@ -295,7 +336,8 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
             row.update(output_bytes=state["listed_bytes"], output_md5=state["out_md5"], output_tag=state["listed_tag"])
         if st.ref is not None and not (state["error"] or state["fatal"]):
             # Score what was written (JPEG is lossy, grayscale is one channel).
-            written = output if state["skip"] else decode_rgb8(data, max_pixels=None)
+            lossless16 = output.dtype == np.uint16  # 16-bit PNG/TIFF: what was written is ``output``
+            written = output if state["skip"] or lossless16 else decode_rgb8(data, max_pixels=None)
             row.update(_score(written, image, st.ref, key))
     if state["fatal"]:
         row.update(status=NOT_DONE, height=None, width=None, note=f"not written: storage failed: {state['fatal']}",
@@ -303,23 +345,36 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     else:
         row["error"] = row.get("error") or state["error"] or None
         row["status"] = "error" if row["error"] else "skipped" if state["skip"] else "ok"
+        if not row["error"]:  # what made the output: a rerun keeps it only when all of this still holds
+            row.update(input_bytes=state["input_bytes"], input_tag=state["input_tag"] or None, **st.stamp)
     row["seconds"] = state["seconds"] + time.perf_counter() - t0
     return row
 
 
 def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
-    return {k: object_column([s[k] for s in states]) if k in _IMAGE_COLS else np.array([s[k] for s in states])
-            for k in _STATE_COLS}
+    """States -> a Ray Data batch. 16-bit pixels travel as their bytes (a uint8 view, with a
+    ``<col>_u16`` flag): Ray Data cannot put uint8 and uint16 images of different blocks in one
+    column."""
+    batch = {k: object_column([s[k] for s in states]) if k in _BYTES_COLS else np.array([s[k] for s in states])
+             for k in _STATE_COLS if k not in _IMAGE_COLS}
+    for k in _IMAGE_COLS:
+        arrays = [np.ascontiguousarray(s[k]) for s in states]
+        batch[k] = object_column([a.view(np.uint8) for a in arrays])
+        batch[f"{k}_u16"] = np.array([a.dtype == np.uint16 for a in arrays])
+    return batch
 
 
 def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     n = len(batch["key"])
 
     def plain(v):
-        return v.item() if isinstance(v, np.generic) else v
+        return bytes(v) if isinstance(v, (bytes, np.bytes_)) else v.item() if isinstance(v, np.generic) else v
 
-    return [{k: (np.asarray(batch[k][i]) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS}
-            for i in range(n)]
+    def pixels(k: str, i: int) -> np.ndarray:
+        a = np.ascontiguousarray(batch[k][i])
+        return a.view(np.uint16) if batch[f"{k}_u16"][i] else a
+
+    return [{k: (pixels(k, i) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS} for i in range(n)]
 
 
 def _short_circuit(states: list[dict[str, Any]]) -> None:
@@ -339,8 +394,8 @@ def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
     """Ray Data task (staged pipeline): keys -> decoded states."""
     st = _Stores(**store_kwargs)
     states, fatal = [], ""
-    for key, skip, listed in st.work(batch):
-        state = _not_attempted(key, skip, fatal) if fatal else read_one(key, skip, st, listed)
+    for w in st.work(batch):
+        state = _not_attempted(w["key"], w["skip"], fatal) if fatal else read_one(w["key"], w["skip"], st, w)
         fatal = fatal or state["fatal"]
         states.append(state)
     return _pack(states)
@@ -406,8 +461,8 @@ class FusedActor(ModelActor):
 
     def __call__(self, batch: dict[str, np.ndarray]):
         rows, fatal = [], ""
-        for key, skip, listed in self.st.work(batch):
-            state = _not_attempted(key, skip, fatal) if fatal else read_one(key, skip, self.st, listed)
+        for w in self.st.work(batch):
+            state = _not_attempted(w["key"], w["skip"], fatal) if fatal else read_one(w["key"], w["skip"], self.st, w)
             if not (state["error"] or state["fatal"] or state["skip"]):
                 h, w = state["height"], state["width"]
                 with self.gate.hold(self.image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
@@ -434,10 +489,15 @@ def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -
     if ref.shape != written.shape:
         return {"error": f"reference {ref_store.uri(key)} is {ref.shape[1]}x{ref.shape[0]}, "
                          f"the image is {written.shape[1]}x{written.shape[0]}"}
-    r = ref.astype(np.float32) / 255
-    m_out = all_metrics(written.astype(np.float32) / 255, r)
-    m_in = all_metrics(noisy.astype(np.float32) / 255, r)
+    r = _unit(ref)
+    m_out = all_metrics(_unit(written), r)
+    m_in = all_metrics(_unit(noisy), r)
     return {**m_out, **{f"input_{k}": v for k, v in m_in.items()}}
+
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """Integer pixels (8 or 16 bits) as float32 in [0, 1]."""
+    return pixels.astype(np.float32) / np.iinfo(pixels.dtype).max
 
 
 PIPELINES = ("auto", "fused", "staged")
@@ -490,15 +550,21 @@ class _Planned:
     to_do: int = 0  # inputs with no output
     existing: int = 0  # with an output to verify
     trusted: int = 0  # with an output an earlier report vouches for (not read again)
+    redo: int = 0  # with an output of unknown or other origin (another model, a changed input): redone
+    refused: int = 0  # of those, made by another model or options, with --other-model refuse
+    refused_example: tuple[str, str] | None = None  # (key, the model that made it)
     excluded: int = 0
     example: tuple[str, str] | None = None  # an excluded key and why
 
 
-def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str) -> _Planned:
+def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, stamp: dict[str, str]) -> _Planned:
     """Merge the input listing, the output listing and the earlier runs' report rows as sorted
     streams (raydenoise.plan) into the run's plan files: memory does not grow with the number of
-    objects. Without a reference, an output whose size and tag match its earlier completion row
-    is trusted without reading it; others are verified by the workers."""
+    objects. An existing output is kept only when an earlier row says this input was made into it
+    by this run's model and options (``stamp``, see made_by); without a reference, one whose size
+    and tag also match that row is trusted without reading it, the others are verified by the
+    workers (MD5, size). Outputs of unknown or other origin are redone (``--other-model refuse``:
+    DenoiseError naming both models instead, before any work)."""
     partials: list[str] = []
 
     def outputs() -> Iterator[Entry]:
@@ -508,7 +574,7 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str) 
             else:
                 yield e
 
-    earlier = () if cfg.overwrite or cfg.reference else runfiles.earlier_rows(rep, run_dir + "earlier-")
+    earlier = () if cfg.overwrite else runfiles.earlier_rows(rep, run_dir + "earlier-")
     planned = _Planned(runfiles.Plan(rep, run_dir))
     with planned.plan as plan:
         items = with_outputs(select(inp.iter_entries(), cfg.include_hidden), None if cfg.overwrite else outputs())
@@ -517,16 +583,25 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str) 
                 plan.row(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
                 planned.excluded += 1
                 planned.example = planned.example or (item.key, item.excluded)
-            elif trusted(item):
+                continue
+            why = other_maker(item, stamp["made_by"]) if item.existing is not None else ""
+            if not why and not cfg.reference and trusted(item, stamp["made_by"]):
                 r = item.earlier
                 plan.row(rpt.blank_row(item.key, status="skipped", width=r["width"], height=r["height"], seconds=0.0,
                                        output_bytes=r["output_bytes"], output_md5=r.get("output_md5"),
-                                       output_tag=r["output_tag"]))
+                                       output_tag=r["output_tag"], input_bytes=item.size, input_tag=item.tag or None,
+                                       **stamp))
                 planned.trusted += 1
+            elif why:
+                if why.startswith(OTHER_MODEL_WHY) and cfg.other_model == "refuse":
+                    planned.refused += 1
+                    planned.refused_example = planned.refused_example or (item.key, item.earlier.get("model") or "?")
+                plan.work(item.key, None, input_tag=item.tag, note=f"{why}; redone")
+                planned.redo += 1
             else:
                 r = item.earlier or {}
                 same_size = item.existing is not None and r.get("output_bytes") == item.existing.size
-                plan.work(item.key, item.existing, r.get("output_md5") if same_size else None)
+                plan.work(item.key, item.existing, r.get("output_md5") if same_size else None, input_tag=item.tag)
                 if item.existing is None:
                     planned.to_do += 1
                 else:
@@ -559,6 +634,7 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     max_pixels = int(cfg.max_megapixels * 1e6) or None
     run_id = runfiles.new_run_id()
     run_dir = f"{runfiles.RUNS}/{run_id}/"
+    created: list[str] = []  # local folders this run made (removed again if it stops before writing anything)
     try:
         inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
         rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
@@ -566,8 +642,10 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         check_locations(inp, out, ref, rep)
         if cfg.dry_run:
             model_uri = resolve_model_uri(cfg.model, endpoint)
-            return dry_run(cfg, inp, out, rep, model_uri, endpoint, max_pixels, log, t_start)
+            return dry_run(cfg, inp, out, rep, model_uri, endpoint, max_pixels, log, t_start,
+                           made_by(cfg, model_uri, endpoint)["made_by"])
         next(inp.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
+        created += [s.path for s in (out, rep) if not s.is_s3 and not os.path.lexists(s.path)]
         out.check_writable()
         rep.check_writable()
         model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
@@ -575,71 +653,100 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
             load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
         if cfg.sigma is not None and not takes_level(model_uri, endpoint):
             raise DenoiseError(BLIND_SIGMA.format(model=cfg.model))
-    except (StorageError, ArtifactError) as exc:
+        stamp = made_by(cfg, model_uri, endpoint)
+    except (StorageError, ArtifactError, DenoiseError) as exc:
+        _remove_empty(created)
+        raise DenoiseError(str(exc)) from None
+    lock = RunLock(rep, run_id, out.root)
+    try:
+        lock.acquire()
+    except (LockHeld, StorageError) as exc:
+        _remove_empty(created)
         raise DenoiseError(str(exc)) from None
     try:
-        planned = _plan(cfg, inp, out, rep, run_dir)
-    except StorageError as exc:
-        runfiles.remove_run(rep, run_dir)
-        raise DenoiseError(str(exc)) from None
-    plan = planned.plan
-    inputs = planned.to_do + planned.existing + planned.trusted
-    if not inputs:
-        runfiles.remove_run(rep, run_dir)
-        ex = planned.example
-        raise DenoiseError(f"{inp.root}: no files to denoise"
-                           + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else ""))
-    checked_s = time.time() - t_start
-    log(f"denoise: {plural(inputs, 'input')} in {inp.root}; {planned.to_do:,} to do"
-        + (f", {planned.existing:,} with an output already (verified, skipped if complete"
-           f"{', scored again' if ref else ''})" if planned.existing else "")
-        + (f", {planned.trusted:,} with an output the earlier report vouches for (same size and tag; kept, not read)"
-           if planned.trusted else ""))
-    if planned.excluded:
-        log(f"denoise: {plural(planned.excluded, 'file')} excluded (listed in the report): {planned.example[0]}: "
-            f"{planned.example[1]}" + (" ..." if planned.excluded > 1 else ""))
-    parts = runfiles.Parts(rep, run_dir)
-    stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
-    if plan.n_work:
-        ray_s = (start_ray or ensure_ray)() or 0.0
-        stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint,
-                                                    max_pixels, log)
-    seconds = time.time() - t0
-    try:
-        parts.flush()
-        runfiles.assemble(rep, plan, parts, f"not processed: job stopped ({stopped})" if stopped else
-                          "not processed: no result came back from the cluster; rerun to do it")
-        summary = runfiles.summarize(rep, seconds)
-        summary.update(stopped=stopped, run=run_id, trusted=planned.trusted)
-        if first and seconds > first[0] and not stopped:
-            # Throughput once the actors are up (start-up = actor processes, imports, model load).
-            summary["startup_s"] = round(first[0], 3)
-            summary["steady_images_per_s"] = (plan.n_work - first[1]) / (seconds - first[0])
-        # Where the time to the first result goes: checks (arguments, listing, plan, model), joining
-        # Ray, and the pipeline's start (actors, imports, model load) to the first finished image.
-        summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
-                             "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
-        summary["report"] = rep.root
-        _write_report(summary, cfg, inp, out, ref, rep)
-    except Exception as exc:
-        raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
-                           f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
-                           f"parts written so far are in {rep.uri(run_dir)}; rerun to resume") from None
-    runfiles.remove_runs(rep)
-    done = summary["ok"]
-    if interrupted:
-        log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
-        raise KeyboardInterrupt
-    if stopped:
-        raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
-                           f"report in {rep.root}; rerun the same command to resume")
-    log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
-        f"{f', {planned.excluded:,} excluded' if planned.excluded else ''} in {seconds:.1f} s"
-        f"{f' ({rate(plan.n_work, seconds)})' if plan.n_work else ''} -> {out.root}; report in {rep.root}")
-    return summary
+        try:
+            planned = _plan(cfg, inp, out, rep, run_dir, stamp)
+        except StorageError as exc:
+            runfiles.remove_run(rep, run_dir)
+            raise DenoiseError(str(exc)) from None
+        plan = planned.plan
+        inputs = planned.to_do + planned.existing + planned.trusted + planned.redo
+        if not inputs or planned.refused:
+            runfiles.remove_run(rep, run_dir)
+        if planned.refused:
+            key, other = planned.refused_example
+            raise DenoiseError(f"{plural(planned.refused, 'output')} in {out.root} were made by another model or options "
+                               f"(e.g. {out.uri(key)}: {other}); this run uses {stamp['model']}"
+                               f"{'' if cfg.strength == 1 and cfg.sigma is None else ' with other options'}: nothing "
+                               "was written. Pass --other-model redo to replace them, or choose another --output")
+        if not inputs:
+            ex = planned.example
+            raise DenoiseError(f"{inp.root}: no files to denoise"
+                               + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else ""))
+        checked_s = time.time() - t_start
+        log(f"denoise: {plural(inputs, 'input')} in {inp.root}; {planned.to_do:,} to do"
+            + (f", {planned.redo:,} to redo (an output of another model or options, of a changed input, or that no "
+               "earlier report vouches for)" if planned.redo else "")
+            + (f", {planned.existing:,} with an output already (verified, skipped if complete"
+               f"{', scored again' if ref else ''})" if planned.existing else "")
+            + (f", {planned.trusted:,} with an output the earlier report vouches for (same size and tag; kept, not read)"
+               if planned.trusted else ""))
+        if planned.excluded:
+            log(f"denoise: {plural(planned.excluded, 'file')} excluded (listed in the report): {planned.example[0]}: "
+                f"{planned.example[1]}" + (" ..." if planned.excluded > 1 else ""))
+        parts = runfiles.Parts(rep, run_dir)
+        stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
+        if plan.n_work:
+            ray_s = (start_ray or ensure_ray)() or 0.0
+            stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint,
+                                                        max_pixels, log, stamp)
+        seconds = time.time() - t0
+        try:
+            parts.flush()
+            runfiles.assemble(rep, plan, parts, f"not processed: job stopped ({stopped})" if stopped else
+                              "not processed: no result came back from the cluster; rerun to do it")
+            summary = runfiles.summarize(rep, seconds)
+            summary.update(stopped=stopped, run=run_id, trusted=planned.trusted)
+            if first and seconds > first[0] and not stopped:
+                # Throughput once the actors are up (start-up = actor processes, imports, model load).
+                summary["startup_s"] = round(first[0], 3)
+                summary["steady_images_per_s"] = (plan.n_work - first[1]) / (seconds - first[0])
+            # Where the time to the first result goes: checks (arguments, listing, plan, model), joining
+            # Ray, and the pipeline's start (actors, imports, model load) to the first finished image.
+            summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
+                                 "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
+            summary["report"] = rep.root
+            _write_report(summary, cfg, inp, out, ref, rep)
+        except Exception as exc:
+            raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
+                               f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
+                               f"parts written so far are in {rep.uri(run_dir)}; rerun to resume") from None
+        runfiles.remove_runs(rep, run_id)
+        done = summary["ok"]
+        if interrupted:
+            log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
+            raise KeyboardInterrupt
+        if stopped:
+            raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
+                               f"report in {rep.root}; rerun the same command to resume")
+        log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
+            f"{f', {planned.excluded:,} excluded' if planned.excluded else ''} in {seconds:.1f} s"
+            f"{f' ({rate(plan.n_work, seconds)})' if plan.n_work else ''} -> {out.root}; report in {rep.root}")
+        return summary
+    finally:
+        lock.release()
+        _remove_empty(created)
 
 
-def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pixels, log):
+def _remove_empty(folders: list[str]) -> None:
+    """Remove the local folders this run created when they are still empty (a run that stopped
+    before writing anything leaves no empty output or report folder behind)."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pixels, log, stamp):
     """The Ray part of a run: the plan's work through the model actors, report rows into parts."""
     import ray
 
@@ -665,7 +772,8 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pix
     log(f"denoise: {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
         f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
     store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
-                    "endpoint": endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir}
+                    "endpoint": endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir,
+                    "stamp": stamp, "quality": cfg.quality}
     actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
                     "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker,
                     "strength": cfg.strength, "sigma": cfg.sigma}
@@ -740,7 +848,7 @@ SAMPLE = 3  # inputs denoised on the driver to estimate the time
 
 
 def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: str, endpoint: str | None,
-            max_pixels: int | None, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
+            max_pixels: int | None, log: Callable[[str], None], t_start: float, fingerprint: str) -> dict[str, Any]:
     """List and plan only, without Ray and without writing anything: how many inputs would be
     done, found done already (their outputs are verified and kept), or left out (by reason), and
     an estimate of the model time from a few inputs denoised here. The listings are merged as
@@ -748,7 +856,7 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: s
     from collections import Counter
 
     outputs = None if cfg.overwrite or not _exists(out) else out.iter_entries()
-    earlier = () if outputs is None or cfg.reference or not _exists(rep) else runfiles.earlier_rows(rep, None)
+    earlier = () if outputs is None or not _exists(rep) else runfiles.earlier_rows(rep, None)
     counts: Counter = Counter()
     excluded: Counter = Counter()
     examples: dict[str, str] = {}
@@ -759,7 +867,10 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: s
             if item.excluded:
                 excluded[item.excluded] += 1
                 examples.setdefault(item.excluded, item.key)
-            elif trusted(item):
+            elif item.existing is not None and other_maker(item, fingerprint):
+                counts["redo"] += 1
+                todo_bytes += item.size
+            elif not cfg.reference and trusted(item, fingerprint):
                 counts["trusted"] += 1
             elif item.existing is not None:
                 counts["existing"] += 1
@@ -772,11 +883,14 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: s
         raise DenoiseError(str(exc)) from None
     plan_s = time.time() - t_start
     estimate = _estimate(sample, inp, model_uri, endpoint, max_pixels, cfg.tile, todo_bytes)
-    summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "existing": counts["existing"],
+    summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "redo": counts["redo"],
+               "existing": counts["existing"],
                "trusted": counts["trusted"], "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
                "plan_s": round(plan_s, 3), "estimate": estimate}
     log(f"denoise --dry-run: {plural(counts['inputs'], 'input')} in {inp.root}: {counts['to_do']:,} to do, "
-        f"{counts['existing']:,} with an output in {out.root} already (verified, skipped if complete), "
+        + (f"{counts['redo']:,} to redo (an output of another model or options, of a changed input, or that no "
+           "earlier report vouches for), " if counts["redo"] else "")
+        + f"{counts['existing']:,} with an output in {out.root} already (verified, skipped if complete), "
         + (f"{counts['trusted']:,} with an output the earlier report vouches for (kept, not read), "
            if counts["trusted"] else "")
         + f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"

@@ -10,12 +10,13 @@ Normalization rules (also in the README):
 Anything else (float images, 32-bit integer images outside 0..65535) is rejected.
 
 ``decode_for_denoise``/``encode_like`` are the ``denoise`` pair: they keep what the model does not
-touch (alpha, grayscale, the file format) so an output looks like its input, and refuse what
-would be lost silently (16-bit depth).
+touch (alpha, grayscale, the file format, EXIF, the ICC profile, a lossy input's quality) so an
+output looks like its input, and refuse what would be lost silently (16-bit depth).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
@@ -80,6 +81,8 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
             frames = getattr(im, "n_frames", 1)
     except UnidentifiedImageError:
         fmt = _sniff(data)
+        if fmt == "TIFF":
+            _tiff_samples(data)  # a readable TIFF of samples Pillow does not take: say which
         if fmt:
             raise ImageError(f"corrupt or truncated image data (a {fmt} header, but unreadable)") from None
         raise ImageError("not an image (unrecognized format)") from None
@@ -137,6 +140,16 @@ _SIGNATURES = {
 
 
 @dataclass(frozen=True)
+class Keep:
+    """What an output keeps of its input besides the pixels (see read_keep)."""
+
+    exif: bytes = b""  # the input's EXIF ("Exif\0\0" + TIFF), orientation set to 1: pixels are stored upright
+    icc: bytes = b""  # the ICC colour profile (Display P3, Adobe RGB...): without it colours shift
+    quality: int = 0  # a lossy input's quality (JPEG: estimated from its quantization tables); 0: lossless
+    subsampling: int = -1  # a JPEG's chroma subsampling (0 4:4:4, 1 4:2:2, 2 4:2:0); -1: none
+
+
+@dataclass(frozen=True)
 class Decoded:
     """An input image as ``denoise`` sees it: 8-bit RGB pixels for the model plus what the
     output must keep."""
@@ -145,6 +158,78 @@ class Decoded:
     alpha: np.ndarray | None  # uint8 (H, W), carried through unchanged; None without transparency
     gray: bool  # written back with one channel
     format: str  # Pillow's format name ("PNG", "JPEG", ...)
+    keep: Keep = Keep()
+
+
+WEBP_QUALITY = 90  # a lossy WebP input is written lossy at this quality (its own cannot be read back)
+
+
+def read_keep(im: Image.Image, data: bytes) -> Keep:
+    """EXIF (orientation normalized), ICC profile and lossy quality of an opened input."""
+    exif = im.info.get("exif") or b""
+    if exif and not exif.startswith(b"Exif\0\0"):
+        exif = b"Exif\0\0" + exif  # PNG's eXIf chunk holds the TIFF part alone
+    quality, subsampling = 0, -1
+    if im.format in ("JPEG", "MPO"):
+        quality = jpeg_quality(im)
+        from PIL import JpegImagePlugin
+
+        subsampling = JpegImagePlugin.get_sampling(im)
+    elif im.format == "WEBP" and _webp_is_lossy(data):
+        quality = WEBP_QUALITY
+    return Keep(exif=_upright(exif), icc=im.info.get("icc_profile") or b"", quality=quality, subsampling=subsampling)
+
+
+@functools.cache
+def _jpeg_tables() -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """The luminance quantization table libjpeg writes at each quality 1..100."""
+    tables = []
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, format="JPEG", quality=q)
+        tables.append((q, tuple(Image.open(buf).quantization[0])))
+    return tuple(tables)
+
+
+def jpeg_quality(im: Image.Image) -> int:
+    """The libjpeg quality (1-100) whose luminance table is closest to the image's (as
+    ImageMagick's estimate does); JPEG_QUALITY when it has none."""
+    tables = getattr(im, "quantization", None) or {}
+    lum = tables.get(0) if isinstance(tables, dict) else None
+    if not lum or len(lum) != 64:
+        return JPEG_QUALITY
+    return min(_jpeg_tables(), key=lambda qt: sum(abs(a - b) for a, b in zip(lum, qt[1])))[0]
+
+
+def _webp_is_lossy(data: bytes) -> bool:
+    """A WebP whose image chunk is "VP8 " (lossy), not "VP8L" (lossless), walking its chunks."""
+    pos = 12
+    while pos + 8 <= len(data):
+        tag, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if tag in (b"VP8 ", b"VP8L"):
+            return tag == b"VP8 "
+        pos += 8 + size + (size & 1)
+    return False
+
+
+def _upright(exif: bytes) -> bytes:
+    """``exif`` with its orientation tag (IFD0, 0x0112) set to 1, every other byte as it was;
+    unparseable EXIF is dropped rather than written back wrong."""
+    if not exif:
+        return b""
+    tiff = bytearray(exif[6:])
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
+        ifd = struct.unpack(order + "I", tiff[4:8])[0]
+        (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+        for i in range(count):
+            at = ifd + 2 + 12 * i
+            tag, kind = struct.unpack(order + "HH", tiff[at:at + 4])
+            if tag == 0x0112 and kind == 3:
+                tiff[at + 8:at + 10] = struct.pack(order + "H", 1)
+    except (KeyError, struct.error):
+        return b""
+    return b"Exif\0\0" + bytes(tiff)
 
 
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -160,11 +245,80 @@ def decode_for_denoise(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     """
     im = _open(data, max_pixels)
     depth = _bits_per_sample(im, data)
+    keep = read_keep(im, data)
+    if depth == 16 and im.format in ("PNG", "TIFF"):
+        return _decode16(data, im, keep)
     if depth > 8:
-        raise ImageError(f"{depth}-bit samples: denoise writes 8-bit images and will not drop the low "
-                         "bits silently; convert it to 8 bits first")
+        raise ImageError(f"{depth}-bit samples ({im.format}, mode {im.mode}): denoise reads 16-bit PNG and TIFF "
+                         "and 8-bit images; convert it to one of those first")
     rgb, alpha, _ = _convert(im, keep_alpha=True)
-    return Decoded(rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG")
+    return Decoded(rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG", keep=keep)
+
+
+def _tiff_samples(data: bytes) -> None:
+    """ImageError naming the sample type of a TIFF that tifffile reads and Pillow does not (float
+    or 32-bit colour); nothing when tifffile cannot read it either."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            dtype = tif.pages[0].dtype
+    except Exception:
+        return
+    if dtype is not None:
+        kind = "floating-point" if np.dtype(dtype).kind == "f" else "integer"
+        raise ImageError(f"{np.dtype(dtype).itemsize * 8}-bit {kind} samples: denoise reads 8- and 16-bit images; "
+                         "convert it to 16-bit TIFF or PNG first")
+
+
+def _decode16(data: bytes, im: Image.Image, keep: Keep) -> Decoded:
+    """A 16-bit PNG or TIFF at full precision (Pillow keeps only the high byte of 16-bit colour):
+    uint16 RGB (grayscale replicated) and alpha, EXIF orientation applied as for 8-bit inputs."""
+    try:
+        if im.format == "PNG":
+            import cv2
+
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if arr is not None and arr.ndim == 3:
+                arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # OpenCV's BGR(A) -> RGB(A)
+        else:
+            import tifffile
+
+            arr = tifffile.imread(io.BytesIO(data))
+    except Exception as exc:
+        raise ImageError(f"corrupt or truncated 16-bit {im.format} ({type(exc).__name__}: {exc})") from None
+    if arr is None or arr.dtype != np.uint16 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (
+            1, 2, 3, 4)):
+        raise ImageError(f"16-bit {im.format} with an unsupported layout ({getattr(arr, 'shape', None)})")
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):  # gray (+ alpha)
+        gray_alpha = arr[..., 1] if arr.shape[2] == 2 else None
+        arr = arr[..., 0]
+    else:
+        gray_alpha = None
+    gray = arr.ndim == 2
+    alpha = gray_alpha if gray else (arr[..., 3] if arr.shape[2] == 4 else None)
+    rgb = np.repeat(arr[..., None], 3, axis=2) if gray else arr[..., :3]
+    orientation = _orientation(im)
+    rgb = _orient(rgb, orientation)
+    if alpha is not None:
+        alpha = None if alpha.min() == 65535 else _orient(alpha, orientation)
+    return Decoded(rgb=np.ascontiguousarray(rgb), alpha=None if alpha is None else np.ascontiguousarray(alpha),
+                   gray=gray, format=im.format, keep=keep)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as viewers show them for an EXIF orientation (what ImageOps.exif_transpose does)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.swapaxes(a, 0, 1)[::-1]}
+    return ops[orientation](arr) if orientation in ops else arr
 
 
 def _bits_per_sample(im: Image.Image, data: bytes) -> int:
@@ -183,32 +337,93 @@ def _bits_per_sample(im: Image.Image, data: bytes) -> int:
     return 8
 
 
-def encode_like(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str) -> bytes:
+def encode_like(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, keep: Keep = Keep(),
+                quality: int | None = None) -> bytes:
     """Encode a denoised uint8 (H, W, 3) image in its input's format: one channel if the input
-    was grayscale, the input's alpha channel re-attached unchanged. PNG is lossless at zlib level
-    1, JPEG quality 95 without chroma subsampling, WebP lossless; other formats Pillow can write
-    keep their format, the rest become PNG bytes."""
+    was grayscale, the input's alpha channel re-attached unchanged, its EXIF (orientation 1) and
+    ICC profile carried (``keep``). A lossy input stays lossy: JPEG at the input's estimated
+    quality and chroma subsampling, lossy WebP at WEBP_QUALITY; ``quality`` (1-100) overrides
+    both. PNG is lossless at zlib level 1, lossless WebP stays lossless; other formats Pillow can
+    write keep their format, the rest become PNG bytes."""
+    fmt = (fmt or "PNG").upper()
+    if rgb.dtype == np.uint16:
+        return _encode16(rgb, alpha, gray, fmt, keep)
     im = Image.fromarray(rgb)
     if gray:
         im = im.convert("L")
     if alpha is not None:
         im.putalpha(Image.fromarray(alpha))  # L -> LA, RGB -> RGBA
-    buf = io.BytesIO()
-    fmt = (fmt or "PNG").upper()
+    meta = {k: v for k, v in (("exif", keep.exif), ("icc_profile", keep.icc)) if v}
     if fmt in ("JPEG", "MPO"):
-        im.convert("L" if gray else "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    elif fmt == "WEBP":
-        im.convert("RGBA" if alpha is not None else "RGB").save(buf, format="WEBP", lossless=True)
-    elif fmt == "PNG":
+        sub = keep.subsampling if keep.subsampling in (0, 1, 2) and not gray else 0
+        return _save(im.convert("L" if gray else "RGB"), "JPEG", meta, quality=quality or keep.quality or JPEG_QUALITY,
+                     subsampling=sub)
+    if fmt == "WEBP":
+        im = im.convert("RGBA" if alpha is not None else "RGB")
+        if quality or keep.quality:
+            return _save(im, "WEBP", meta, quality=quality or keep.quality)
+        return _save(im, "WEBP", meta, lossless=True)
+    if fmt == "PNG":
         # Lossless at every level; level 1 encodes ~3x faster than Pillow's default 6.
-        im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    else:
+        return _save(im, "PNG", meta, compress_level=PNG_COMPRESS_LEVEL)
+    try:
+        return _save(im, fmt, meta)
+    except (KeyError, OSError, ValueError):
+        return _save(im, "PNG", meta)
+
+
+def _encode16(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, keep: Keep) -> bytes:
+    """16-bit PNG (OpenCV's encoder, then the ICC profile and EXIF spliced in as iCCP/eXIf
+    chunks) or TIFF (tifffile, with the ICC profile), grayscale as one channel, alpha kept."""
+    planes = [rgb.mean(axis=2).round().astype(np.uint16) if gray else rgb]
+    if alpha is not None:
+        planes.append(alpha.astype(np.uint16))
+    arr = planes[0] if len(planes) == 1 else np.dstack(planes)
+    if fmt == "TIFF":
+        import tifffile
+
+        buf = io.BytesIO()
+        photometric = "minisblack" if gray else "rgb"
+        tifffile.imwrite(buf, arr, photometric=photometric, compression="zlib",
+                         extrasamples=("unassalpha",) if alpha is not None else None,
+                         iccprofile=keep.icc or None)
+        return buf.getvalue()
+    import cv2
+
+    if arr.ndim == 3:
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
+    if not ok:
+        raise ImageError("the 16-bit PNG encoder failed")
+    return _png_with(png.tobytes(), keep)
+
+
+def _png_with(png: bytes, keep: Keep) -> bytes:
+    """PNG bytes with an iCCP chunk (the ICC profile) and an eXIf chunk (EXIF) after IHDR."""
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    extra = b""
+    if keep.icc:
+        extra += chunk(b"iCCP", b"icc\0\0" + zlib.compress(keep.icc))
+    if keep.exif:
+        extra += chunk(b"eXIf", keep.exif[6:])
+    end_ihdr = 8 + 8 + 13 + 4
+    return png[:end_ihdr] + extra + png[end_ihdr:]
+
+
+def _save(im: Image.Image, fmt: str, meta: dict[str, bytes], **options) -> bytes:
+    """Pillow's bytes of ``im`` with ``meta`` (EXIF, ICC); a format that cannot hold one of them
+    is written without it rather than not at all."""
+    for extra in (meta, {k: v for k, v in meta.items() if k == "icc_profile"}, {}):
+        buf = io.BytesIO()
         try:
-            im.save(buf, format=fmt)
-        except (KeyError, OSError, ValueError):
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-    return buf.getvalue()
+            im.save(buf, format=fmt, **options, **extra)
+            return buf.getvalue()
+        except (TypeError, ValueError, OSError, KeyError):
+            if not extra:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _sniff(data: bytes) -> str | None:

@@ -199,12 +199,21 @@ class Denoiser:
 
     @staticmethod
     def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-        # NHWC uint8 viewed as NCHW is already channels-last: no copy on the way in.
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float().div_(255.0)
+        # NHWC viewed as NCHW is already channels-last: no copy on the way in. uint16 (16-bit
+        # PNG/TIFF) is computed at full precision: [0, 65535] -> [0, 1] as uint8's [0, 255].
+        top = float(np.iinfo(rgb.dtype).max)
+        if rgb.dtype == np.uint16:
+            rgb = rgb.astype(np.int32)  # torch has no uint16 arithmetic on every version
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float().div_(top)
 
     @staticmethod
-    def _to_uint8(y: torch.Tensor) -> np.ndarray:
-        return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    def _to_uint8(y: torch.Tensor, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
+        """[0, 1] floats -> integers of ``dtype`` (uint8, or uint16 for 16-bit inputs)."""
+        top = float(np.iinfo(dtype).max)
+        y = y.mul_(top).round_().clamp_(0, top)
+        if dtype == np.uint8:
+            return y.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return y.to(torch.int32).permute(0, 2, 3, 1).numpy().astype(dtype)
 
     @torch.inference_mode()
     def _run_uint8_tiled(self, rgb: np.ndarray, t: int, level: float | None) -> np.ndarray:
@@ -214,7 +223,7 @@ class Denoiser:
         out = np.empty_like(rgb)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
             pred = self._forward(self._to_tensor(rgb[None, ys:ye, xs:xe]), level)
-            out[y0:y1, x0:x1] = self._to_uint8(pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs])[0]
+            out[y0:y1, x0:x1] = self._to_uint8(pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype)[0]
         return out
 
     @torch.inference_mode()
@@ -228,8 +237,8 @@ class Denoiser:
         groups: dict[tuple, list[int]] = defaultdict(list)
         levels: list[float | None] = [None] * len(images)
         for i, img in enumerate(images):
-            if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-                raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
+            if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+                raise ValueError(f"expected uint8 or uint16 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
             if self.conditioned and self.sigma is None and self.strength > 0:
                 levels[i] = self.level_for(measured[i] if measured is not None else estimate_sigma(img))
             elif self.conditioned:
@@ -240,7 +249,7 @@ class Denoiser:
             t = self.tile_for(*img.shape[:2])
             tiled = t is not None and (img.shape[0] > t or img.shape[1] > t)
             shared = self.device.type != "cpu" and not tiled
-            groups[(img.shape, levels[i]) if shared else (i, img.shape)].append(i)
+            groups[(img.shape, img.dtype.str, levels[i]) if shared else (i, img.shape)].append(i)
         for idx in groups.values():
             gray = images[idx[0]].ndim == 2
             rgb = [np.repeat(images[i][..., None], 3, axis=2) if gray else images[i] for i in idx]
@@ -250,11 +259,11 @@ class Denoiser:
             if t is not None and (h > t or w > t) and len(idx) == 1:
                 arr = self._run_uint8_tiled(rgb[0], t, level)[None]
             else:
-                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb)), level))
+                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb)), level), rgb[0].dtype)
             for j, i in enumerate(idx):
                 out = arr[j]
                 if gray:
-                    out = out.mean(axis=2).round().astype(np.uint8)
+                    out = out.mean(axis=2).round().astype(out.dtype)
                 if not self.conditioned and self.strength != 1.0:
                     out = _blend(images[i], out, self.strength)
                 results[i] = np.ascontiguousarray(out)
@@ -262,9 +271,10 @@ class Denoiser:
 
 
 def _blend(image: np.ndarray, output: np.ndarray, strength: float) -> np.ndarray:
-    """``image + strength * (output - image)`` in uint8 (a blind network's --strength)."""
+    """``image + strength * (output - image)`` in the image's integer type (a blind network's
+    --strength)."""
     mixed = image.astype(np.float32) + strength * (output.astype(np.float32) - image.astype(np.float32))
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(mixed), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
 # ----------------------------------------------------------------------------- large images

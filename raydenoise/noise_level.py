@@ -31,7 +31,7 @@ MAX_ROUNDS = 6  # of weak-texture selection (it settles in 2-4)
 
 
 def estimate_sigma(image: np.ndarray) -> float:
-    """The noise level of ``image`` (uint8 or float on the 0-255 scale, (H, W) or (H, W, C)) as
+    """The noise level of ``image`` (uint8, uint16 or float on the 0-255 scale, (H, W) or (H, W, C)) as
     the standard deviation of its noise on the 0-255 scale; 0.0 for an image too small to hold
     a patch (under 7 x 7 pixels). ValueError for an array that is not 2-D or 3-D.
 
@@ -42,6 +42,8 @@ def estimate_sigma(image: np.ndarray) -> float:
     (``estimate_noise``), so the two agree."""
     if image.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+    if image.dtype == np.uint16:  # a 16-bit image, on the same 0-255 scale
+        image = image.astype(np.float32) / 257.0
     return _image_level(image)
 
 

@@ -9,7 +9,7 @@ keys.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .storage import HIDDEN_REASON, PARTIAL_REASON, Entry, left_out_reason
 
@@ -29,6 +29,7 @@ class Item:
     existing: Entry | None = None
     size: int = 0  # the input's bytes
     earlier: dict | None = None  # an earlier run's report row for this key (see trusted)
+    tag: str = ""  # the input's listed tag (S3 ETag, local modification time)
 
 
 def _report_folder(key: str) -> str | None:
@@ -70,7 +71,7 @@ def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
 
 
 def _item(e: Entry, include_hidden: bool, reason: str) -> Item:
-    return Item(e.key, left_out_reason(e.key, include_hidden) or reason, size=e.size)
+    return Item(e.key, left_out_reason(e.key, include_hidden) or reason, size=e.size, tag=e.tag)
 
 
 def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iterator[Item]:
@@ -85,7 +86,7 @@ def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iter
         while out is not None and out.key < item.key:
             out = next(it, None)
         if out is not None and out.key == item.key and not item.excluded:
-            yield Item(item.key, "", out, item.size)
+            yield replace(item, existing=out)
         else:
             yield item
 
@@ -98,17 +99,37 @@ def with_earlier(items: Iterable[Item], rows: Iterable[dict]) -> Iterator[Item]:
         while row is not None and row["key"] < item.key:
             row = next(it, None)
         if row is not None and row["key"] == item.key and item.existing is not None:
-            yield Item(item.key, item.excluded, item.existing, item.size, row)
+            yield replace(item, earlier=row)
         else:
             yield item
 
 
-def trusted(item: Item) -> bool:
-    """True when an earlier report vouches for the item's existing output: its row says the
-    output was written (or verified) with exactly the size and tag listed now (S3: the ETag of
-    the bytes written; local: the modification time), so it was not touched since and need not
-    be read again."""
+OTHER_MODEL_WHY = "the existing output was made by another model or options"
+
+
+def other_maker(item: Item, made_by: str) -> str:
+    """Why the item's existing output is not what this run would make ("" when it is): the
+    earlier report's row must say that this input, at the size and tag listed now, was made into
+    it by the same model and options (``made_by``, see denoise.made_by). An output no row vouches
+    for (no report, a report from before this was recorded, a run that stopped before its row)
+    is of unknown origin and redone too."""
+    row = item.earlier
+    if row is None or row.get("status") not in ("ok", "skipped"):
+        return "no earlier report vouches for the existing output"
+    if not row.get("made_by"):
+        return "the earlier report does not record what made the existing output"
+    if row.get("input_bytes") != item.size or (row.get("input_tag") or "") != item.tag:
+        return "the input changed since its existing output was made"
+    if row["made_by"] != made_by:
+        return f"{OTHER_MODEL_WHY} ({row.get('model') or '?'}, {row['made_by']})"
+    return ""
+
+
+def trusted(item: Item, made_by: str) -> bool:
+    """True when an earlier report vouches for the item's existing output: it was made from this
+    input by this run's model and options (other_maker), and its row says the output was written
+    (or verified) with exactly the size and tag listed now (S3: the ETag of the bytes written;
+    local: the modification time), so it was not touched since and need not be read again."""
     row, out = item.earlier, item.existing
-    return (row is not None and out is not None and row.get("status") in ("ok", "skipped")
-            and bool(row.get("output_tag")) and row.get("output_bytes") == out.size
-            and row.get("output_tag") == out.tag)
+    return (out is not None and not other_maker(item, made_by) and bool(row.get("output_tag"))
+            and row.get("output_bytes") == out.size and row.get("output_tag") == out.tag)

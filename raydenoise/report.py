@@ -7,7 +7,8 @@ A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error`
 on the 0-255 scale, no reference needed) and ``sigma`` (the level a conditioned network was
 given); ``output_bytes``,
 ``output_md5`` and ``output_tag`` (what a listing shows for the output: S3 ETag, local
-modification time) let a rerun trust an unchanged output without reading it. Statuses:
+modification time) let a rerun trust an unchanged output without reading it; ``input_bytes``,
+``input_tag``, ``model`` and ``made_by`` record what made it (PROVENANCE). Statuses:
 
 - ``ok``: denoised and written; ``skipped``: its output existed, was verified and kept;
 - ``error``: this image failed (``error`` says why; the job went on);
@@ -37,13 +38,18 @@ EXCLUDED, NOT_DONE = "excluded", "not-done"
 ALL_METRICS = (*METRICS, *(f"input_{m}" for m in METRICS))
 NOISE = ("input_noise", "output_noise", "sigma")  # estimated levels (0-255 scale): summarized like metrics
 STATS = (*ALL_METRICS, *NOISE)
+# What made an output (a rerun keeps it only when all of these still hold): the input's size and
+# listed tag, the model as named and ``made_by``, the fingerprint of its weights and the options
+# that change pixels (see denoise.made_by).
+PROVENANCE = ("input_bytes", "input_tag", "model", "made_by")
 COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS, *NOISE,
-           "output_bytes", "output_md5", "output_tag"]
+           "output_bytes", "output_md5", "output_tag", *PROVENANCE]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
     ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
     *[(m, pa.float64()) for m in STATS],
     ("output_bytes", pa.int64()), ("output_md5", pa.string()), ("output_tag", pa.string()),
+    ("input_bytes", pa.int64()), ("input_tag", pa.string()), ("model", pa.string()), ("made_by", pa.string()),
 ])
 
 

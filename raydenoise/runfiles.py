@@ -46,7 +46,8 @@ PART_ROWS = 5000  # a report part is written every PART_ROWS rows or PART_SECOND
 PART_SECONDS = float(os.environ.get("RAYDENOISE_REPORT_PART_SECONDS", "10"))
 MAX_SLICES = 4096  # Ray Data blocks of work, at most
 WORK_SCHEMA = pa.schema([("key", pa.string()), ("skip", pa.bool_()), ("listed_bytes", pa.int64()),
-                         ("listed_tag", pa.string()), ("expected_md5", pa.string())])
+                         ("listed_tag", pa.string()), ("expected_md5", pa.string()), ("input_tag", pa.string()),
+                         ("note", pa.string())])
 
 
 def new_run_id() -> str:
@@ -148,12 +149,16 @@ class Plan:
     def row(self, row: dict[str, Any]) -> None:
         self.planned.write(row)
 
-    def work(self, key: str, existing: Entry | None, expected_md5: str | None = None) -> None:
-        """``expected_md5``: the MD5 an earlier report recorded for the existing output of the
-        same size (a rewrite in place changed its tag): verification then compares it too."""
+    def work(self, key: str, existing: Entry | None, expected_md5: str | None = None, input_tag: str | None = None,
+             note: str | None = None) -> None:
+        """``existing``: the output to verify and keep (None: make it). ``expected_md5``: the MD5
+        an earlier report recorded for that output at the same size (a rewrite in place changed
+        its tag): verification then compares it too. ``input_tag``: the input's listed tag (what
+        the report records as what made the output); ``note``: why an existing output is redone."""
         self._work.add({"key": key, "skip": existing is not None,
                         "listed_bytes": existing.size if existing else None,
-                        "listed_tag": existing.tag if existing else None, "expected_md5": expected_md5})
+                        "listed_tag": existing.tag if existing else None, "expected_md5": expected_md5,
+                        "input_tag": input_tag, "note": note})
 
 
 def slicing(n_work: int) -> tuple[int, int]:
@@ -258,6 +263,15 @@ def remove_run(rep: Store, run_dir: str) -> None:
     rep.remove_folder(run_dir.rstrip("/"))
 
 
-def remove_runs(rep: Store) -> None:
-    """Remove the run folders (after a report that includes them is written)."""
-    rep.remove_folder(RUNS)
+def remove_runs(rep: Store, run_id: str) -> None:
+    """After a report that includes them is written: remove this run's folder and those of
+    earlier runs (drivers that were killed: their rows are in the report now). A later run's
+    folder is never touched (the run lock keeps a second live run out; see runlock)."""
+    if not rep.fs.exists(rep.key_path(RUNS)):
+        return
+    for name in {k.split("/", 1)[0] for k in _sub(rep, RUNS).iter_keys()}:
+        if name <= run_id:
+            rep.remove_folder(f"{RUNS}/{name}")
+    with contextlib.suppress(OSError):
+        if not rep.is_s3:
+            os.rmdir(rep.key_path(RUNS))

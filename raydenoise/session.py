@@ -26,8 +26,12 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> float:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = verbose
     ctx.print_on_execution_start = verbose
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True, configure_logging=True,
-             logging_level="INFO" if verbose else "WARNING")
+    address = address or os.environ.get("RAY_ADDRESS")
+    # A local cluster of our own needs no dashboard: fewer processes to start, and none (the
+    # dashboard and its agents) left running after the command ends.
+    local = {} if address else {"include_dashboard": False}
+    ray.init(address=address, log_to_driver=True, configure_logging=True,
+             logging_level="INFO" if verbose else "WARNING", **local)
     return time.perf_counter() - t0
 
 

@@ -33,6 +33,45 @@ LIST_PAGE = 1000  # keys per S3 list request (the most S3 returns)
 LISTING_ENV = "RAYDENOISE_S3_LISTING"  # "flat" (the server lists in key order, as AWS does) or "walk"
 
 
+# Local file names are bytes; the ones that are not valid UTF-8 (old zips, Latin-1 shares) reach
+# Python as lone surrogates ('caf\udce9.png'), which Parquet, JSON and terminals refuse. Keys are
+# therefore escaped text: each undecodable byte as "\xNN" and a literal backslash as "\\" (so no
+# two names share a key, and sorting keys sorts names the same way in every listing). A local
+# Store unescapes a key where it touches the file system: the name on disk is kept byte for byte.
+
+
+def escape_name(name: str) -> str:
+    r"""The key of a local file name (see above); names of valid UTF-8 without a backslash are unchanged."""
+    if not any(c == "\\" or "\udc80" <= c <= "\udcff" for c in name):
+        return name
+    return "".join("\\\\" if c == "\\" else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c
+                   for c in name)
+
+
+def unescape_name(key: str) -> str:
+    r"""The file name of a key (inverse of escape_name; a backslash not followed by a backslash or 'xNN'
+    stays a backslash)."""
+    if "\\" not in key:
+        return key
+    out, i = [], 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\" and key[i + 1:i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif c == "\\" and key[i + 1:i + 2] == "x" and _is_hex(key[i + 2:i + 4]) and int(key[i + 2:i + 4], 16) >= 0x80:
+            out.append(chr(0xDC00 + int(key[i + 2:i + 4], 16)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
 def is_hidden(key: str) -> bool:
     """True when any part of a '/'-separated key starts with '.' (``.x.png``, ``a/.b/c.png``)."""
     return any(part.startswith(".") for part in key.split("/"))
@@ -155,6 +194,8 @@ class Store:
         norm = posixpath.normpath(key)
         if key.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
             raise StorageError(f"key {key!r} escapes {self.root}")
+        if not self.is_s3:
+            norm = unescape_name(norm)  # the name on disk (see escape_name)
         return posixpath.join(self.path, norm) if self.path else norm
 
     def uri(self, key: str) -> str:
@@ -276,13 +317,14 @@ class Store:
         Symbolic links are files, never followed; the tag is the modification time (ns)."""
         try:
             names: list[tuple[str, Entry | None]] = []
-            with os.scandir(os.path.join(self.path, rel)) as it:
+            with os.scandir(os.path.join(self.path, unescape_name(rel))) as it:
                 for e in it:
+                    name = escape_name(e.name)
                     if e.is_dir(follow_symlinks=False):
-                        names.append((e.name + "/", None))
+                        names.append((name + "/", None))
                     else:
                         st = e.stat(follow_symlinks=False)
-                        names.append((e.name, Entry(rel + e.name, st.st_size, str(st.st_mtime_ns))))
+                        names.append((name, Entry(rel + name, st.st_size, str(st.st_mtime_ns))))
             return sorted(names, key=lambda n: n[0])
         except OSError as exc:
             raise StorageError(f"{self.uri(rel.rstrip('/')) if rel else self.root}: cannot list "
@@ -320,6 +362,7 @@ class Store:
                 raise
             f.close()
             return
+        self.check_no_link_out(key)
         folder, name = posixpath.split(path)
         os.makedirs(folder, exist_ok=True)
         tmp = posixpath.join(folder, temp_name(name, folder))
@@ -331,6 +374,27 @@ class Store:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise
+
+    def check_no_link_out(self, key: str) -> None:
+        """StorageError naming the link when a symbolic link on the way from the root to ``key``
+        (the key itself included) leads outside the root: a write through it would land outside
+        (e.g. ``OUT/sub -> IN/sub`` would overwrite inputs). Links that stay inside are fine; a
+        link as the file itself is refused too (it would be replaced, not followed, but it is not
+        an output raydenoise made). Local only: S3 has no links."""
+        if self.is_s3:
+            return
+        root = os.path.realpath(self.path)
+        here, parts = self.path, posixpath.normpath(key).split("/")
+        for i, part in enumerate(parts):
+            here = os.path.join(here, part)
+            if not os.path.islink(here):
+                continue
+            target = os.path.realpath(here)
+            outside = target != root and not target.startswith(root + os.sep)
+            if outside or i == len(parts) - 1:
+                raise StorageError(f"not written: {self.uri('/'.join(parts[:i + 1]))} is a symbolic link (to "
+                                   f"{os.readlink(here)}){' that leads outside ' + self.root if outside else ''}; "
+                                   "raydenoise never writes through a link")
 
     def remove_partials(self, keys: list[str]) -> int:
         """Delete temporary files that interrupted writes left among ``keys``; returns how many."""

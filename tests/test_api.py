@@ -80,7 +80,7 @@ def test_paths_and_missing_models_are_handled_not_raw_library_errors(tmp_path):
 
 def test_bad_inputs_are_exceptions_with_reasons():
     model = raydenoise.load_model("builtin:denoise")
-    with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\) or \(H, W\), got float64"):
+    with pytest.raises(ValueError, match=r"expected uint8 or uint16 \(H, W, 3\) or \(H, W\), got float64"):
         model(np.zeros((8, 8, 3)))
     with pytest.raises(TypeError, match="expected a numpy uint8 array, got list"):
         model([[1, 2]])

@@ -257,18 +257,20 @@ def test_dry_run_writes_nothing_and_its_counts_match_the_real_run(cluster, model
         write(tmp_path / f"in/s{i % 2}/{i}.png", png_bytes(noisy(rgb(24, 32, seed=i), i)))
     write(tmp_path / "in/bad.png", b"not an image")
     write(tmp_path / "in/.hidden.png", png_bytes(rgb(8, 8)))
-    for i in range(0, 8, 2):  # complete outputs for s0/ already (copies of the inputs: the right size)
+    for i in range(0, 8, 2):  # outputs for s0/ already, which no report vouches for: redone
         write(tmp_path / f"out/s0/{i}.png", (tmp_path / f"in/s0/{i}.png").read_bytes())
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     logs = []
     cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), dry_run=True)
     plan = run_denoise(cfg, log=logs.append)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
-    assert (plan["inputs"], plan["to_do"], plan["existing"], sum(plan["excluded"].values())) == (10, 5, 4, 1)
+    assert (plan["inputs"], plan["to_do"], plan["redo"], plan["existing"], sum(plan["excluded"].values())) == \
+        (10, 5, 4, 0, 1)
+    assert any("4 to redo (an output of another model" in line for line in logs)
     assert plan["estimate"]["cpu_seconds"] > 0 and any("nothing was written" in line for line in logs)
     real = run_denoise(replace(cfg, dry_run=False), log=quiet)
-    assert (real["ok"] + real["failures"], real["skipped"], real["excluded"]) == (plan["to_do"], plan["existing"],
-                                                                                   sum(plan["excluded"].values()))
+    assert (real["ok"] + real["failures"], real["skipped"], real["excluded"]) == \
+        (plan["to_do"] + plan["redo"], plan["existing"], sum(plan["excluded"].values()))
     # after the run, its report vouches for every output it wrote or verified: they are kept unread
     again = run_denoise(cfg, log=quiet)
     assert (again["to_do"], again["existing"], again["trusted"]) == (1, 0, 8)  # bad.png is tried again
@@ -281,12 +283,12 @@ def test_dry_run_writes_nothing_and_its_counts_match_the_real_run(cluster, model
     fs.pipe(f"{base[5:]}/out/s1/1.png", (tmp_path / "out/s1/1.png").read_bytes())
     r = run_cli("denoise", "--input", f"{base}/in", "--output", f"{base}/out", "--model", str(model_dir),
                 "--s3-endpoint", s3_server.endpoint, "--dry-run")
-    assert r.returncode == 0 and "10 inputs" in r.stdout and "8 to do, 1 with an output" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "10 inputs" in r.stdout and "8 to do, 1 to redo" in r.stdout, r.stdout + r.stderr
     assert "1 excluded (1 hidden" in r.stdout and "Ray" not in r.stdout
     assert sorted(fs.find(f"{base[5:]}/out")) == [f"{base[5:]}/out/s1/1.png"]
     # on S3 the tag is the ETag, the MD5 of what was written: a rerun trusts the outputs unread
     s3cfg = DenoiseConfig(input=f"{base}/in", output=f"{base}/out", model=str(model_dir), s3_endpoint=s3_server.endpoint)
     first = run_denoise(s3cfg, log=quiet)
-    assert (first["ok"], first["skipped"], first["trusted"]) == (7, 1, 0)
+    assert (first["ok"], first["skipped"], first["trusted"]) == (8, 0, 0)  # s1/1.png: no report vouched for it
     rerun = run_denoise(s3cfg, log=quiet)
     assert (rerun["ok"], rerun["skipped"], rerun["trusted"], rerun["failures"]) == (0, 8, 8, 1)

@@ -26,7 +26,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from raydenoise.artifacts import CONFIG, WEIGHTS, save_model_dir
-from raydenoise.denoise import DenoiseConfig, run_denoise
+from raydenoise.denoise import DenoiseConfig, DenoiseError, run_denoise
 from raydenoise.images import decode_rgb8
 from raydenoise.models import build_model
 
@@ -223,7 +223,11 @@ def test_5_a_model_that_overflows_on_an_image_gives_error_rows_not_black_images(
 
 
 @pytest.mark.parametrize("pipeline", ["fused", "staged"])  # staged: the GPU layout, run on CPU here
-def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, model_dir, tmp_path, pipeline):
+def test_6_alpha_is_carried_through_and_16_bit_stays_16_bit(cluster, model_dir, tmp_path, pipeline):
+    """Alpha is carried through; 16-bit PNG and TIFF (what RAW converters export) are denoised at
+    full precision and written with 16 bits; a float image is an error row naming why."""
+    import tifffile
+
     color = rgb(32, 48, seed=1)
     alpha = np.zeros((32, 48), np.uint8)
     alpha[:, 24:] = 255  # the left half transparent
@@ -235,14 +239,32 @@ def test_6_alpha_is_carried_through_and_16_bit_is_refused_per_image(cluster, mod
     buf = io.BytesIO()
     pal.save(buf, format="PNG", transparency=0)
     write(tmp_path / "in" / "palette.png", buf.getvalue())
-    write(tmp_path / "in" / "deep.png", png16_bytes(color.astype(np.uint16) * 257))
-    write(tmp_path / "in" / "deepgray.png", png16_bytes(color[..., 0].astype(np.uint16) * 257))
+    deep = color.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, color.shape).astype(np.uint16)
+    write(tmp_path / "in" / "deep.png", png16_bytes(deep))
+    write(tmp_path / "in" / "deepgray.png", png16_bytes(deep[..., 0]))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, deep, photometric="rgb")
+    write(tmp_path / "in" / "deep.tif", buf.getvalue())
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, deep.astype(np.float32) / 65535)
+    write(tmp_path / "in" / "float.tif", buf.getvalue())
     r = denoise("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(model_dir),
                 "--pipeline", pipeline, address=cluster)
-    clean_failure(r, "2 of 5 images failed", "deep.png", "16-bit")
+    clean_failure(r, "1 of 7 images failed", "float.tif")
     rows = report(tmp_path / "out" / "_report")
-    assert rows["deep.png"]["status"] == "error" and "16-bit" in rows["deep.png"]["error"]
-    assert not (tmp_path / "out" / "deep.png").exists()
+    assert rows["float.tif"]["status"] == "error" and "32-bit" in rows["float.tif"]["error"]
+    from raydenoise.images import decode_for_denoise
+
+    out16 = decode_for_denoise((tmp_path / "out" / "deep.png").read_bytes()).rgb
+    assert (tmp_path / "out" / "deep.png").read_bytes()[24] == 16 and out16.dtype == np.uint16
+    assert len(np.unique(out16 % 257)) > 50  # the low byte carries information, not a copy of the high one
+    out8 = decode_for_denoise((tmp_path / "out" / "rgba.png").read_bytes()).rgb  # same pixels at 8 bits
+    assert np.abs(out16.astype(float) / 257 - out8).mean() < 3
+    tif = tifffile.imread(tmp_path / "out" / "deep.tif")
+    assert tif.dtype == np.uint16 and np.array_equal(tif, out16)
+    gray = decode_for_denoise((tmp_path / "out" / "deepgray.png").read_bytes())
+    assert gray.gray and gray.rgb.dtype == np.uint16
+    assert rows["deep.png"]["input_noise"] is not None
     out = Image.open(tmp_path / "out" / "rgba.png")
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
     out = Image.open(tmp_path / "out" / "la.png")
@@ -344,7 +366,7 @@ def test_9_storage_that_fails_writes_stops_the_image_not_silently():
             return self.store.uri(key)
 
     st = _Stores.__new__(_Stores)
-    st.ref = None
+    st.ref, st.quality, st.stamp = None, None, {}
     for err, status in ((errno.ENOSPC, NOT_DONE), (errno.EACCES, "error")):
         st.out = FullDisk(open_store("/tmp/x"), err)
         state = {**_new_state("a.png", False), "image": rgb(8, 8), "output": rgb(8, 8), "format": "PNG"}
@@ -670,3 +692,175 @@ def test_1b_an_output_rewritten_in_place_with_the_same_size_is_redone(cluster, m
     rows = {r["key"]: r for r in pq.read_table(tmp_path / "out/_report/report.parquet").to_pylist()}
     assert again["trusted"] == 2 and rows["1.jpg"]["status"] == "ok" and "changed since raydenoise wrote it" in rows["1.jpg"]["note"]
     assert damaged.read_bytes() != bytes(data)
+
+
+# ----------------------------------------------------------------------------- hostile folders (trust issue)
+
+
+def test_a_link_inside_the_output_that_leads_into_the_input_is_an_error_row_never_followed(cluster, model_dir,
+                                                                                             tmp_path):
+    """``ln -s IN/sub OUT/sub``: the write of OUT/sub/x.png would land on the input IN/sub/x.png.
+    It is an error row naming the link; the input is untouched; the other images are written."""
+    noisy_images(tmp_path / "in", 2)
+    noisy_images(tmp_path / "in" / "sub", 2)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").symlink_to(tmp_path / "in" / "sub")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "img01.png").symlink_to(tmp_path / "elsewhere" / "x.png")  # a link as the file itself
+    before = digest(tmp_path / "in")
+    summary = run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                        model=str(model_dir), workers=1), log=lambda m: None)
+    assert digest(tmp_path / "in") == before and not list((tmp_path / "elsewhere").iterdir())
+    rows = report(tmp_path / "out" / "_report")
+    for key in ("sub/img00.png", "sub/img01.png"):
+        assert rows[key]["status"] == "error" and "/out/sub is a symbolic link" in rows[key]["error"]
+        assert "leads outside" in rows[key]["error"]
+    assert rows["img01.png"]["status"] == "error" and "img01.png is a symbolic link" in rows["img01.png"]["error"]
+    assert rows["img00.png"]["status"] == "ok" and summary["failures"] == 3
+
+
+def test_a_resume_keeps_only_outputs_this_run_would_make(cluster, model_dir, tmp_path):
+    """A completion row records what made each output (the input's size and tag, the model's
+    fingerprint and options): another model on the same output, a folder retrained in place, an
+    input replaced by another photo or outputs no report vouches for are redone, not kept;
+    ``--other-model refuse`` stops before any work, naming both models."""
+    import shutil as sh
+
+    inputs = noisy_images(tmp_path / "in", 3)
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    save_model_dir(other, build_model("seed-ae", 8).eval(), {"model": "seed-ae", "width": 8})
+    base = dict(input=str(tmp_path / "in"), output=str(tmp_path / "out"), workers=1)
+
+    def run(model, **kw):
+        s = run_denoise(DenoiseConfig(**base, model=str(model), **kw), log=lambda m: None)
+        return s, report(tmp_path / "out" / "_report")
+
+    first, rows = run(model_dir)
+    made = {k: (tmp_path / "out" / k).read_bytes() for k in inputs}
+    assert first["ok"] == 3 and {r["model"] for r in rows.values()} == {str(model_dir)}
+    assert all(r["input_bytes"] == len(inputs[k]) and r["made_by"] for k, r in rows.items())
+    same, _ = run(model_dir)
+    assert same["trusted"] == 3 and same["ok"] == 0
+    # --other-model refuse: one line naming both, nothing written
+    with pytest.raises(DenoiseError, match=f"made by another model.*{model_dir}.*this run uses {other}"):
+        run(other, other_model="refuse")
+    assert {k: (tmp_path / "out" / k).read_bytes() for k in inputs} == made
+    # another model: every output redone, the report credits it
+    second, rows = run(other)
+    assert second["ok"] == 3 and second["skipped"] == 0
+    assert all("another model" in r["note"] and r["model"] == str(other) for r in rows.values())
+    assert all((tmp_path / "out" / k).read_bytes() != made[k] for k in inputs)
+    # the same folder retrained in place: a new fingerprint
+    sh.rmtree(other)
+    torch.manual_seed(2)
+    save_model_dir(other, build_model("seed-ae", 8).eval(), {"model": "seed-ae", "width": 8})
+    assert run(other)[0]["ok"] == 3
+    # other options (strength) make other pixels: redone
+    assert run(other, strength=0.5)[0]["ok"] == 3
+    # an input replaced by another photo (same name): redone; the others are kept
+    write(tmp_path / "in" / "img01.png", png_bytes(rgb(40, 56, seed=99)))
+    again, rows = run(other, strength=0.5)
+    assert (again["ok"], again["trusted"]) == (1, 2) and "input changed" in rows["img01.png"]["note"]
+    # outputs that no report vouches for (the report folder removed): redone
+    sh.rmtree(tmp_path / "out" / "_report")
+    unknown, rows = run(other, strength=0.5)
+    assert unknown["ok"] == 3 and all("no earlier report" in r["note"] for r in rows.values())
+
+
+def test_two_runs_into_one_output_the_second_is_refused_and_the_first_completes(cluster, model_dir, tmp_path):
+    """The second run stops before planning, naming the first; the first finishes with every
+    input in its report, removes its lock and its run folder, and leaves a later run's folder."""
+    inputs = noisy_images(tmp_path / "in", 60, 48, 64)
+    run = _denoise_until_parts(tmp_path, model_dir, cluster, parts=1)
+    assert run.poll() is None, run.stderr.read()[-2000:]
+    later = tmp_path / "out" / "_report" / ".runs" / "29991231T000000Z-ffffff"
+    later.mkdir(parents=True)
+    with pytest.raises(DenoiseError, match=r"out is being written by another raydenoise run \(run \d{8}T\d{6}Z-\w+, "
+                                           rf"pid {run.pid} on "):
+        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir)),
+                    log=lambda m: None)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-2000:]
+    rows = report(tmp_path / "out" / "_report")
+    assert set(rows) == set(inputs) and {r["status"] for r in rows.values()} == {"ok"}
+    assert not (tmp_path / "out" / "_report" / ".lock").exists()
+    assert [p.name for p in (tmp_path / "out" / "_report" / ".runs").iterdir()] == [later.name]
+
+
+def test_a_run_that_fails_before_any_work_leaves_no_empty_folders(cluster, tmp_path):
+    noisy_images(tmp_path / "in", 1)
+    with pytest.raises(DenoiseError, match="missing config.json"):
+        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                                  model=str(tmp_path / "no-model")), log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_names_that_are_not_utf8_are_processed_and_kept_byte_for_byte(cluster, model_dir, tmp_path):
+    """``caf\\xe9.png`` (Latin-1, as old zips leave it) and a name with a backslash, beside plain
+    ones: denoise, a dry run, ingest and synth process them, the outputs keep the names' bytes,
+    and reports show them escaped (``caf\\\\xe9.png``)."""
+    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.synth import SynthConfig, run_synth
+
+    src = os.fsencode(tmp_path / "in")
+    os.makedirs(src)
+    names = [b"caf\xe9.png", b"back\\slash.png", b"plain.png", b"d\xff\xfe/x.png"]
+    for i, n in enumerate(names):
+        os.makedirs(os.path.dirname(os.path.join(src, n)), exist_ok=True)
+        with open(os.path.join(src, n), "wb") as f:
+            f.write(png_bytes(rgb(24, 32, seed=i)))
+    cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), workers=1)
+    dry = run_denoise(DenoiseConfig(**{**cfg.__dict__, "dry_run": True}), log=lambda m: None)
+    assert dry["to_do"] == 4
+    summary = run_denoise(cfg, log=lambda m: None)
+    assert summary["ok"] == 4 and summary["failures"] == 0
+    out = os.fsencode(tmp_path / "out")
+    for n in names:
+        decode_rgb8(open(os.path.join(out, n), "rb").read())
+    keys = set(report(tmp_path / "out" / "_report"))
+    assert keys == {"caf\\xe9.png", "back\\\\slash.png", "plain.png", "d\\xff\\xfe/x.png"}
+    again = run_denoise(cfg, log=lambda m: None)
+    assert again["trusted"] == 4 and again["ok"] == 0  # the escaped keys plan and merge like any other
+    # synth and ingest (clean-only) take the same names
+    res = run_synth(SynthConfig(clean=str(tmp_path / "in"), out=str(tmp_path / "pairs"), noise="gaussian:10"),
+                    log=lambda m: None)
+    assert len(res.written) == 4
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path / "pairs"), b"high", b"caf\xe9.png"))
+    run_ingest(IngestConfig(low=None, high=str(tmp_path / "in"), out=str(tmp_path / "ds"), split=(0.5, 0.5, 0.0)),
+               log=lambda m: None)
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["counts"]["total"] == 4 and manifest["counts"]["rejected_files"] == 0
+
+
+def test_outputs_keep_exif_icc_and_stay_lossy_at_the_inputs_quality(cluster, model_dir, tmp_path):
+    """A phone JPEG (quality 80, 4:2:0, EXIF with orientation 6 and a camera name, an ICC
+    profile) comes back as a JPEG of about its size at quality 80, 4:2:0, upright pixels with
+    orientation 1, the camera name and the same profile; a lossy WebP stays lossy;
+    --quality overrides and is part of what made the output (a rerun with another redoes it)."""
+    from PIL import ImageCms, JpegImagePlugin
+
+    from raydenoise.images import jpeg_quality
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x0110] = 6, "PhoneMaker", "Phone 9"
+    photo = (np.clip(rgb(48, 64, seed=3).astype(float) * 0.5 + 60, 0, 255)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=80, subsampling=2, exif=exif.tobytes(), icc_profile=icc)
+    write(tmp_path / "in" / "phone.jpg", buf.getvalue())
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "WEBP", quality=70)
+    write(tmp_path / "in" / "lossy.webp", buf.getvalue())
+    cfg = DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_dir), workers=1)
+    assert run_denoise(cfg, log=lambda m: None)["ok"] == 2
+    out = Image.open(tmp_path / "out" / "phone.jpg")
+    assert out.size == (48, 64)  # rotated upright: EXIF orientation 6 applied to the pixels
+    assert jpeg_quality(out) == 80 and JpegImagePlugin.get_sampling(out) == 2
+    assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "PhoneMaker" and out.info["icc_profile"] == icc
+    size_in = (tmp_path / "in" / "phone.jpg").stat().st_size
+    assert (tmp_path / "out" / "phone.jpg").stat().st_size < 1.3 * size_in
+    assert (tmp_path / "out" / "lossy.webp").read_bytes()[12:16] in (b"VP8 ", b"VP8X")
+    assert b"VP8L" not in (tmp_path / "out" / "lossy.webp").read_bytes()[:64]
+    again = run_denoise(DenoiseConfig(**{**cfg.__dict__, "quality": 50}), log=lambda m: None)
+    assert again["ok"] == 2 and jpeg_quality(Image.open(tmp_path / "out" / "phone.jpg")) == 50

@@ -139,3 +139,73 @@ def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_fram
     one = io.BytesIO()
     frames[0].save(one, "GIF")
     assert decode_for_denoise(one.getvalue()).rgb.shape == (8, 10, 3)  # a single-frame GIF is fine
+
+
+def test_lossy_inputs_are_read_with_their_quality_and_metadata():
+    """images.read_keep: a JPEG's quality (estimated from its quantization tables) and chroma
+    subsampling, a WebP's lossy-ness, EXIF with only the orientation changed, the ICC profile."""
+    import io
+
+    from PIL import Image
+
+    from raydenoise.images import _upright, decode_for_denoise, encode_like, jpeg_quality
+
+    pixels = rgb(32, 48, seed=1)
+    for q in (35, 62, 80, 91):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", quality=q)
+        assert jpeg_quality(Image.open(buf)) == q
+    exif = Image.Exif()
+    exif[0x0112], exif[0x0131] = 8, "editor"
+    raw = b"Exif\0\0" + exif.tobytes()[6:] if exif.tobytes().startswith(b"Exif") else b"Exif\0\0" + exif.tobytes()
+    fixed = _upright(raw)
+    assert len(fixed) == len(raw) and sum(a != b for a, b in zip(fixed, raw)) == 1
+    assert _upright(b"Exif\0\0garbage") == b""
+    for kwargs, lossy in (({"quality": 60}, True), ({"lossless": True}, False)):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "WEBP", **kwargs)
+        keep = decode_for_denoise(buf.getvalue()).keep
+        assert (keep.quality > 0) == lossy
+        out = encode_like(pixels, None, False, "WEBP", keep)
+        assert (b"VP8L" not in out[:40]) == lossy
+
+
+def test_16_bit_png_and_tiff_round_trip_at_full_precision_with_metadata():
+    """decode_for_denoise/encode_like: 16-bit RGB, gray and RGBA PNG, and 16-bit TIFF, come back
+    bit for bit with 16 bits; EXIF orientation is applied to the pixels as for 8-bit inputs; the
+    ICC profile is kept; float TIFF is refused with the reason."""
+    import io
+
+    import tifffile
+    from PIL import Image, ImageCms
+
+    from raydenoise.images import Keep, _orient, decode_for_denoise, encode_like
+
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, (6, 9, 3)).astype(np.uint16)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for data, gray in ((png16_bytes(deep), False), (png16_bytes(deep[..., 1]), True)):
+        dec = decode_for_denoise(data)
+        assert dec.rgb.dtype == np.uint16 and dec.gray == gray
+        assert np.array_equal(dec.rgb, np.repeat(deep[..., 1:2], 3, axis=2) if gray else deep)
+        again = decode_for_denoise(encode_like(dec.rgb, None, gray, "PNG", Keep(icc=icc)))
+        assert np.array_equal(again.rgb, dec.rgb) and again.keep.icc == icc
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, deep, photometric="rgb")
+    dec = decode_for_denoise(buf.getvalue())
+    assert dec.format == "TIFF" and np.array_equal(dec.rgb, deep)
+    assert np.array_equal(tifffile.imread(io.BytesIO(encode_like(dec.rgb, None, False, "TIFF"))), deep)
+    alpha = rng.integers(0, 65536, (6, 9)).astype(np.uint16)
+    rgba = decode_for_denoise(encode_like(deep, alpha, False, "PNG"))
+    assert np.array_equal(rgba.alpha, alpha) and np.array_equal(rgba.rgb, deep)
+    for orientation in range(1, 9):  # the same transposes Pillow applies to 8-bit images
+        small = rng.integers(0, 255, (3, 5, 3)).astype(np.uint8)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        b = io.BytesIO()
+        Image.fromarray(small).save(b, "PNG", exif=exif.tobytes())
+        assert np.array_equal(_orient(small, orientation), decode_for_denoise(b.getvalue()).rgb)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, deep.astype(np.float32))
+    with pytest.raises(ImageError, match="32-bit"):
+        decode_for_denoise(buf.getvalue())

@@ -10,7 +10,7 @@ import pytest
 
 from raydenoise import parts, runfiles
 from raydenoise import report as rpt
-from raydenoise.plan import Item, trusted, with_earlier
+from raydenoise.plan import OTHER_MODEL_WHY, Item, other_maker, trusted, with_earlier
 from raydenoise.storage import Entry, open_store
 
 
@@ -101,7 +101,8 @@ def test_work_is_read_back_by_position_across_row_groups_and_files(tmp_path, mon
         assert [r["key"] for r in got] == keys[:n]
     row = runfiles.read_work(store, "run/", 30, 34).to_pylist()
     assert [r["key"] for r in row] == keys[30:34] and row[0] == {"key": "k0030", "skip": True, "listed_bytes": 30,
-                                                                   "listed_tag": "t30", "expected_md5": "md5-30"}
+                                                                   "listed_tag": "t30", "expected_md5": "md5-30",
+                                                                   "input_tag": None, "note": None}
     assert runfiles.slicing(10) == (10, 1) and runfiles.slicing(1_000_000)[0] <= runfiles.MAX_SLICES
 
 
@@ -120,15 +121,36 @@ def test_earlier_rows_take_the_report_and_newer_killed_runs_parts(tmp_path):
 
 
 def test_an_output_is_trusted_only_when_its_size_and_tag_match_a_completion_row():
-    row = rpt.blank_row("a", status="ok", output_bytes=10, output_tag="t1")
-    items = [Item("a", existing=Entry("a", 10, "t1")), Item("b", existing=Entry("b", 10, "t1")), Item("c")]
+    row = rpt.blank_row("a", status="ok", output_bytes=10, output_tag="t1", input_bytes=5, input_tag="i1",
+                        model="m", made_by="fp1")
+    items = [Item("a", existing=Entry("a", 10, "t1"), size=5, tag="i1"), Item("b", existing=Entry("b", 10, "t1")),
+             Item("c")]
     got = list(with_earlier(items, [row, rpt.blank_row("c", status="ok", output_bytes=1, output_tag="x")]))
-    assert [trusted(i) for i in got] == [True, False, False]
+    assert [trusted(i, "fp1") for i in got] == [True, False, False]
     for changed in (Entry("a", 11, "t1"), Entry("a", 10, "t2")):
-        assert not trusted(Item("a", existing=changed, earlier=row))
+        assert not trusted(Item("a", existing=changed, earlier=row, size=5, tag="i1"), "fp1")
     for status in ("error", "not-done"):
-        assert not trusted(Item("a", existing=Entry("a", 10, "t1"), earlier={**row, "status": status}))
-    assert not trusted(Item("a", existing=Entry("a", 10, ""), earlier={**row, "output_tag": ""}))
+        assert not trusted(Item("a", existing=Entry("a", 10, "t1"), earlier={**row, "status": status}, size=5,
+                                tag="i1"), "fp1")
+    assert not trusted(Item("a", existing=Entry("a", 10, ""), earlier={**row, "output_tag": ""}, size=5, tag="i1"),
+                       "fp1")
+
+
+def test_an_output_is_kept_only_when_the_same_input_was_made_into_it_by_the_same_model():
+    """plan.other_maker: another model or options, a changed input (size or tag), a row that does
+    not record its maker (an older report) or no row at all: the output is not this run's."""
+    row = rpt.blank_row("a", status="ok", output_bytes=10, output_tag="t1", input_bytes=5, input_tag="i1",
+                        model="builtin:denoise", made_by="fp1")
+    out = Entry("a", 10, "t1")
+    assert other_maker(Item("a", existing=out, earlier=row, size=5, tag="i1"), "fp1") == ""
+    why = other_maker(Item("a", existing=out, earlier=row, size=5, tag="i1"), "fp2")
+    assert why.startswith(OTHER_MODEL_WHY) and "builtin:denoise" in why
+    assert not trusted(Item("a", existing=out, earlier=row, size=5, tag="i1"), "fp2")
+    for size, tag in ((6, "i1"), (5, "i2")):  # the input was replaced
+        assert "input changed" in other_maker(Item("a", existing=out, earlier=row, size=size, tag=tag), "fp1")
+    assert "does not record" in other_maker(Item("a", existing=out, earlier={**row, "made_by": None}, size=5,
+                                                 tag="i1"), "fp1")
+    assert "no earlier report" in other_maker(Item("a", existing=out, size=5, tag="i1"), "fp1")
 
 
 def test_external_sort_spills_sorted_runs_and_merges_them_stably(tmp_path, monkeypatch):
