@@ -1,14 +1,15 @@
 """Denoise benchmark: `raydenoise denoise` vs a plain single-process PyTorch loop vs Non-Local Means.
 
     python bench/denoise.py                      # 200 images of 400x600, seed-ae and unet
-    python bench/denoise.py --images 50 --models seed-ae
+    python bench/denoise.py --images 40 --models builtin:denoise    # each --engine side by side
 
 Same files, same run, in this order per model:
   plain    one Python process: for each file read -> decode -> model (torch's default threads)
            -> encode PNG -> write; timed from the first read to the last write;
   plain-fast  the same loop with raydenoise's in-process Denoiser and encoder (no Ray), which
            separates the speed of the pipeline from that of the inference kernels;
-  ray      `raydenoise denoise` (default workers: one fused actor per CPU) as a subprocess with
+  ray      `raydenoise denoise --engine E` for each of --engines (torch, onnxruntime), one fused
+           actor per CPU by default, as a subprocess with
            its own local Ray; "pipeline" is the job's own timing (summary.json `seconds`: from
            submitting the dataset to the last row, actor start-up included), "steady" the rate
            after the first result (summary.json `steady_images_per_s`), "end to end" includes
@@ -57,33 +58,37 @@ def make_images(root: Path, n: int) -> None:
         list(pool.map(one, range(n)))
 
 
-def plain_loop(model_dir: Path, src: Path, dst: Path) -> float:
+def plain_loop(model_dir: str, src: Path, dst: Path) -> float:
     import torch
 
-    from raydenoise.artifacts import load_model
+    from raydenoise.artifacts import load_model_uri
+    from raydenoise.models import is_conditioned
+    from raydenoise.noise_level import estimate_sigma
 
-    model, _ = load_model(model_dir)
+    model, _ = load_model_uri(str(model_dir), None)
     dst.mkdir(parents=True)
     t0 = time.perf_counter()
     with torch.no_grad():
         for f in sorted(src.iterdir()):
-            x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
-            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            rgb = np.asarray(Image.open(f).convert("RGB"))
+            x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+            level = (torch.tensor([estimate_sigma(rgb)]),) if is_conditioned(model) else ()
+            y = model(x, *level).clamp(0, 1)[0].permute(1, 2, 0).numpy()
             buf = io.BytesIO()
             Image.fromarray(np.round(y * 255).astype(np.uint8)).save(buf, format="PNG")
             (dst / f.name).write_bytes(buf.getvalue())
     return time.perf_counter() - t0
 
 
-def plain_fast_loop(model_dir: Path, src: Path, dst: Path) -> float:
+def plain_fast_loop(model_dir: str, src: Path, dst: Path) -> float:
     """The same loop with raydenoise's in-process pieces (Denoiser's channels-last inference mode,
     its PNG encoder): what is left of the speed-up is the pipeline's own."""
-    from raydenoise.artifacts import load_model
+    from raydenoise.artifacts import load_model_uri
     from raydenoise.images import encode_like
     from raydenoise.inference import Denoiser
 
-    model, config = load_model(model_dir)
-    denoiser = Denoiser(model, config["model"])
+    model, config = load_model_uri(str(model_dir), None)
+    denoiser = Denoiser(model, config["model"], width=config.get("width"))
     dst.mkdir(parents=True)
     t0 = time.perf_counter()
     for f in sorted(src.iterdir()):
@@ -107,6 +112,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--models", default="seed-ae,unet")
     ap.add_argument("--workers", type=int, default=None, help="model actors (default: raydenoise's own)")
+    ap.add_argument("--engines", default="torch,onnxruntime",
+                    help="--engine values to run the raydenoise job with, side by side (auto = onnxruntime on CPU)")
     ap.add_argument("--nlm-images", type=int, default=10)
     ap.add_argument("--out", default=str(HERE / "out" / "denoise.json"))
     args = ap.parse_args()
@@ -125,42 +132,49 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for name in args.models.split(","):
         torch.manual_seed(0)
-        model_dir = work / f"model-{name}"
-        save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
-        plain_s = plain_loop(model_dir, src, work / f"plain-{name}")
-        fast_s = plain_fast_loop(model_dir, src, work / f"fast-{name}")
-        t0 = time.perf_counter()
-        proc = subprocess.run([exe, "denoise", "--input", str(src), "--output", str(work / f"ray-{name}"),
-                               "--model", str(model_dir), *(["--workers", str(args.workers)] if args.workers else [])],
-                              capture_output=True, text=True, env=env)
-        ray_e2e = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"raydenoise denoise failed for {name}")
-        summary = json.loads((work / f"ray-{name}" / "_report" / "summary.json").read_text())
-        assert summary["ok"] == args.images, summary
-        # The same command again: every output exists and is verified (fully decoded) before
-        # it is skipped; what a resume costs per already-done image.
-        again = subprocess.run(proc.args, capture_output=True, text=True, env=env)
-        assert again.returncode == 0, again.stderr[-3000:]
-        rerun = json.loads((work / f"ray-{name}" / "_report" / "summary.json").read_text())
-        assert rerun["skipped"] == args.images, rerun
-        r = {
-            "plain_images_per_s": args.images / plain_s,
-            "plain_megapixels_per_s": mp / plain_s,
-            "plain_fast_images_per_s": args.images / fast_s,
-            "ray_images_per_s_end_to_end": args.images / ray_e2e,
-            "ray_images_per_s_pipeline": args.images / summary["seconds"],
-            "ray_megapixels_per_s_pipeline": mp / summary["seconds"],
-            "ray_startup_s": summary["startup_s"],
-            "ray_images_per_s_steady": summary["steady_images_per_s"],
-            "resume_verify_images_per_s": args.images / rerun["seconds"],
-        }
-        r["speedup_pipeline"] = r["ray_images_per_s_pipeline"] / r["plain_images_per_s"]
-        r["speedup_end_to_end"] = r["ray_images_per_s_end_to_end"] / r["plain_images_per_s"]
-        r["speedup_steady"] = r["ray_images_per_s_steady"] / r["plain_images_per_s"]
-        r["speedup_pipeline_vs_plain_fast"] = r["ray_images_per_s_pipeline"] / r["plain_fast_images_per_s"]
-        r["speedup_steady_vs_plain_fast"] = r["ray_images_per_s_steady"] / r["plain_fast_images_per_s"]
+        if name.startswith("builtin:"):
+            model_dir = name  # the shipped weights (builtin:denoise is conditioned on the noise level)
+        else:
+            model_dir = str(work / f"model-{name}")
+            save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
+        tag = name.replace(":", "-")
+        plain_s = plain_loop(model_dir, src, work / f"plain-{tag}")
+        fast_s = plain_fast_loop(model_dir, src, work / f"fast-{tag}")
+        r = {"plain_images_per_s": args.images / plain_s, "plain_megapixels_per_s": mp / plain_s,
+             "plain_fast_images_per_s": args.images / fast_s}
+        for engine in args.engines.split(","):
+            out = work / f"ray-{tag}-{engine}"
+            t0 = time.perf_counter()
+            proc = subprocess.run([exe, "denoise", "--input", str(src), "--output", str(out), "--model", model_dir,
+                                   "--engine", engine, *(["--workers", str(args.workers)] if args.workers else [])],
+                                  capture_output=True, text=True, env=env)
+            ray_e2e = time.perf_counter() - t0
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
+            summary = json.loads((out / "_report" / "summary.json").read_text())
+            assert summary["ok"] == args.images, summary
+            # The same command again: every output is vouched for by the report (a resume).
+            again = subprocess.run(proc.args, capture_output=True, text=True, env=env)
+            assert again.returncode == 0, again.stderr[-3000:]
+            rerun = json.loads((out / "_report" / "summary.json").read_text())
+            assert rerun["skipped"] == args.images, rerun
+            e = {
+                "images_per_s_end_to_end": args.images / ray_e2e,
+                "images_per_s_pipeline": args.images / summary["seconds"],
+                "megapixels_per_s_pipeline": mp / summary["seconds"],
+                "startup_s": summary.get("startup_s"),
+                "images_per_s_steady": summary.get("steady_images_per_s"),
+                "resume_images_per_s": args.images / max(rerun["seconds"], 1e-9),
+            }
+            e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / r["plain_images_per_s"]
+            e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r["plain_images_per_s"]
+            e["speedup_pipeline_vs_plain_fast"] = e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+            r[engine] = e
+        if "torch" in r and "onnxruntime" in r:
+            r["onnxruntime_vs_torch_pipeline"] = r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
+            r["onnxruntime_vs_torch_steady"] = (r["onnxruntime"]["images_per_s_steady"] or 0) / (
+                r["torch"]["images_per_s_steady"] or 1)
         results["models"][name] = r
         print(name, json.dumps(r, indent=1), flush=True)
     results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)

@@ -72,10 +72,10 @@ def method_fn(name: str):
 
     uri, _, given = name.partition("+")
     model, config = load_model_uri(resolve_model_uri(uri, None), None)
-    den = Denoiser(model, config["model"], width=config.get("width"))
+    den = Denoiser(model, config["model"], width=config.get("width"), tta=given == "tta")
     if given == "sigma":
         return lambda noisy, sigma: Denoiser(model, config["model"], width=config.get("width"), sigma=sigma)(noisy)
-    return lambda noisy, sigma: den(noisy)
+    return lambda noisy, sigma: den(noisy)  # NAME+tta: the mean of the 8 flips/rotations
 
 
 def score(fn, inputs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
@@ -265,35 +265,59 @@ def lol_part(args) -> dict:
     return {"images": [f.name for f in files], "rows": results}
 
 
+def matmul_peak_gflops(threads: int) -> float:
+    """This CPU's measured float32 matrix-multiply rate (GFLOP/s) on ``threads`` threads: the
+    ceiling a convolution network's MACs could reach."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    a @ b
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 2 or n < 5:
+        a @ b
+        n += 1
+    return n * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+
+
 def models_part() -> dict:
-    """Parameters, GMAC/MP and CPU MP/s (1 thread and all threads) of every built-in."""
+    """Parameters, GMAC/MP and CPU MP/s (1 thread and all threads) of every built-in, for each
+    engine (torch, ONNX Runtime), and as a fraction of the CPU's measured matmul peak."""
     import os
 
     import torch
 
     from raydenoise.artifacts import BUILTIN, builtin_names, load_model_uri
+    from raydenoise.engines import OrtEngine, export_onnx
     from raydenoise.inference import Denoiser
     from raydenoise.models import macs_per_megapixel
 
     image = np.random.default_rng(0).integers(0, 256, (321, 481, 3), dtype=np.uint8)
+    all_threads = os.cpu_count() or 1
+    peak = {t: matmul_peak_gflops(t) for t in (1, all_threads)}
     rows = []
     for name in builtin_names():
         model, config = load_model_uri(BUILTIN + name, None)
-        den = Denoiser(model, config["model"], width=config.get("width"))
+        graph = export_onnx(model, config)
         row = {"model": BUILTIN + name, "network": config["model"],
                "params": sum(p.numel() for p in model.parameters()),
                "gmac_per_mp": macs_per_megapixel(model)}
-        for threads in (1, os.cpu_count() or 1):
+        for threads in (1, all_threads):
             torch.set_num_threads(threads)
-            den(image)  # warm-up
-            t0, n = time.perf_counter(), 0
-            while time.perf_counter() - t0 < 3 or n < 3:
-                den(image)
-                n += 1
-            row[f"mp_per_s_{threads}t"] = n * image.shape[0] * image.shape[1] / 1e6 / (time.perf_counter() - t0)
+            engines = {"torch": Denoiser(model, config["model"], width=config.get("width")),
+                       "onnxruntime": Denoiser(OrtEngine(graph, name, threads=threads))}
+            for engine, den in engines.items():
+                den(image)  # warm-up
+                t0, n = time.perf_counter(), 0
+                while time.perf_counter() - t0 < 3 or n < 3:
+                    den(image)
+                    n += 1
+                mps = n * image.shape[0] * image.shape[1] / 1e6 / (time.perf_counter() - t0)
+                row[f"{engine}_mp_per_s_{threads}t"] = mps
+                row[f"{engine}_of_peak_{threads}t"] = 2 * row["gmac_per_mp"] * mps / peak[threads]
         print(json.dumps(row), flush=True)
         rows.append(row)
-    return {"rows": rows, "cpu_threads": os.cpu_count()}
+    return {"rows": rows, "cpu_threads": all_threads, "matmul_peak_gflops": peak}
 
 
 if __name__ == "__main__":

@@ -66,34 +66,68 @@ def run(code: Path, args: list[str], cwd: Path, watch: Path | None = None) -> di
             "lines": len(lines), "output": lines}
 
 
+def start_warm_cluster(work: Path):
+    """`ray start --head --block` in a session of its own (stopped by killing that session,
+    never `ray stop`, which would stop every Ray on the machine); returns (process, address)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="rd-warm-"))
+    log = work / "head.log"
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                             f"--temp-dir={temp}", "--disable-usage-stats"],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    deadline = time.time() + 120
+    while b"block forever" not in log.read_bytes():
+        if time.time() > deadline or head.poll() is not None:
+            raise SystemExit("the warm cluster did not start: " + log.read_text()[-2000:])
+        time.sleep(0.5)
+    return head, f"127.0.0.1:{port}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", required=True, help="git revision to compare with the working tree")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "startup.json"))
+    ap.add_argument("--warm", action="store_true",
+                    help="also run the working tree on a local cluster kept warm with `ray start --head` (--address)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rd-startup-"))
     base = work / "baseline"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline], check=True,
                    capture_output=True)
-    versions = {"before": base, "after": ROOT}
+    versions = {"before": (base, []), "after": (ROOT, [])}
+    head = None
+    if args.warm:
+        head, address = start_warm_cluster(work)
+        versions["after, warm cluster"] = (ROOT, ["--address", address])
     inputs = work / "in"
     make_inputs(inputs, args.images)
     results: dict[str, list[dict]] = {v: [] for v in versions}
     try:
         for r in range(args.repeats):
-            for name, code in versions.items():
+            for name, (code, extra) in versions.items():
                 err = run(code, ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")], work)
-                out = work / f"out-{name}-{r}"
-                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out)], work, watch=out)
+                out = work / f"out-{name.replace(' ', '-').replace(',', '')}-{r}"
+                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out), *extra], work, watch=out)
                 res["error_s"], res["error_output"] = err["total_s"], err["output"]
                 print(json.dumps({"version": name, "repeat": r, **{k: v for k, v in res.items() if k != "output"}}),
                       flush=True)
                 results[name].append(res)
                 shutil.rmtree(out, ignore_errors=True)
     finally:
+        if head is not None:
+            import signal
+
+            os.killpg(head.pid, signal.SIGTERM)
+            head.wait(timeout=60)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     summary = {}
@@ -104,9 +138,12 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "ratios_after_over_before": ratios,
                                           "runs": results}, indent=2))
-    print(f"\n| | before ({args.baseline}) | after | after/before |\n|---|---|---|---|")
+    warm = "after, warm cluster" in summary
+    print(f"\n| | before ({args.baseline}) | after | after/before |{' after, warm cluster |' if warm else ''}"
+          f"\n|---|---|---|---|{'---|' if warm else ''}")
     for k in ("error_s", "first_image_s", "total_s"):
-        print(f"| {k} (median of {args.repeats}) | {summary['before'][k]:.2f} | {summary['after'][k]:.2f} | {ratios[k]:.2f} |")
+        print(f"| {k} (median of {args.repeats}) | {summary['before'][k]:.2f} | {summary['after'][k]:.2f} | "
+              f"{ratios[k]:.2f} |" + (f" {summary['after, warm cluster'][k]:.2f} |" if warm else ""))
     print(f"| lines printed | {summary['before']['lines']:.0f} | {summary['after']['lines']:.0f} | |")
     for name in versions:
         print(f"\n{name}:\n" + "\n".join("    " + line for line in summary[name]["example_output"]))

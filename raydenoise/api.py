@@ -54,16 +54,21 @@ class Model:
     """
 
     def __init__(self, module, config: dict[str, Any], name: str, device: str = "cpu", tile: int | None = None,
-                 strength: float = 1.0, sigma: float | None = None):
+                 strength: float = 1.0, sigma: float | None = None, engine: str = "torch", graph: bytes | None = None,
+                 tta: bool = False):
+        from .engines import OrtEngine, TorchEngine, graph_parameters
         from .inference import Denoiser
 
-        self.name, self.config, self.network = name, config, config["model"]
-        self._denoiser = Denoiser(module, self.network, device=device, tile=tile, width=config.get("width"),
-                                  strength=strength, sigma=sigma)
+        self.name, self.config, self.network, self.engine = name, config, config["model"], engine
+        if engine == "onnxruntime":
+            runner = OrtEngine(graph, name, device)
+        else:
+            runner = TorchEngine(module, self.network, device, config.get("width"))
+        self._denoiser = Denoiser(runner, tile=tile, strength=strength, sigma=sigma, tta=tta)
         self.conditioned = self._denoiser.conditioned
-        self.module = self._denoiser.model
+        self.module = module  # the torch network (None for an .onnx graph)
         self.device = self._denoiser.device
-        self.parameters = sum(p.numel() for p in self.module.parameters())
+        self.parameters = sum(p.numel() for p in module.parameters()) if module is not None else graph_parameters(graph)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.many([image])[0]
@@ -91,21 +96,27 @@ class Model:
         return self._denoiser.run_tensor(x.float())
 
     def __repr__(self) -> str:
-        return f"Model({self.name!r}, network={self.network!r}, parameters={self.parameters:,}, device={str(self.device)!r})"
+        return (f"Model({self.name!r}, network={self.network!r}, parameters={self.parameters:,}, "
+                f"engine={self.engine!r}, device={str(self.device)!r})")
 
 
 def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device: str = "cpu",
-               s3_endpoint: str | None = None, strength: float = 1.0, sigma: float | None = None) -> Model:
+               s3_endpoint: str | None = None, strength: float = 1.0, sigma: float | None = None,
+               engine: str = "auto", tta: bool = False) -> Model:
     """Load a model: ``builtin:NAME`` (see :func:`builtin_models`), a model folder
-    (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), or an
-    ``s3://`` prefix holding one. ``tile``: process images in tiles of this many pixels (default:
+    (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), an
+    ``s3://`` prefix holding one, or an ``.onnx`` graph file (any image-to-image graph, see
+    ``raydenoise.engines``). ``tile``: process images in tiles of this many pixels (default:
     whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
-    or ``"cuda"``. ``strength``/``sigma``: see :class:`Model` (ValueError when out of range, or
-    ``sigma`` for a blind network). Loads weights with safetensors only (no pickle). Raises
-    ``ArtifactError``."""
+    or ``"cuda"``. ``engine``: ``"torch"``, ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime on
+    CPUs, torch on GPUs). ``tta``: average the 8 flips/rotations. ``strength``/``sigma``: see
+    :class:`Model` (ValueError when out of range, or ``sigma`` for a blind network). Loads
+    weights with safetensors only (no pickle). Raises ``ArtifactError`` (``EngineError`` for a
+    graph that breaks the contract)."""
     import os
 
-    from .artifacts import ArtifactError, load_model_uri, resolve_model_uri
+    from .artifacts import ArtifactError, is_onnx, load_model_uri, read_onnx, resolve_model_uri
+    from .engines import check_onnx, choose_engine, export_onnx
     from .storage import endpoint_from_env
 
     if isinstance(uri, os.PathLike):
@@ -114,8 +125,16 @@ def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device:
         raise ArtifactError(f"load_model: expected builtin:NAME, a model folder or an s3:// prefix, got {uri!r}")
     endpoint = endpoint_from_env(s3_endpoint)
     resolved = resolve_model_uri(uri, endpoint)
+    chosen = choose_engine(engine, resolved, str(device).startswith("cuda"))
+    if is_onnx(resolved):
+        graph = read_onnx(resolved, endpoint)
+        spec = check_onnx(graph, uri)
+        return Model(None, {"model": spec["meta"].get("name", "onnx"), "onnx": spec}, uri, device=device, tile=tile,
+                     strength=strength, sigma=sigma, engine=chosen, graph=graph, tta=tta)
     module, config = load_model_uri(resolved, endpoint)
-    return Model(module, config, uri, device=device, tile=tile, strength=strength, sigma=sigma)
+    graph = export_onnx(module, config) if chosen == "onnxruntime" else None
+    return Model(module, config, uri, device=device, tile=tile, strength=strength, sigma=sigma, engine=chosen,
+                 graph=graph, tta=tta)
 
 
 def builtin_models() -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import sys
 import tempfile
 from pathlib import Path
@@ -144,13 +145,28 @@ def builtin_dir(uri: str) -> Path:
     return BUILTIN_DIR / name
 
 
+ONNX_SUFFIX = ".onnx"
+
+
+def is_onnx(model_uri: str) -> bool:
+    """A model given as an ONNX graph file (``m.onnx``, local or s3://) rather than a folder."""
+    return model_uri.lower().endswith(ONNX_SUFFIX)
+
+
 def resolve_model_uri(model_uri: str, endpoint: str | None) -> str:
     """The URI workers should load: ``builtin:NAME`` as is (every node has the package), a folder
-    or prefix resolved to an absolute one (workers may run in another directory)."""
+    or prefix (or an ``.onnx`` file) resolved to an absolute one (workers may run in another
+    directory)."""
     if model_uri.startswith(BUILTIN):
         builtin_dir(model_uri)
         return model_uri
     return cached_store(model_uri, endpoint).root
+
+
+def read_onnx(model_uri: str, endpoint: str | None) -> bytes:
+    """The bytes of an ONNX graph file, local or s3://; ArtifactError naming it when missing."""
+    store = cached_store(posixpath.dirname(model_uri.rstrip("/")) or ".", endpoint)
+    return _read_model_file(store, posixpath.basename(model_uri.rstrip("/")))
 
 
 def export_builtin(model_dir: str | os.PathLike, name: str, card: dict[str, Any]) -> Path:
@@ -197,9 +213,12 @@ def _read_model_file(store, name: str) -> bytes:
 
 
 def model_fingerprint(model_uri: str, endpoint: str | None) -> str:
-    """A hash of the model's config.json and weights (16 hex digits): two models with the same
-    fingerprint make the same outputs; a folder retrained in place gets a new one."""
-    if model_uri.startswith(BUILTIN):
+    """A hash of the model's config.json and weights, or of its ONNX graph (16 hex digits): two
+    models with the same fingerprint make the same outputs; a folder retrained in place gets a
+    new one."""
+    if is_onnx(model_uri):
+        files = [read_onnx(model_uri, endpoint)]
+    elif model_uri.startswith(BUILTIN):
         files = [(builtin_dir(model_uri) / name).read_bytes() for name in (CONFIG, WEIGHTS)]
     else:
         store = cached_store(model_uri, endpoint)
@@ -212,6 +231,10 @@ def model_fingerprint(model_uri: str, endpoint: str | None) -> str:
 
 def takes_level(model_uri: str, endpoint: str | None) -> bool:
     """Whether the model is conditioned on the noise level (``--sigma`` applies to it)."""
+    if is_onnx(model_uri):
+        from .engines import check_onnx
+
+        return check_onnx(read_onnx(model_uri, endpoint), model_uri)["level"] is not None
     return model_config(model_uri, endpoint).get("model") == "swift-cond"
 
 

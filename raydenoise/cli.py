@@ -14,7 +14,7 @@ from .denoise import REPORT_DIR, DenoiseConfig, DenoiseError, run_denoise
 from .evaluate import DEFAULT_BASELINES, EvaluateConfig, EvaluateError, parse_baselines, run_evaluate
 from .images import DEFAULT_MAX_PIXELS, MIN_TILE, ImageError
 from .ingest import IngestConfig, IngestError, run_ingest
-from .session import ensure_ray
+from .session import RayJoinError, ensure_ray
 from .noise import NoiseSpecError
 from .pairing import parse_split
 from .storage import StorageError
@@ -22,7 +22,7 @@ from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
 from .train import MODEL_DEFAULTS, PATCHES_PER_IMAGE, TrainError, init_model_config, resolve_config, run_train
 
 USER_ERRORS = (IngestError, StorageError, NoiseSpecError, ImageError, TrainError, DenoiseError, EvaluateError,
-               ValueError, FileNotFoundError)
+               RayJoinError, ValueError, FileNotFoundError)
 
 DESCRIPTION = """Denoise and enhance folders and buckets of noisy or low-light photos with Ray.
 
@@ -51,6 +51,9 @@ EXAMPLES = {
     "models": """example:
   raydenoise models
   raydenoise denoise --input photos/ --output clean/ --model builtin:low-light""",
+    "export": """example:
+  raydenoise export --model builtin:denoise --out denoise.onnx
+  raydenoise denoise --input photos/ --output clean/ --model denoise.onnx     # or any image-to-image ONNX graph""",
     "demo": """example:
   raydenoise demo --out demo-out        # then open demo-out/denoised/_report/report.html""",
 }
@@ -141,6 +144,16 @@ def _add_strength(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", type=_finite(minimum=0), default=None, metavar="SIGMA",
                    help="give a conditioned model this fixed noise level (0-255 scale, e.g. 15) instead of the "
                         "per-image estimate; cannot be combined with --strength")
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="what runs the network: onnxruntime (ONNX Runtime; raydenoise's models are exported to "
+                        "ONNX once per job), torch, or auto (default: ONNX Runtime on CPUs, where it is faster, "
+                        "torch on GPUs). An .onnx --model runs with ONNX Runtime")
+    p.add_argument("--tta", action="store_true",
+                   help="self-ensemble: average the outputs of the 8 flips and rotations of each image (8x the time, "
+                        "a little more quality)")
 
 
 def _add_s3(p: argparse.ArgumentParser) -> None:
@@ -283,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo every image whose output already exists (by default an output is kept when the "
                         "earlier report says this input was made into it by the same model and options, and it "
                         "is unchanged since)")
+    _add_engine(p)
+    p.add_argument("--onnx-margin", type=int, default=None,
+                   help="for an .onnx --model: the context (pixels each side) its outputs depend on, so tiles of "
+                        "large images join exactly (default: from the graph's raydenoise metadata, else 64)")
+    p.add_argument("--onnx-multiple", type=int, default=None,
+                   help="for an .onnx --model: the size multiple its input needs (tiles start on multiples of it; "
+                        "default: from the graph's metadata, else 8)")
     p.add_argument("--quality", type=int, default=None,
                    help="JPEG/WebP quality of lossy outputs, 1-100 (default: a lossy input stays lossy at its own "
                         "quality, estimated from its quantization tables; lossless inputs stay lossless)")
@@ -311,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=None, help="scoring actors (default: one per CPU, at most one per shard)")
     p.add_argument("--tile", type=_tile, default=None, help="tile size in pixels (default: automatic)")
     _add_strength(p)
+    _add_engine(p)
     p.add_argument("--baselines", type=_baselines, default=DEFAULT_BASELINES,
                    help="comma-separated methods scored beside the model: identity (the noisy input), nlm "
                         "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "
@@ -322,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray(p)
 
     sub.add_parser("models", help="list the built-in models (usable as --model builtin:NAME, no training needed)")
+
+    p = sub.add_parser("export", help="export a model to an ONNX graph (dynamic height and width)")
+    p.add_argument("--model", required=True, help="builtin:NAME, or a model folder, local or s3://")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the graph format (onnx)")
+    p.add_argument("--out", required=True, help="the .onnx file to write (local or s3://)")
+    _add_s3(p)
 
     p = sub.add_parser("demo", help="run the whole pipeline on scikit-image's sample photos")
     p.add_argument("--out", default="demo-out", help="folder for everything the demo writes (default demo-out)")
@@ -420,7 +447,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                         num_gpus_per_worker=args.num_gpus_per_worker, tile=args.tile, overwrite=args.overwrite,
                         pipeline=args.pipeline, s3_endpoint=args.s3_endpoint, include_hidden=args.include_hidden,
                         max_megapixels=args.max_megapixels, dry_run=args.dry_run, other_model=args.other_model,
-                        quality=args.quality,
+                        quality=args.quality, engine=args.engine, tta=args.tta, onnx_margin=args.onnx_margin,
+                        onnx_multiple=args.onnx_multiple,
                         **_strength(args))
     summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
     if summary.get("failures"):
@@ -433,7 +461,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(data=args.data, model=args.model, split=args.split, out=args.out, workers=args.workers,
                          tile=args.tile, s3_endpoint=args.s3_endpoint, baselines=args.baselines, dry_run=args.dry_run,
-                         **_strength(args))
+                         engine=args.engine, tta=args.tta, **_strength(args))
     run_evaluate(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
@@ -466,6 +494,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if not den["failures"] else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .artifacts import load_model_uri, resolve_model_uri
+    from .engines import export_onnx
+    from .storage import endpoint_from_env, open_store
+    import posixpath
+
+    endpoint = endpoint_from_env(args.s3_endpoint)
+    if not args.out.lower().endswith(".onnx"):
+        raise ValueError(f"--out {args.out!r}: an ONNX graph's file name ends in .onnx")
+    model, config = load_model_uri(resolve_model_uri(args.model, endpoint), endpoint)
+    graph = export_onnx(model, config)  # checked against the torch output before it is written
+    folder, name = posixpath.split(args.out.rstrip("/"))
+    open_store(folder or ".", endpoint).write_bytes(name, graph)
+    _log(f"export: {args.model} ({config['model']}) -> {args.out}, {len(graph) / 1e6:.1f} MB, ONNX with dynamic "
+         "height and width; checked against the torch output")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .artifacts import BUILTIN, builtin_names, load_model_uri
 
@@ -482,7 +528,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
+COMMANDS = {"models": cmd_models, "export": cmd_export, "synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
             "demo": cmd_demo}
 
 

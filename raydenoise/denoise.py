@@ -84,12 +84,16 @@ class DenoiseConfig:
     sigma: float | None = None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
     other_model: str = "redo"  # outputs an earlier run made with another model or options: "redo" or "refuse"
     quality: int | None = None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
+    engine: str = "auto"  # "torch", "onnxruntime" or "auto" (engines.choose_engine)
+    tta: bool = False  # self-ensemble: the mean of 8 flips/rotations (8x the time)
+    onnx_margin: int | None = None  # an .onnx model's receptive field (pixels each side), for tiling
+    onnx_multiple: int | None = None  # an .onnx model's size multiple (tiles start on multiples of it)
 
 
 OTHER_MODEL = ("redo", "refuse")
 
 
-def made_by(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> dict[str, str]:
+def made_by(cfg: DenoiseConfig, spec: "ModelSpec") -> dict[str, str]:
     """What makes this run's outputs, for the report's ``model`` and ``made_by`` columns: the
     model as named and a hash of its fingerprint (artifacts.model_fingerprint) with every option
     that changes pixels. A rerun keeps an existing output only when these match (plan.other_maker)."""
@@ -98,10 +102,10 @@ def made_by(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> dict[st
 
     from .artifacts import model_fingerprint
 
-    options = {"weights": model_fingerprint(model_uri, endpoint), "strength": cfg.strength, "sigma": cfg.sigma,
-               "quality": cfg.quality}
+    options = {"weights": model_fingerprint(spec.uri, spec.endpoint), "strength": cfg.strength, "sigma": cfg.sigma,
+               "quality": cfg.quality, "engine": spec.engine, "tta": cfg.tta}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-    return {"model": model_uri, "made_by": digest}
+    return {"model": spec.uri, "made_by": digest}
 
 
 def check_config(cfg: DenoiseConfig) -> None:
@@ -119,6 +123,12 @@ def check_config(cfg: DenoiseConfig) -> None:
         raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
     if cfg.quality is not None and not 1 <= cfg.quality <= 100:
         raise DenoiseError(f"--quality must be 1-100, not {cfg.quality}")
+    from .engines import ENGINES
+
+    if cfg.engine not in ENGINES:
+        raise DenoiseError(f"--engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
+    if (cfg.onnx_margin is not None and cfg.onnx_margin < 0) or (cfg.onnx_multiple is not None and cfg.onnx_multiple < 1):
+        raise DenoiseError("--onnx-margin must be >= 0 and --onnx-multiple >= 1")
     if cfg.other_model not in OTHER_MODEL:
         raise DenoiseError(f"--other-model must be one of {', '.join(OTHER_MODEL)}, not {cfg.other_model!r}")
     problem = strength_problem(cfg.strength, cfg.sigma)
@@ -401,25 +411,57 @@ def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
     return _pack(states)
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the workers run the model: built once on the driver, handed to every model actor."""
+
+    uri: str  # builtin:NAME, a model folder or an .onnx file (resolved)
+    endpoint: str | None
+    engine: str  # "torch" or "onnxruntime" (engines.choose_engine)
+    graph: bytes | None = None  # the ONNX graph for onnxruntime (engines.prepare_graph)
+    tile: int | None = None
+    strength: float = 1.0
+    sigma: float | None = None
+    tta: bool = False
+    onnx_margin: int | None = None  # a foreign graph's receptive field and size multiple, if given
+    onnx_multiple: int | None = None
+
+
+def model_spec(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> ModelSpec:
+    """The job's ModelSpec: the engine chosen for the device, the model checked here (torch: its
+    weights loaded; ONNX Runtime: the graph read and checked against its contract, or a
+    raydenoise model exported and checked against its torch output) so a bad model fails
+    before any actor starts."""
+    from .artifacts import BUILTIN, load_model_uri
+    from .engines import choose_engine, prepare_graph
+
+    engine = choose_engine(cfg.engine, model_uri, cfg.num_gpus_per_worker > 0)
+    if engine == "torch" and not model_uri.startswith(BUILTIN):  # a built-in's weights are tested
+        load_model_uri(model_uri, endpoint)
+    return ModelSpec(model_uri, endpoint, engine, prepare_graph(model_uri, endpoint, engine), cfg.tile, cfg.strength,
+                     cfg.sigma, cfg.tta, cfg.onnx_margin, cfg.onnx_multiple)
+
+
 class ModelActor:
     """Ray Data actor: loads the model once, denoises batches (grouped by shape, tiled when asked
     or when an image would not fit the actor's memory budget)."""
 
-    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
-                 cpu_share: float = 1.0, gpu_share: float = 0.0, strength: float = 1.0, sigma: float | None = None):
-        import torch
-
-        from .artifacts import load_model_uri
+    def __init__(self, spec: ModelSpec, use_gpu: bool, cpu_share: float = 1.0, gpu_share: float = 0.0):
+        from .engines import make_engine
         from .inference import Denoiser, default_memory_budget
 
-        model, config = load_model_uri(model_uri, endpoint)
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        budget = default_memory_budget(cpu_share)
-        if device == "cuda":
-            total = torch.cuda.get_device_properties(0).total_memory
-            budget = int(min(8 << 30, 0.4 * total * max(min(gpu_share, 1.0), 0.1)))
-        self.denoiser = Denoiser(model, config["model"], device=device, tile=tile, width=config.get("width"),
-                                 memory_budget=budget, strength=strength, sigma=sigma)
+        device, budget = "cpu", default_memory_budget(cpu_share)
+        if use_gpu:
+            import torch
+
+            if torch.cuda.is_available():
+                device = "cuda"
+                total = torch.cuda.get_device_properties(0).total_memory
+                budget = int(min(8 << 30, 0.4 * total * max(min(gpu_share, 1.0), 0.1)))
+        engine = make_engine(spec.uri, spec.endpoint, spec.engine, spec.graph, device,
+                             threads=max(1, round(cpu_share)), margin=spec.onnx_margin, multiple=spec.onnx_multiple)
+        self.denoiser = Denoiser(engine, tile=spec.tile, memory_budget=budget, strength=spec.strength,
+                                 sigma=spec.sigma, tta=spec.tta)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         states = _unpack(batch)
@@ -449,12 +491,11 @@ class FusedActor(ModelActor):
     to one image; large ones also wait for a per-machine slot (LargeImageGate).
     """
 
-    def __init__(self, model_uri: str, endpoint: str | None, tile: int | None, use_gpu: bool,
-                 store_kwargs: dict[str, Any], cpu_share: float = 1.0, gpu_share: float = 0.0,
-                 strength: float = 1.0, sigma: float | None = None):
+    def __init__(self, spec: ModelSpec, use_gpu: bool, store_kwargs: dict[str, Any], cpu_share: float = 1.0,
+                 gpu_share: float = 0.0):
         from .inference import LargeImageGate, image_bytes
 
-        super().__init__(model_uri, endpoint, tile, use_gpu, cpu_share, gpu_share, strength, sigma)
+        super().__init__(spec, use_gpu, cpu_share, gpu_share)
         self.st = _Stores(**store_kwargs)
         self.gate = LargeImageGate()
         self.image_bytes = image_bytes
@@ -628,7 +669,8 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     """
     t_start = time.time()
     check_config(cfg)
-    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri, takes_level
+    from .artifacts import ArtifactError, resolve_model_uri, takes_level
+    from .engines import EngineError
 
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     max_pixels = int(cfg.max_megapixels * 1e6) or None
@@ -641,20 +683,18 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         ref = open_store(cfg.reference, endpoint) if cfg.reference else None
         check_locations(inp, out, ref, rep)
         if cfg.dry_run:
-            model_uri = resolve_model_uri(cfg.model, endpoint)
-            return dry_run(cfg, inp, out, rep, model_uri, endpoint, max_pixels, log, t_start,
-                           made_by(cfg, model_uri, endpoint)["made_by"])
+            spec = model_spec(cfg, resolve_model_uri(cfg.model, endpoint), endpoint)
+            return dry_run(cfg, inp, out, rep, spec, max_pixels, log, t_start, made_by(cfg, spec)["made_by"])
         next(inp.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
         created += [s.path for s in (out, rep) if not s.is_s3 and not os.path.lexists(s.path)]
         out.check_writable()
         rep.check_writable()
-        model_uri = resolve_model_uri(cfg.model, endpoint)  # resolved: actors may run elsewhere
-        if not model_uri.startswith(BUILTIN):  # a built-in's name was checked; its weights are tested
-            load_model_uri(model_uri, endpoint)  # fail fast, before any actor starts (loads torch)
-        if cfg.sigma is not None and not takes_level(model_uri, endpoint):
+        # resolved (actors may run elsewhere), loaded and checked before any actor starts
+        spec = model_spec(cfg, resolve_model_uri(cfg.model, endpoint), endpoint)
+        if cfg.sigma is not None and not takes_level(spec.uri, endpoint):
             raise DenoiseError(BLIND_SIGMA.format(model=cfg.model))
-        stamp = made_by(cfg, model_uri, endpoint)
-    except (StorageError, ArtifactError, DenoiseError) as exc:
+        stamp = made_by(cfg, spec)
+    except (StorageError, ArtifactError, DenoiseError, EngineError) as exc:
         _remove_empty(created)
         raise DenoiseError(str(exc)) from None
     lock = RunLock(rep, run_id, out.root)
@@ -698,8 +738,8 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
         if plan.n_work:
             ray_s = (start_ray or ensure_ray)() or 0.0
-            stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint,
-                                                        max_pixels, log, stamp)
+            stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, spec, max_pixels, log,
+                                                        stamp)
         seconds = time.time() - t0
         try:
             parts.flush()
@@ -746,7 +786,7 @@ def _remove_empty(folders: list[str]) -> None:
             os.rmdir(folder)
 
 
-def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pixels, log, stamp):
+def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels, log, stamp):
     """The Ray part of a run: the plan's work through the model actors, report rows into parts."""
     import ray
 
@@ -754,7 +794,7 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pix
 
     not_shared = check_shared_paths(
         reads={"--input": inp.root, "--reference": ref.root if ref else None,
-               "--model": None if model_uri.startswith(BUILTIN) else model_uri},
+               "--model": None if spec.uri.startswith(BUILTIN) else spec.uri},
         writes={"--output": out.root, "--report": rep.root})
     if not_shared:
         runfiles.remove_run(rep, plan.dir)
@@ -772,11 +812,10 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, model_uri, endpoint, max_pix
     log(f"denoise: {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
         f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
     store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
-                    "endpoint": endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir,
+                    "endpoint": spec.endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir,
                     "stamp": stamp, "quality": cfg.quality}
-    actor_kwargs = {"model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                    "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus, "gpu_share": cfg.num_gpus_per_worker,
-                    "strength": cfg.strength, "sigma": cfg.sigma}
+    actor_kwargs = {"spec": spec, "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus,
+                    "gpu_share": cfg.num_gpus_per_worker}
     # The dataset is slices of the plan (positions, not keys): whoever reads an image reads its key.
     n_slices, size = runfiles.slicing(plan.n_work)
     ds = ray.data.from_items([{"start": i * size, "stop": min(plan.n_work, (i + 1) * size)} for i in range(n_slices)],
@@ -847,8 +886,8 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
 SAMPLE = 3  # inputs denoised on the driver to estimate the time
 
 
-def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: str, endpoint: str | None,
-            max_pixels: int | None, log: Callable[[str], None], t_start: float, fingerprint: str) -> dict[str, Any]:
+def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, spec: ModelSpec, max_pixels: int | None,
+            log: Callable[[str], None], t_start: float, fingerprint: str) -> dict[str, Any]:
     """List and plan only, without Ray and without writing anything: how many inputs would be
     done, found done already (their outputs are verified and kept), or left out (by reason), and
     an estimate of the model time from a few inputs denoised here. The listings are merged as
@@ -882,7 +921,7 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, model_uri: s
     except StorageError as exc:
         raise DenoiseError(str(exc)) from None
     plan_s = time.time() - t_start
-    estimate = _estimate(sample, inp, model_uri, endpoint, max_pixels, cfg.tile, todo_bytes)
+    estimate = _estimate(sample, inp, spec, max_pixels, todo_bytes)
     summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "redo": counts["redo"],
                "existing": counts["existing"],
                "trusted": counts["trusted"], "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
@@ -914,26 +953,26 @@ def _exists(store: Store) -> bool:
         raise DenoiseError(f"{store.root}: cannot list ({object_error(exc)})") from None
 
 
-def _estimate(sample: list[str], inp: Store, model_uri: str, endpoint: str | None, max_pixels: int | None,
-              tile: int | None, todo_bytes: int) -> dict[str, Any]:
+def _estimate(sample: list[str], inp: Store, spec: ModelSpec, max_pixels: int | None, todo_bytes: int) -> dict[str, Any]:
     """Seconds of model time on one CPU for the work, from the sample: seconds per megapixel x
     megapixels (estimated from the inputs' bytes, at the sample's megapixels per byte)."""
     if not sample:
         return {"note": "nothing to do"}
-    from .artifacts import load_model_uri
+    from .engines import make_engine
     from .inference import Denoiser, one_thread
 
-    model, config = load_model_uri(model_uri, endpoint)
-    denoiser = Denoiser(model, config["model"], device="cpu", tile=tile, width=config.get("width"))
+    engine = make_engine(spec.uri, spec.endpoint, spec.engine, spec.graph, threads=1, margin=spec.onnx_margin,
+                         multiple=spec.onnx_multiple)
+    denoiser = Denoiser(engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta)
     seconds = pixels = size = used = 0
-    with one_thread():
+    with one_thread() if spec.engine == "torch" else contextlib.nullcontext():
         for key in sample:
             seconds, pixels, size, used = _time_one(key, inp, denoiser, max_pixels, (seconds, pixels, size, used))
     if not used or not pixels:
         return {"note": "none of the sampled inputs could be decoded"}
     s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)
     return {"sampled": used, "seconds_per_megapixel": s_per_mp, "megapixels_per_mb": mp_per_mb,
-            "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6}
+            "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6, "engine": spec.engine}
 
 
 def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, acc: tuple) -> tuple:

@@ -53,6 +53,8 @@ class EvaluateConfig:
     dry_run: bool = False  # read the manifest, check the model, time a few pairs; nothing written
     strength: float = 1.0  # as denoise --strength: x the estimated noise level (or blend); 0 = the input
     sigma: float | None = None  # as denoise --sigma: a fixed noise level (0-255) for a conditioned model
+    engine: str = "auto"  # as denoise --engine: torch, onnxruntime or auto
+    tta: bool = False  # as denoise --tta: the mean of 8 flips/rotations
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -126,13 +128,13 @@ class Scorer:
     """
 
     def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
-                 baselines: tuple[str, ...] = DEFAULT_BASELINES, strength: float = 1.0, sigma: float | None = None):
-        from .artifacts import load_model_uri
+                 baselines: tuple[str, ...] = DEFAULT_BASELINES, strength: float = 1.0, sigma: float | None = None,
+                 engine: str = "torch", graph: bytes | None = None, tta: bool = False, threads: int | None = None):
+        from .engines import make_engine
         from .inference import Denoiser
 
-        model, config = load_model_uri(model_uri, endpoint)
-        self.denoiser = Denoiser(model, config["model"], tile=tile, width=config.get("width"), strength=strength,
-                                 sigma=sigma)
+        self.denoiser = Denoiser(make_engine(model_uri, endpoint, engine, graph, threads=threads), tile=tile,
+                                 strength=strength, sigma=sigma, tta=tta)
         self.methods = [("model", self.denoiser)] + [(BASELINES[b], BASELINE_FNS[b]) for b in baselines]
         self.store = open_store(data_uri, endpoint)
 
@@ -185,7 +187,8 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     Raises EvaluateError for bad arguments, data or model (before any work), and after writing
     the tables when some pairs or shards could not be scored (they are listed in table.json).
     """
-    from .artifacts import BUILTIN, ArtifactError, load_model_uri, resolve_model_uri, takes_level
+    from .artifacts import BUILTIN, ArtifactError, is_onnx, load_model_uri, resolve_model_uri, takes_level
+    from .engines import EngineError, choose_engine, prepare_graph
     from .images import MIN_TILE
 
     t_start = time.time()
@@ -207,21 +210,26 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
 
         # Resolved here: actors may run in another directory or on another node.
         data_uri, model_uri = open_store(cfg.data, endpoint).root, resolve_model_uri(cfg.model, endpoint)
-        load_model_uri(model_uri, endpoint)
+        engine = choose_engine(cfg.engine, model_uri, use_gpu=False)
+        if engine == "torch":
+            load_model_uri(model_uri, endpoint)
+        graph = prepare_graph(model_uri, endpoint, engine)  # checked (and exported) once, here
         if cfg.sigma is not None and not takes_level(model_uri, endpoint):
             raise EvaluateError(BLIND_SIGMA.format(model=cfg.model))
-        if cfg.out is None and model_uri.startswith(BUILTIN):
-            raise EvaluateError(f"--model {model_uri}: give --out (a built-in model has no folder to write eval/ into)")
+        if cfg.out is None and (model_uri.startswith(BUILTIN) or is_onnx(model_uri)):
+            raise EvaluateError(f"--model {model_uri}: give --out (a built-in model or an ONNX file has no folder to "
+                                "write eval/ into)")
         out = open_store(cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint)
         if not cfg.dry_run:
             out.check_writable()
-    except (IngestError, StorageError, ArtifactError) as exc:
+    except (IngestError, StorageError, ArtifactError, EngineError) as exc:
         raise EvaluateError(str(exc)) from None
     shards = [s["path"] for s in manifest.get("shards", []) if s.get("split") == cfg.split]
     if not shards:
         raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
     if cfg.dry_run:
-        return dry_run(cfg, manifest, shards, methods, data_uri, model_uri, endpoint, out, log, t_start)
+        return dry_run(cfg, manifest, shards, methods, data_uri, model_uri, endpoint, out, log, t_start,
+                       (engine, graph))
     check_s = time.time() - t_start
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
@@ -238,7 +246,8 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
         Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                               "baselines": tuple(cfg.baselines), "strength": cfg.strength, "sigma": cfg.sigma},
+                               "baselines": tuple(cfg.baselines), "strength": cfg.strength, "sigma": cfg.sigma,
+                               "engine": engine, "graph": graph, "tta": cfg.tta, "threads": 1},
     )
     sums = {m: _Sums() for m in methods}
     errors: dict[str, None] = {}  # unique messages, in order (at most MAX_ERRORS kept)
@@ -328,14 +337,16 @@ SAMPLE = 3  # pairs scored on the driver by --dry-run to estimate the time
 
 
 def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: list[str], data_uri: str,
-            model_uri: str, endpoint: str | None, out, log: Callable[[str], None], t_start: float) -> dict[str, Any]:
+            model_uri: str, endpoint: str | None, out, log: Callable[[str], None], t_start: float,
+            engine_graph: tuple[str, bytes | None] = ("torch", None)) -> dict[str, Any]:
     """Check and plan only, without Ray and without writing: the pairs and shards of the split,
     the methods, and the time per pair of each method on a few pairs scored here."""
     from .inference import one_thread
 
     expected = manifest["counts"].get(cfg.split, 0)
     with one_thread():
-        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines), cfg.strength, cfg.sigma)
+        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines), cfg.strength, cfg.sigma,
+                        engine_graph[0], engine_graph[1], cfg.tta, threads=1)
         rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
         sampled = 0
         try:

@@ -20,14 +20,15 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from .images import MIN_TILE  # noqa: F401  (the tile-size floor, re-exported)
-from .models import is_conditioned
 from .noise_level import BLIND_SIGMA, estimate_sigma, strength_problem
+
+# torch is imported where a torch network runs (engines.TorchEngine): an actor running an ONNX
+# graph with ONNX Runtime never loads it.
 
 # Context (pixels) each side that covers the network's receptive field, a multiple of its stride.
 # seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
@@ -68,6 +69,8 @@ def default_memory_budget(cpu_share: float = 1.0) -> int:
 def one_thread():
     """torch on one thread inside the block, as one model actor per CPU runs it (for timing a
     sample on the driver); the thread count is restored after."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -87,7 +90,12 @@ def check_strength(strength: float, sigma: float | None, conditioned: bool) -> N
 
 
 class Denoiser:
-    """Callable: uint8 image (H, W, 3) or (H, W) -> uint8 image of the same shape.
+    """Callable: uint8 (or 16-bit uint16) image (H, W, 3) or (H, W) -> an image of the same
+    shape and type.
+
+    ``model``: a torch network (raydenoise's own; ``model_name`` its architecture, ``device``
+    where it runs) or an engine (``engines.OrtEngine`` for an ONNX graph run by ONNX Runtime,
+    ``engines.TorchEngine``): everything below is the same for both.
 
     Strength: a network conditioned on the noise level (``swift-cond``) is given, per image,
     ``sigma`` when set, else ``strength`` times the level estimated from the whole image
@@ -103,27 +111,32 @@ class Denoiser:
     output is averaged back to one channel. Raises NonFiniteOutput when the model's output
     contains NaN or Inf, instead of writing a black or garbage image.
 
-    Runs in ``inference_mode`` with channels-last (NHWC) tensors: oneDNN's and cuDNN's convolutions
-    are fastest in that layout (2.0x for seed-ae and 1.4x for unet on a 2-core CPU, compared with
-    the default NCHW under ``no_grad``; see BENCHMARKS.md). Results equal NCHW to float rounding.
+    ``tta``: self-ensemble, the mean of the 8 flips and 90-degree rotations of each image (or
+    tile), each transformed back (8x the cost, as BasicSR and KAIR offer it).
     """
 
-    def __init__(self, model: nn.Module, model_name: str, device: str | torch.device = "cpu",
-                 tile: int | None = None, width: int | None = None, memory_budget: int | None = None,
-                 strength: float = 1.0, sigma: float | None = None):
-        check_strength(strength, sigma, is_conditioned(model))
-        self.model = model.to(device).to(memory_format=torch.channels_last).eval()
-        self.conditioned = is_conditioned(model)
-        self.strength, self.sigma = float(strength), sigma
-        self.device = torch.device(device)
-        self.name = model_name
-        self.width = width
-        self.margin = MARGINS.get(model_name, 128)
-        self.stride = STRIDES.get(model_name, 16)
+    def __init__(self, model: Any, model_name: str | None = None, device: str = "cpu", tile: int | None = None,
+                 width: int | None = None, memory_budget: int | None = None, strength: float = 1.0,
+                 sigma: float | None = None, tta: bool = False):
+        from .engines import TorchEngine
+
+        self.engine = model if hasattr(model, "run") and hasattr(model, "info") else TorchEngine(
+            model, model_name or "", device, width)
+        info = self.engine.info
+        check_strength(strength, sigma, info.conditioned)
+        self.conditioned = info.conditioned
+        self.strength, self.sigma, self.tta = float(strength), sigma, tta
+        self.device = self.engine.device
+        self.model = getattr(self.engine, "model", None)  # the torch network (None for an ONNX graph)
+        self.name, self.width = info.name, width
+        self.margin, self.stride = info.margin, info.multiple
         if tile is not None and tile < MIN_TILE:
             raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
         self.tile = None if tile is None else max(MIN_TILE, tile - tile % self.stride)
         self.memory_budget = memory_budget or default_memory_budget()
+
+    def _forward_bytes(self, h: int, w: int) -> int:
+        return self.engine.info.bytes_per_pixel * h * w
 
     def tile_for(self, h: int, w: int) -> int | None:
         """The tile size used for an h x w image: the explicit one, else None when the whole
@@ -131,10 +144,9 @@ class Denoiser:
         margins fits it."""
         if self.tile is not None:
             return self.tile
-        if forward_bytes(self.name, self.width, h, w) <= self.memory_budget:
+        if self._forward_bytes(h, w) <= self.memory_budget:
             return None
-        per_px = forward_bytes(self.name, self.width, 1, 1)
-        side = int(math.sqrt(self.memory_budget / per_px)) - 2 * self.margin
+        side = int(math.sqrt(self.memory_budget / self._forward_bytes(1, 1))) - 2 * self.margin
         return max(MIN_TILE, side - side % self.stride)
 
     def pass_bytes(self, h: int, w: int) -> int:
@@ -142,8 +154,8 @@ class Denoiser:
         or one tile with its margins."""
         t = self.tile_for(h, w)
         if t is None:
-            return forward_bytes(self.name, self.width, h, w)
-        return forward_bytes(self.name, self.width, min(h, t) + 2 * self.margin, min(w, t) + 2 * self.margin)
+            return self._forward_bytes(h, w)
+        return self._forward_bytes(min(h, t) + 2 * self.margin, min(w, t) + 2 * self.margin)
 
     @property
     def passthrough(self) -> bool:
@@ -154,37 +166,51 @@ class Denoiser:
         """The level given to the network for an image whose estimated noise level is ``measured``."""
         return self.sigma if self.sigma is not None else self.strength * measured
 
-    @torch.inference_mode()
-    def _forward(self, x: torch.Tensor, level: float | None = None) -> torch.Tensor:
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        if self.conditioned:
-            y = self.model(x, torch.full((x.shape[0],), float(level or 0.0), device=self.device))
+    def _forward(self, x: np.ndarray, level: float | None = None) -> np.ndarray:
+        """One pass of the engine over float32 NHWC in [0, 1] (the mean of 8 with ``tta``)."""
+        levels = np.full(x.shape[0], float(level or 0.0), np.float32) if self.conditioned else None
+        if self.tta:
+            y = np.zeros(x.shape, np.float32)
+            for k in range(4):
+                for flip in (False, True):
+                    t = np.rot90(x, k, axes=(1, 2))
+                    t = np.ascontiguousarray(t[:, :, ::-1] if flip else t)
+                    out = self.engine.run(t, levels)
+                    out = out[:, :, ::-1] if flip else out
+                    y += np.rot90(out, -k, axes=(1, 2))
+            y /= 8.0
         else:
-            y = self.model(x)
-        if not bool(torch.isfinite(y).all()):
+            y = np.asarray(self.engine.run(np.ascontiguousarray(x, dtype=np.float32), levels))
+        if not np.isfinite(y).all():
             raise NonFiniteOutput("the model produced NaN/Inf values (diverged weights, or an overflow on this image)")
-        return y.clamp(0, 1).float().cpu()
+        return np.clip(y, 0.0, 1.0)
 
-    @torch.inference_mode()
-    def run_tensor(self, x: torch.Tensor, level: float | None = None) -> torch.Tensor:
-        """float32 NCHW in [0, 1] -> same, tiled when the image is larger than the tile size.
+    def run_array(self, x: np.ndarray, level: float | None = None) -> np.ndarray:
+        """float32 NHWC in [0, 1] -> same, tiled when the image is larger than the tile size.
         ``level``: the noise level (0-255) a conditioned network is given for every image of
-        the batch (None: estimated from the first image, times the strength)."""
+        the batch (None: each image's own estimate, times the strength)."""
         if self.conditioned and level is None:  # each image its own estimate
             if x.shape[0] > 1:
-                return torch.cat([self.run_tensor(x[i : i + 1]) for i in range(x.shape[0])])
+                return np.concatenate([self.run_array(x[i : i + 1]) for i in range(x.shape[0])])
             if self.passthrough:
-                return x.float().cpu().clone()
-            level = self.level_for(estimate_sigma(x[0].permute(1, 2, 0).float().cpu().numpy() * 255.0))
-        h, w = x.shape[-2:]
+                return np.array(x, np.float32)
+            level = self.level_for(estimate_sigma(x[0] * 255.0))
+        h, w = x.shape[1:3]
         t = self.tile_for(h, w)
         if t is None or (h <= t and w <= t):
             return self._forward(x, level)
-        out = torch.empty(x.shape, dtype=torch.float32)
+        out = np.empty(x.shape, np.float32)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(x[..., ys:ye, xs:xe], level)
-            out[..., y0:y1, x0:x1] = pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs]
+            pred = self._forward(x[:, ys:ye, xs:xe], level)
+            out[:, y0:y1, x0:x1] = pred[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs]
         return out
+
+    def run_tensor(self, x):
+        """The same for a torch tensor, float32 NCHW in [0, 1] (the API's ``Model.tensor``)."""
+        import torch
+
+        y = self.run_array(np.ascontiguousarray(x.detach().float().cpu().permute(0, 2, 3, 1).numpy()))
+        return torch.from_numpy(np.ascontiguousarray(y)).permute(0, 3, 1, 2)
 
     def _grid(self, h: int, w: int, t: int):
         """((y0, y1, x0, x1) kept region, (ys, ye, xs, xe) region run with its margins) per tile."""
@@ -198,35 +224,25 @@ class Denoiser:
         return self.run_many([image])[0]
 
     @staticmethod
-    def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-        # NHWC viewed as NCHW is already channels-last: no copy on the way in. uint16 (16-bit
-        # PNG/TIFF) is computed at full precision: [0, 65535] -> [0, 1] as uint8's [0, 255].
-        top = float(np.iinfo(rgb.dtype).max)
-        if rgb.dtype == np.uint16:
-            rgb = rgb.astype(np.int32)  # torch has no uint16 arithmetic on every version
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float().div_(top)
+    def _to_float(rgb: np.ndarray) -> np.ndarray:
+        """Integer NHWC pixels (8 or 16 bits: 16-bit inputs at full precision) -> float32 in [0, 1]."""
+        return rgb.astype(np.float32) * np.float32(1.0 / np.iinfo(rgb.dtype).max)
 
     @staticmethod
-    def _to_uint8(y: torch.Tensor, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
-        """[0, 1] floats -> integers of ``dtype`` (uint8, or uint16 for 16-bit inputs)."""
+    def _to_int(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
         top = float(np.iinfo(dtype).max)
-        y = y.mul_(top).round_().clamp_(0, top)
-        if dtype == np.uint8:
-            return y.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return y.to(torch.int32).permute(0, 2, 3, 1).numpy().astype(dtype)
+        return np.rint(y * top).clip(0, top).astype(dtype)
 
-    @torch.inference_mode()
-    def _run_uint8_tiled(self, rgb: np.ndarray, t: int, level: float | None) -> np.ndarray:
-        """One uint8 (H, W, 3) image in tiles, converting each tile on its own (a large image
+    def _run_int_tiled(self, rgb: np.ndarray, t: int, level: float | None) -> np.ndarray:
+        """One integer (H, W, 3) image in tiles, converting each tile on its own (a large image
         never exists as float32)."""
         h, w = rgb.shape[:2]
         out = np.empty_like(rgb)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(self._to_tensor(rgb[None, ys:ye, xs:xe]), level)
-            out[y0:y1, x0:x1] = self._to_uint8(pred[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype)[0]
+            pred = self._forward(self._to_float(rgb[None, ys:ye, xs:xe]), level)
+            out[y0:y1, x0:x1] = self._to_int(pred[0, y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype)
         return out
 
-    @torch.inference_mode()
     def run_many(self, images: list[np.ndarray], measured: list[float] | None = None) -> list[np.ndarray]:
         """Denoise several images. On a GPU, equal shapes share one forward pass (when untiled)
         if they get the same level; on a CPU every image gets its own, which is faster there
@@ -236,6 +252,7 @@ class Denoiser:
         results: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = defaultdict(list)
         levels: list[float | None] = [None] * len(images)
+        on_cpu = str(self.device).startswith("cpu")
         for i, img in enumerate(images):
             if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
                 raise ValueError(f"expected uint8 or uint16 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
@@ -248,7 +265,7 @@ class Denoiser:
                 continue
             t = self.tile_for(*img.shape[:2])
             tiled = t is not None and (img.shape[0] > t or img.shape[1] > t)
-            shared = self.device.type != "cpu" and not tiled
+            shared = not on_cpu and not tiled
             groups[(img.shape, img.dtype.str, levels[i]) if shared else (i, img.shape)].append(i)
         for idx in groups.values():
             gray = images[idx[0]].ndim == 2
@@ -257,9 +274,9 @@ class Denoiser:
             t = self.tile_for(h, w)
             level = levels[idx[0]]
             if t is not None and (h > t or w > t) and len(idx) == 1:
-                arr = self._run_uint8_tiled(rgb[0], t, level)[None]
+                arr = self._run_int_tiled(rgb[0], t, level)[None]
             else:
-                arr = self._to_uint8(self.run_tensor(self._to_tensor(np.stack(rgb)), level), rgb[0].dtype)
+                arr = self._to_int(self.run_array(self._to_float(np.stack(rgb)), level), rgb[0].dtype)
             for j, i in enumerate(idx):
                 out = arr[j]
                 if gray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Callable
 
@@ -13,26 +14,72 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> float:
     """Join ``address`` (default: $RAY_ADDRESS, a cluster started with ``ray start`` on this
     machine, or a new local one) unless Ray is already initialized; returns the seconds it took.
     Quiet by default: Ray's INFO lines and Ray Data's progress bars are off (raydenoise shows its
-    own progress); ``verbose`` keeps both."""
+    own progress); ``verbose`` keeps both.
+
+    Joining a cluster started with ``ray start --head``: Ray (>= 2.59) turns token
+    authentication on there when the user has a token (``~/.ray/auth_token``), and a client
+    joins it only in token mode, so token mode is chosen here whenever a token is at hand and
+    ``RAY_AUTH_MODE`` is not set (a token-mode client joins a cluster without authentication
+    too). Ray reads the mode when it is imported: in a program that imported Ray before, set
+    ``RAY_AUTH_MODE=token`` yourself."""
+    if not os.environ.get("RAY_ADDRESS", "x").strip():
+        os.environ.pop("RAY_ADDRESS")  # an empty value means "not set", not an address
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and not os.environ.get("RAY_AUTH_MODE") and "ray" not in sys.modules and _token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     if ray.is_initialized():
         return 0.0
     t0 = time.perf_counter()
-    if not os.environ.get("RAY_ADDRESS", "x").strip():
-        os.environ.pop("RAY_ADDRESS")  # an empty value means "not set", not an address
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = verbose
     ctx.print_on_execution_start = verbose
-    address = address or os.environ.get("RAY_ADDRESS")
     # A local cluster of our own needs no dashboard: fewer processes to start, and none (the
     # dashboard and its agents) left running after the command ends.
     local = {} if address else {"include_dashboard": False}
-    ray.init(address=address, log_to_driver=True, configure_logging=True,
-             logging_level="INFO" if verbose else "WARNING", **local)
+    problem = _unreachable(address)
+    if problem:
+        raise RayJoinError(f"cannot join the Ray cluster at {address}: {problem}. Is it running (`ray status`)? "
+                           "Leave --address and RAY_ADDRESS unset to start a local one")
+    try:
+        ray.init(address=address, log_to_driver=True, configure_logging=True,
+                 logging_level="INFO" if verbose else "WARNING", **local)
+    except ConnectionError as exc:
+        raise RayJoinError(f"cannot join the Ray cluster at {address or 'auto'}: {str(exc).splitlines()[0]}. Is it "
+                           "running (`ray status`), and is its token (~/.ray/auth_token or RAY_AUTH_TOKEN) the one "
+                           "here? Leave --address and RAY_ADDRESS unset to start a local one") from None
     return time.perf_counter() - t0
+
+
+class RayJoinError(Exception):
+    """The Ray cluster asked for cannot be joined; the message names the address and why."""
+
+
+def _unreachable(address: str | None, timeout_s: float = 5.0) -> str:
+    """Why nothing can be joined at a ``host:port`` address ("" when its port answers, or for
+    other forms of address, which Ray resolves itself): Ray would retry a dead one for minutes."""
+    import socket
+
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return ""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return ""
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return ""
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or exc})"
+
+
+def _token_available() -> bool:
+    """Whether this user has a Ray authentication token (as Ray itself looks for one)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return os.path.isfile(os.path.join(os.path.expanduser("~"), ".ray", "auth_token"))
 
 
 # ----------------------------------------------------------------------------- multi-node

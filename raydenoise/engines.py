@@ -1,0 +1,320 @@
+"""The network behind a Denoiser, run by torch or by ONNX Runtime behind one interface. No Ray.
+
+An engine maps a float32 NHWC batch in [0, 1] (and, for a network conditioned on the noise
+level, one level per image on the 0-255 scale) to a float32 NHWC batch of the same shape, and
+describes the network (``NetInfo``: its receptive-field margin and size multiple for exact
+tiling, its memory per pixel). ``Denoiser`` (inference.py) does everything else — tiling,
+strength, 8/16-bit conversion, the non-finite check — the same for every engine.
+
+ONNX graphs: raydenoise's own (``raydenoise export``) carry their NetInfo in the model's
+metadata (``raydenoise``); any other image-to-image graph is accepted when it has a float NCHW
+input of 3 channels in [0, 1] with dynamic height and width, an optional (N,) float ``level``
+input, and one output of the input's shape (``check_onnx`` says what is wrong otherwise). Its
+margin and size multiple come from the metadata or are given (``--onnx-margin``,
+``--onnx-multiple``). Graphs are data: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+ENGINES = ("auto", "torch", "onnxruntime")
+META_KEY = "raydenoise"  # ONNX metadata_props key holding a raydenoise export's NetInfo (JSON)
+# A graph raydenoise did not export: tiles get this much context each side unless told, and
+# start on multiples of this many pixels (common U-Nets downsample 8x).
+DEFAULT_ONNX_MARGIN, DEFAULT_ONNX_MULTIPLE = 64, 8
+ONNX_BYTES_PER_PIXEL = 1024  # memory per input pixel assumed for a foreign graph (tiles large images)
+
+
+class EngineError(ValueError):
+    """A model the chosen engine cannot run; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    """What the Denoiser needs to know of a network."""
+
+    name: str  # raydenoise architecture ("swift-cond", ...) or "onnx" for a foreign graph
+    conditioned: bool  # takes a noise level per image
+    margin: int  # context (pixels) each side that covers the receptive field: exact tiling
+    multiple: int  # tiles start on multiples of this (the network's total downsampling)
+    bytes_per_pixel: int  # peak memory of a forward pass per input pixel
+
+
+def torch_info(model_name: str, width: int | None, conditioned: bool) -> NetInfo:
+    from .inference import FORWARD_BYTES_PER_PIXEL, MARGINS, STRIDES
+
+    return NetInfo(model_name, conditioned, MARGINS.get(model_name, 128), STRIDES.get(model_name, 16),
+                   FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32))
+
+
+class TorchEngine:
+    """A torch nn.Module (raydenoise's own networks), in inference mode, channels-last: oneDNN's
+    and cuDNN's convolutions are fastest in that layout, and an NHWC array viewed as NCHW
+    already is channels-last (no copy on the way in)."""
+
+    kind = "torch"
+
+    def __init__(self, model, model_name: str, device: str = "cpu", width: int | None = None):
+        import torch
+
+        from .models import is_conditioned
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.info = torch_info(model_name, width, is_conditioned(model))
+
+    def run(self, x: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device).contiguous(memory_format=torch.channels_last)
+            if self.info.conditioned:
+                lv = torch.as_tensor(np.zeros(x.shape[0], np.float32) if levels is None else levels,
+                                     dtype=torch.float32, device=self.device)
+                y = self.model(t, lv)
+            else:
+                y = self.model(t)
+            return y.float().cpu().permute(0, 2, 3, 1).numpy()
+
+
+class OrtEngine:
+    """An ONNX graph run by ONNX Runtime (CPU provider; CUDA's when asked and installed).
+
+    An exported network reflect-pads its input to its size multiple inside the graph, which
+    needs the padding to be smaller than the image; where it is not (tiny images), the torch
+    network edge-pads instead, and so is the input here before the graph sees it, then cropped
+    back."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, graph: bytes, where: str, device: str = "cpu", threads: int | None = None,
+                 margin: int | None = None, multiple: int | None = None):
+        import onnxruntime as ort
+
+        spec = check_onnx(graph, where)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _cpu_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError("this ONNX Runtime has no CUDA provider (install onnxruntime-gpu), so it cannot use "
+                                  "the GPU; run raydenoise's models with --engine torch on GPUs")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(graph, sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise EngineError(f"{where}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:300]})") from None
+        meta = spec["meta"]
+        self.input, self.level_input, self.output = spec["input"], spec["level"], spec["output"]
+        self.info = NetInfo(str(meta.get("name", "onnx")), self.level_input is not None,
+                            int(margin if margin is not None else meta.get("margin", DEFAULT_ONNX_MARGIN)),
+                            int(multiple if multiple is not None else meta.get("multiple", DEFAULT_ONNX_MULTIPLE)),
+                            int(meta.get("bytes_per_pixel", ONNX_BYTES_PER_PIXEL)))
+        self.device = device
+
+    def run(self, x: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        n, h, w, _ = x.shape
+        m = self.info.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph < h and pw < w:  # the graph reflect-pads to its multiple itself, as the torch network does
+            ph = pw = 0
+        nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+        if ph or pw:
+            nchw = np.pad(nchw, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        feed = {self.input: nchw}
+        if self.level_input is not None:
+            feed[self.level_input] = (np.zeros(n, np.float32) if levels is None else np.asarray(levels, np.float32))
+        y = self.session.run([self.output], feed)[0]
+        if y.shape[:2] != (n, 3) or y.shape[2:] != nchw.shape[2:]:
+            raise EngineError(f"the graph returned shape {tuple(y.shape)} for an input of {tuple(nchw.shape)}: "
+                              "an image-to-image graph must return its input's shape")
+        return y[:, :, :h, :w].transpose(0, 2, 3, 1)
+
+
+def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
+    """The engine a job runs: ``auto`` is ONNX Runtime on CPUs (1.2-1.5x torch's speed there,
+    BENCHMARKS.md) and torch on GPUs; an ONNX graph runs with ONNX Runtime only."""
+    from .artifacts import is_onnx
+
+    if engine not in ENGINES:
+        raise EngineError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if is_onnx(model_uri):
+        if engine == "torch":
+            raise EngineError(f"{model_uri} is an ONNX graph: it runs with --engine onnxruntime (or auto), not torch")
+        return "onnxruntime"
+    if engine == "auto":
+        return "torch" if use_gpu else "onnxruntime"
+    return engine
+
+
+def prepare_graph(model_uri: str, endpoint: str | None, engine: str) -> bytes | None:
+    """On the driver, once per job: the ONNX graph the workers run (None for torch): an
+    ``.onnx`` file's bytes, checked against the contract (check_onnx), or a raydenoise model
+    exported and checked against its torch output (export_onnx)."""
+    from .artifacts import is_onnx, load_model_uri, read_onnx
+
+    if engine != "onnxruntime":
+        return None
+    if is_onnx(model_uri):
+        graph = read_onnx(model_uri, endpoint)
+        check_onnx(graph, model_uri)
+        return graph
+    model, config = load_model_uri(model_uri, endpoint)
+    return export_onnx(model, config)
+
+
+def make_engine(model_uri: str, endpoint: str | None, engine: str, graph: bytes | None, device: str = "cpu",
+                threads: int | None = None, margin: int | None = None, multiple: int | None = None):
+    """In a worker: the engine a Denoiser runs (``graph`` from prepare_graph for ONNX Runtime;
+    torch loads the model itself). An ONNX Runtime worker never imports torch."""
+    if engine == "onnxruntime":
+        return OrtEngine(graph, model_uri, device, threads, margin, multiple)
+    from .artifacts import load_model_uri
+
+    model, config = load_model_uri(model_uri, endpoint)
+    return TorchEngine(model, config["model"], device, config.get("width"))
+
+
+def _cpu_threads() -> int:
+    """Threads for ONNX Runtime: the CPUs this process may use (a Ray actor's share is set by
+    OMP_NUM_THREADS, which Ray sets to the actor's CPUs)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
+    """The contract an ONNX graph must meet to run as a denoiser; EngineError saying what was
+    expected and what the graph declares otherwise. Returns its input, level input (or None)
+    and output names and the raydenoise metadata ({} for a foreign graph)."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(graph)
+    except Exception as exc:
+        raise EngineError(f"{where}: not an ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    expect = ("expected an image-to-image graph: input float32 (N, 3, H, W) in [0, 1] with dynamic H and W "
+              "(and optionally a (N,) float32 noise level), one output of the input's shape")
+    if not inputs or len(inputs) > 2 or len(model.graph.output) != 1:
+        raise EngineError(f"{where}: {len(inputs)} inputs and {len(model.graph.output)} outputs; {expect}")
+    float_type = onnx.TensorProto.FLOAT
+    image = inputs[0]
+    dims = _dims(image)
+    if image.type.tensor_type.elem_type != float_type or len(dims) != 4:
+        raise EngineError(f"{where}: input {image.name!r} is {_describe(image)}; {expect}")
+    if dims[1] != 3:
+        raise EngineError(f"{where}: input {image.name!r} has {dims[1]} channel(s); raydenoise gives RGB images "
+                          f"(3 channels); {expect}")
+    if isinstance(dims[2], int) or isinstance(dims[3], int):
+        raise EngineError(f"{where}: input {image.name!r} has a fixed size {dims[2]}x{dims[3]}; raydenoise runs "
+                          "whole images and tiles of any size: export the graph with dynamic height and width "
+                          f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}")
+    level = None
+    if len(inputs) == 2:
+        ld = _dims(inputs[1])
+        if inputs[1].type.tensor_type.elem_type != float_type or len(ld) != 1:
+            raise EngineError(f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}")
+        level = inputs[1].name
+    out = model.graph.output[0]
+    od = _dims(out)
+    if out.type.tensor_type.elem_type != float_type or len(od) != 4 or isinstance(od[1], int) and od[1] != 3 or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(od[2:], dims[2:])):
+        raise EngineError(f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}")
+    meta = {}
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            try:
+                meta = json.loads(prop.value)
+            except ValueError:
+                meta = {}
+    return {"input": image.name, "level": level, "output": out.name, "meta": meta if isinstance(meta, dict) else {}}
+
+
+def graph_parameters(graph: bytes) -> int:
+    """The number of weights an ONNX graph holds (its initializers' elements)."""
+    import onnx
+
+    model = onnx.load_model_from_string(graph)
+    return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
+
+
+def _describe(value_info) -> str:
+    import onnx
+
+    t = value_info.type.tensor_type
+    kind = onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "not a tensor"
+    return f"{kind} of shape ({', '.join(str(d) if d is not None else '?' for d in _dims(value_info))})"
+
+
+def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: int = 17) -> bytes:
+    """The ONNX graph of a raydenoise network (dynamic batch, height and width; a conditioned
+    network gets a second input ``level``, (N,) on the 0-255 scale), its NetInfo in the
+    metadata, checked against the torch output on a test image before it is returned."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from .models import is_conditioned
+
+    model = model.eval()
+    cond = is_conditioned(model)
+    info = torch_info(config["model"], config.get("width"), cond)
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    args = (x, torch.tensor([15.0])) if cond else (x,)
+    names = ["image", "level"] if cond else ["image"]
+    dynamic = {"image": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
+    if cond:
+        dynamic["level"] = {0: "n"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, buf, input_names=names, output_names=["output"], dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False)
+    graph = onnx.load_model_from_string(buf.getvalue())
+    graph.metadata_props.add(key=META_KEY, value=json.dumps(asdict(info)))
+    data = graph.SerializeToString()
+    check_export(model, data, cond)
+    if path:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def check_export(model, graph: bytes, conditioned: bool, tolerance: float = 1e-4) -> float:
+    """Run the graph with ONNX Runtime and the network with torch on an odd-sized test image
+    (not a multiple of any stride); EngineError when they differ by more than ``tolerance``.
+    Returns the largest difference."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 37, 53, 3), dtype=np.float32)
+    levels = np.array([20.0], np.float32) if conditioned else None
+    engine = OrtEngine(graph, "the exported graph", threads=1)
+    with torch.inference_mode():
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        ref = (model(t, torch.from_numpy(levels)) if conditioned else model(t)).permute(0, 2, 3, 1).numpy()
+    diff = float(np.abs(engine.run(x, levels) - ref).max())
+    if not diff <= tolerance:
+        raise EngineError(f"the exported graph differs from the torch network by {diff:.2e} (over {tolerance:g})")
+    return diff
