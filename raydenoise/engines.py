@@ -16,6 +16,7 @@ margin and size multiple come from the metadata or are given (``--onnx-margin``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -167,8 +168,50 @@ def prepare_graph(model_uri: str, endpoint: str | None, engine: str) -> bytes | 
         graph = read_onnx(model_uri, endpoint)
         check_onnx(graph, model_uri)
         return graph
+    cached = _cache_path(model_uri, endpoint)
+    if cached is not None and cached.is_file():
+        with contextlib.suppress(OSError, EngineError):
+            graph = cached.read_bytes()
+            check_onnx(graph, str(cached))
+            return graph  # exported and checked against torch when it was written
     model, config = load_model_uri(model_uri, endpoint)
-    return export_onnx(model, config)
+    graph = export_onnx(model, config)
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+            tmp.write_bytes(graph)
+            os.replace(tmp, cached)
+    return graph
+
+
+def _cache_path(model_uri: str, endpoint: str | None):
+    """Where the exported graph of a model is kept between jobs (the export and its check
+    against torch cost the driver ~1.5 s and a torch import): keyed by the model's fingerprint
+    and the versions that shape the export, in a private folder of this user
+    ($RAYDENOISE_CACHE_DIR, else $XDG_CACHE_HOME/raydenoise/onnx, else ~/.cache/...); None
+    when there is no usable one."""
+    import hashlib
+    from pathlib import Path
+
+    from .artifacts import model_fingerprint
+    from .console import _private_folder
+
+    try:
+        import onnx as _onnx
+        from importlib.metadata import version
+
+        base = os.environ.get("RAYDENOISE_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "raydenoise", "onnx")
+        folder = Path(base)
+        if _private_folder(folder):
+            return None
+        key = json.dumps([model_fingerprint(model_uri, endpoint), version("torch"), _onnx.__version__, EXPORT_VERSION])
+    except Exception:
+        return None
+    return folder / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".onnx")
+
+
+EXPORT_VERSION = 1  # raise when export_onnx changes what it writes: cached graphs are then made again
 
 
 def make_engine(model_uri: str, endpoint: str | None, engine: str, graph: bytes | None, device: str = "cpu",

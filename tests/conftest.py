@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +33,9 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # never to AWS: no test may reach a non-loopback address.
 os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Exported ONNX graphs are cached between jobs (engines.prepare_graph): in a folder of this test
+# session, never the user's own cache.
+os.environ["RAYDENOISE_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="raydenoise-test-cache-"), "onnx")
 
 BUCKET = "raydenoise-test"
 

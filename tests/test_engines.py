@@ -149,3 +149,31 @@ def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_g
     with pytest.raises(DenoiseError, match="ONNX graph: it runs with --engine onnxruntime"):
         run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "c"),
                                   model=str(tmp_path / "m.onnx"), engine="torch"), **quiet)
+
+
+def test_an_exported_graph_is_kept_between_jobs_in_a_private_cache(tmp_path, monkeypatch):
+    """prepare_graph exports a model once; the next job reads the graph from the user's cache
+    (no torch export), a damaged cached file is made again, and a folder others may write into
+    is not used."""
+    import os
+
+    from raydenoise import engines
+
+    monkeypatch.setenv("RAYDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    first = engines.prepare_graph("builtin:seed-ae", None, "onnxruntime")
+    cached = list((tmp_path / "cache").glob("*.onnx"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first
+    assert oct((tmp_path / "cache").stat().st_mode & 0o777) == oct(0o700)
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(engines, "export_onnx", no_export)
+    assert engines.prepare_graph("builtin:seed-ae", None, "onnxruntime") == first
+    monkeypatch.undo()
+    monkeypatch.setenv("RAYDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    cached[0].write_bytes(b"damaged")
+    assert engines.prepare_graph("builtin:seed-ae", None, "onnxruntime") == first
+    assert cached[0].read_bytes() == first
+    os.chmod(tmp_path / "cache", 0o777)
+    assert engines._cache_path("builtin:seed-ae", None) is None

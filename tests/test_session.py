@@ -17,6 +17,20 @@ from pathlib import Path
 from conftest import _free_ports, png_bytes, rgb, write
 
 
+def _answers(url: str) -> bool:
+    """Whether an HTTP server answers at ``url`` (any status, 401 included)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     """The raydenoise command with exactly ``env`` (no RAY_ADDRESS or RAY_AUTH_MODE of the tests)."""
     return subprocess.run([str(Path(sys.executable).parent / "raydenoise"), *args], capture_output=True, text=True,
@@ -49,9 +63,9 @@ def test_a_token_cluster_refuses_jobs_without_the_token_and_raydenoise_joins_it_
             return subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"], env=env | extra,
                                   capture_output=True, text=True, timeout=60)
 
-        while jobs({"RAY_AUTH_MODE": "token"}).returncode != 0:  # the dashboard answers
+        while not _answers(f"http://127.0.0.1:{dash}/api/version"):  # the dashboard is up
             assert time.time() < deadline, "the dashboard did not start"
-            time.sleep(1)
+            time.sleep(0.5)
         for extra in ({"HOME": str(tmp_path)}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-" + token}):
             r = jobs(extra)
             assert r.returncode != 0 and "AuthenticationError" in r.stdout + r.stderr, r.stdout + r.stderr
