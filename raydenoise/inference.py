@@ -48,12 +48,6 @@ class NonFiniteOutput(ValueError):
     """The model produced NaN or Inf (diverged weights, or an overflow on this input)."""
 
 
-def forward_bytes(model_name: str, width: int | None, height_px: int, width_px: int) -> int:
-    """Estimated peak memory (bytes) of one untiled forward pass over an image of that size."""
-    per_px = FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32)
-    return per_px * height_px * width_px
-
-
 def default_memory_budget(cpu_share: float = 1.0) -> int:
     """Bytes one model actor may use for a forward pass: half of this machine's memory, split
     by the actor's share of the CPUs (``cpu_share`` CPUs out of all), between 0.5 and 2 GiB."""
@@ -128,7 +122,7 @@ class Denoiser:
         self.strength, self.sigma, self.tta = float(strength), sigma, tta
         self.device = self.engine.device
         self.model = getattr(self.engine, "model", None)  # the torch network (None for an ONNX graph)
-        self.name, self.width = info.name, width
+        self.name = info.name
         self.margin, self.stride = info.margin, info.multiple
         if tile is not None and tile < MIN_TILE:
             raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
