@@ -16,6 +16,9 @@ Parts:
 - ``gray``: the same photos in grayscale, sigma 25.
 - ``real``: real camera noise (``--real`` holds ``*_real.*`` noisy crops and ``*_mean.*``
   references, as the PolyU data set's ``CroppedImages``); used only to score.
+- ``lowlight``: synthetic low light (``synth --noise low-light``, seeded) from bsds500/test photos,
+  ``--lol-methods`` scored against the photos, and each method's brightness shift on the
+  well-exposed photos themselves.
 - ``lol``: low-light enhancement on LOL eval15 (``--lol`` holds ``low/`` and ``normal/``), methods
   ``--lol-methods`` (``input``, ``gamma``, ``builtin:NAME`` or a model folder), PSNR and SSIM.
 - ``models``: every built-in's parameters, GMAC per megapixel and CPU megapixels/s (1 thread and
@@ -106,7 +109,7 @@ def main() -> None:
     ap.add_argument("--methods", default="input,builtin:denoise,nlm,bm3d")
     ap.add_argument("--sigmas", default="0,15,25,50")
     ap.add_argument("--limit", type=int, default=68, help="first N bsds500/test photos by name")
-    ap.add_argument("--parts", default="bsds,estimator,jpeg,gray,real,lol,models")
+    ap.add_argument("--parts", default="bsds,estimator,jpeg,gray,real,lol,lowlight,models")
     ap.add_argument("--real", default="/work/data/polyu/CroppedImages", help="*_real.* noisy crops, *_mean.* references")
     ap.add_argument("--real-every", type=int, default=1, help="score every N-th real crop by name (1: all)")
     ap.add_argument("--lol", default="/work/data/lol/dataset/test", help="LOL eval15: low/ and normal/")
@@ -127,6 +130,8 @@ def main() -> None:
         report["real"] = real_part(args)
     if "lol" in parts:
         report["lol"] = lol_part(args)
+    if "lowlight" in parts:
+        report["lowlight"] = lowlight_part(args)
     if "models" in parts:
         report["models"] = models_part()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +267,40 @@ def lol_part(args) -> dict:
     print("\n| LOL eval15 method | PSNR (dB) | SSIM | s/image (1 core) |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['s_per_image']:.2f} |")
+    return {"images": [f.name for f in files], "rows": results}
+
+
+def lowlight_part(args) -> dict:
+    """Synthetic low light from bsds500/test photos no model saw: each photo darkened with noise
+    exactly as ``raydenoise synth --noise low-light`` does (seed 0, per-image seeds from the
+    file name), enhanced by ``--lol-methods`` and scored against the photo; and the same methods
+    on the photos themselves, already well exposed: how far the mean brightness moves (a
+    low-light model must not push a bright photo to white)."""
+    import torch
+
+    from raydenoise.evaluate import gamma_curve
+    from raydenoise.images import decode_rgb8
+    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.synth import image_seed
+
+    torch.set_num_threads(1)
+    files = sorted((Path(args.bsds) / "test").glob("*"))[: args.limit]
+    highs = [decode_rgb8(f.read_bytes()) for f in files]
+    spec = parse_noise("low-light")
+    lows = [apply_noise(h, spec, np.random.default_rng(image_seed(0, f.name))) for f, h in zip(files, highs)]
+    results = []
+    for m in args.lol_methods.split(","):
+        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))
+        row = {"method": m, **score(fn, lows, highs)}
+        shifts = [float(fn(h).astype(np.float64).mean() - h.astype(np.float64).mean()) / 255 for h in highs]
+        row |= {"bright_mean_shift": float(np.mean(shifts)), "bright_max_shift": float(np.max(np.abs(shifts)))}
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    print(f"\n| synthetic low light, {len(files)} bsds500/test photos | PSNR (dB) | SSIM | "
+          "well-exposed photo: mean brightness shift (mean, largest) |\n|---|---|---|---|")
+    for r in results:
+        print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bright_mean_shift']:+.3f}, "
+              f"{r['bright_max_shift']:.3f} |")
     return {"images": [f.name for f in files], "rows": results}
 
 

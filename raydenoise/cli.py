@@ -228,12 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default=None,
                    help="network to train (required unless --init gives it): swift (efficient, recommended), "
                         "swift-cond (swift conditioned on the noise level: --strength/--sigma apply), "
+                        "swift-global (swift steered by the whole image: exposure, colour, tone; for low light), "
                         "unet, seed-ae (the notebook's autoencoder)")
     p.add_argument("--storage-path", required=True, help="folder or s3:// prefix for runs and checkpoints")
     p.add_argument("--degrade", default=None, metavar="SPEC",
                    help="train from the clean side: each patch's noisy input is synthesized at every step, e.g. "
                         "gaussian:0-50 (sigma drawn per patch), or a comma-separated mix: "
                         "gaussian:0-50,poisson-gaussian:peak=5-60 (kinds and parameters as for synth --noise)")
+    p.add_argument("--synthetic-data", default=None, metavar="DATA",
+                   help="a second ingest output whose clean images get --degrade inputs, mixed with --data's real "
+                        "pairs (e.g. LOL pairs + synthetic low light from clean photos); val stays --data's")
+    p.add_argument("--synthetic-share", type=float, default=0.5, metavar="S",
+                   help="with --synthetic-data: the share of training patches drawn from it (default 0.5)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this model folder's weights (local or s3://): fine-tune, or continue a "
                         "finished run in a new stage; its config gives --model and --width")
@@ -419,7 +425,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = args.model
     if model is None:
         if not args.init:
-            raise TrainError("give --model (swift, swift-cond, unet or seed-ae), or --init with a model to start from")
+            raise TrainError("give --model (swift, swift-cond, swift-global, unet or seed-ae), or --init with a model to start from")
         model = init_model_config(args.init, args.s3_endpoint)["model"]
     cfg = resolve_config(
         model, data=args.data, storage_path=args.storage_path, name=args.name, epochs=args.epochs,
@@ -429,6 +435,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_steps_per_epoch=args.max_steps_per_epoch, time_limit_s=args.time_limit, seed=args.seed,
         degrade=args.degrade, init=args.init, ema=args.ema, in_memory=args.in_memory,
         patches_per_image=args.patches_per_image, s3_endpoint=args.s3_endpoint,
+        synthetic_data=args.synthetic_data, synthetic_share=args.synthetic_share,
     )
     run_train(cfg, log=_log, start_ray=start_ray(args))
     return 0

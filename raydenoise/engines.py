@@ -45,13 +45,14 @@ class NetInfo:
     margin: int  # context (pixels) each side that covers the receptive field: exact tiling
     multiple: int  # tiles start on multiples of this (the network's total downsampling)
     bytes_per_pixel: int  # peak memory of a forward pass per input pixel
+    context: int = 0  # > 0: takes the whole image's context, a (N, 3, context, context) thumbnail
 
 
-def torch_info(model_name: str, width: int | None, conditioned: bool) -> NetInfo:
+def torch_info(model_name: str, width: int | None, conditioned: bool, context: int = 0) -> NetInfo:
     from .inference import FORWARD_BYTES_PER_PIXEL, MARGINS, STRIDES
 
     return NetInfo(model_name, conditioned, MARGINS.get(model_name, 128), STRIDES.get(model_name, 16),
-                   FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32))
+                   FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32), context)
 
 
 class TorchEngine:
@@ -69,13 +70,15 @@ class TorchEngine:
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
-        self.info = torch_info(model_name, width, is_conditioned(model))
+        self.info = torch_info(model_name, width, is_conditioned(model), getattr(model, "context", 0))
 
-    def run(self, x: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+    def run(self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device).contiguous(memory_format=torch.channels_last)
-            if self.info.conditioned:
+            if self.info.context:
+                y = self.model(t, None if context is None else torch.from_numpy(context).to(self.device))
+            elif self.info.conditioned:
                 lv = torch.as_tensor(np.zeros(x.shape[0], np.float32) if levels is None else levels,
                                      dtype=torch.float32, device=self.device)
                 y = self.model(t, lv)
@@ -115,13 +118,14 @@ class OrtEngine:
             raise EngineError(f"{where}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:300]})") from None
         meta = spec["meta"]
         self.input, self.level_input, self.output = spec["input"], spec["level"], spec["output"]
+        self.context_input = spec["context"]
         self.info = NetInfo(str(meta.get("name", "onnx")), self.level_input is not None,
                             int(margin if margin is not None else meta.get("margin", DEFAULT_ONNX_MARGIN)),
                             int(multiple if multiple is not None else meta.get("multiple", DEFAULT_ONNX_MULTIPLE)),
-                            int(meta.get("bytes_per_pixel", ONNX_BYTES_PER_PIXEL)))
+                            int(meta.get("bytes_per_pixel", ONNX_BYTES_PER_PIXEL)), spec["context_size"])
         self.device = device
 
-    def run(self, x: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+    def run(self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
         n, h, w, _ = x.shape
         m = self.info.multiple
         ph, pw = (-h) % m, (-w) % m
@@ -133,6 +137,12 @@ class OrtEngine:
         feed = {self.input: nchw}
         if self.level_input is not None:
             feed[self.level_input] = (np.zeros(n, np.float32) if levels is None else np.asarray(levels, np.float32))
+        if self.context_input is not None:
+            if context is None:
+                from .images import area_thumbnail
+
+                context = np.stack([area_thumbnail(img, self.info.context) for img in x])
+            feed[self.context_input] = np.ascontiguousarray(context, dtype=np.float32)
         y = self.session.run([self.output], feed)[0]
         if y.shape[:2] != (n, 3) or y.shape[2:] != nchw.shape[2:]:
             raise EngineError(f"the graph returned shape {tuple(y.shape)} for an input of {tuple(nchw.shape)}: "
@@ -271,8 +281,23 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
         raise EngineError(f"{where}: input {image.name!r} has a fixed size {dims[2]}x{dims[3]}; raydenoise runs "
                           "whole images and tiles of any size: export the graph with dynamic height and width "
                           f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}")
-    level = None
-    if len(inputs) == 2:
+    meta = {}
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            try:
+                meta = json.loads(prop.value)
+            except ValueError:
+                meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    level, context, context_size = None, None, 0
+    size = meta.get("context")
+    if len(inputs) == 2 and isinstance(size, int) and size > 0 and inputs[1].name == "context":
+        # raydenoise's global networks: the whole image's thumbnail (N, 3, size, size) beside each tile
+        cd = _dims(inputs[1])
+        if inputs[1].type.tensor_type.elem_type != float_type or cd[1:] != [3, size, size]:
+            raise EngineError(f"{where}: input 'context' is {_describe(inputs[1])}, not (N, 3, {size}, {size})")
+        context, context_size = "context", size
+    elif len(inputs) == 2:
         ld = _dims(inputs[1])
         if inputs[1].type.tensor_type.elem_type != float_type or len(ld) != 1:
             raise EngineError(f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}")
@@ -282,14 +307,8 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
     if out.type.tensor_type.elem_type != float_type or len(od) != 4 or isinstance(od[1], int) and od[1] != 3 or any(
             isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(od[2:], dims[2:])):
         raise EngineError(f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}")
-    meta = {}
-    for prop in model.metadata_props:
-        if prop.key == META_KEY:
-            try:
-                meta = json.loads(prop.value)
-            except ValueError:
-                meta = {}
-    return {"input": image.name, "level": level, "output": out.name, "meta": meta if isinstance(meta, dict) else {}}
+    return {"input": image.name, "level": level, "output": out.name, "meta": meta, "context": context,
+            "context_size": context_size}
 
 
 def graph_parameters(graph: bytes) -> int:
@@ -322,13 +341,17 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
 
     model = model.eval()
     cond = is_conditioned(model)
-    info = torch_info(config["model"], config.get("width"), cond)
+    size = getattr(model, "context", 0)
+    info = torch_info(config["model"], config.get("width"), cond, size)
     x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
     args = (x, torch.tensor([15.0])) if cond else (x,)
     names = ["image", "level"] if cond else ["image"]
     dynamic = {"image": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
     if cond:
         dynamic["level"] = {0: "n"}
+    if size:  # the thumbnail of the whole image, given beside every tile
+        args, names = (x, torch.rand(1, 3, size, size)), ["image", "context"]
+        dynamic["context"] = {0: "n"}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -337,14 +360,14 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
     graph = onnx.load_model_from_string(buf.getvalue())
     graph.metadata_props.add(key=META_KEY, value=json.dumps(asdict(info)))
     data = graph.SerializeToString()
-    check_export(model, data, cond)
+    check_export(model, data, cond, context=size)
     if path:
         with open(path, "wb") as f:
             f.write(data)
     return data
 
 
-def check_export(model, graph: bytes, conditioned: bool, tolerance: float = 1e-4) -> float:
+def check_export(model, graph: bytes, conditioned: bool, tolerance: float = 1e-4, context: int = 0) -> float:
     """Run the graph with ONNX Runtime and the network with torch on an odd-sized test image
     (not a multiple of any stride); EngineError when they differ by more than ``tolerance``.
     Returns the largest difference."""

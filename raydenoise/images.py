@@ -581,3 +581,20 @@ def object_column(arrays: list[np.ndarray]) -> np.ndarray:
     col = np.empty(len(arrays), dtype=object)
     col[:] = arrays
     return col
+
+
+def area_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """float32 (C, size, size): the mean of each cell of an (H, W, C) image cut into size x size
+    cells, the cells of adaptive average pooling (row cell i spans floor(i*H/size) to
+    ceil((i+1)*H/size)), integer images scaled to [0, 1]. Row cells first, so a large integer
+    image never exists as float. What a global network (``models.context_of``) sees of the
+    whole image; equal to the torch pooling to float rounding."""
+    h, w = image.shape[:2]
+    scale = 1.0 / np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+
+    def cells(n: int) -> list[tuple[int, int]]:
+        return [((i * n) // size, -((-(i + 1) * n) // size)) for i in range(size)]
+
+    rows = np.stack([image[a:b].mean(axis=0, dtype=np.float64) for a, b in cells(h)])  # (size, W, C)
+    out = np.stack([rows[:, a:b].mean(axis=1) for a, b in cells(w)], axis=1)  # (size, size, C)
+    return np.ascontiguousarray((out * scale).transpose(2, 0, 1), dtype=np.float32)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import MIN_TILE  # noqa: F401  (the tile-size floor, re-exported)
+from .images import MIN_TILE, area_thumbnail
 from .noise_level import BLIND_SIGMA, estimate_sigma, strength_problem
 
 # torch is imported where a torch network runs (engines.TorchEngine): an actor running an ONNX
@@ -34,13 +34,14 @@ from .noise_level import BLIND_SIGMA, estimate_sigma, strength_problem
 # seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
 # unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
 # swift: measured by back-propagating from one output pixel: its inputs lie within 88 px.
-MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112, "swift-cond": 112}
+# swift-global: its local swift's (the global path sees the whole image's thumbnail, given to every tile).
+MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112, "swift-cond": 112, "swift-global": 112}
 # Tiles start on multiples of the network's total downsampling, so they see the same grid as
 # the whole image: 4 for seed-ae and unet (2 x 2), 16 for swift (pixel-unshuffle, then 3 x 2).
-STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16, "swift-cond": 16}
+STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16, "swift-cond": 16, "swift-global": 16}
 # Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
 # rounded up from the measurement).
-FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16, "swift-cond": 16}
+FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16, "swift-cond": 16, "swift-global": 16}
 GiB = 1 << 30
 
 
@@ -105,8 +106,14 @@ class Denoiser:
     output is averaged back to one channel. Raises NonFiniteOutput when the model's output
     contains NaN or Inf, instead of writing a black or garbage image.
 
-    ``tta``: self-ensemble, the mean of the 8 flips and 90-degree rotations of each image (or
-    tile), each transformed back (8x the cost, as BasicSR and KAIR offer it).
+    ``tta``: self-ensemble, the mean of the 8 flips and 90-degree rotations of each image,
+    each transformed back (8x the cost, as BasicSR and KAIR offer it); each turned image is
+    tiled as a whole image of its shape, so tiling stays exact (the image is then held as
+    float32, 12 bytes per pixel, twice).
+
+    A global network (``swift-global``: ``info.context`` > 0) is given, beside every tile, the
+    thumbnail of the whole image (``images.area_thumbnail``), taken once per image, so tiled
+    and untiled outputs stay equal.
     """
 
     def __init__(self, model: Any, model_name: str | None = None, device: str = "cpu", tile: int | None = None,
@@ -119,6 +126,7 @@ class Denoiser:
         info = self.engine.info
         check_strength(strength, sigma, info.conditioned)
         self.conditioned = info.conditioned
+        self.context = info.context
         self.strength, self.sigma, self.tta = float(strength), sigma, tta
         self.device = self.engine.device
         self.model = getattr(self.engine, "model", None)  # the torch network (None for an ONNX graph)
@@ -160,21 +168,13 @@ class Denoiser:
         """The level given to the network for an image whose estimated noise level is ``measured``."""
         return self.sigma if self.sigma is not None else self.strength * measured
 
-    def _forward(self, x: np.ndarray, level: float | None = None) -> np.ndarray:
-        """One pass of the engine over float32 NHWC in [0, 1] (the mean of 8 with ``tta``)."""
+    def _forward(self, x: np.ndarray, level: float | None = None, context: np.ndarray | None = None) -> np.ndarray:
+        """One pass of the engine over float32 NHWC in [0, 1]. ``context``: the whole images'
+        thumbnails (N, 3, S, S) for a global network (taken from ``x`` when None)."""
         levels = np.full(x.shape[0], float(level or 0.0), np.float32) if self.conditioned else None
-        if self.tta:
-            y = np.zeros(x.shape, np.float32)
-            for k in range(4):
-                for flip in (False, True):
-                    t = np.rot90(x, k, axes=(1, 2))
-                    t = np.ascontiguousarray(t[:, :, ::-1] if flip else t)
-                    out = self.engine.run(t, levels)
-                    out = out[:, :, ::-1] if flip else out
-                    y += np.rot90(out, -k, axes=(1, 2))
-            y /= 8.0
-        else:
-            y = np.asarray(self.engine.run(np.ascontiguousarray(x, dtype=np.float32), levels))
+        if self.context and context is None:
+            context = np.stack([area_thumbnail(img, self.context) for img in x])
+        y = np.asarray(self.engine.run(np.ascontiguousarray(x, dtype=np.float32), levels, context))
         if not np.isfinite(y).all():
             raise NonFiniteOutput("the model produced NaN/Inf values (diverged weights, or an overflow on this image)")
         return np.clip(y, 0.0, 1.0)
@@ -189,13 +189,33 @@ class Denoiser:
             if self.passthrough:
                 return np.array(x, np.float32)
             level = self.level_for(estimate_sigma(x[0] * 255.0))
+        context = np.stack([area_thumbnail(img, self.context) for img in x]) if self.context else None
+        if not self.tta:
+            return self._run_whole(x, level, context)
+        # Self-ensemble over whole images: each of the 8 turned images is run (and tiled) as an
+        # image of its own shape, so tiling stays exact whatever the size.
+        y = np.zeros(x.shape, np.float32)
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(x, k, axes=(1, 2))
+                t = np.ascontiguousarray(t[:, :, ::-1] if flip else t)
+                c = None
+                if context is not None:  # the thumbnail turns with the image
+                    c = np.rot90(context, k, axes=(2, 3))
+                    c = np.ascontiguousarray(c[..., ::-1] if flip else c)
+                out = self._run_whole(t, level, c)
+                out = out[:, :, ::-1] if flip else out
+                y += np.rot90(out, -k, axes=(1, 2))
+        return y / 8.0
+
+    def _run_whole(self, x: np.ndarray, level: float | None, context: np.ndarray | None) -> np.ndarray:
         h, w = x.shape[1:3]
         t = self.tile_for(h, w)
         if t is None or (h <= t and w <= t):
-            return self._forward(x, level)
+            return self._forward(x, level, context)
         out = np.empty(x.shape, np.float32)
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(x[:, ys:ye, xs:xe], level)
+            pred = self._forward(x[:, ys:ye, xs:xe], level, context)
             out[:, y0:y1, x0:x1] = pred[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs]
         return out
 
@@ -232,8 +252,9 @@ class Denoiser:
         never exists as float32)."""
         h, w = rgb.shape[:2]
         out = np.empty_like(rgb)
+        context = area_thumbnail(rgb, self.context)[None] if self.context else None
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
-            pred = self._forward(self._to_float(rgb[None, ys:ye, xs:xe]), level)
+            pred = self._forward(self._to_float(rgb[None, ys:ye, xs:xe]), level, context)
             out[y0:y1, x0:x1] = self._to_int(pred[0, y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype)
         return out
 
@@ -267,7 +288,7 @@ class Denoiser:
             h, w = rgb[0].shape[:2]
             t = self.tile_for(h, w)
             level = levels[idx[0]]
-            if t is not None and (h > t or w > t) and len(idx) == 1:
+            if t is not None and (h > t or w > t) and len(idx) == 1 and not self.tta:
                 arr = self._run_int_tiled(rgb[0], t, level)[None]
             else:
                 arr = self._to_int(self.run_array(self._to_float(np.stack(rgb)), level), rgb[0].dtype)

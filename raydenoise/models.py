@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("seed-ae", "unet", "swift", "swift-cond")
+MODEL_NAMES = ("seed-ae", "unet", "swift", "swift-cond", "swift-global")
 LEVEL_SCALE = 50.0  # a noise level (0-255 scale) enters a conditioned network divided by this
+CONTEXT_SIZE = 32  # a global network sees the whole image as a CONTEXT_SIZE x CONTEXT_SIZE thumbnail
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
@@ -194,6 +195,12 @@ class Swift(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """``sigma``: (N,) noise levels on the 0-255 scale, one per image; required by (and only
         used by) a conditioned network, which sees it as a uniform extra input plane."""
+        return x + self.residual(x, sigma) if self.training else (x + self.residual(x, sigma)).clamp(0.0, 1.0)
+
+    def residual(self, x: torch.Tensor, sigma: torch.Tensor | None = None,
+                 film: torch.Tensor | None = None) -> torch.Tensor:
+        """The correction the network adds to ``x``. ``film``: (N, 2 * channels of the middle)
+        per-image scale and shift of the middle blocks' input (a global network's steering)."""
         xp, h, w = _pad_to_multiple(x, self.multiple)
         y = F.pixel_unshuffle(xp, 2)
         if self.conditioned:
@@ -207,10 +214,76 @@ class Swift(nn.Module):
             y = encoder(y)
             skips.append(y)
             y = down(y)
+        if film is not None:
+            scale, shift = film[:, :, None, None].chunk(2, dim=1)
+            y = y * (1 + scale) + shift
         y = self.middle(y)
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
             y = decoder(up(y) + skip)
-        out = (xp + F.pixel_shuffle(self.tail(y), 2))[..., :h, :w]
+        return F.pixel_shuffle(self.tail(y), 2)[..., :h, :w]
+
+
+def context_of(x: torch.Tensor) -> torch.Tensor:
+    """The whole image as a global network sees it: the mean of each of CONTEXT_SIZE x
+    CONTEXT_SIZE cells (adaptive average pooling; ``images.area_thumbnail`` computes the same on
+    NumPy images, which is how tiled inference gives every tile the whole image's context)."""
+    return F.adaptive_avg_pool2d(x, CONTEXT_SIZE)
+
+
+class SwiftGlobal(nn.Module):
+    """Low-light enhancement that sees the whole image: a global path and a local ``Swift``.
+
+    The global path reads a 32x32 thumbnail of the whole image (``context``; computed from
+    ``x`` when not given) - its pixels and their logarithms, through three strided convs, mean
+    and max pooled - and predicts, per image, an exposure gain, a 3x3 colour matrix plus offset
+    and a gamma (as IAT and curve-estimation methods do), applied to every pixel:
+    ``y = clamp(M @ (gain * x) + b) ** gamma``, plus a scale and shift of the local network's
+    middle features. The local ``Swift`` then removes the noise that brightening reveals and
+    restores detail on ``y``: the output is ``y + swift.residual(y)``.
+
+    Everything the global path computes is one small vector per image, so tiled inference stays
+    exact: the context is taken once from the whole image and given to every tile (its tiles
+    and margins are the local network's). The global head starts at zero: a fresh (or
+    ``--init swift``) network is its local ``Swift`` (to 1e-4: inputs are floored at 1e-4).
+    """
+
+    multiple = 16
+    context = CONTEXT_SIZE
+
+    def __init__(self, width: int = 32, features: int = 64):
+        super().__init__()
+        self.local = Swift(width)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(6, 16, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(32, features, 3, stride=2, padding=1), nn.GELU(),
+        )
+        self.fc = nn.Sequential(nn.Linear(2 * features + 6, features), nn.GELU())
+        self.adjust = nn.Linear(features, 1 + 9 + 3 + 1)  # log gain, colour matrix - I, offset, log gamma
+        self.film = nn.Linear(features, 2 * 8 * width)
+        for head in (self.adjust, self.film):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def global_params(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(gain (N,1,1,1), matrix (N,3,3), offset (N,3,1,1), gamma (N,1,1,1), film (N, 16w))."""
+        logs = torch.log(context.clamp_min(1.0 / 255.0)) / 5.0
+        f = self.encoder(torch.cat([context, logs], dim=1))
+        stats = torch.cat([context.mean(dim=(2, 3)), logs.mean(dim=(2, 3))], dim=1)
+        f = self.fc(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3)), stats], dim=1))
+        p = self.adjust(f)
+        n = p.shape[0]
+        gain = torch.exp(p[:, 0].clamp(-3.0, 4.0)).reshape(n, 1, 1, 1)
+        matrix = torch.eye(3, dtype=p.dtype, device=p.device) + p[:, 1:10].reshape(n, 3, 3)
+        offset = p[:, 10:13].reshape(n, 3, 1, 1)
+        gamma = torch.exp(p[:, 13].clamp(-1.5, 1.5)).reshape(n, 1, 1, 1)
+        return gain, matrix, offset, gamma, self.film(f)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        gain, matrix, offset, gamma, film = self.global_params(context_of(x) if context is None else context)
+        y = torch.einsum("nij,njhw->nihw", matrix, x * gain) + offset
+        y = y.clamp(1e-4, 1.0) ** gamma
+        out = y + self.local.residual(y, film=film)
         return out if self.training else out.clamp(0.0, 1.0)
 
 
@@ -224,6 +297,8 @@ def build_model(name: str, width: int | None = None) -> nn.Module:
         return Swift(width or 32)
     if name == "swift-cond":
         return Swift(width or 32, conditioned=True)
+    if name == "swift-global":
+        return SwiftGlobal(width or 32)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
@@ -240,6 +315,20 @@ def expand_state_for_levels(state: dict[str, torch.Tensor]) -> dict[str, torch.T
         raise ValueError(f"expected a swift head with 12 input channels, found {weight.shape[1]}")
     zeros = torch.zeros(weight.shape[0], 1, *weight.shape[2:], dtype=weight.dtype)
     return {**state, "head.weight": torch.cat([weight, zeros], dim=1)}
+
+
+def takes_context(model: nn.Module) -> bool:
+    """Whether ``model`` (or the module DDP wraps) takes the whole image's context beside a tile."""
+    return bool(getattr(getattr(model, "module", model), "context", 0))
+
+
+def local_state_for_global(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """A ``swift`` state dict as the local network of a ``swift-global`` (train --init): the
+    global path starts at zero, so the new network is exactly the old one; None when ``state``
+    is not a blind swift's."""
+    if any(k.startswith("local.") for k in state) or state.get("head.weight", torch.zeros(0, 0)).shape[1:2] != (12,):
+        return None
+    return {f"local.{k}": v for k, v in state.items()}
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

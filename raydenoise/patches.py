@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .images import area_thumbnail
 from .noise import NoiseSpec, degrade, degrade_with_level
 from .noise_level import estimate_noise
 
@@ -31,15 +32,20 @@ def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Genera
     return np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, stream])
 
 
-def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rng: np.random.Generator):
+def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rng: np.random.Generator,
+                 context: np.ndarray | None = None):
     """Random crop to patch x patch (reflect-padding images smaller than that) plus random
     flips and 90-degree rotations; with patch None, only portrait -> landscape transposition.
-    ``low`` may be None (clean-only training: the input is synthesized from ``high`` later)."""
+    ``low`` may be None (clean-only training: the input is synthesized from ``high`` later).
+    ``context`` (C, S, S), the whole image's thumbnail, gets the same flips and rotations
+    (not the crop) and is returned third."""
     pair = [high] if low is None else [low, high]
+    ctx = None if context is None else context.transpose(1, 2, 0)  # HWC, transformed like the pair
     if patch is None:
         if high.shape[0] > high.shape[1]:
             pair = [a.transpose(1, 0, 2) for a in pair]
-        return (None, *pair) if low is None else tuple(pair)
+            ctx = None if ctx is None else ctx.transpose(1, 0, 2)
+        return _with_context((None, *pair) if low is None else tuple(pair), ctx, context)
     h, w = high.shape[:2]
     if h < patch or w < patch:
         pad = ((0, max(0, patch - h)), (0, max(0, patch - w)), (0, 0))
@@ -47,13 +53,21 @@ def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rn
         h, w = pair[0].shape[:2]
     top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
     pair = [a[top : top + patch, left : left + patch] for a in pair]
+    if ctx is not None:
+        pair.append(ctx)
     if rng.random() < 0.5:
         pair = [a[:, ::-1] for a in pair]
     if rng.random() < 0.5:
         pair = [a[::-1] for a in pair]
     k = int(rng.integers(0, 4))
     pair = [np.ascontiguousarray(np.rot90(a, k)) for a in pair]
-    return (None, *pair) if low is None else tuple(pair)
+    if ctx is not None:
+        ctx = pair.pop()
+    return _with_context((None, *pair) if low is None else tuple(pair), ctx, context)
+
+
+def _with_context(pair: tuple, ctx: np.ndarray | None, context: np.ndarray | None) -> tuple:
+    return pair if context is None else (*pair, np.ascontiguousarray(ctx.transpose(2, 0, 1)))
 
 
 def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator,
@@ -92,6 +106,13 @@ def batch_with_levels(lows: list[np.ndarray | None], highs: list[np.ndarray], sp
                       rng: np.random.Generator, levels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One batch: (low, high) stacked to a common size, and the levels when ``levels`` (else None).
     With ``specs`` the low side is synthesized from the clean one; otherwise ``lows`` are the pairs'."""
+    if specs and any(low is not None for low in lows):  # a mix: only the missing inputs are synthesized
+        made = [i for i, low in enumerate(lows) if low is None]
+        new_highs, new_lows, _ = synthesize_inputs([highs[i] for i in made], specs, rng, levels=False)
+        highs, lows = list(highs), list(lows)
+        for i, h, low in zip(made, new_highs, new_lows):
+            highs[i], lows[i] = h, low
+        specs = None
     found = None
     if specs:
         highs, lows, found = synthesize_inputs(highs, specs, rng, levels=levels)
@@ -127,33 +148,64 @@ class MemoryPatches:
     worker's share is smaller than ``steps * batch_size``.
     """
 
-    def __init__(self, images: list[tuple[np.ndarray | None, np.ndarray]]):
+    def __init__(self, images: list[tuple[np.ndarray | None, np.ndarray]],
+                 synthetic: list[np.ndarray] | None = None, synthetic_share: float = 0.0):
         if not images:
             raise ValueError("no images to train on")
         self.images = images
+        # Clean images whose inputs are always synthesized (train --synthetic-data), drawn for a
+        # ``synthetic_share`` of the patches.
+        self.synthetic = synthetic or []
+        self.synthetic_share = synthetic_share if self.synthetic else 0.0
+        self._contexts: dict[tuple[int, int], np.ndarray] = {}  # (image, size) -> a real input's thumbnail
 
     @property
     def nbytes(self) -> int:
-        return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images)
+        return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images) + sum(
+            h.nbytes for h in self.synthetic)
 
     def batches(self, *, steps: int, batch_size: int, patch: int | None, seed: int, epoch: int, rank: int,
                 specs: list[NoiseSpec] | None,
-                levels: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+                levels: bool = True,
+                context: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3) and the inputs' noise levels
         (float32 (N,); None with ``levels=False``); with ``specs`` the low side is synthesized
-        from the clean patch."""
+        from the clean patch (from the synthetic images only, when there are any).
+
+        ``context`` > 0 (a global network): the third array is instead each input's whole-image
+        thumbnail (float32 (N, 3, context, context), ``images.area_thumbnail``), taken before
+        the crop as inference takes it; synthetic inputs are then made from the whole image."""
         crop_rng, noise_rng = epoch_rng(seed, epoch, rank, 0), epoch_rng(seed, epoch, rank, 1)
         need = steps * batch_size
         order = np.concatenate([crop_rng.permutation(len(self.images))
                                 for _ in range(-(-need // len(self.images)))])[:need]
+        synthesize_all = bool(specs) and not self.synthetic
         for step in range(steps):
-            lows, highs = [], []
+            lows, highs, contexts = [], [], []
             for i in order[step * batch_size : (step + 1) * batch_size]:
                 low, high = self.images[int(i)]
-                low, high = augment_pair(None if specs else low, high, patch, crop_rng)
+                if self.synthetic and crop_rng.random() < self.synthetic_share:
+                    low, high = None, self.synthetic[int(crop_rng.integers(len(self.synthetic)))]
+                elif synthesize_all:
+                    low = None
+                if context:
+                    if low is None:
+                        low = degrade(high, specs, noise_rng)
+                        thumb = area_thumbnail(low, context)
+                    else:
+                        thumb = self._contexts.get((int(i), context))
+                        if thumb is None:
+                            thumb = self._contexts[(int(i), context)] = area_thumbnail(low, context)
+                    low, high, ctx = augment_pair(low, high, patch, crop_rng, thumb)
+                    contexts.append(ctx)
+                else:
+                    low, high = augment_pair(low, high, patch, crop_rng)
                 lows.append(low)
                 highs.append(high)
-            yield batch_with_levels(lows, highs, specs, noise_rng, levels)
+            if context:
+                yield (*crop_to_common(lows, highs), np.stack(contexts))
+            else:
+                yield batch_with_levels(lows, highs, specs, noise_rng, levels)
 
 
 def crop_to_common(lows: list[np.ndarray], highs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "unet": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
     "swift": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
     "swift-cond": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
+    "swift-global": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
 }
 PATCHES_PER_IMAGE = 4  # default random patches per train image per epoch (one decode feeds them all when streaming)
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
@@ -82,6 +83,8 @@ class TrainConfig:
     time_limit_s: float | None = None  # stop (after a final eval + checkpoint) once exceeded
     amp: bool = True  # bf16 autocast, only ever on GPU
     degrade: str | None = None  # noise SPEC: inputs synthesized from the clean side at every step
+    synthetic_data: str | None = None  # a second data set whose clean images get --degrade inputs, mixed in
+    synthetic_share: float = 0.5  # with synthetic_data: the share of training patches drawn from it
     init: str | None = None  # a model folder to start from
     ema: float | None = None  # keep an exponential moving average of the weights (decay) as the model
     in_memory: str = "auto"  # "auto" | "yes" | "no": decode the train split once and keep it in memory
@@ -346,13 +349,14 @@ def train_fn_per_worker(config: dict) -> None:
     from safetensors.torch import save_file
 
     from .artifacts import RAW_WEIGHTS, load_model_uri, load_train_state, model_state, save_model_dir, save_optimizer, unwrap
-    from .models import build_model, count_parameters, expand_state_for_levels, is_conditioned
+    from .models import build_model, count_parameters, expand_state_for_levels, is_conditioned, local_state_for_global
     from .noise import parse_degrade
     from .patches import MemoryPatches, prefetch, steps_per_epoch
 
     cfg = TrainConfig(**config["cfg"])
     specs = parse_degrade(cfg.degrade) if cfg.degrade else None
-    paired = config["paired"] and not specs
+    synthetic_shards = config.get("synthetic_shards") or []
+    paired = config["paired"] and (not specs or bool(synthetic_shards))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -361,10 +365,15 @@ def train_fn_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
     conditioned = is_conditioned(model)
+    context = getattr(model, "context", 0)
     if cfg.init:
         state = load_model_uri(cfg.init, cfg.s3_endpoint)[0].state_dict()
         if conditioned and state["head.weight"].shape[1] == 12:  # a blind swift: the level plane starts at zero
             state = expand_state_for_levels(state)
+        if context:  # a blind swift becomes the local network; the global path starts at zero
+            local = local_state_for_global(state)
+            if local is not None:
+                state = {**model.state_dict(), **local}
         model.load_state_dict(state)
     ema = copy.deepcopy(model) if cfg.ema else None
     history: list[dict] = []
@@ -394,17 +403,22 @@ def train_fn_per_worker(config: dict) -> None:
     memory = None
     if config["mode"] == "memory":
         t0 = time.time()
-        memory = MemoryPatches([(low, high) for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)])
+        extra = replace(cfg, data=cfg.synthetic_data) if synthetic_shards else cfg
+        memory = MemoryPatches([(low, high) for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)],
+                               [high for _, _, high in share_of(extra, synthetic_shards, rank, world, False)],
+                               cfg.synthetic_share)
         if rank == 0:
-            _emit(config, f"decoded {len(memory.images)} train images into memory ({memory.nbytes / 1e6:.0f} MB) "
-                          f"in {time.time() - t0:.1f} s")
+            _emit(config, f"decoded {len(memory.images) + len(memory.synthetic)} train images into memory "
+                          f"({memory.nbytes / 1e6:.0f} MB) in {time.time() - t0:.1f} s")
     val_list = None
+    # With --synthetic-data the val split is the real pairs' (what the model is for).
+    val_specs = None if synthetic_shards else specs
     if config["mode"] == "memory":
-        val_list = list(val_items(cfg, config["val_shards"], rank, world, config["paired"], specs))
+        val_list = list(val_items(cfg, config["val_shards"], rank, world, config["paired"], val_specs))
 
     def val():
         return val_list if val_list is not None else val_items(cfg, config["val_shards"], rank, world,
-                                                               config["paired"], specs)
+                                                               config["paired"], val_specs)
 
     # The noisy input's own scores: the reference line in curves.png and the summary.
     baseline = evaluate(None, val(), loss_fn, device) if config["val_shards"] else {}
@@ -418,12 +432,12 @@ def train_fn_per_worker(config: dict) -> None:
         loss_sum, seen, step, pixels = 0.0, 0, 0, 0
         if memory is not None:
             batches = memory.batches(steps=steps, batch_size=cfg.batch_size, patch=cfg.patch_size, seed=cfg.seed,
-                                     epoch=epoch, rank=rank, specs=specs, levels=conditioned)
+                                     epoch=epoch, rank=rank, specs=specs, levels=conditioned, context=context)
         else:
             batches = _stream_batches(shard, cfg, specs, epoch, rank, conditioned)
         for low, high, levels in prefetch(batches):
             low, high = (t.to(device, non_blocking=True) for t in to_tensors(low, high))
-            extra = [torch.from_numpy(levels).to(device)] if conditioned else []
+            extra = [torch.from_numpy(levels).to(device)] if conditioned or context else []
             progress = (epoch + min(step / steps, 1.0)) / cfg.epochs
             if cfg.time_limit_s is not None:
                 # Every rank must take the same steps with the same learning rate (DDP), so
@@ -596,7 +610,9 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
     config = init_model_config(cfg.init, cfg.s3_endpoint)
     width = config.get("width") or 32
     # A blind swift may start a conditioned one (its head gets a zero weight for the level plane).
-    fits = config["model"] == cfg.model or (config["model"], cfg.model) == ("swift", "swift-cond")
+    # A blind swift may also become the local network of a swift-global (its global path starts at zero).
+    fits = config["model"] == cfg.model or (config["model"], cfg.model) in (("swift", "swift-cond"),
+                                                                           ("swift", "swift-global"))
     if not fits or (cfg.width is not None and cfg.width != width):
         raise TrainError(f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
                          f"{cfg.model}" + (f" --width {cfg.width}" if cfg.width is not None else "")
@@ -643,6 +659,8 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     if manifest.get("clean_only") and not cfg.degrade:
         raise TrainError(f"{cfg.data} holds clean images only (ingested without --low): give --degrade SPEC to "
                          "synthesize the inputs, e.g. --degrade gaussian:0-50")
+    if cfg.synthetic_data is not None:
+        _check_synthetic(cfg, manifest)
     data = open_store(cfg.data, cfg.s3_endpoint)
     try:
         storage = open_store(cfg.storage_path, cfg.s3_endpoint)
@@ -651,6 +669,26 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
         raise TrainError(f"--storage-path: {exc}") from None
     _check_resume(cfg, storage)
     return manifest, data, storage
+
+
+def _check_synthetic(cfg: TrainConfig, manifest: dict) -> None:
+    """--synthetic-data mixes synthesized pairs into a paired data set's real ones."""
+    if not cfg.degrade:
+        raise TrainError("--synthetic-data needs --degrade SPEC: the noise its clean images get")
+    if manifest.get("clean_only"):
+        raise TrainError(f"--synthetic-data mixes synthesized pairs into real ones, but {cfg.data} holds clean images "
+                         "only: give the clean sets together as --data instead")
+    if not (math.isfinite(cfg.synthetic_share) and 0 < cfg.synthetic_share < 1):
+        raise TrainError(f"--synthetic-share must be between 0 and 1 (the share of patches synthesized), "
+                         f"not {cfg.synthetic_share}")
+    if cfg.in_memory == "no":
+        raise TrainError("--synthetic-data trains from memory: leave out --in-memory no")
+    try:
+        extra = read_manifest(cfg.synthetic_data, cfg.s3_endpoint)
+    except (IngestError, StorageError) as exc:
+        raise TrainError(f"--synthetic-data: {exc}") from None
+    if extra["counts"].get("train", 0) == 0:
+        raise TrainError(f"--synthetic-data {cfg.synthetic_data}: the train split is empty")
 
 
 def _check_resources(cfg: TrainConfig, streaming: bool) -> None:
@@ -743,22 +781,38 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
     train = [s["path"] for s in manifest["shards"] if s["split"] == "train"]
     val = [s["path"] for s in manifest["shards"] if s["split"] == "val"]
     paired = not manifest.get("clean_only")
+    synthetic: list[str] = []
+    if cfg.synthetic_data is not None:
+        extra = read_manifest(cfg.synthetic_data, cfg.s3_endpoint)
+        synthetic = [s["path"] for s in extra["shards"] if s["split"] == "train"]
     mode, why = "stream", "--in-memory no"
     if cfg.in_memory != "no":
         budget = memory_budget(cfg.num_workers)
-        need = (decoded_bytes(data, train, paired and not cfg.degrade, budget * cfg.num_workers)
+        need = (decoded_bytes(data, train, paired and not (cfg.degrade and not synthetic), budget * cfg.num_workers)
                 + decoded_bytes(data, val, True, budget * cfg.num_workers)) / cfg.num_workers
+        if synthetic:
+            need += decoded_bytes(open_store(cfg.synthetic_data, cfg.s3_endpoint), synthetic, False, budget)
+        if synthetic and need > budget:
+            raise TrainError(f"--synthetic-data trains from memory, and the decoded images would need "
+                             f"{need / 1e6:,.0f} MB per worker (over {budget / 1e6:,.0f} MB): use smaller data sets")
         if cfg.in_memory == "yes" or need <= budget:
             mode, why = "memory", f"{need / 1e6:,.0f} MB of decoded images per worker"
         else:
             why = f"the decoded images would need more than {budget / 1e6:,.0f} MB per worker"
+    if mode == "stream" and cfg.model == "swift-global":
+        raise TrainError(f"swift-global trains from memory (each patch needs its whole image's context), and {why}: "
+                         "use a smaller data set or --in-memory yes")
     if mode == "memory" and cfg.num_workers > manifest["counts"]["train"]:
         raise TrainError(f"{cfg.num_workers} workers for {manifest['counts']['train']} train images: every worker "
                          "needs at least one; lower --num-workers")
     ppi = (cfg.patches_per_image or PATCHES_PER_IMAGE) if cfg.patch_size else 1  # full images: one per image
-    log(f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch"
-        + (f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""))
-    return {"mode": mode, "train_shards": train, "val_shards": val, "paired": paired,
+    if synthetic:
+        made = (f"; {cfg.synthetic_share:.0%} of the patches from {len(synthetic)} shard(s) of {cfg.synthetic_data} "
+                f"with inputs synthesized on the fly: {cfg.degrade}")
+    else:
+        made = f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""
+    log(f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch" + made)
+    return {"mode": mode, "train_shards": train, "val_shards": val, "paired": paired, "synthetic_shards": synthetic,
             "train_images": manifest["counts"]["train"], "patches_per_image": ppi}
 
 
@@ -776,7 +830,8 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    not_shared = check_shared_paths(reads={"--data": data.root,
+    not_shared = check_shared_paths(reads={"--data": data.root, "--synthetic-data": cfg.synthetic_data and open_store(
+                                               cfg.synthetic_data, cfg.s3_endpoint).root,
                                            "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init},
                                     writes={"--storage-path": storage.root})
     if not_shared:
@@ -792,7 +847,8 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
         log("train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
             "to add worker nodes")
     # Workers run in their own directories: give them resolved URIs, never relative paths.
-    cfg = replace(cfg, data=data.root, storage_path=storage.root)
+    cfg = replace(cfg, data=data.root, storage_path=storage.root,
+                  synthetic_data=cfg.synthetic_data and open_store(cfg.synthetic_data, cfg.s3_endpoint).root)
     datasets = {}
     if streaming:
         # The manifest already lists the shards, so no Parquet listing task is needed (Ray Data's

@@ -145,3 +145,37 @@ def test_a_blind_swift_starts_a_conditioned_one_that_then_uses_the_level():
         assert not torch.equal(cond(x, torch.tensor([0.0, 0.0])), cond(x, torch.tensor([25.0, 25.0])))
     with pytest.raises(ValueError, match="noise level"):
         cond(x)
+
+
+def test_swift_global_starts_as_its_local_swift_and_sees_the_numpy_thumbnail():
+    from raydenoise.images import area_thumbnail
+    from raydenoise.models import CONTEXT_SIZE, context_of, local_state_for_global, takes_context
+
+    torch.manual_seed(0)
+    blind = build_model("swift").eval()
+    with torch.no_grad():
+        for key, p in blind.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    glob = build_model("swift-global").eval()
+    glob.load_state_dict({**glob.state_dict(), **local_state_for_global(blind.state_dict())})
+    assert takes_context(glob) and not takes_context(blind)
+    assert local_state_for_global(glob.state_dict()) is None  # not a blind swift's state
+    x = torch.rand(2, 3, 48, 40) * 0.9 + 0.05
+    with torch.no_grad():  # the global head starts at zero: the blind network (inputs floored at 1e-4)
+        assert torch.allclose(glob(x), blind(x), atol=1e-4)
+        glob.adjust.bias[0] = 0.7  # a gain of e^0.7 on the whole image
+        brighter = glob(x)
+        assert (brighter.mean() - blind(x).mean()).item() > 0.1
+        # the context decides, not the pixels of the tile: another image's context, another output
+        glob.adjust.weight.normal_(0, 0.3)
+        brighter = glob(x)
+        other = context_of(torch.rand(2, 3, 64, 64) * 0.1)
+        assert not torch.allclose(glob(x, other), brighter, atol=1e-3)
+    # NumPy's thumbnail (inference, training batches) is torch's adaptive pooling, at any size
+    for h, w in ((321, 481), (17, 40), (5, 3)):
+        img = np.random.default_rng(h).integers(0, 256, (h, w, 3), np.uint8)
+        ref = context_of(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None])[0].numpy()
+        assert np.abs(area_thumbnail(img, CONTEXT_SIZE) - ref).max() < 1e-5
+        wide = np.random.default_rng(w).integers(0, 65536, (h, w, 3)).astype(np.uint16)
+        assert np.abs(area_thumbnail(wide, 8) - area_thumbnail(wide.astype(np.float64) / 65535, 8)).max() < 1e-6

@@ -154,3 +154,41 @@ def test_without_levels_the_patches_are_the_same_and_no_level_is_measured():
                                              specs=parse_degrade(spec), levels=flag)) for flag in (True, False))
     for (la, ha, lv), (lb, hb, none) in zip(with_levels, without):
         assert np.array_equal(la, lb) and np.array_equal(ha, hb) and lv.shape == (4,) and none is None
+
+
+def turns(thumb):
+    """The 8 flips and rotations of a (C, S, S) thumbnail."""
+    out = []
+    for k in range(4):
+        t = np.rot90(thumb, k, axes=(1, 2))
+        out += [t, t[:, :, ::-1], t[:, ::-1]]
+    return out
+
+
+def test_a_global_network_gets_the_whole_inputs_thumbnail_turned_like_its_patch_and_synthetic_images_mix_in():
+    from raydenoise.images import area_thumbnail
+
+    rng = np.random.default_rng(3)
+    real = [(rng.integers(0, 40, (40, 56, 3), dtype=np.uint8), rng.integers(100, 140, (40, 56, 3), dtype=np.uint8))
+            for _ in range(3)]
+    clean = [np.full((48, 64, 3), 230, np.uint8)]  # synthetic: bright clean images, darkened on the fly
+    mem = MemoryPatches(real, clean, synthetic_share=0.5)
+    thumbs = [area_thumbnail(low, 8) for low, _ in real]
+    seen_real = seen_synthetic = 0
+    for low, high, ctx in mem.batches(steps=10, batch_size=4, patch=16, seed=0, epoch=0, rank=0,
+                                      specs=parse_degrade("low-light:exposure=0.1,gamma=1,peak=1e6,read=0"),
+                                      levels=False, context=8):
+        assert ctx.shape == (4, 3, 8, 8) and ctx.dtype == np.float32
+        for lo, hi, c in zip(low, high, ctx):
+            if (hi == 230).all():  # a synthetic pair: its input made from the whole clean image
+                seen_synthetic += 1
+                assert abs(int(np.median(lo)) - 23) <= 1 and np.allclose(c, 23 / 255, atol=2 / 255)
+            else:  # a real pair: the thumbnail of its whole input, turned as the patch was
+                seen_real += 1
+                assert any(np.allclose(c, t, atol=1e-6) for th in thumbs for t in turns(th))
+    assert seen_real > 5 and seen_synthetic > 5
+    # without a context the mix is the same: real inputs kept, the synthetic ones made per patch
+    for low, high, _ in mem.batches(steps=5, batch_size=4, patch=16, seed=0, epoch=0, rank=0,
+                                    specs=parse_degrade("gaussian:0"), levels=False):
+        for lo, hi in zip(low, high):
+            assert (lo == hi).all() == (hi == 230).all()

@@ -304,3 +304,39 @@ def test_a_best_epoch_below_the_noisy_input_is_a_warning():
     mixed = {"val_psnr": 36.0, "input_psnr": 38.7, "val_loss": 0.015, "input_loss": 0.04}
     assert below_input_warning(mixed) is None
     assert "val loss 0.0500 is above" in below_input_warning({**mixed, "val_loss": 0.05})
+
+
+def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_clean_set(dataset, cluster, tmp_path):
+    torch.manual_seed(6)
+    blind = build_model("swift", 8).eval()
+    with torch.no_grad():
+        for key, p in blind.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.fill_(0.3)
+    save_model_dir(tmp_path / "blind", blind, {"model": "swift", "width": 8})
+    clean = tmp_path / "clean"
+    for i in range(6):
+        write(clean / f"{i}.png", png_bytes(rgb(40, 56, seed=100 + i)))
+    run_ingest(IngestConfig(low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)),
+               log=quiet)
+    lines: list[str] = []
+    mix = dict(degrade="low-light:exposure=0.1-0.3", synthetic_data=str(tmp_path / "clean-ds"), synthetic_share=0.5)
+    run = run_train(cfg(dataset, tmp_path, "glob", model="swift-global", epochs=1, num_workers=1, lr=1e-12,
+                        init=str(tmp_path / "blind"), **mix), log=lines.append)
+    assert any("50% of the patches from 1 shard(s) of" in line for line in lines)
+    model, config = load_model(run["model_dir"])
+    assert config["model"] == "swift-global" and config["width"] == 8
+    x = torch.rand(1, 3, 32, 48) * 0.8 + 0.1
+    with torch.no_grad():  # (almost) no step taken: the blind network, its global path still at zero
+        assert torch.allclose(model(x), blind(x), atol=1e-4)
+    # val is the real pairs' (sigma 25 noise: ~20 dB), not inputs darkened by --degrade (under 12 dB)
+    rows = history(tmp_path / "glob")
+    assert 17 < float(rows[0]["input_psnr"]) < 24
+    for kw, message in ((dict(degrade=None), "--synthetic-data needs --degrade"),
+                        (dict(synthetic_share=1.5), "--synthetic-share must be between 0 and 1"),
+                        (dict(synthetic_data=str(tmp_path / "nothing")), "--synthetic-data"),
+                        (dict(in_memory="no"), "trains from memory")):
+        with pytest.raises(TrainError, match=message):
+            run_train(cfg(dataset, tmp_path, "bad", model="swift-global", **{**mix, **kw}), log=quiet)
+    with pytest.raises(TrainError, match="holds clean images only"):
+        run_train(cfg(str(tmp_path / "clean-ds"), tmp_path, "bad", model="swift", **mix), log=quiet)
