@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 $(BIN)/raydenoise: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,23 @@ demo: setup
 # Where user namespaces are allowed, the suite runs in a private network namespace with only a
 # loopback interface: no test can reach any other address. (Ray's servers listen on all
 # interfaces and Ray turns 127.0.0.1 into the host's address, so binding alone cannot ensure it.)
-test: setup
+# The report page test opens a report in headless Chromium: the system's package and its driver,
+# installed here where the system's package manager can (apt-get as root, or with sudo -n).
+BROWSER_PKGS := chromium chromium-driver
+browser:
+	@if command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser; } >/dev/null; then :; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+		if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+			echo "make test: installing $(BROWSER_PKGS) (apt-get) for the report page test"; \
+			$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PKGS) >/dev/null 2>&1 \
+			|| { $$SUDO apt-get update -q >/dev/null 2>&1 && \
+			     $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PKGS) >/dev/null 2>&1; } \
+			|| echo "make test: could not install $(BROWSER_PKGS): the browser test will be skipped (it says why)"; \
+		else echo "make test: no Chromium and no apt-get to install it: the browser test will be skipped (it says why)"; fi; \
+	fi
+
+test: setup browser
 	@if command -v ip >/dev/null && unshare -rn ip link set lo up 2>/dev/null; then \
 		echo "make test: running in a private network namespace (loopback only)"; \
 		unshare -rn sh -c 'ip link set lo up && $(BIN)/python -m pytest -q'; \

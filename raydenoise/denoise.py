@@ -746,7 +746,7 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
             runfiles.assemble(rep, plan, parts, f"not processed: job stopped ({stopped})" if stopped else
                               "not processed: no result came back from the cluster; rerun to do it")
             summary = runfiles.summarize(rep, seconds)
-            summary.update(stopped=stopped, run=run_id, trusted=planned.trusted)
+            summary.update(stopped=stopped, run=run_id, trusted=planned.trusted, engine=spec.engine)
             if first and seconds > first[0] and not stopped:
                 # Throughput once the actors are up (start-up = actor processes, imports, model load).
                 summary["startup_s"] = round(first[0], 3)
@@ -864,20 +864,41 @@ def _collect(ds, total: int, parts: runfiles.Parts, inp: Store):
 
 def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: Store) -> None:
     """summary.json and report.html (report.parquet and report.csv are written by runfiles.assemble)."""
+    from . import report_page
+    from .parts import iter_batches
+
     config = {k: v for k, v in asdict(cfg).items()}
     rep.write_bytes("summary.json", rpt.to_json({**summary, "config": config}))
-    examples = []
+    comparisons = []
     counters: dict[str, int] = {}
-    for label, r in runfiles.examples(rep):
+    for label, r in runfiles.examples(rep, n=2):
         counters[label] = counters.get(label, 0) + 1
-        thumbs = {}
+        images = {}
         for name, store in (("input", inp), ("output", out), ("reference", ref)):
             try:
-                thumbs[name] = rpt.thumbnail_data_uri(decode_rgb8(store.read_bytes(r["key"]), max_pixels=None)) if store else ""
+                images[name] = decode_rgb8(store.read_bytes(r["key"]), max_pixels=None) if store else None
             except Exception:
-                thumbs[name] = ""
-        examples.append({"label": f"{label} {counters[label]}", "row": r, **thumbs})
-    page = rpt.render_html(summary, examples, f"raydenoise report: {inp.root}", config)
+                images[name] = None
+        comparisons.append(report_page.compare(r["key"], f"{label} {counters[label]}", r, images))
+    page_folder = None if rep.is_s3 else rep.root
+
+    def links(key: str) -> tuple[str, str] | None:
+        if page_folder is None or inp.is_s3 or out.is_s3:
+            return None
+        pair = (report_page.relative_link(page_folder, inp.key_path(key)),
+                report_page.relative_link(page_folder, out.key_path(key)))
+        return pair if all(pair) else None  # type: ignore[return-value]
+
+    facts = {"model": cfg.model, "engine": summary.get("engine") or cfg.engine,
+             "strength": cfg.sigma if cfg.sigma is not None else cfg.strength,
+             "strength given as": "a fixed noise level (--sigma)" if cfg.sigma is not None else "x the estimated level",
+             "self-ensemble (--tta)": "yes" if cfg.tta else "no", "tile": cfg.tile or "automatic",
+             "input": inp.root, "output": out.root, "reference": ref.root if ref else "none",
+             "nodes": len(summary.get("nodes") or {}), "run": summary.get("run")}
+    page = report_page.denoise_page(
+        title=f"raydenoise report: {inp.root}", summary=summary, facts=facts,
+        batches=lambda columns: iter_batches(rep, "report.parquet", columns), comparisons=comparisons,
+        links=links, where={"input": inp.root, "output": out.root})
     rep.write_bytes("report.html", page.encode())
 
 

@@ -252,6 +252,7 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     sums = {m: _Sums() for m in methods}
     errors: dict[str, None] = {}  # unique messages, in order (at most MAX_ERRORS kept)
     n_errors, ids = 0, _Counter()
+    per_image: dict[str, dict[str, float]] = {}  # id -> method -> PSNR, for the report page
     try:
         with out.open_write("per_image.csv") as raw, Progress("evaluate", expected * len(methods), unit="score") as progress:
             text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
@@ -268,6 +269,7 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
                         continue
                     writer.writerow({k: r[k] for k in PER_IMAGE})
                     sums[r["method"]].add(r)
+                    per_image.setdefault(r["id"], {})[r["method"]] = min(float(r["psnr"]), 100.0)
                     ids.add(r["id"])
             text.flush()
             text.detach()
@@ -282,14 +284,56 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],
                                            "pairs_expected": expected, "errors": errors_list,
                                            "errors_total": n_errors, "phases": phases}))
+    _write_page(cfg, table, per_image, out, data_uri, shards, (model_uri, endpoint, engine, graph))
     log(format_table(table, cfg.split))
-    log(f"evaluate: wrote {out.uri('table.csv')}, table.json and per_image.csv")
+    log(f"evaluate: wrote {out.uri('table.csv')}, table.json, per_image.csv and report.html")
     if n_errors:
         for e in errors_list[:10]:
             console().error(f"evaluate: {e}")
         raise EvaluateError(f"{n_errors} problems (listed above and in {out.uri('table.json')}); the table covers "
                             f"{scored} of {expected} pairs")
     return table
+
+
+def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str, float]], out, data_uri: str,
+                shards: list[str], model: tuple) -> None:
+    """report.html: the methods side by side per image, and the images where the model gains
+    most and least over the best baseline, every method's output at 1:1 (recomputed here)."""
+    from . import report_page
+    from .engines import make_engine
+    from .images import decode_rgb8
+    from .inference import Denoiser
+
+    model_uri, endpoint, engine, graph = model
+    wanted = dict((i, label) for label, i in report_page.extremes(per_image))
+    pairs: dict[str, tuple[bytes, bytes]] = {}
+    store = open_store(data_uri, endpoint)
+    for shard in shards:
+        if len(pairs) == len(wanted):
+            break
+        for rows in iter_shard_rows(store, shard, ("id", "low", "high"), 8):
+            pairs.update({str(pid): (lb, hb) for pid, lb, hb in rows if str(pid) in wanted})
+    denoiser = Denoiser(make_engine(model_uri, endpoint, engine, graph), tile=cfg.tile, strength=cfg.strength,
+                        sigma=cfg.sigma, tta=cfg.tta)
+    names = ("input", "model", *[BASELINES[b] for b in cfg.baselines if b != "identity"], "reference")
+    comparisons = []
+    for pid, label in wanted.items():
+        if pid not in pairs:
+            continue
+        low, high = (decode_rgb8(b, max_pixels=None) for b in pairs[pid])
+        images = {"input": low, "model": denoiser(low)}
+        images |= {BASELINES[b]: BASELINE_FNS[b](low) for b in cfg.baselines if b != "identity"}
+        images["reference"] = high
+        row = {"key": pid, "psnr": per_image[pid].get("model"), "input_psnr": per_image[pid].get("noisy input"),
+               "width": low.shape[1], "height": low.shape[0]}
+        comparisons.append(report_page.compare(pid, label, row, images))
+    facts = {"model": cfg.model, "engine": engine, "data": data_uri, "split": cfg.split,
+             "baselines": ", ".join(BASELINES[b] for b in cfg.baselines) or "none", "self-ensemble (--tta)":
+             "yes" if cfg.tta else "no", "strength": cfg.sigma if cfg.sigma is not None else cfg.strength}
+    page = report_page.evaluate_page(title=f"raydenoise evaluate: {cfg.model} on {data_uri} ({cfg.split})",
+                                     table=table, per_image=per_image, facts=facts, comparisons=comparisons,
+                                     crop_names=names)
+    out.write_bytes("report.html", page.encode())
 
 
 PER_IMAGE = ("id", "method", "seconds", *METRIC_NAMES)  # per_image.csv's columns

@@ -18,9 +18,7 @@ modification time) let a rerun trust an unchanged output without reading it; ``i
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import math
@@ -31,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
 
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
@@ -186,66 +183,3 @@ def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], sec
             "infinite": count - finite,
         }
     return out
-
-
-def thumbnail_data_uri(image: np.ndarray | None, size: int = 256) -> str:
-    """A small JPEG of ``image`` as a data: URI (the HTML stays one self-contained file)."""
-    if image is None:
-        return ""
-    im = Image.fromarray(image)
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return "inf" if math.isinf(v) else f"{v:.{digits}f}"
-    return html.escape(str(v))
-
-
-def render_html(summary: dict[str, Any], examples: list[dict[str, Any]], title: str,
-                config: dict[str, Any]) -> str:
-    """The report page: summary table plus side-by-side input/output/reference thumbnails.
-
-    ``examples``: dicts with ``label`` (e.g. "best 1"), ``row`` (a report row) and ``input``,
-    ``output``, ``reference`` (data URIs, possibly empty).
-    """
-    stat_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(s.get(k))}</td>" for k in ("mean", "median", "min", "max"))
-        + f"<td>{s['count']}</td></tr>"
-        for m, s in summary["metrics"].items()
-    )
-    cards = []
-    for ex in examples:
-        r = ex["row"]
-        cells = "".join(
-            f"<figure><img src='{ex[k]}' alt='{k}'><figcaption>{k}</figcaption></figure>"
-            for k in ("input", "output", "reference") if ex.get(k)
-        )
-        gain = ""
-        if r.get("psnr") is not None and r.get("input_psnr") is not None:
-            gain = f" — PSNR {_fmt(r['psnr'], 2)} dB (input {_fmt(r['input_psnr'], 2)} dB), SSIM {_fmt(r['ssim'])}"
-        cards.append(f"<section><h3>{html.escape(ex['label'])}: {html.escape(r['key'])}{gain}</h3>{cells}</section>")
-    head = ", ".join(f"{k}: {_fmt(summary.get(k), 2)}" for k in ("count", "ok", "skipped", "failures", "excluded",
-                                                                   "not_done", "images_per_s"))
-    if summary.get("stopped"):
-        head += f"<br><b>The job stopped before it was complete: {html.escape(summary['stopped'])}</b> (rerun to resume)"
-    cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in config.items())
-    nodes = "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{c}</td></tr>"
-                    for n, c in (summary.get("nodes") or {}).items())
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-figure{{display:inline-block;margin:4px}}img{{max-width:256px;border:1px solid #999}}</style></head>
-<body><h1>{html.escape(title)}</h1><p>{head}</p>
-<h2>Metrics (against the reference; input_* = the noisy input itself)</h2>
-<table><tr><th>metric</th><th>mean</th><th>median</th><th>min</th><th>max</th><th>images</th></tr>{stat_rows}</table>
-<h2>Best and worst images</h2>{''.join(cards) or '<p>No reference given: no ranking.</p>'}
-<h2>Ray nodes</h2><table><tr><th>node id</th><th>images</th></tr>{nodes}</table>
-<h2>Configuration</h2><table>{cfg}</table></body></html>
-"""

@@ -179,7 +179,6 @@ def test_report_counts_images_per_node():
     summary = rpt.summarize(rows, 1.0)
     assert summary["nodes"] == {"n1": 2, "n2": 1}
     assert rpt.table(rows).column("node").to_pylist() == ["n1", "n2", "n1", None, None]
-    assert "<code>n1</code></td><td>2<" in rpt.render_html(summary, [], "t", {})
 
 
 def test_bad_arguments_fail_fast(cluster, model_dir, tmp_path):
@@ -236,6 +235,11 @@ def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path)
     out = model_dir / "eval" / "test"
     assert json.loads((out / "table.json").read_text())["table"]["model"]["images"] == 6
     assert (out / "per_image.csv").read_text().count("\n") == 1 + 18
+    page = (out / "report.html").read_text()  # methods side by side per image, the extremes at 1:1
+    assert "6 images scored by 3 methods" in page and "psnr nl-means" in page
+    data = json.loads(page.split('id="rows-data">')[1].split("</script>")[0])
+    assert len(data["rows"]) == 6 and len(data["compare"]) == 4  # largest and smallest gains, 2 each
+    assert page.count("<figcaption>nl-means</figcaption>") >= 4 and "<figcaption>reference</figcaption>" in page
     with pytest.raises(EvaluateError, match="val split is empty"):
         run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), split="val"), log=quiet)
     table = run_evaluate(EvaluateConfig(data=str(tmp_path / "ds"), model=str(model_dir), out=str(tmp_path / "e2"),
