@@ -53,7 +53,7 @@ _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (sa
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 _STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
                "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5", "input_noise",
-               "output_noise", "sigma", "expected_md5", "input_bytes", "input_tag", "exif", "icc", "quality",
+               "output_noise", "sigma", "change", "expected_md5", "input_bytes", "input_tag", "exif", "icc", "quality",
                "subsampling")
 _IMAGE_COLS = ("image", "alpha", "output")
 _BYTES_COLS = ("exif", "icc")  # what the output keeps of the input (images.Keep)
@@ -177,7 +177,7 @@ def _new_state(key: str, skip: bool, work: dict[str, Any] | None = None) -> dict
             "listed_tag": w.get("listed_tag") or "", "out_md5": "", "expected_md5": w.get("expected_md5") or "",
             "input_bytes": -1, "input_tag": w.get("input_tag") or "", "exif": b"", "icc": b"", "quality": 0,
             "subsampling": -1,
-            "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan}
+            "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan, "change": math.nan}
 
 
 def _this_node() -> str:
@@ -301,10 +301,21 @@ def denoise_states(denoiser: Denoiser, states: list[dict[str, Any]]) -> None:
         s["output"] = out
         if not s["error"]:
             s["output_noise"] = estimate_sigma(out)
+            s["change"] = _rms_change(s["image"], out)
             s["sigma"] = denoiser.level_for(s["input_noise"]) if denoiser.conditioned else math.nan
     share = (time.perf_counter() - t0) / len(todo)
     for s in todo:
         s["seconds"] += share
+
+
+def _rms_change(image: np.ndarray, out: np.ndarray) -> float:
+    """RMS of output minus input on the 0-255 scale (16-bit images scaled down), a row at a time."""
+    scale = 255.0 / np.iinfo(image.dtype).max
+    total = 0.0
+    for a, b in zip(image, out):
+        d = (b.astype(np.float32) - a.astype(np.float32)) * scale
+        total += float(np.dot(d.ravel(), d.ravel()))
+    return math.sqrt(total / max(image.size, 1))
 
 
 def _model_error(exc: BaseException) -> str:
@@ -358,6 +369,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
         if not row["error"]:  # what made the output: a rerun keeps it only when all of this still holds
             row.update(input_bytes=state["input_bytes"], input_tag=state["input_tag"] or None, **st.stamp)
     row["seconds"] = state["seconds"] + time.perf_counter() - t0
+    row["finished"] = time.time()
     return row
 
 

@@ -311,8 +311,11 @@ def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str,
     for shard in shards:
         if len(pairs) == len(wanted):
             break
-        for rows in iter_shard_rows(store, shard, ("id", "low", "high"), 8):
-            pairs.update({str(pid): (lb, hb) for pid, lb, hb in rows if str(pid) in wanted})
+        try:
+            for rows in iter_shard_rows(store, shard, ("id", "low", "high"), 8):
+                pairs.update({str(pid): (lb, hb) for pid, lb, hb in rows if str(pid) in wanted})
+        except Exception:  # a damaged or vanished shard: already an error of the run; its pairs are not shown
+            continue
     denoiser = Denoiser(make_engine(model_uri, endpoint, engine, graph), tile=cfg.tile, strength=cfg.strength,
                         sigma=cfg.sigma, tta=cfg.tta)
     names = ("input", "model", *[BASELINES[b] for b in cfg.baselines if b != "identity"], "reference")
@@ -320,9 +323,12 @@ def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str,
     for pid, label in wanted.items():
         if pid not in pairs:
             continue
-        low, high = (decode_rgb8(b, max_pixels=None) for b in pairs[pid])
-        images = {"input": low, "model": denoiser(low)}
-        images |= {BASELINES[b]: BASELINE_FNS[b](low) for b in cfg.baselines if b != "identity"}
+        try:
+            low, high = (decode_rgb8(b, max_pixels=None) for b in pairs[pid])
+            images = {"input": low, "model": denoiser(low)}
+            images |= {BASELINES[b]: BASELINE_FNS[b](low) for b in cfg.baselines if b != "identity"}
+        except Exception:  # it was scored, so this does not happen; if it does, the image is not shown
+            continue
         images["reference"] = high
         row = {"key": pid, "psnr": per_image[pid].get("model"), "input_psnr": per_image[pid].get("noisy input"),
                "width": low.shape[1], "height": low.shape[0]}

@@ -4,7 +4,8 @@ A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error`
 ``seconds``, ``node`` (the Ray node id of the machine that processed the image) and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
 ``input_psnr`` ... ``input_ssim`` of the input, all against the reference; ``input_noise`` and
 ``output_noise`` (the estimated noise level of the input and of the output, standard deviation
-on the 0-255 scale, no reference needed) and ``sigma`` (the level a conditioned network was
+on the 0-255 scale, no reference needed), ``change`` (the RMS difference of output and input,
+0-255 scale), ``finished`` (Unix time the row was made) and ``sigma`` (the level a conditioned network was
 given); ``output_bytes``,
 ``output_md5`` and ``output_tag`` (what a listing shows for the output: S3 ETag, local
 modification time) let a rerun trust an unchanged output without reading it; ``input_bytes``,
@@ -33,20 +34,23 @@ import pyarrow.parquet as pq
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
 ALL_METRICS = (*METRICS, *(f"input_{m}" for m in METRICS))
-NOISE = ("input_noise", "output_noise", "sigma")  # estimated levels (0-255 scale): summarized like metrics
+# Estimated levels (0-255 scale), summarized like metrics; ``change``: the RMS difference between
+# output and input (0-255 scale), what the model removed or altered, with or without a reference.
+NOISE = ("input_noise", "output_noise", "sigma", "change")
 STATS = (*ALL_METRICS, *NOISE)
 # What made an output (a rerun keeps it only when all of these still hold): the input's size and
 # listed tag, the model as named and ``made_by``, the fingerprint of its weights and the options
 # that change pixels (see denoise.made_by).
 PROVENANCE = ("input_bytes", "input_tag", "model", "made_by")
 COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS, *NOISE,
-           "output_bytes", "output_md5", "output_tag", *PROVENANCE]
+           "output_bytes", "output_md5", "output_tag", *PROVENANCE, "finished"]
 SCHEMA = pa.schema([
     ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
     ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
     *[(m, pa.float64()) for m in STATS],
     ("output_bytes", pa.int64()), ("output_md5", pa.string()), ("output_tag", pa.string()),
     ("input_bytes", pa.int64()), ("input_tag", pa.string()), ("model", pa.string()), ("made_by", pa.string()),
+    ("finished", pa.float64()),  # when the row was made (Unix time): the report plots time per image over the run
 ])
 
 

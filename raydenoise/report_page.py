@@ -377,6 +377,8 @@ def comparison_html(i: int, c: Comparison, names: tuple[str, ...] = ("input", "o
         facts.append(f"PSNR {r['psnr']:.2f} dB (input {r['input_psnr']:.2f} dB)")
     if r.get("input_noise") is not None:
         facts.append(f"noise level {r['input_noise']:.2f} → {(r.get('output_noise') or 0):.2f}")
+    if r.get("change") is not None:
+        facts.append(f"RMS change {r['change']:.2f}")
     if r.get("width"):
         facts.append(f"{r['width']}×{r['height']}")
     slider = ""
@@ -453,7 +455,7 @@ def relative_link(page_folder: str | None, target: str | None) -> str | None:
 
 DONE = ("ok", "skipped")
 TABLE_COLUMNS = ["key", "status", "width", "height", "seconds", "psnr", "input_psnr", "gain", "ssim",
-                 "input_noise", "output_noise", "note"]
+                 "input_noise", "output_noise", "change", "note"]
 
 
 def denoise_words(summary: dict[str, Any]) -> str:
@@ -510,17 +512,21 @@ def denoise_page(*, title: str, summary: dict[str, Any], facts: dict[str, Any],
                                    ("output", histogram(column("output_noise")))) if h]
     if levels:
         plots.append(svg_histogram("Estimated noise level per image (0–255)", "noise level σ", levels))
-    seconds = histogram(column("seconds"))
-    if seconds:
-        plots.append(svg_histogram("Time per image", "seconds", [("seconds", *seconds)]))
-    xs, ys = _sample_time_by_size(batches)
-    plots.append(svg_scatter("Time per image by size", "megapixels", "s", xs, ys))
+    change = histogram(column("change"))
+    if change:
+        plots.append(svg_histogram("Change per image: RMS of output − input (0–255)", "RMS change",
+                                   [("change", *change)]))
+    (mp, secs), (when, secs2) = _sample_times(batches)
+    if when.size:
+        plots.append(svg_scatter("Time per image over the run", "seconds since the first image finished", "s",
+                                 when - when.min(), secs2))
+    plots.append(svg_scatter("Time per image by size", "megapixels", "s", mp, secs))
     nodes = summary.get("nodes") or {}
     plots.append(svg_bars("Images per node", {n[:12]: c for n, c in nodes.items()}))
 
     def rows() -> Iterator[dict[str, Any]]:
         for b in batches(["key", "status", "width", "height", "seconds", "psnr", "input_psnr", "ssim",
-                          "input_noise", "output_noise", "error", "note"]):
+                          "input_noise", "output_noise", "change", "error", "note"]):
             yield from b.to_pylist()
 
     ranked = _gain if gain else (lambda r: r.get("input_noise"))
@@ -537,30 +543,36 @@ def denoise_page(*, title: str, summary: dict[str, Any], facts: dict[str, Any],
             if link:
                 link_map[r["key"]] = link
     statuses = sorted({r[1] for r in table if r[1]})
+    # columns no row has a value for (no reference: no PSNR) are left out
+    shown = [i for i, c in enumerate(TABLE_COLUMNS) if i < 2 or any(r[i] is not None for r in table)]
+    table = [[r[i] for i in shown] for r in table]
     return render_page(title=title, summary_words=denoise_words(summary), facts=facts, plots=plots,
-                       columns=TABLE_COLUMNS, rows=table, total_rows=total, comparisons=comparisons,
+                       columns=[TABLE_COLUMNS[i] for i in shown], rows=table, total_rows=total, comparisons=comparisons,
                        links=link_map, where=where, statuses=statuses)
 
 
-def _sample_time_by_size(batches: Callable[[list[str]], Iterator[Any]], n: int = 1500,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` (megapixels, seconds) of ok rows, a uniform sample (reservoir) of any report."""
+def _sample_times(batches: Callable[[list[str]], Iterator[Any]], n: int = 1500,
+                  seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Up to ``n`` ok rows, a uniform sample (reservoir) of any report: ((megapixels, seconds),
+    (finished, seconds)) — the second only for rows that record when they finished."""
     rng = np.random.default_rng(seed)
-    xs, ys, seen = [], [], 0
-    for b in batches(["status", "width", "height", "seconds"]):
+    sample: list[tuple[float, float, float]] = []
+    seen = 0
+    for b in batches(["status", "width", "height", "seconds", "finished"]):
         for r in b.to_pylist():
             if r["status"] != "ok" or r["seconds"] is None or not r["width"]:
                 continue
-            point = (r["width"] * r["height"] / 1e6, r["seconds"])
+            point = (r["width"] * r["height"] / 1e6, r["seconds"], math.nan if r["finished"] is None else r["finished"])
             seen += 1
-            if len(xs) < n:
-                xs.append(point[0])
-                ys.append(point[1])
+            if len(sample) < n:
+                sample.append(point)
             else:
                 j = int(rng.integers(seen))
                 if j < n:
-                    xs[j], ys[j] = point
-    return np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+                    sample[j] = point
+    a = np.asarray(sample, np.float64).reshape(-1, 3)
+    timed = np.isfinite(a[:, 2])
+    return (a[:, 0], a[:, 1]), (a[timed, 2], a[timed, 1])
 
 
 # ----------------------------------------------------------------------------- evaluate's page

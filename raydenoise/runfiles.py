@@ -241,21 +241,23 @@ def summarize(rep: Store, seconds: float) -> dict[str, Any]:
 
 
 def examples(rep: Store, n: int = 3) -> list[tuple[str, dict[str, Any]]]:
-    """The report's best and worst ``n`` rows by PSNR (a streaming top-k), or its first ``n``
-    written rows when nothing was scored."""
-    def written(scored: bool) -> Iterator[dict[str, Any]]:
+    """The report's best and worst ``n`` rows by PSNR (a streaming top-k); without a reference,
+    the ``n`` most and least changed (``change``, RMS of output - input); else its first ``n``
+    written rows."""
+    def written(metric: str | None) -> Iterator[dict[str, Any]]:
         for b in iter_batches(rep, "report.parquet", rpt.COLUMNS, 8192):
             keep = pc.fill_null(pc.equal(b.column("status"), "ok"), False)
-            if scored:
-                keep = pc.and_(keep, pc.is_valid(b.column("psnr")))
+            if metric:
+                keep = pc.and_(keep, pc.is_valid(b.column(metric)))
             yield from b.filter(keep).to_pylist()
 
-    best = heapq.nlargest(n, written(True), key=lambda r: r["psnr"])
-    if best:
-        keys = {r["key"] for r in best}
-        worst = [r for r in heapq.nsmallest(n, written(True), key=lambda r: r["psnr"]) if r["key"] not in keys]
-        return [("best", r) for r in best] + [("worst", r) for r in worst]
-    return [("example", r) for r in itertools.islice(written(False), n)]
+    for metric, high, low in (("psnr", "best", "worst"), ("change", "most changed", "least changed")):
+        top = heapq.nlargest(n, written(metric), key=lambda r: r[metric])
+        if top:
+            keys = {r["key"] for r in top}
+            bottom = [r for r in heapq.nsmallest(n, written(metric), key=lambda r: r[metric]) if r["key"] not in keys]
+            return [(high, r) for r in top] + [(low, r) for r in bottom]
+    return [("example", r) for r in itertools.islice(written(None), n)]
 
 
 def remove_run(rep: Store, run_dir: str) -> None:

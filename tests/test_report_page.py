@@ -68,6 +68,20 @@ def test_every_name_is_escaped_and_no_name_can_end_the_script():
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html  # no network
 
 
+def test_without_a_reference_the_page_shows_the_change_and_noise_levels_and_no_empty_columns():
+    rows = [rpt.blank_row(f"{i}.png", status="ok", width=40, height=30, seconds=0.1 + i / 10, input_noise=20.0 + i,
+                          output_noise=1.0, change=15.0 + i, finished=1000.0 + i) for i in range(5)]
+    table = rpt.table(rows)
+    html = page.denoise_page(title="t", summary=rpt.summarize(rows, 2.0), facts={},
+                             batches=lambda cols: table.select(cols).to_batches(), comparisons=[],
+                             links=lambda key: None, where={"input": "in", "output": "out"})
+    data = json.loads(re.search(r'id="rows-data">(.*?)</script>', html, re.S).group(1))
+    assert "psnr" not in data["columns"] and "change" in data["columns"] and "input_noise" in data["columns"]
+    for title in ("Change per image", "Estimated noise level", "Time per image over the run", "Time per image by size"):
+        assert title in html
+    assert html.count("<circle") == 10  # 5 points in each time plot
+
+
 # ----------------------------------------------------------------------------- in a real browser
 
 
