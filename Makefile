@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test test-fast check bench clean browser
 
 $(BIN)/raydenoise: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,7 +39,18 @@ browser:
 		else echo "make test: no Chromium and no apt-get to install it: the browser test will be skipped (it says why)"; fi; \
 	fi
 
-test: setup browser
+# Lint, format, types and the import layers (pyproject.toml configures each).
+check: setup
+	$(BIN)/ruff check raydenoise tests bench jobs
+	$(BIN)/ruff format --check raydenoise tests bench jobs
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The quick loop: the checks and the tests that start no Ray, S3 server or subprocess.
+test-fast: check
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test: setup browser check
 	@if command -v ip >/dev/null && unshare -rn ip link set lo up 2>/dev/null; then \
 		echo "make test: running in a private network namespace (loopback only)"; \
 		unshare -rn sh -c 'ip link set lo up && $(BIN)/python -m pytest -q'; \

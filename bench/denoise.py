@@ -51,7 +51,9 @@ def make_images(root: Path, n: int) -> None:
     def one(i: int) -> None:
         off = (i * 7) % 600
         clean = big[:, off : off + 600]
-        noisy = np.clip(clean + np.random.default_rng(i).normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        noisy = np.clip(clean + np.random.default_rng(i).normal(0, 25, clean.shape), 0, 255).astype(
+            np.uint8
+        )
         Image.fromarray(noisy).save(root / f"{i:04d}.png", compress_level=1)
 
     with ThreadPoolExecutor(4) as pool:
@@ -108,12 +110,19 @@ def nlm_rate(src: Path, n: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--models", default="seed-ae,unet")
-    ap.add_argument("--workers", type=int, default=None, help="model actors (default: raydenoise's own)")
-    ap.add_argument("--engines", default="torch,onnxruntime",
-                    help="--engine values to run the raydenoise job with, side by side (auto = onnxruntime on CPU)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="model actors (default: raydenoise's own)"
+    )
+    ap.add_argument(
+        "--engines",
+        default="torch,onnxruntime",
+        help="--engine values to run the raydenoise job with, side by side (auto = onnxruntime on CPU)",
+    )
     ap.add_argument("--nlm-images", type=int, default=10)
     ap.add_argument("--out", default=str(HERE / "out" / "denoise.json"))
     args = ap.parse_args()
@@ -127,27 +136,53 @@ def main() -> None:
     src = work / "noisy"
     make_images(src, args.images)
     mp = args.images * 400 * 600 / 1e6
-    results = {"images": args.images, "size": "400x600", "cpus": os.cpu_count(), "workers": args.workers, "models": {}}
+    results = {
+        "images": args.images,
+        "size": "400x600",
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "models": {},
+    }
     exe = str(Path(sys.executable).parent / "raydenoise")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for name in args.models.split(","):
         torch.manual_seed(0)
         if name.startswith("builtin:"):
-            model_dir = name  # the shipped weights (builtin:denoise is conditioned on the noise level)
+            model_dir = (
+                name  # the shipped weights (builtin:denoise is conditioned on the noise level)
+            )
         else:
             model_dir = str(work / f"model-{name}")
             save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
         tag = name.replace(":", "-")
         plain_s = plain_loop(model_dir, src, work / f"plain-{tag}")
         fast_s = plain_fast_loop(model_dir, src, work / f"fast-{tag}")
-        r = {"plain_images_per_s": args.images / plain_s, "plain_megapixels_per_s": mp / plain_s,
-             "plain_fast_images_per_s": args.images / fast_s}
+        r = {
+            "plain_images_per_s": args.images / plain_s,
+            "plain_megapixels_per_s": mp / plain_s,
+            "plain_fast_images_per_s": args.images / fast_s,
+        }
         for engine in args.engines.split(","):
             out = work / f"ray-{tag}-{engine}"
             t0 = time.perf_counter()
-            proc = subprocess.run([exe, "denoise", "--input", str(src), "--output", str(out), "--model", model_dir,
-                                   "--engine", engine, *(["--workers", str(args.workers)] if args.workers else [])],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [
+                    exe,
+                    "denoise",
+                    "--input",
+                    str(src),
+                    "--output",
+                    str(out),
+                    "--model",
+                    model_dir,
+                    "--engine",
+                    engine,
+                    *(["--workers", str(args.workers)] if args.workers else []),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             ray_e2e = time.perf_counter() - t0
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
@@ -169,12 +204,17 @@ def main() -> None:
             }
             e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / r["plain_images_per_s"]
             e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r["plain_images_per_s"]
-            e["speedup_pipeline_vs_plain_fast"] = e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+            e["speedup_pipeline_vs_plain_fast"] = (
+                e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+            )
             r[engine] = e
         if "torch" in r and "onnxruntime" in r:
-            r["onnxruntime_vs_torch_pipeline"] = r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
+            r["onnxruntime_vs_torch_pipeline"] = (
+                r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
+            )
             r["onnxruntime_vs_torch_steady"] = (r["onnxruntime"]["images_per_s_steady"] or 0) / (
-                r["torch"]["images_per_s_steady"] or 1)
+                r["torch"]["images_per_s_steady"] or 1
+            )
         results["models"][name] = r
         print(name, json.dumps(r, indent=1), flush=True)
     results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)

@@ -37,7 +37,9 @@ def cli(*args: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bsds", required=True, help="folder with train/ and test/ photos")
     ap.add_argument("--noises", default="gaussian:25,low-light")
     ap.add_argument("--budget", type=float, default=240.0, help="training seconds per model")
@@ -55,11 +57,36 @@ def main() -> None:
         for model in ("seed-ae", "unet"):
             name = f"{tag}-{model}"
             log(f"train {name} for {args.budget:g} s")
-            cli("train", "--data", train_ds, "--model", model, "--storage-path", str(work / "runs"), "--name", name,
-                "--epochs", "1000", "--time-limit", str(args.budget), "--num-workers", "1")
+            cli(
+                "train",
+                "--data",
+                train_ds,
+                "--model",
+                model,
+                "--storage-path",
+                str(work / "runs"),
+                "--name",
+                name,
+                "--epochs",
+                "1000",
+                "--time-limit",
+                str(args.budget),
+                "--num-workers",
+                "1",
+            )
             log(f"evaluate {name}")
-            cli("evaluate", "--data", test_ds, "--model", str(work / "runs" / name / "model"), "--split", "test")
-            tables[model] = json.loads((work / "runs" / name / "model/eval/test/table.json").read_text())["table"]
+            cli(
+                "evaluate",
+                "--data",
+                test_ds,
+                "--model",
+                str(work / "runs" / name / "model"),
+                "--split",
+                "test",
+            )
+            tables[model] = json.loads(
+                (work / "runs" / name / "model/eval/test/table.json").read_text()
+            )["table"]
         results["tables"][noise] = tables
         print(noise, json.dumps(tables, indent=1), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

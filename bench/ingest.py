@@ -32,7 +32,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 
-SEED_BASELINE = r'''
+SEED_BASELINE = r"""
 import pickle, sys, os
 import numpy as np
 from PIL import Image
@@ -45,7 +45,7 @@ for n in names:  # everything is read into memory first, as in the notebook
 for i in range(0, len(names), 100):
     with open(os.path.join(out_dir, f"chunk_{i // 100}.pkl"), "wb") as f:
         pickle.dump((low[i:i + 100], high[i:i + 100]), f)
-'''
+"""
 
 
 def make_pairs(root: Path, n: int) -> None:
@@ -101,7 +101,12 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     th.join()
     if proc.returncode != 0:
         print(out.decode(errors="replace")[-3000:], file=sys.stderr)
-    return {"seconds": wall, "peak_rss": peak, "rc": proc.returncode, "log": out.decode(errors="replace")}
+    return {
+        "seconds": wall,
+        "peak_rss": peak,
+        "rc": proc.returncode,
+        "log": out.decode(errors="replace"),
+    }
 
 
 def bench_size(n: int, work: Path) -> dict:
@@ -110,11 +115,24 @@ def bench_size(n: int, work: Path) -> dict:
     in_bytes = sum(p.stat().st_size for p in root.rglob("*.png"))
     seed_out = work / f"seed{n}"
     seed_out.mkdir()
-    seed = run_measured([sys.executable, "-c", SEED_BASELINE, str(root / "low"), str(root / "high"), str(seed_out)])
+    seed = run_measured(
+        [sys.executable, "-c", SEED_BASELINE, str(root / "low"), str(root / "high"), str(seed_out)]
+    )
     exe = str(Path(sys.executable).parent / "raydenoise")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a fresh local Ray
-    ray = run_measured([exe, "ingest", "--low", str(root / "low"), "--high", str(root / "high"),
-                        "--out", str(work / f"ds{n}")], env=env)
+    ray = run_measured(
+        [
+            exe,
+            "ingest",
+            "--low",
+            str(root / "low"),
+            "--high",
+            str(root / "high"),
+            "--out",
+            str(work / f"ds{n}"),
+        ],
+        env=env,
+    )
     manifest = json.loads((work / f"ds{n}" / "manifest.json").read_text())
     assert manifest["counts"]["total"] == n, manifest["counts"]
     result = {
@@ -138,7 +156,9 @@ def bench_size(n: int, work: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="100,1000")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     ap.add_argument("--out", default=str(HERE / "out" / "ingest.json"))
@@ -162,14 +182,20 @@ def main() -> None:
         r["speedup_pipeline"] = r["ray_pipeline_pairs_per_s"] / r["seed_pairs_per_s"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
-    print("\n| pairs | seed pairs/s | raydenoise pairs/s (end to end) | (pipeline) | speedup e2e | speedup pipeline | seed peak RSS MB | raydenoise peak RSS MB |")
+    print(
+        "\n| pairs | seed pairs/s | raydenoise pairs/s (end to end) | (pipeline) | speedup e2e | speedup pipeline | seed peak RSS MB | raydenoise peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['pairs']} | {r['seed_pairs_per_s']:.1f} | {r['ray_pairs_per_s']:.1f} | {r['ray_pipeline_pairs_per_s']:.1f} | "
-              f"{r['speedup_end_to_end']:.2f}x | {r['speedup_pipeline']:.2f}x | {r['seed_peak_rss_mb']:.0f} | {r['ray_peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['pairs']} | {r['seed_pairs_per_s']:.1f} | {r['ray_pairs_per_s']:.1f} | {r['ray_pipeline_pairs_per_s']:.1f} | "
+            f"{r['speedup_end_to_end']:.2f}x | {r['speedup_pipeline']:.2f}x | {r['seed_peak_rss_mb']:.0f} | {r['ray_peak_rss_mb']:.0f} |"
+        )
     if "rss_growth" in summary:
         g = summary["rss_growth"]
-        print(f"\npeak RSS growth {results[0]['pairs']} -> {results[-1]['pairs']} pairs: seed {g['seed']:.2f}x, raydenoise {g['ray']:.2f}x")
+        print(
+            f"\npeak RSS growth {results[0]['pairs']} -> {results[-1]['pairs']} pairs: seed {g['seed']:.2f}x, raydenoise {g['ray']:.2f}x"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

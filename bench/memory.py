@@ -27,7 +27,10 @@ def make_photo(path: Path, h: int, w: int) -> None:
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([127 + 100 * np.sin(x / 97), 127 + 100 * np.cos(y / 71), 127 + 60 * np.sin((x + y) / 53)], -1)
+    base = np.stack(
+        [127 + 100 * np.sin(x / 97), 127 + 100 * np.cos(y / 71), 127 + 60 * np.sin((x + y) / 53)],
+        -1,
+    )
     noisy = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(noisy).save(path, format="JPEG", quality=90)
 
@@ -51,7 +54,13 @@ def one(model_dir: str, photo: str, mode: str) -> None:
 
     torch.set_num_threads(1)  # what a 1-CPU actor gets
     model, config = load_model(model_dir)
-    kw = {"tile": 512} if mode == "tile512" else {"memory_budget": 1 << 50} if mode == "untiled" else {}
+    kw = (
+        {"tile": 512}
+        if mode == "tile512"
+        else {"memory_budget": 1 << 50}
+        if mode == "untiled"
+        else {}
+    )
     d = Denoiser(model, config["model"], width=config.get("width"), **kw)
     data = Path(photo).read_bytes()
     base = _status_kb("VmRSS")
@@ -61,12 +70,23 @@ def one(model_dir: str, photo: str, mode: str) -> None:
     encoded = encode_like(out, dec.alpha, dec.gray, dec.format)
     seconds = time.perf_counter() - t0
     peak = _status_kb("VmHWM")
-    print(json.dumps({"peak_mb": (peak - base) / 1024, "seconds": seconds, "tile": d.tile_for(*dec.rgb.shape[:2]),
-                      "budget_mb": d.memory_budget / 2**20, "bytes_out": len(encoded)}))
+    print(
+        json.dumps(
+            {
+                "peak_mb": (peak - base) / 1024,
+                "seconds": seconds,
+                "tile": d.tile_for(*dec.rgb.shape[:2]),
+                "budget_mb": d.memory_budget / 2**20,
+                "bytes_out": len(encoded),
+            }
+        )
+    )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="seed-ae", choices=("seed-ae", "unet"))
     p.add_argument("--size", default="8000x6000", help="WIDTHxHEIGHT of the photo")
     p.add_argument("--modes", default="auto,tile512,untiled")
@@ -84,20 +104,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
-        save_model_dir(tmp / "model", build_model(args.model).eval(), {"model": args.model, "width": 32})
+        save_model_dir(
+            tmp / "model", build_model(args.model).eval(), {"model": args.model, "width": 32}
+        )
         make_photo(tmp / "photo.jpg", h, w)
-        print(f"{args.model}, one {w}x{h} JPEG ({w * h / 1e6:.0f} MP), 1 thread; peak = process peak RSS minus "
-              "RSS just before decoding")
+        print(
+            f"{args.model}, one {w}x{h} JPEG ({w * h / 1e6:.0f} MP), 1 thread; peak = process peak RSS minus "
+            "RSS just before decoding"
+        )
         print(f"{'mode':<9} {'tile':>6} {'peak MB':>9} {'seconds':>8}")
         for mode in args.modes.split(","):
-            r = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", str(tmp / "model"),
-                                str(tmp / "photo.jpg"), mode], capture_output=True, text=True)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--child",
+                    str(tmp / "model"),
+                    str(tmp / "photo.jpg"),
+                    mode,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode:
-                print(f"{mode:<9} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+                print(
+                    f"{mode:<9} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}"
+                )
                 continue
             res = json.loads(r.stdout.strip().splitlines()[-1])
-            print(f"{mode:<9} {str(res['tile'] or '-'):>6} {res['peak_mb']:>9.0f} {res['seconds']:>8.1f}"
-                  + (f"   (budget {res['budget_mb']:.0f} MB)" if mode == "auto" else ""))
+            print(
+                f"{mode:<9} {res['tile'] or '-'!s:>6} {res['peak_mb']:>9.0f} {res['seconds']:>8.1f}"
+                + (f"   (budget {res['budget_mb']:.0f} MB)" if mode == "auto" else "")
+            )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,11 @@ def method_fn(name: str):
             if sigma is None or name == "bm3d-est":
                 sigma = max(estimate_sigma(noisy), 0.1)
             x = noisy.astype(np.float32) / 255
-            out = bm3d.bm3d_rgb(x, sigma_psd=sigma / 255) if noisy.ndim == 3 else bm3d.bm3d(x, sigma_psd=sigma / 255)
+            out = (
+                bm3d.bm3d_rgb(x, sigma_psd=sigma / 255)
+                if noisy.ndim == 3
+                else bm3d.bm3d(x, sigma_psd=sigma / 255)
+            )
             return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
         return run
@@ -77,7 +81,9 @@ def method_fn(name: str):
     model, config = load_model_uri(resolve_model_uri(uri, None), None)
     den = Denoiser(model, config["model"], width=config.get("width"), tta=given == "tta")
     if given == "sigma":
-        return lambda noisy, sigma: Denoiser(model, config["model"], width=config.get("width"), sigma=sigma)(noisy)
+        return lambda noisy, sigma: Denoiser(
+            model, config["model"], width=config.get("width"), sigma=sigma
+        )(noisy)
     return lambda noisy, sigma: den(noisy)  # NAME+tta: the mean of the 8 flips/rotations
 
 
@@ -91,28 +97,46 @@ def score(fn, inputs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
         out = fn(x)
         rows.append(all_metrics(out.astype(np.float32) / 255, ref.astype(np.float32) / 255))
     psnrs = [min(r["psnr"], 100.0) for r in rows]  # identical images: inf, counted as 100 dB
-    return {"images": len(rows), "s_per_image": (time.perf_counter() - t0) / len(inputs),
-            **{k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae")},
-            "psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs))}
+    return {
+        "images": len(rows),
+        "s_per_image": (time.perf_counter() - t0) / len(inputs),
+        **{k: float(np.mean([r[k] for r in rows])) for k in ("ssim", "mae")},
+        "psnr": float(np.mean(psnrs)),
+        "psnr_min": float(np.min(psnrs)),
+    }
 
 
 def table(title: str, results: list[dict], key: str) -> None:
-    print(f"\n| {title} | method | PSNR (dB) | worst PSNR | SSIM | s/image (1 core) |\n|---|---|---|---|---|---|")
+    print(
+        f"\n| {title} | method | PSNR (dB) | worst PSNR | SSIM | s/image (1 core) |\n|---|---|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r[key]} | {r['method']} | {r['psnr']:.2f} | {r['psnr_min']:.2f} | {r['ssim']:.3f} | "
-              f"{r['s_per_image']:.2f} |")
+        print(
+            f"| {r[key]} | {r['method']} | {r['psnr']:.2f} | {r['psnr_min']:.2f} | {r['ssim']:.3f} | "
+            f"{r['s_per_image']:.2f} |"
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bsds", default=str(HERE.parent.parent / "shared" / "data" / "bsds500"))
     ap.add_argument("--methods", default="input,builtin:denoise,nlm,bm3d")
     ap.add_argument("--sigmas", default="0,15,25,50")
     ap.add_argument("--limit", type=int, default=68, help="first N bsds500/test photos by name")
     ap.add_argument("--parts", default="bsds,estimator,jpeg,gray,real,lol,lowlight,models")
-    ap.add_argument("--real", default="/work/data/polyu/CroppedImages", help="*_real.* noisy crops, *_mean.* references")
-    ap.add_argument("--real-every", type=int, default=1, help="score every N-th real crop by name (1: all)")
-    ap.add_argument("--lol", default="/work/data/lol/dataset/test", help="LOL eval15: low/ and normal/")
+    ap.add_argument(
+        "--real",
+        default="/work/data/polyu/CroppedImages",
+        help="*_real.* noisy crops, *_mean.* references",
+    )
+    ap.add_argument(
+        "--real-every", type=int, default=1, help="score every N-th real crop by name (1: all)"
+    )
+    ap.add_argument(
+        "--lol", default="/work/data/lol/dataset/test", help="LOL eval15: low/ and normal/"
+    )
     ap.add_argument("--lol-methods", default="input,gamma,builtin:seed-ae,builtin:low-light")
     ap.add_argument("--out", default=str(HERE / "out" / "quality.json"))
     args = ap.parse_args()
@@ -142,7 +166,6 @@ def main() -> None:
 def bsds_part(args) -> dict:
     import torch
 
-    from raydenoise.images import decode_rgb8
     from raydenoise.noise import apply_noise, parse_noise
 
     torch.set_num_threads(1)  # every method on one core, so seconds per image compare
@@ -151,8 +174,10 @@ def bsds_part(args) -> dict:
     fns = {m: method_fn(m) for m in methods}
     results = []
     for sigma in (int(s) for s in args.sigmas.split(",")):
-        noisy = [apply_noise(c, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
-                 for i, c in enumerate(cleans)]
+        noisy = [
+            apply_noise(c, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
+            for i, c in enumerate(cleans)
+        ]
         for m in methods:
             if sigma == 0 and m.startswith("bm3d"):
                 continue  # CBM3D with sigma 0 is the identity
@@ -177,16 +202,34 @@ def estimator_part(args) -> dict:
 
     _, cleans = bsds_test(args, None)
     rows = []
-    print("\n| true σ | photos | mean estimate / σ | worst error | within 15% |\n|---|---|---|---|---|")
+    print(
+        "\n| true σ | photos | mean estimate / σ | worst error | within 15% |\n|---|---|---|---|---|"
+    )
     for sigma in (5, 10, 15, 25, 35, 50):
-        ratios = np.array([estimate_sigma(apply_noise(c, parse_noise(f"gaussian:{sigma}"),
-                                                      np.random.default_rng([sigma, i]))) / sigma
-                           for i, c in enumerate(cleans)])
-        row = {"sigma": sigma, "photos": len(ratios), "mean_ratio": float(ratios.mean()),
-               "worst_error": float(np.abs(ratios - 1).max()), "within_15pct": float((np.abs(ratios - 1) <= 0.15).mean())}
+        ratios = np.array(
+            [
+                estimate_sigma(
+                    apply_noise(
+                        c, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i])
+                    )
+                )
+                / sigma
+                for i, c in enumerate(cleans)
+            ]
+        )
+        row = {
+            "sigma": sigma,
+            "photos": len(ratios),
+            "mean_ratio": float(ratios.mean()),
+            "worst_error": float(np.abs(ratios - 1).max()),
+            "within_15pct": float((np.abs(ratios - 1) <= 0.15).mean()),
+        }
         rows.append(row)
-        print(f"| {sigma} | {len(ratios)} | {row['mean_ratio']:.3f} | {100 * row['worst_error']:.1f}% | "
-              f"{100 * row['within_15pct']:.1f}% |", flush=True)
+        print(
+            f"| {sigma} | {len(ratios)} | {row['mean_ratio']:.3f} | {100 * row['worst_error']:.1f}% | "
+            f"{100 * row['within_15pct']:.1f}% |",
+            flush=True,
+        )
     clean = [estimate_sigma(c) for c in cleans]
     print(f"clean photos: estimate mean {np.mean(clean):.2f}, max {np.max(clean):.2f}")
     return {"rows": rows, "clean_mean": float(np.mean(clean)), "clean_max": float(np.max(clean))}
@@ -209,8 +252,12 @@ def gray_part(args) -> dict:
 
     _, cleans = bsds_test(args, args.limit)
     grays = [to_gray(c) for c in cleans]
-    noisy = [apply_noise(g[..., None], parse_noise("gaussian:25"), np.random.default_rng([25, i]))[..., 0]
-             for i, g in enumerate(grays)]
+    noisy = [
+        apply_noise(g[..., None], parse_noise("gaussian:25"), np.random.default_rng([25, i]))[
+            ..., 0
+        ]
+        for i, g in enumerate(grays)
+    ]
     return _score_methods(args, "gray σ25", noisy, grays, sigma=25.0)
 
 
@@ -223,11 +270,15 @@ def real_part(args) -> dict:
     if not reals:
         sys.exit(f"bench/quality.py: {root} has no *_real.* images (--real)")
     noisy = [decode_rgb8(p.read_bytes()) for p in reals]
-    refs = [decode_rgb8(p.with_name(p.name.replace("_real.", "_mean.")).read_bytes()) for p in reals]
+    refs = [
+        decode_rgb8(p.with_name(p.name.replace("_real.", "_mean.")).read_bytes()) for p in reals
+    ]
     return _score_methods(args, "real noise", noisy, refs)
 
 
-def _score_methods(args, title: str, noisy: list[np.ndarray], refs: list[np.ndarray], sigma: float | None = None) -> dict:
+def _score_methods(
+    args, title: str, noisy: list[np.ndarray], refs: list[np.ndarray], sigma: float | None = None
+) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -255,12 +306,14 @@ def lol_part(args) -> dict:
     high_dir = root / "normal" if (root / "normal").is_dir() else root / "high"
     files = sorted((root / "low").glob("*.png"))
     if not files or not high_dir.is_dir():
-        sys.exit(f"bench/quality.py: {root} needs low/*.png and normal/ (or high/) with the same names")
+        sys.exit(
+            f"bench/quality.py: {root} needs low/*.png and normal/ (or high/) with the same names"
+        )
     lows = [decode_rgb8(f.read_bytes()) for f in files]
     highs = [decode_rgb8((high_dir / f.name).read_bytes()) for f in files]
     results = []
     for m in args.lol_methods.split(","):
-        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))
+        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))  # noqa: B008
         row = {"method": m, **score(fn, lows, highs)}
         print(json.dumps(row), flush=True)
         results.append(row)
@@ -287,20 +340,33 @@ def lowlight_part(args) -> dict:
     files = sorted((Path(args.bsds) / "test").glob("*"))[: args.limit]
     highs = [decode_rgb8(f.read_bytes()) for f in files]
     spec = parse_noise("low-light")
-    lows = [apply_noise(h, spec, np.random.default_rng(image_seed(0, f.name))) for f, h in zip(files, highs)]
+    lows = [
+        apply_noise(h, spec, np.random.default_rng(image_seed(0, f.name)))
+        for f, h in zip(files, highs)
+    ]
     results = []
     for m in args.lol_methods.split(","):
-        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))
+        fn = gamma_curve if m == "gamma" else (lambda low, f=method_fn(m): f(low, None))  # noqa: B008
         row = {"method": m, **score(fn, lows, highs)}
-        shifts = [float(fn(h).astype(np.float64).mean() - h.astype(np.float64).mean()) / 255 for h in highs]
-        row |= {"bright_mean_shift": float(np.mean(shifts)), "bright_max_shift": float(np.max(np.abs(shifts)))}
+        shifts = [
+            float(fn(h).astype(np.float64).mean() - h.astype(np.float64).mean()) / 255
+            for h in highs
+        ]
+        row |= {
+            "bright_mean_shift": float(np.mean(shifts)),
+            "bright_max_shift": float(np.max(np.abs(shifts))),
+        }
         print(json.dumps(row), flush=True)
         results.append(row)
-    print(f"\n| synthetic low light, {len(files)} bsds500/test photos | PSNR (dB) | SSIM | "
-          "well-exposed photo: mean brightness shift (mean, largest) |\n|---|---|---|---|")
+    print(
+        f"\n| synthetic low light, {len(files)} bsds500/test photos | PSNR (dB) | SSIM | "
+        "well-exposed photo: mean brightness shift (mean, largest) |\n|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bright_mean_shift']:+.3f}, "
-              f"{r['bright_max_shift']:.3f} |")
+        print(
+            f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bright_mean_shift']:+.3f}, "
+            f"{r['bright_max_shift']:.3f} |"
+        )
     return {"images": [f.name for f in files], "rows": results}
 
 
@@ -338,13 +404,18 @@ def models_part() -> dict:
     for name in builtin_names():
         model, config = load_model_uri(BUILTIN + name, None)
         graph = export_onnx(model, config)
-        row = {"model": BUILTIN + name, "network": config["model"],
-               "params": sum(p.numel() for p in model.parameters()),
-               "gmac_per_mp": macs_per_megapixel(model)}
+        row = {
+            "model": BUILTIN + name,
+            "network": config["model"],
+            "params": sum(p.numel() for p in model.parameters()),
+            "gmac_per_mp": macs_per_megapixel(model),
+        }
         for threads in (1, all_threads):
             torch.set_num_threads(threads)
-            engines = {"torch": Denoiser(model, config["model"], width=config.get("width")),
-                       "onnxruntime": Denoiser(OrtEngine(graph, name, threads=threads))}
+            engines = {
+                "torch": Denoiser(model, config["model"], width=config.get("width")),
+                "onnxruntime": Denoiser(OrtEngine(graph, name, threads=threads)),
+            }
             for engine, den in engines.items():
                 den(image)  # warm-up
                 t0, n = time.perf_counter(), 0

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tracemalloc
 import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +42,19 @@ def make_report(path: Path, n: int) -> None:
         status = np.where(rng.random(m) < 0.01, "error", "ok")
         inp = rng.normal(20.5, 1.0, m)
         cols = {c: pa.nulls(m, rpt.SCHEMA.field(c).type) for c in rpt.COLUMNS}
-        cols |= {"key": pa.array([f"photos/{i:08d}.jpg" for i in range(start, start + m)]),
-                 "status": pa.array(status), "width": pa.array(np.full(m, 600, np.int32)),
-                 "height": pa.array(np.full(m, 400, np.int32)), "seconds": pa.array(rng.gamma(4, 0.1, m)),
-                 "psnr": pa.array(inp + rng.normal(9, 1.5, m)), "input_psnr": pa.array(inp),
-                 "ssim": pa.array(rng.uniform(0.7, 0.95, m)), "input_noise": pa.array(rng.uniform(5, 30, m)),
-                 "output_noise": pa.array(rng.uniform(0.5, 2, m)), "node": pa.array([f"node{i % 3}" for i in range(m)])}
+        cols |= {
+            "key": pa.array([f"photos/{i:08d}.jpg" for i in range(start, start + m)]),
+            "status": pa.array(status),
+            "width": pa.array(np.full(m, 600, np.int32)),
+            "height": pa.array(np.full(m, 400, np.int32)),
+            "seconds": pa.array(rng.gamma(4, 0.1, m)),
+            "psnr": pa.array(inp + rng.normal(9, 1.5, m)),
+            "input_psnr": pa.array(inp),
+            "ssim": pa.array(rng.uniform(0.7, 0.95, m)),
+            "input_noise": pa.array(rng.uniform(5, 30, m)),
+            "output_noise": pa.array(rng.uniform(0.5, 2, m)),
+            "node": pa.array([f"node{i % 3}" for i in range(m)]),
+        }
         writer.write_table(pa.table(cols, schema=rpt.SCHEMA))
     writer.close()
 
@@ -62,8 +69,14 @@ def comparisons() -> list:
     for i, photo in enumerate((data.astronaut, data.coffee, data.chelsea, data.rocket)):
         clean = np.ascontiguousarray(photo()[:400, :600])
         noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
-        out.append(report_page.compare(f"photo{i}", f"example {i + 1}", {"key": f"photo{i}"},
-                                       {"input": noisy, "output": clean, "reference": clean}))
+        out.append(
+            report_page.compare(
+                f"photo{i}",
+                f"example {i + 1}",
+                {"key": f"photo{i}"},
+                {"input": noisy, "output": clean, "reference": clean},
+            )
+        )
     return out
 
 
@@ -78,15 +91,23 @@ def open_in_chromium(page: Path) -> dict:
         wall = time.perf_counter() - t0
         timing = browser.execute_script(
             "const t = performance.timing; return [t.loadEventEnd - t.navigationStart, "
-            "t.domContentLoadedEventEnd - t.navigationStart]")
+            "t.domContentLoadedEventEnd - t.navigationStart]"
+        )
         rows = browser.execute_script("return window.raydenoiseReport.rows()")
-        return {"open_s": wall, "load_event_ms": timing[0], "dom_ready_ms": timing[1], "table_rows": rows}
+        return {
+            "open_s": wall,
+            "load_event_ms": timing[0],
+            "dom_ready_ms": timing[1],
+            "table_rows": rows,
+        }
     finally:
         browser.quit()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", default="1000,200000")
     args = ap.parse_args()
     from raydenoise import report as rpt
@@ -101,12 +122,20 @@ def main() -> None:
         try:
             make_report(tmp / "report.parquet", n)
             store = open_store(str(tmp), None)
-            summary = rpt.summarize_batches(lambda cols: iter_batches(store, "report.parquet", cols), 1000.0)
+            summary = rpt.summarize_batches(
+                lambda cols: iter_batches(store, "report.parquet", cols), 1000.0
+            )
+
             def build_page() -> str:
                 return report_page.denoise_page(
-                    title="bench", summary=summary, facts={"rows": n},
-                    batches=lambda cols: iter_batches(store, "report.parquet", cols), comparisons=cmp,
-                    links=lambda key: None, where={"input": "in", "output": "out"})
+                    title="bench",
+                    summary=summary,
+                    facts={"rows": n},
+                    batches=lambda cols: iter_batches(store, "report.parquet", cols),
+                    comparisons=cmp,
+                    links=lambda key: None,
+                    where={"input": "in", "output": "out"},
+                )
 
             t0 = time.perf_counter()
             html = build_page()
@@ -117,17 +146,26 @@ def main() -> None:
             tracemalloc.stop()
             page = tmp / "report.html"
             page.write_text(html)
-            row = {"rows": n, "page_mb": page.stat().st_size / 1e6, "build_s": build,
-                   "peak_growth_mb": peak_growth, **open_in_chromium(page)}
+            row = {
+                "rows": n,
+                "page_mb": page.stat().st_size / 1e6,
+                "build_s": build,
+                "peak_growth_mb": peak_growth,
+                **open_in_chromium(page),
+            }
             print(json.dumps(row), flush=True)
             results.append(row)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("\n| report rows | page | rows in the page | build from report.parquet | heap peak while building | "
-          "Chromium: load event | table rendered |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| report rows | page | rows in the page | build from report.parquet | heap peak while building | "
+        "Chromium: load event | table rendered |\n|---|---|---|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r['rows']:,} | {r['page_mb']:.2f} MB | {r['table_rows']:,} | {r['build_s']:.1f} s | "
-              f"{r['peak_growth_mb']:.0f} MB | {r['load_event_ms']} ms | {r['dom_ready_ms']} ms |")
+        print(
+            f"| {r['rows']:,} | {r['page_mb']:.2f} MB | {r['table_rows']:,} | {r['build_s']:.1f} s | "
+            f"{r['peak_growth_mb']:.0f} MB | {r['load_event_ms']} ms | {r['dom_ready_ms']} ms |"
+        )
 
 
 if __name__ == "__main__":

@@ -93,14 +93,21 @@ with Writer(rep, "report.parquet", rpt.SCHEMA) as w:
                                   output_tag=e.tag))
 rep.write_bytes("summary.json", json.dumps({{"run": ""}}).encode())
 """
-    subprocess.run([sys.executable, "-c", code, out_uri], check=True, env={**os.environ, **(env or {})})
+    subprocess.run(
+        [sys.executable, "-c", code, out_uri], check=True, env={**os.environ, **(env or {})}
+    )
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """(peak RSS MB, seconds, stdout) of one process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
@@ -121,28 +128,69 @@ print(len(inputs), len(existing))
 def run(label: str, n: int, inp: str, out: str, env: dict | None = None) -> list[dict]:
     rows = []
     for case, output in (("dry-run", out + "-none"), ("dry-run, all done", out)):
-        rss, s, text = measure([str(EXE), "denoise", "--input", inp, "--output", output, "--dry-run"], env)
+        rss, s, text = measure(
+            [str(EXE), "denoise", "--input", inp, "--output", output, "--dry-run"], env
+        )
         assert f"{n:,} input" in text, text
-        rows.append({"where": label, "objects": n, "case": case, "peak_rss_mb": round(rss, 1), "seconds": round(s, 2)})
+        rows.append(
+            {
+                "where": label,
+                "objects": n,
+                "case": case,
+                "peak_rss_mb": round(rss, 1),
+                "seconds": round(s, 2),
+            }
+        )
         print(rows[-1], flush=True)
-    rss, s, text = measure([str(EXE), "denoise", "--input", inp, "--output", out, "--model", "builtin:denoise"], env)
-    assert f"{n:,} with an output the earlier report vouches for" in text and f"{n:,} skipped" in text, text
-    rows.append({"where": label, "objects": n, "case": "resumed job", "peak_rss_mb": round(rss, 1), "seconds": round(s, 2)})
+    rss, s, text = measure(
+        [str(EXE), "denoise", "--input", inp, "--output", out, "--model", "builtin:denoise"], env
+    )
+    assert (
+        f"{n:,} with an output the earlier report vouches for" in text and f"{n:,} skipped" in text
+    ), text
+    rows.append(
+        {
+            "where": label,
+            "objects": n,
+            "case": "resumed job",
+            "peak_rss_mb": round(rss, 1),
+            "seconds": round(s, 2),
+        }
+    )
     print(rows[-1], flush=True)
-    rss, s, text = measure([str(EXE), "ingest", "--low", inp, "--high", out, "--out", out + "-dataset", "--dry-run"], env)
+    rss, s, text = measure(
+        [str(EXE), "ingest", "--low", inp, "--high", out, "--out", out + "-dataset", "--dry-run"],
+        env,
+    )
     assert f"{n:,} pairs" in text, text
-    rows.append({"where": label, "objects": n, "case": "ingest dry-run", "peak_rss_mb": round(rss, 1),
-                 "seconds": round(s, 2)})
+    rows.append(
+        {
+            "where": label,
+            "objects": n,
+            "case": "ingest dry-run",
+            "peak_rss_mb": round(rss, 1),
+            "seconds": round(s, 2),
+        }
+    )
     print(rows[-1], flush=True)
     rss, s, _ = measure([sys.executable, "-c", BEFORE, inp, out], env)
-    rows.append({"where": label, "objects": n, "case": "list + set (before)", "peak_rss_mb": round(rss, 1),
-                 "seconds": round(s, 2)})
+    rows.append(
+        {
+            "where": label,
+            "objects": n,
+            "case": "list + set (before)",
+            "peak_rss_mb": round(rss, 1),
+            "seconds": round(s, 2),
+        }
+    )
     print(rows[-1], flush=True)
     return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--s3", type=int, default=0, help="also N objects on a local SeaweedFS bucket")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/raydenoise-scale"))
@@ -163,7 +211,10 @@ def main() -> None:
 
 def run_s3(n: int, base: Path) -> list[dict]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import start_weed, stop_weed  # the tests' SeaweedFS helper (127.0.0.1, free ports)
+    from conftest import (
+        start_weed,
+        stop_weed,
+    )  # the tests' SeaweedFS helper (127.0.0.1, free ports)
 
     proc, server, _ = start_weed(base / "weed")
     try:
@@ -176,8 +227,12 @@ def run_s3(n: int, base: Path) -> list[dict]:
                 fs.pipe(batch)
                 fs.pipe({p.replace("/in/", "/done/", 1): v for p, v in batch.items()})
                 batch = {}
-        env = {"AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": "raydenoise-test-key",
-               "AWS_SECRET_ACCESS_KEY": "raydenoise-test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
+        env = {
+            "AWS_ENDPOINT_URL": server.endpoint,
+            "AWS_ACCESS_KEY_ID": "raydenoise-test-key",
+            "AWS_SECRET_ACCESS_KEY": "raydenoise-test-secret",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
         completed_report(f"s3://{server.bucket}/done", env)
         return run("SeaweedFS", n, f"s3://{server.bucket}/in", f"s3://{server.bucket}/done", env)
     finally:

@@ -39,7 +39,7 @@ def make_inputs(folder: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         y, x = (i * 37) % 250, (i * 53) % 250
-        clean = photo[y:y + 256, x:x + 256].astype(np.float32)
+        clean = photo[y : y + 256, x : x + 256].astype(np.float32)
         noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(folder / f"{i:03d}.png")
 
@@ -49,9 +49,16 @@ def run(code: Path, args: list[str], cwd: Path, watch: Path | None = None) -> di
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_ADDRESS": ""}
     first: list[float] = []
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "raydenoise.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raydenoise.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+    )
     if watch is not None:
+
         def poll() -> None:
             while proc.poll() is None and not first:
                 if watch.exists() and any(p.suffix == ".png" for p in watch.iterdir()):
@@ -62,8 +69,13 @@ def run(code: Path, args: list[str], cwd: Path, watch: Path | None = None) -> di
     out, _ = proc.communicate(timeout=600)
     total = time.perf_counter() - t0
     lines = [line for line in out.splitlines() if line.strip()]
-    return {"rc": proc.returncode, "total_s": total, "first_image_s": first[0] if first else None,
-            "lines": len(lines), "output": lines}
+    return {
+        "rc": proc.returncode,
+        "total_s": total,
+        "first_image_s": first[0] if first else None,
+        "lines": len(lines),
+        "output": lines,
+    }
 
 
 def start_warm_cluster(work: Path):
@@ -76,11 +88,23 @@ def start_warm_cluster(work: Path):
         port = s.getsockname()[1]
     temp = Path(tempfile.mkdtemp(prefix="rd-warm-"))
     log = work / "head.log"
-    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-                             "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
-                             f"--temp-dir={temp}", "--disable-usage-stats"],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
     deadline = time.time() + 120
     while b"block forever" not in log.read_bytes():
         if time.time() > deadline or head.poll() is not None:
@@ -90,19 +114,29 @@ def start_warm_cluster(work: Path):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True, help="git revision to compare with the working tree")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--baseline", required=True, help="git revision to compare with the working tree"
+    )
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "startup.json"))
-    ap.add_argument("--warm", action="store_true",
-                    help="also run the working tree on a local cluster kept warm with `ray start --head` (--address)")
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="also run the working tree on a local cluster kept warm with `ray start --head` (--address)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rd-startup-"))
     base = work / "baseline"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline],
+        check=True,
+        capture_output=True,
+    )
     versions = {"before": (base, []), "after": (ROOT, [])}
     head = None
     if args.warm:
@@ -114,12 +148,29 @@ def main() -> None:
     try:
         for r in range(args.repeats):
             for name, (code, extra) in versions.items():
-                err = run(code, ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")], work)
+                err = run(
+                    code,
+                    ["denoise", "--input", str(work / "missing"), "--output", str(work / "x")],
+                    work,
+                )
                 out = work / f"out-{name.replace(' ', '-').replace(',', '')}-{r}"
-                res = run(code, ["denoise", "--input", str(inputs), "--output", str(out), *extra], work, watch=out)
+                res = run(
+                    code,
+                    ["denoise", "--input", str(inputs), "--output", str(out), *extra],
+                    work,
+                    watch=out,
+                )
                 res["error_s"], res["error_output"] = err["total_s"], err["output"]
-                print(json.dumps({"version": name, "repeat": r, **{k: v for k, v in res.items() if k != "output"}}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "version": name,
+                            "repeat": r,
+                            **{k: v for k, v in res.items() if k != "output"},
+                        }
+                    ),
+                    flush=True,
+                )
                 results[name].append(res)
                 shutil.rmtree(out, ignore_errors=True)
     finally:
@@ -128,23 +179,41 @@ def main() -> None:
 
             os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=60)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+            capture_output=True,
+        )
         shutil.rmtree(work, ignore_errors=True)
     summary = {}
     for name, rows in results.items():
-        summary[name] = {k: statistics.median(r[k] for r in rows) for k in ("error_s", "first_image_s", "total_s", "lines")}
+        summary[name] = {
+            k: statistics.median(r[k] for r in rows)
+            for k in ("error_s", "first_image_s", "total_s", "lines")
+        }
         summary[name]["example_output"] = rows[-1]["output"]
-    ratios = {k: summary["after"][k] / summary["before"][k] for k in ("error_s", "first_image_s", "total_s")}
+    ratios = {
+        k: summary["after"][k] / summary["before"][k]
+        for k in ("error_s", "first_image_s", "total_s")
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "ratios_after_over_before": ratios,
-                                          "runs": results}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {"summary": summary, "ratios_after_over_before": ratios, "runs": results}, indent=2
+        )
+    )
     warm = "after, warm cluster" in summary
-    print(f"\n| | before ({args.baseline}) | after | after/before |{' after, warm cluster |' if warm else ''}"
-          f"\n|---|---|---|---|{'---|' if warm else ''}")
+    print(
+        f"\n| | before ({args.baseline}) | after | after/before |{' after, warm cluster |' if warm else ''}"
+        f"\n|---|---|---|---|{'---|' if warm else ''}"
+    )
     for k in ("error_s", "first_image_s", "total_s"):
-        print(f"| {k} (median of {args.repeats}) | {summary['before'][k]:.2f} | {summary['after'][k]:.2f} | "
-              f"{ratios[k]:.2f} |" + (f" {summary['after, warm cluster'][k]:.2f} |" if warm else ""))
-    print(f"| lines printed | {summary['before']['lines']:.0f} | {summary['after']['lines']:.0f} | |")
+        print(
+            f"| {k} (median of {args.repeats}) | {summary['before'][k]:.2f} | {summary['after'][k]:.2f} | "
+            f"{ratios[k]:.2f} |" + (f" {summary['after, warm cluster'][k]:.2f} |" if warm else "")
+        )
+    print(
+        f"| lines printed | {summary['before']['lines']:.0f} | {summary['after']['lines']:.0f} | |"
+    )
     for name in versions:
         print(f"\n{name}:\n" + "\n".join("    " + line for line in summary[name]["example_output"]))
 

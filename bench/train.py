@@ -56,8 +56,15 @@ def paired_set(bsds: Path, work: Path, noise: str) -> str:
 
     pairs = work / f"pairs-{noise.replace(':', '')}"
     if not (pairs / "high").exists():
-        run_synth(SynthConfig(out=str(pairs), clean=str(bsds / "train"), noise=noise, seed=1), log=quiet)
-    return ingest(str(pairs / "low"), str(pairs / "high"), work / f"ds-{noise.replace(':', '')}", (0.9, 0.1, 0.0))
+        run_synth(
+            SynthConfig(out=str(pairs), clean=str(bsds / "train"), noise=noise, seed=1), log=quiet
+        )
+    return ingest(
+        str(pairs / "low"),
+        str(pairs / "high"),
+        work / f"ds-{noise.replace(':', '')}",
+        (0.9, 0.1, 0.0),
+    )
 
 
 def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
@@ -105,15 +112,26 @@ def through_train(model_name: str, data: str, work: Path, name: str, steps: int,
     epoch including val and checkpoint."""
     from raydenoise.train import resolve_config, run_train
 
-    cfg = resolve_config(model_name, data=data, storage_path=str(work / "runs"), name=name, epochs=2,
-                         max_steps_per_epoch=steps, degrade="gaussian:0-50", **kw)
+    cfg = resolve_config(
+        model_name,
+        data=data,
+        storage_path=str(work / "runs"),
+        name=name,
+        epochs=2,
+        max_steps_per_epoch=steps,
+        degrade="gaussian:0-50",
+        **kw,
+    )
     run_train(cfg, log=quiet)
     rows = list(csv.DictReader(open(work / "runs" / name / "metrics.csv")))
     r = rows[-1]
     epoch_wall = float(rows[-1]["elapsed_s"]) - float(rows[0]["elapsed_s"])
     mp = float(r["megapixels_per_s"]) * float(r["train_seconds"])
-    return {"megapixels_per_s": float(r["megapixels_per_s"]), "epoch_megapixels_per_s": mp / epoch_wall,
-            "cpus_per_worker": cfg.cpus_per_worker}
+    return {
+        "megapixels_per_s": float(r["megapixels_per_s"]),
+        "epoch_megapixels_per_s": mp / epoch_wall,
+        "cpus_per_worker": cfg.cpus_per_worker,
+    }
 
 
 def throughput(bsds: Path, work: Path, log) -> list[dict]:
@@ -125,14 +143,25 @@ def throughput(bsds: Path, work: Path, log) -> list[dict]:
         plain = plain_loop(model_name, bsds, steps + 3)
         layouts = [
             ("1 worker x all threads, in memory (default)", dict(num_workers=1)),
-            (f"{os.cpu_count()} DDP workers x 1 thread, in memory", dict(num_workers=os.cpu_count(), batch_size=BATCH // os.cpu_count())),
-            ("1 worker x 1 thread, streaming (before)", dict(num_workers=1, in_memory="no", cpus_per_worker=1.0, patches_per_image=1)),
+            (
+                f"{os.cpu_count()} DDP workers x 1 thread, in memory",
+                dict(num_workers=os.cpu_count(), batch_size=BATCH // os.cpu_count()),
+            ),
+            (
+                "1 worker x 1 thread, streaming (before)",
+                dict(num_workers=1, in_memory="no", cpus_per_worker=1.0, patches_per_image=1),
+            ),
         ]
         for label, kw in layouts:
             name = f"tp-{model_name}-{len(out)}"
             res = through_train(model_name, data, work, name, steps, **kw)
-            row = {"model": model_name, "layout": label, **res, "plain_megapixels_per_s": plain,
-                   "ratio": res["megapixels_per_s"] / plain}
+            row = {
+                "model": model_name,
+                "layout": label,
+                **res,
+                "plain_megapixels_per_s": plain,
+                "ratio": res["megapixels_per_s"] / plain,
+            }
             log(f"throughput {row}")
             out.append(row)
     ray.shutdown()
@@ -155,13 +184,18 @@ def score(model_dir: str, bsds: Path, sigmas, limit: int) -> dict:
         m_rows, n_rows = [], []
         for i, f in enumerate(files):
             clean = decode_rgb8(f.read_bytes())
-            noisy = apply_noise(clean, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i]))
+            noisy = apply_noise(
+                clean, parse_noise(f"gaussian:{sigma}"), np.random.default_rng([sigma, i])
+            )
             ref = clean.astype(np.float32) / 255
             m_rows.append(all_metrics(den(noisy).astype(np.float32) / 255, ref))
             n_rows.append(all_metrics(noisy.astype(np.float32) / 255, ref))
-        res[sigma] = {"psnr": float(np.mean([r["psnr"] for r in m_rows])), "ssim": float(np.mean([r["ssim"] for r in m_rows])),
-                      "input_psnr": float(np.mean([r["psnr"] for r in n_rows])),
-                      "input_ssim": float(np.mean([r["ssim"] for r in n_rows]))}
+        res[sigma] = {
+            "psnr": float(np.mean([r["psnr"] for r in m_rows])),
+            "ssim": float(np.mean([r["ssim"] for r in m_rows])),
+            "input_psnr": float(np.mean([r["psnr"] for r in n_rows])),
+            "input_ssim": float(np.mean([r["ssim"] for r in n_rows])),
+        }
     return res
 
 
@@ -169,30 +203,62 @@ def quality(bsds: Path, work: Path, budget: float, limit: int, log) -> list[dict
     from raydenoise.train import resolve_config, run_train
 
     runs = [
-        ("today: unet, gaussian:25 pairs, streaming, 1 CPU", "unet", paired_set(bsds, work, "gaussian:25"),
-         dict(in_memory="no", cpus_per_worker=1.0, patches_per_image=1)),
-        ("new: swift, --degrade gaussian:0-50, defaults", "swift", clean_set(bsds, work), dict(degrade="gaussian:0-50")),
+        (
+            "today: unet, gaussian:25 pairs, streaming, 1 CPU",
+            "unet",
+            paired_set(bsds, work, "gaussian:25"),
+            dict(in_memory="no", cpus_per_worker=1.0, patches_per_image=1),
+        ),
+        (
+            "new: swift, --degrade gaussian:0-50, defaults",
+            "swift",
+            clean_set(bsds, work),
+            dict(degrade="gaussian:0-50"),
+        ),
     ]
     out = []
     for i, (label, model_name, data, kw) in enumerate(runs):
         name = f"q{i}-{model_name}"
         t0 = time.time()
-        cfg = resolve_config(model_name, data=data, storage_path=str(work / "runs"), name=name, epochs=1000,
-                             num_workers=1, time_limit_s=budget, **kw)
+        cfg = resolve_config(
+            model_name,
+            data=data,
+            storage_path=str(work / "runs"),
+            name=name,
+            epochs=1000,
+            num_workers=1,
+            time_limit_s=budget,
+            **kw,
+        )
         summary = run_train(cfg, log=log)
-        row = {"recipe": label, "model": model_name, "budget_s": budget, "wall_s": time.time() - t0,
-               "epochs": summary["epochs"], "cpus_per_worker": cfg.cpus_per_worker,
-               "scores": score(summary["model_dir"], bsds, (15, 25, 50), limit)}
+        row = {
+            "recipe": label,
+            "model": model_name,
+            "budget_s": budget,
+            "wall_s": time.time() - t0,
+            "epochs": summary["epochs"],
+            "cpus_per_worker": cfg.cpus_per_worker,
+            "scores": score(summary["model_dir"], bsds, (15, 25, 50), limit),
+        }
         log(f"quality {json.dumps(row)}")
         out.append(row)
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bsds", default=str(HERE.parent.parent / "shared" / "data" / "bsds500"))
-    ap.add_argument("--budget", type=float, default=900.0, help="training seconds per recipe in the quality part")
-    ap.add_argument("--test-limit", type=int, default=68, help="bsds500/test photos scored (first N by name)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=900.0,
+        help="training seconds per recipe in the quality part",
+    )
+    ap.add_argument(
+        "--test-limit", type=int, default=68, help="bsds500/test photos scored (first N by name)"
+    )
     ap.add_argument("--only", choices=("throughput", "quality"), default=None)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(HERE / "out" / "train.json"))
@@ -208,11 +274,21 @@ def main() -> None:
 
     results: dict = {"cpus": os.cpu_count(), "gpu": None}
     if args.only in (None, "throughput"):
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
         results["throughput"] = throughput(bsds, work, log)
     if args.only in (None, "quality"):
         if not ray.is_initialized():
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+            )
         results["quality"] = quality(bsds, work, args.budget, args.test_limit, log)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

@@ -8,22 +8,40 @@ Python API (see ``raydenoise.api``; importing the package loads neither torch no
     raydenoise.denoise(input="photos/", output="clean/")   # a whole folder or bucket, with Ray
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-# Imported after __version__ (modules read it). The job functions are bound last, so that
-# `raydenoise.denoise` is the function, not the submodule of the same name.
-from .api import Model, builtin_models, load_model  # noqa: E402
-from .denoise import DenoiseConfig, DenoiseError  # noqa: E402
-from .evaluate import EvaluateConfig, EvaluateError  # noqa: E402
-from .ingest import IngestConfig, IngestError  # noqa: E402
-from .storage import StorageError  # noqa: E402
-from .synth import SynthConfig  # noqa: E402
-from .train import TrainConfig, TrainError  # noqa: E402
-from .api import denoise, evaluate, ingest, synth, train  # noqa: E402,F811
+# The job functions are bound last, so that `raydenoise.denoise` is the function, not the
+# submodule of the same name.
+from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
+from .denoise import DenoiseConfig, DenoiseError
+from .evaluate import EvaluateConfig, EvaluateError
+from .ingest import IngestConfig, IngestError
+from .storage import StorageError
+from .synth import SynthConfig
+from .train import TrainConfig, TrainError
 
-__all__ = ["__version__", "load_model", "Model", "builtin_models", "denoise", "ingest", "train", "evaluate", "synth",
-           "DenoiseConfig", "IngestConfig", "TrainConfig", "EvaluateConfig", "SynthConfig", "DenoiseError",
-           "IngestError", "TrainError", "EvaluateError", "ArtifactError", "StorageError"]
+__all__ = [
+    "ArtifactError",
+    "DenoiseConfig",
+    "DenoiseError",
+    "EvaluateConfig",
+    "EvaluateError",
+    "IngestConfig",
+    "IngestError",
+    "Model",
+    "StorageError",
+    "SynthConfig",
+    "TrainConfig",
+    "TrainError",
+    "__version__",
+    "builtin_models",
+    "denoise",
+    "evaluate",
+    "ingest",
+    "load_model",
+    "synth",
+    "train",
+]
 
 
 def __getattr__(name: str):  # PEP 562: ArtifactError lives beside torch code, loaded on first use

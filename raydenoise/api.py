@@ -17,8 +17,9 @@ calls ``sys.exit``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,14 +54,26 @@ class Model:
     ``parameters`` (count), ``module`` (the ``torch.nn.Module``), ``device``.
     """
 
-    def __init__(self, module, config: dict[str, Any], name: str, device: str = "cpu", tile: int | None = None,
-                 strength: float = 1.0, sigma: float | None = None, engine: str = "torch", graph: bytes | None = None,
-                 tta: bool = False):
+    def __init__(
+        self,
+        module,
+        config: dict[str, Any],
+        name: str,
+        device: str = "cpu",
+        tile: int | None = None,
+        strength: float = 1.0,
+        sigma: float | None = None,
+        engine: str = "torch",
+        graph: bytes | None = None,
+        tta: bool = False,
+    ):
         from .engines import OrtEngine, TorchEngine, graph_parameters
         from .inference import Denoiser
 
         self.name, self.config, self.network, self.engine = name, config, config["model"], engine
+        runner: OrtEngine | TorchEngine
         if engine == "onnxruntime":
+            assert graph is not None, "an ONNX Runtime model needs its graph"
             runner = OrtEngine(graph, name, device)
         else:
             runner = TorchEngine(module, self.network, device, config.get("width"))
@@ -68,7 +81,11 @@ class Model:
         self.conditioned = self._denoiser.conditioned
         self.module = module  # the torch network (None for an .onnx graph)
         self.device = self._denoiser.device
-        self.parameters = sum(p.numel() for p in module.parameters()) if module is not None else graph_parameters(graph)
+        self.parameters = (
+            sum(p.numel() for p in module.parameters())
+            if module is not None
+            else graph_parameters(graph or b"")
+        )
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.many([image])[0]
@@ -76,7 +93,9 @@ class Model:
     def many(self, images: list[np.ndarray]) -> list[np.ndarray]:
         for i, img in enumerate(images):
             if not isinstance(img, np.ndarray):
-                raise TypeError(f"image {i}: expected a numpy uint8 array, got {type(img).__name__}")
+                raise TypeError(
+                    f"image {i}: expected a numpy uint8 array, got {type(img).__name__}"
+                )
         return self._denoiser.run_many(list(images))
 
     @staticmethod
@@ -90,19 +109,34 @@ class Model:
     def tensor(self, x):
         import torch
 
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
+        if (
+            not isinstance(x, torch.Tensor)
+            or not x.is_floating_point()
+            or x.ndim != 4
+            or x.shape[1] != 3
+        ):
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"expected a float tensor (N, 3, H, W) in [0, 1], got {got}")
         return self._denoiser.run_tensor(x.float())
 
     def __repr__(self) -> str:
-        return (f"Model({self.name!r}, network={self.network!r}, parameters={self.parameters:,}, "
-                f"engine={self.engine!r}, device={str(self.device)!r})")
+        return (
+            f"Model({self.name!r}, network={self.network!r}, parameters={self.parameters:,}, "
+            f"engine={self.engine!r}, device={str(self.device)!r})"
+        )
 
 
-def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device: str = "cpu",
-               s3_endpoint: str | None = None, strength: float = 1.0, sigma: float | None = None,
-               engine: str = "auto", tta: bool = False) -> Model:
+def load_model(
+    uri: str = "builtin:denoise",
+    *,
+    tile: int | None = None,
+    device: str = "cpu",
+    s3_endpoint: str | None = None,
+    strength: float = 1.0,
+    sigma: float | None = None,
+    engine: str = "auto",
+    tta: bool = False,
+) -> Model:
     """Load a model: ``builtin:NAME`` (see :func:`builtin_models`), a model folder
     (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), an
     ``s3://`` prefix holding one, or an ``.onnx`` graph file (any image-to-image graph, see
@@ -122,19 +156,41 @@ def load_model(uri: str = "builtin:denoise", *, tile: int | None = None, device:
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
     if not isinstance(uri, str) or not uri:
-        raise ArtifactError(f"load_model: expected builtin:NAME, a model folder or an s3:// prefix, got {uri!r}")
+        raise ArtifactError(
+            f"load_model: expected builtin:NAME, a model folder or an s3:// prefix, got {uri!r}"
+        )
     endpoint = endpoint_from_env(s3_endpoint)
     resolved = resolve_model_uri(uri, endpoint)
     chosen = choose_engine(engine, resolved, str(device).startswith("cuda"))
     if is_onnx(resolved):
-        graph = read_onnx(resolved, endpoint)
-        spec = check_onnx(graph, uri)
-        return Model(None, {"model": spec["meta"].get("name", "onnx"), "onnx": spec}, uri, device=device, tile=tile,
-                     strength=strength, sigma=sigma, engine=chosen, graph=graph, tta=tta)
+        onnx_graph = read_onnx(resolved, endpoint)
+        spec = check_onnx(onnx_graph, uri)
+        return Model(
+            None,
+            {"model": spec["meta"].get("name", "onnx"), "onnx": spec},
+            uri,
+            device=device,
+            tile=tile,
+            strength=strength,
+            sigma=sigma,
+            engine=chosen,
+            graph=onnx_graph,
+            tta=tta,
+        )
     module, config = load_model_uri(resolved, endpoint)
     graph = export_onnx(module, config) if chosen == "onnxruntime" else None
-    return Model(module, config, uri, device=device, tile=tile, strength=strength, sigma=sigma, engine=chosen,
-                 graph=graph, tta=tta)
+    return Model(
+        module,
+        config,
+        uri,
+        device=device,
+        tile=tile,
+        strength=strength,
+        sigma=sigma,
+        engine=chosen,
+        graph=graph,
+        tta=tta,
+    )
 
 
 def builtin_models() -> dict[str, dict[str, Any]]:
@@ -143,8 +199,10 @@ def builtin_models() -> dict[str, dict[str, Any]]:
 
     from .artifacts import BUILTIN, CONFIG, builtin_dir, builtin_names
 
-    return {BUILTIN + n: json.loads((builtin_dir(BUILTIN + n) / CONFIG).read_text()).get("card", {})
-            for n in builtin_names()}
+    return {
+        BUILTIN + n: json.loads((builtin_dir(BUILTIN + n) / CONFIG).read_text()).get("card", {})
+        for n in builtin_names()
+    }
 
 
 def _paths(values: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +220,9 @@ def _config(cls, config, values: dict[str, Any]):
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)} (fields: {', '.join(sorted(known))})")
+            raise TypeError(
+                f"{cls.__name__} has no field {', '.join(unknown)} (fields: {', '.join(sorted(known))})"
+            )
         config = cls(**values)
     return config
 
@@ -171,8 +231,14 @@ def _starter(address: str | None):
     return lambda: ensure_ray(address)
 
 
-def denoise(config: DenoiseConfig | None = None, /, *, address: str | None = None, log: Log = print,
-            **values: Any) -> dict[str, Any]:
+def denoise(
+    config: DenoiseConfig | None = None,
+    /,
+    *,
+    address: str | None = None,
+    log: Log = print,
+    **values: Any,
+) -> dict[str, Any]:
     """Denoise every image under ``input`` (a folder or ``s3://`` prefix) into ``output`` at the
     same relative keys; returns the summary (counts, seconds, rates, report location) that is
     also written to ``REPORT/summary.json``. Fields: see :class:`DenoiseConfig` (``model``
@@ -180,15 +246,28 @@ def denoise(config: DenoiseConfig | None = None, /, *, address: str | None = Non
     return run_denoise(_config(DenoiseConfig, config, values), log=log, start_ray=_starter(address))
 
 
-def ingest(config: IngestConfig | None = None, /, *, address: str | None = None, log: Log = print,
-           **values: Any) -> IngestResult:
+def ingest(
+    config: IngestConfig | None = None,
+    /,
+    *,
+    address: str | None = None,
+    log: Log = print,
+    **values: Any,
+) -> IngestResult:
     """Pair ``low``/``high`` images (or take ``high`` alone, clean-only) into Parquet shards and
     a manifest under ``out``; returns ``IngestResult(manifest, out)``. Raises ``IngestError``."""
     return run_ingest(_config(IngestConfig, config, values), log=log, start_ray=_starter(address))
 
 
-def train(config: TrainConfig | None = None, /, *, address: str | None = None, log: Log = print,
-          model: str | None = None, **values: Any) -> dict[str, Any]:
+def train(
+    config: TrainConfig | None = None,
+    /,
+    *,
+    address: str | None = None,
+    log: Log = print,
+    model: str | None = None,
+    **values: Any,
+) -> dict[str, Any]:
     """Train with Ray Train; returns the summary (``run``, ``model_dir``, ``epochs``,
     ``best_epoch``, ``best_metrics``: PSNR in dB, SSIM, losses). Give a ``TrainConfig``, or
     ``model=`` (``swift``, ``unet``, ``seed-ae``) and the other fields as keywords; the model's
@@ -199,19 +278,30 @@ def train(config: TrainConfig | None = None, /, *, address: str | None = None, l
 
             model = init_model_config(values["init"], values.get("s3_endpoint"))["model"]
         if model is None:
-            raise TypeError("train(): give a TrainConfig, or model= (swift, unet or seed-ae) or init=")
+            raise TypeError(
+                "train(): give a TrainConfig, or model= (swift, unet or seed-ae) or init="
+            )
         config = resolve_config(model, **_paths(values))
     elif values or model:
-        config = replace(config, **values, **({"model": model} if model else {}))
+        changes: dict[str, Any] = {**values, **({"model": model} if model else {})}
+        config = replace(config, **changes)
     return run_train(config, log=log, start_ray=_starter(address))
 
 
-def evaluate(config: EvaluateConfig | None = None, /, *, address: str | None = None, log: Log = print,
-             **values: Any) -> dict[str, Any]:
+def evaluate(
+    config: EvaluateConfig | None = None,
+    /,
+    *,
+    address: str | None = None,
+    log: Log = print,
+    **values: Any,
+) -> dict[str, Any]:
     """Score a model against the noisy input and baselines on a split of an ingested data set;
     returns ``{method: {psnr (dB), mse, mae, ssim, seconds (per image), images}}``. Raises
     ``EvaluateError``."""
-    return run_evaluate(_config(EvaluateConfig, config, values), log=log, start_ray=_starter(address))
+    return run_evaluate(
+        _config(EvaluateConfig, config, values), log=log, start_ray=_starter(address)
+    )
 
 
 def synth(config: SynthConfig | None = None, /, *, log: Log = print, **values: Any) -> SynthResult:

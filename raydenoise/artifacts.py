@@ -17,12 +17,14 @@ import posixpath
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .report import json_safe
 from .storage import cached_store, object_error
 
-if TYPE_CHECKING:  # torch is imported where weights are read or written: resolving a name needs none
+if (
+    TYPE_CHECKING
+):  # torch is imported where weights are read or written: resolving a name needs none
     import torch
     from torch import nn
 
@@ -38,7 +40,7 @@ class ArtifactError(ValueError):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model  # DDP wraps the model
+    return cast("nn.Module", getattr(model, "module", model))  # DDP wraps the model
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -53,7 +55,9 @@ def save_model_dir(directory: str | os.PathLike, model: nn.Module, config: dict[
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file(model_state(model), str(d / WEIGHTS), metadata={"format": "pt"})
-    (d / CONFIG).write_text(json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False))
+    (d / CONFIG).write_text(
+        json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False)
+    )
 
 
 MAX_WIDTH = 1024
@@ -65,13 +69,21 @@ def check_config(config: Any, where: str) -> dict:
     from .models import MODEL_NAMES
 
     if not isinstance(config, dict):
-        raise ArtifactError(f"{where}: expected a JSON object, found a JSON {type(config).__name__}")
+        raise ArtifactError(
+            f"{where}: expected a JSON object, found a JSON {type(config).__name__}"
+        )
     name = config.get("model")
     if name not in MODEL_NAMES:
-        raise ArtifactError(f"{where}: \"model\" is {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+        raise ArtifactError(
+            f'{where}: "model" is {name!r}; expected one of {", ".join(MODEL_NAMES)}'
+        )
     width = config.get("width")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH):
-        raise ArtifactError(f"{where}: \"width\" is {width!r}; expected a whole number from 1 to {MAX_WIDTH}")
+    if width is not None and (
+        isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH
+    ):
+        raise ArtifactError(
+            f'{where}: "width" is {width!r}; expected a whole number from 1 to {MAX_WIDTH}'
+        )
     return config
 
 
@@ -84,18 +96,35 @@ def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str) ->
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
-    shapes = [f"{k} {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
-    problems = [f"{len(v)} {what} (e.g. {', '.join(v[:2])})" for what, v in
-                (("missing tensors", missing), ("unexpected tensors", extra), ("tensors of another shape", shapes)) if v]
+    shapes = [
+        f"{k} {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]
+    ]
+    problems = [
+        f"{len(v)} {what} (e.g. {', '.join(v[:2])})"
+        for what, v in (
+            ("missing tensors", missing),
+            ("unexpected tensors", extra),
+            ("tensors of another shape", shapes),
+        )
+        if v
+    ]
     if problems:
-        raise ArtifactError(f"{where} does not fit the network its config.json describes: {'; '.join(problems)}")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        raise ArtifactError(
+            f"{where} does not fit the network its config.json describes: {'; '.join(problems)}"
+        )
+    bad = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise ArtifactError(f"{where}: {len(bad)} tensors hold NaN or Inf (e.g. {', '.join(bad[:2])}); the training "
-                            "run that wrote them diverged, so this model would write garbage images")
+        raise ArtifactError(
+            f"{where}: {len(bad)} tensors hold NaN or Inf (e.g. {', '.join(bad[:2])}); the training "
+            "run that wrote them diverged, so this model would write garbage images"
+        )
 
 
-def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    directory: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """Rebuild the network named in ``config.json`` and load ``model.safetensors`` into it (strict).
 
     Returns (model in eval mode, config). ArtifactError names what is missing, damaged or
@@ -118,27 +147,33 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         state = load_file(str(d / WEIGHTS), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: a damaged, empty or foreign file
-        raise ArtifactError(f"{d / WEIGHTS} is not a readable safetensors file (damaged or empty?): "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        raise ArtifactError(
+            f"{d / WEIGHTS} is not a readable safetensors file (damaged or empty?): "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        ) from None
     check_state(state, model, str(d / WEIGHTS))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), config
 
 
 BUILTIN = "builtin:"
-BUILTIN_DIR = Path(__file__).resolve().parent / "weights"  # package data: weights/NAME/{config.json, model.safetensors}
+BUILTIN_DIR = (
+    Path(__file__).resolve().parent / "weights"
+)  # package data: weights/NAME/{config.json, model.safetensors}
 
 
 def builtin_names() -> list[str]:
     """The built-in models shipped in the package, by name."""
     if not BUILTIN_DIR.is_dir():
         return []
-    return sorted(d.name for d in BUILTIN_DIR.iterdir() if (d / CONFIG).is_file() and (d / WEIGHTS).is_file())
+    return sorted(
+        d.name for d in BUILTIN_DIR.iterdir() if (d / CONFIG).is_file() and (d / WEIGHTS).is_file()
+    )
 
 
 def builtin_dir(uri: str) -> Path:
     """The folder of ``builtin:NAME``; ArtifactError listing the available names otherwise."""
-    name = uri[len(BUILTIN):]
+    name = uri[len(BUILTIN) :]
     if name not in builtin_names():
         available = ", ".join(BUILTIN + n for n in builtin_names()) or "none in this installation"
         raise ArtifactError(f"unknown built-in model {uri!r}; available: {available}")
@@ -181,8 +216,13 @@ def export_builtin(model_dir: str | os.PathLike, name: str, card: dict[str, Any]
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model_state(model).items()}
     save_file(state, str(dest / WEIGHTS), metadata={"format": "pt"})
     os.chmod(dest / WEIGHTS, 0o644)  # package data: readable by everyone who installs it
-    config = {k: v for k, v in config.items() if k != "metrics"} | {"card": card, "metrics": config.get("metrics")}
-    (dest / CONFIG).write_text(json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False))
+    config = {k: v for k, v in config.items() if k != "metrics"} | {
+        "card": card,
+        "metrics": config.get("metrics"),
+    }
+    (dest / CONFIG).write_text(
+        json.dumps(json_safe(config), indent=2, default=_json_default, allow_nan=False)
+    )
     return dest
 
 
@@ -190,7 +230,10 @@ def model_config(model_uri: str, endpoint: str | None) -> dict:
     """The checked config.json of ``builtin:NAME`` or a model folder (local or s3://), without
     loading the weights (no torch). ArtifactError when it is missing or not a model config."""
     if model_uri.startswith(BUILTIN):
-        where, text = str(builtin_dir(model_uri) / CONFIG), (builtin_dir(model_uri) / CONFIG).read_bytes()
+        where, text = (
+            str(builtin_dir(model_uri) / CONFIG),
+            (builtin_dir(model_uri) / CONFIG).read_bytes(),
+        )
     else:
         store = cached_store(model_uri, endpoint)
         where, text = store.uri(CONFIG), _read_model_file(store, CONFIG)
@@ -207,7 +250,9 @@ def _read_model_file(store, name: str) -> bytes:
     try:
         return store.read_bytes(name)
     except FileNotFoundError:
-        raise ArtifactError(f"{store.uri(name)} not found (expected a raydenoise model folder)") from None
+        raise ArtifactError(
+            f"{store.uri(name)} not found (expected a raydenoise model folder)"
+        ) from None
     except Exception as exc:
         raise ArtifactError(f"{store.uri(name)}: cannot read ({object_error(exc)})") from None
 
@@ -253,7 +298,9 @@ def load_model_uri(model_uri: str, endpoint: str | None):
         return load_model(local)
 
 
-def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+def save_optimizer(
+    directory: str | os.PathLike, optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+) -> None:
     """Split the optimizer's state_dict into tensors (safetensors) and the rest (JSON)."""
     import torch
     from safetensors.torch import save_file
@@ -269,10 +316,14 @@ def save_optimizer(directory: str | os.PathLike, optimizer: torch.optim.Optimize
     d = Path(directory)
     save_file(tensors, str(d / OPTIMIZER))
     state = {"optimizer": {"param_groups": sd["param_groups"], "scalars": scalars}, **extra}
-    (d / TRAIN_STATE).write_text(json.dumps(json_safe(state), indent=2, default=_json_default, allow_nan=False))
+    (d / TRAIN_STATE).write_text(
+        json.dumps(json_safe(state), indent=2, default=_json_default, allow_nan=False)
+    )
 
 
-def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_train_state(
+    directory: str | os.PathLike, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
     """Restore the optimizer from ``save_optimizer`` files; returns the rest of train_state.json."""
     from safetensors.torch import load_file
 
@@ -283,7 +334,9 @@ def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimi
     for name, value in {**tensors, **state["optimizer"]["scalars"]}.items():
         pid, key = name.split(".", 1)
         per_param.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state["optimizer"]["param_groups"]})
+    optimizer.load_state_dict(
+        {"state": per_param, "param_groups": state["optimizer"]["param_groups"]}
+    )
     return state
 
 

@@ -39,7 +39,7 @@ def rate(n: int, seconds: float, unit: str = "image") -> str:
 
 def duration(seconds: float) -> str:
     """'45s', '3m05s', '2h01m'."""
-    s = int(round(max(seconds, 0)))
+    s = round(max(seconds, 0))
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -72,7 +72,7 @@ def _write(stream: TextIO, msg: str) -> None:
 
 
 _CONSOLE: Console | None = None
-_ACTIVE: list["Progress"] = []
+_ACTIVE: list[Progress] = []
 
 
 def console() -> Console:
@@ -93,7 +93,9 @@ def log_folders() -> list[Path]:
     if os.environ.get(LOG_DIR_ENV):
         folders.append(Path(os.environ[LOG_DIR_ENV]))
     home = os.path.expanduser("~")  # stays "~" when there is no home to expand to
-    state = os.environ.get("XDG_STATE_HOME") or (os.path.join(home, ".local", "state") if home != "~" else "")
+    state = os.environ.get("XDG_STATE_HOME") or (
+        os.path.join(home, ".local", "state") if home != "~" else ""
+    )
     if state:
         folders.append(Path(state) / "raydenoise" / "logs")
     folders.append(Path(tempfile.gettempdir()) / f"raydenoise-logs-{os.getuid()}")
@@ -136,7 +138,9 @@ def open_log_file(command: str) -> tuple[int, Path]:
         for n in range(100):
             path = folder / f"{command}-{stamp}-{os.getpid()}{f'-{n}' if n else ''}.log"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+                fd = os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, 0o600
+                )
             except FileExistsError:
                 continue  # a file (or a planted link) has that name: take the next
             except OSError as exc:
@@ -156,13 +160,19 @@ def capture(command: str) -> Console:
     try:
         fd, path = open_log_file(command)
     except LogFolderError as exc:
-        console().error(f"raydenoise {command}: {exc}; Ray's log lines stay on this terminal "
-                        f"(set {LOG_DIR_ENV} to a folder of yours)")
+        console().error(
+            f"raydenoise {command}: {exc}; Ray's log lines stay on this terminal "
+            f"(set {LOG_DIR_ENV} to a folder of yours)"
+        )
         return console()
     for s in (sys.stdout, sys.stderr):
         s.flush()
-    term_out = os.fdopen(os.dup(1), "w", buffering=1, encoding=sys.stdout.encoding or "utf-8", errors="replace")
-    term_err = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    term_out = os.fdopen(
+        os.dup(1), "w", buffering=1, encoding=sys.stdout.encoding or "utf-8", errors="replace"
+    )
+    term_err = os.fdopen(
+        os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace"
+    )
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -182,7 +192,9 @@ def release() -> None:
     path, _CONSOLE = _CONSOLE.log_path, None
     with contextlib.suppress(OSError):
         if os.lstat(path).st_size == 0:
-            os.unlink(path)  # nothing was logged (the command stopped before Ray): no empty file left
+            os.unlink(
+                path
+            )  # nothing was logged (the command stopped before Ray): no empty file left
 
 
 class Progress:
@@ -193,8 +205,15 @@ class Progress:
     one at the end. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, label: str, total: int | None, unit: str = "image", interval: float = PLAIN_INTERVAL_S,
-                 stream: TextIO | None = None, tty: bool | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        unit: str = "image",
+        interval: float = PLAIN_INTERVAL_S,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+    ):
         self.label, self.total, self.unit, self.interval = label, total, unit, interval
         self.stream = stream or console().out
         self.done, self.t0 = 0, time.monotonic()
@@ -206,18 +225,28 @@ class Progress:
         if tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=label, unit=f" {unit}s", file=self.stream, dynamic_ncols=True,
-                            leave=True, mininterval=0.2, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                desc=label,
+                unit=f" {unit}s",
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.2,
+                smoothing=0.1,
+            )
         _ACTIVE.append(self)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
-        if self._first is None:  # the rate for the ETA is measured after the first result (start-up excluded)
+        if (
+            self._first is None
+        ):  # the rate for the ETA is measured after the first result (start-up excluded)
             self._first = (time.monotonic(), n)
         self.done += n
         if postfix is not None:
@@ -250,9 +279,9 @@ class Progress:
                 text += f", {rate(self.done, elapsed, self.unit)}"
             else:
                 text += f", {duration(elapsed)} elapsed"
-            if self.total and self.done < self.total:
-                if steady:  # no ETA from the first result alone (it carries the start-up)
-                    text += f", ETA {duration(since / n * (self.total - self.done))}"
+            # no ETA from the first result alone (it carries the start-up)
+            if self.total and self.done < self.total and steady:
+                text += f", ETA {duration(since / n * (self.total - self.done))}"
         else:
             text += f", {duration(elapsed)} elapsed"
         return text + (f" ({self._postfix})" if self._postfix else "")

@@ -24,24 +24,53 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import report as rpt
-from .images import (DEFAULT_MAX_PIXELS, MIN_TILE, ImageError, Keep, check_plain_png, decode_for_denoise, decode_rgb8,
-                     encode_like, object_column, stored_size)
-from .noise_level import BLIND_SIGMA, strength_problem
-from .console import Progress, console, duration, plural, rate
 from . import runfiles
-from .runlock import LockHeld, RunLock
-from .plan import OTHER_MODEL_WHY, REPORT_DIR, other_maker, select, trusted, with_earlier, with_outputs
+from .console import Progress, console, duration, plural, rate
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    MIN_TILE,
+    ImageError,
+    Keep,
+    check_plain_png,
+    decode_for_denoise,
+    decode_rgb8,
+    encode_like,
+    object_column,
+    stored_size,
+)
+from .noise_level import BLIND_SIGMA, strength_problem
+from .plan import (
+    OTHER_MODEL_WHY,
+    REPORT_DIR,
+    other_maker,
+    select,
+    trusted,
+    with_earlier,
+    with_outputs,
+)
 from .report import EXCLUDED, NOT_DONE
+from .runlock import LockHeld, RunLock
 from .session import StartRay, check_shared_paths, ensure_ray
-from .storage import (Entry, StorageError, Store, cached_store, endpoint_from_env, is_partial, last_error_line,
-                      md5_hex, object_error, open_store, storage_wide)
+from .storage import (
+    Entry,
+    StorageError,
+    Store,
+    cached_store,
+    endpoint_from_env,
+    is_partial,
+    last_error_line,
+    md5_hex,
+    object_error,
+    open_store,
+    storage_wide,
+)
 
 if TYPE_CHECKING:
     from .inference import Denoiser
@@ -51,10 +80,37 @@ if TYPE_CHECKING:
 
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
-_STATE_COLS = ("key", "skip", "image", "alpha", "has_alpha", "gray", "format", "output", "height", "width", "error",
-               "note", "fatal", "seconds", "node", "listed_bytes", "listed_tag", "out_md5", "input_noise",
-               "output_noise", "sigma", "change", "expected_md5", "input_bytes", "input_tag", "exif", "icc", "quality",
-               "subsampling")
+_STATE_COLS = (
+    "key",
+    "skip",
+    "image",
+    "alpha",
+    "has_alpha",
+    "gray",
+    "format",
+    "output",
+    "height",
+    "width",
+    "error",
+    "note",
+    "fatal",
+    "seconds",
+    "node",
+    "listed_bytes",
+    "listed_tag",
+    "out_md5",
+    "input_noise",
+    "output_noise",
+    "sigma",
+    "change",
+    "expected_md5",
+    "input_bytes",
+    "input_tag",
+    "exif",
+    "icc",
+    "quality",
+    "subsampling",
+)
 _IMAGE_COLS = ("image", "alpha", "output")
 _BYTES_COLS = ("exif", "icc")  # what the output keeps of the input (images.Keep)
 
@@ -80,20 +136,32 @@ class DenoiseConfig:
     include_hidden: bool = False  # process files and folders whose names start with '.'
     max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6  # larger inputs are refused; 0 = no limit
     dry_run: bool = False  # list and plan only: counts and a time estimate, nothing written
-    strength: float = 1.0  # x the estimated noise level (conditioned model) or blend (blind); 0 = the input
-    sigma: float | None = None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
-    other_model: str = "redo"  # outputs an earlier run made with another model or options: "redo" or "refuse"
-    quality: int | None = None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
+    strength: float = (
+        1.0  # x the estimated noise level (conditioned model) or blend (blind); 0 = the input
+    )
+    sigma: float | None = (
+        None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
+    )
+    other_model: str = (
+        "redo"  # outputs an earlier run made with another model or options: "redo" or "refuse"
+    )
+    quality: int | None = (
+        None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
+    )
     engine: str = "auto"  # "torch", "onnxruntime" or "auto" (engines.choose_engine)
     tta: bool = False  # self-ensemble: the mean of 8 flips/rotations (8x the time)
-    onnx_margin: int | None = None  # an .onnx model's receptive field (pixels each side), for tiling
-    onnx_multiple: int | None = None  # an .onnx model's size multiple (tiles start on multiples of it)
+    onnx_margin: int | None = (
+        None  # an .onnx model's receptive field (pixels each side), for tiling
+    )
+    onnx_multiple: int | None = (
+        None  # an .onnx model's size multiple (tiles start on multiples of it)
+    )
 
 
 OTHER_MODEL = ("redo", "refuse")
 
 
-def made_by(cfg: DenoiseConfig, spec: "ModelSpec") -> dict[str, str]:
+def made_by(cfg: DenoiseConfig, spec: ModelSpec) -> dict[str, str]:
     """What makes this run's outputs, for the report's ``model`` and ``made_by`` columns: the
     model as named and a hash of its fingerprint (artifacts.model_fingerprint) with every option
     that changes pixels. A rerun keeps an existing output only when these match (plan.other_maker)."""
@@ -102,8 +170,14 @@ def made_by(cfg: DenoiseConfig, spec: "ModelSpec") -> dict[str, str]:
 
     from .artifacts import model_fingerprint
 
-    options = {"weights": model_fingerprint(spec.uri, spec.endpoint), "strength": cfg.strength, "sigma": cfg.sigma,
-               "quality": cfg.quality, "engine": spec.engine, "tta": cfg.tta}
+    options = {
+        "weights": model_fingerprint(spec.uri, spec.endpoint),
+        "strength": cfg.strength,
+        "sigma": cfg.sigma,
+        "quality": cfg.quality,
+        "engine": spec.engine,
+        "tta": cfg.tta,
+    }
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     return {"model": spec.uri, "made_by": digest}
 
@@ -113,24 +187,36 @@ def check_config(cfg: DenoiseConfig) -> None:
     if cfg.batch_size < 1 or (cfg.workers is not None and cfg.workers < 1):
         raise DenoiseError("--batch-size and --workers must be at least 1")
     if not math.isfinite(cfg.num_gpus_per_worker) or cfg.num_gpus_per_worker < 0:
-        raise DenoiseError(f"--num-gpus-per-worker must be a finite number >= 0, not {cfg.num_gpus_per_worker}")
+        raise DenoiseError(
+            f"--num-gpus-per-worker must be a finite number >= 0, not {cfg.num_gpus_per_worker}"
+        )
     if cfg.tile is not None and cfg.tile < MIN_TILE:
-        raise DenoiseError(f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile} (smaller tiles would be "
-                           "mostly margin); leave it out to tile only the images that need it")
+        raise DenoiseError(
+            f"--tile must be at least {MIN_TILE} pixels, not {cfg.tile} (smaller tiles would be "
+            "mostly margin); leave it out to tile only the images that need it"
+        )
     if not math.isfinite(cfg.max_megapixels) or cfg.max_megapixels < 0:
-        raise DenoiseError(f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}")
+        raise DenoiseError(
+            f"--max-megapixels must be a finite number >= 0 (0: no limit), not {cfg.max_megapixels}"
+        )
     if cfg.pipeline not in PIPELINES:
-        raise DenoiseError(f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}")
+        raise DenoiseError(
+            f"--pipeline must be one of {', '.join(PIPELINES)}, not {cfg.pipeline!r}"
+        )
     if cfg.quality is not None and not 1 <= cfg.quality <= 100:
         raise DenoiseError(f"--quality must be 1-100, not {cfg.quality}")
     from .engines import ENGINES
 
     if cfg.engine not in ENGINES:
         raise DenoiseError(f"--engine must be one of {', '.join(ENGINES)}, not {cfg.engine!r}")
-    if (cfg.onnx_margin is not None and cfg.onnx_margin < 0) or (cfg.onnx_multiple is not None and cfg.onnx_multiple < 1):
+    if (cfg.onnx_margin is not None and cfg.onnx_margin < 0) or (
+        cfg.onnx_multiple is not None and cfg.onnx_multiple < 1
+    ):
         raise DenoiseError("--onnx-margin must be >= 0 and --onnx-multiple >= 1")
     if cfg.other_model not in OTHER_MODEL:
-        raise DenoiseError(f"--other-model must be one of {', '.join(OTHER_MODEL)}, not {cfg.other_model!r}")
+        raise DenoiseError(
+            f"--other-model must be one of {', '.join(OTHER_MODEL)}, not {cfg.other_model!r}"
+        )
     problem = strength_problem(cfg.strength, cfg.sigma)
     if problem:
         raise DenoiseError(problem)
@@ -146,9 +232,18 @@ def check_config(cfg: DenoiseConfig) -> None:
 class _Stores:
     """The stores one worker reads and writes, opened once per process."""
 
-    def __init__(self, input_uri: str, output_uri: str, reference_uri: str | None, endpoint: str | None,
-                 max_pixels: int | None, report_uri: str | None = None, run_dir: str = "",
-                 stamp: dict[str, str] | None = None, quality: int | None = None):
+    def __init__(
+        self,
+        input_uri: str,
+        output_uri: str,
+        reference_uri: str | None,
+        endpoint: str | None,
+        max_pixels: int | None,
+        report_uri: str | None = None,
+        run_dir: str = "",
+        stamp: dict[str, str] | None = None,
+        quality: int | None = None,
+    ):
         self.inp = cached_store(input_uri, endpoint)
         self.out = cached_store(output_uri, endpoint)
         self.ref = cached_store(reference_uri, endpoint) if reference_uri else None
@@ -162,6 +257,7 @@ class _Stores:
         tag, the MD5 an earlier report recorded for it, the input's listed tag, a note) of a batch
         of plan slices (``start``/``stop`` positions in the run's work files, read here: the
         driver never holds the keys)."""
+        assert self.rep is not None, "the work stage needs the report store"
         for start, stop in zip(batch["start"], batch["stop"]):
             yield from runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pylist()
 
@@ -171,13 +267,37 @@ def _new_state(key: str, skip: bool, work: dict[str, Any] | None = None) -> dict
     it verifies; the MD5 an earlier report recorded; the input's listed tag; the plan's note)."""
     w = work or {}
     size = w.get("listed_bytes")
-    return {"key": key, "skip": skip, "image": _EMPTY, "alpha": _NO_ALPHA, "has_alpha": False, "gray": False,
-            "format": "", "output": _EMPTY, "height": 0, "width": 0, "error": "", "note": w.get("note") or "",
-            "fatal": "", "seconds": 0.0, "node": _this_node(), "listed_bytes": -1 if size is None else size,
-            "listed_tag": w.get("listed_tag") or "", "out_md5": "", "expected_md5": w.get("expected_md5") or "",
-            "input_bytes": -1, "input_tag": w.get("input_tag") or "", "exif": b"", "icc": b"", "quality": 0,
-            "subsampling": -1,
-            "input_noise": math.nan, "output_noise": math.nan, "sigma": math.nan, "change": math.nan}
+    return {
+        "key": key,
+        "skip": skip,
+        "image": _EMPTY,
+        "alpha": _NO_ALPHA,
+        "has_alpha": False,
+        "gray": False,
+        "format": "",
+        "output": _EMPTY,
+        "height": 0,
+        "width": 0,
+        "error": "",
+        "note": w.get("note") or "",
+        "fatal": "",
+        "seconds": 0.0,
+        "node": _this_node(),
+        "listed_bytes": -1 if size is None else size,
+        "listed_tag": w.get("listed_tag") or "",
+        "out_md5": "",
+        "expected_md5": w.get("expected_md5") or "",
+        "input_bytes": -1,
+        "input_tag": w.get("input_tag") or "",
+        "exif": b"",
+        "icc": b"",
+        "quality": 0,
+        "subsampling": -1,
+        "input_noise": math.nan,
+        "output_noise": math.nan,
+        "sigma": math.nan,
+        "change": math.nan,
+    }
 
 
 def _this_node() -> str:
@@ -186,7 +306,11 @@ def _this_node() -> str:
 
     ray = sys.modules.get("ray")  # a worker has Ray loaded; a plain process (tests, API) may not
     try:
-        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
+        return (
+            ray.get_runtime_context().get_node_id()
+            if ray is not None and ray.is_initialized()
+            else ""
+        )
     except Exception:
         return ""
 
@@ -197,7 +321,9 @@ def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
     return {**_new_state(key, skip), "fatal": f"not attempted after: {fatal}"}
 
 
-def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: str) -> dict[str, Any]:
+def _storage_failure(
+    state: dict[str, Any], exc: BaseException, uri: str, what: str
+) -> dict[str, Any]:
     """Record a read/write failure: the storage as a whole (fatal) or this object (error)."""
     if storage_wide(exc):
         state["fatal"] = f"{uri}: {object_error(exc)}"
@@ -206,7 +332,9 @@ def _storage_failure(state: dict[str, Any], exc: BaseException, uri: str, what: 
     return state
 
 
-def read_one(key: str, skip: bool, st: _Stores, work: dict[str, Any] | None = None) -> dict[str, Any]:
+def read_one(
+    key: str, skip: bool, st: _Stores, work: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Read and decode one input. For a ``skip`` image (its output exists) the existing output is
     verified first: only an output that decodes completely and has the input's size (read from
     the input's header) counts as done (with a reference it is also decoded to be scored);
@@ -229,10 +357,19 @@ def read_one(key: str, skip: bool, st: _Stores, work: dict[str, Any] | None = No
         except ImageError as exc:
             state["error"] = f"not a usable image: {exc}"
             return state
-        state.update(image=dec.rgb, gray=dec.gray, format=dec.format, has_alpha=dec.alpha is not None,
-                     exif=dec.keep.exif, icc=dec.keep.icc, quality=dec.keep.quality, subsampling=dec.keep.subsampling,
-                     alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA,
-                     height=int(dec.rgb.shape[0]), width=int(dec.rgb.shape[1]))
+        state.update(
+            image=dec.rgb,
+            gray=dec.gray,
+            format=dec.format,
+            has_alpha=dec.alpha is not None,
+            exif=dec.keep.exif,
+            icc=dec.keep.icc,
+            quality=dec.keep.quality,
+            subsampling=dec.keep.subsampling,
+            alpha=dec.alpha if dec.alpha is not None else _NO_ALPHA,
+            height=int(dec.rgb.shape[0]),
+            width=int(dec.rgb.shape[1]),
+        )
         if state["skip"]:
             _verify_existing(state, st, pixels=True)
         return state
@@ -250,8 +387,11 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
         data = st.out.read_bytes(key)
         state["out_md5"] = md5_hex(data)
         if state["expected_md5"] and state["out_md5"] != state["expected_md5"]:
-            state.update(skip=False, note="existing output changed since raydenoise wrote it (same size, other bytes "
-                                          "than the report's MD5); redone")
+            state.update(
+                skip=False,
+                note="existing output changed since raydenoise wrote it (same size, other bytes "
+                "than the report's MD5); redone",
+            )
             return False
         size = None if pixels else check_plain_png(data, max_pixels=None)
         if size is None:
@@ -266,11 +406,17 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
         if storage_wide(exc):
             state["fatal"] = f"{uri}: {object_error(exc)}"
         else:
-            state.update(skip=False, note=f"existing output could not be read ({object_error(exc)}); redone")
+            state.update(
+                skip=False, note=f"existing output could not be read ({object_error(exc)}); redone"
+            )
         return False
     if state["height"] and (state["height"], state["width"]) != tuple(size):
         (h, w), (ih, iw) = size, (state["height"], state["width"])
-        state.update(skip=False, output=_EMPTY, note=f"existing output is {w}x{h}, the input {iw}x{ih}; redone")
+        state.update(
+            skip=False,
+            output=_EMPTY,
+            note=f"existing output is {w}x{h}, the input {iw}x{ih}; redone",
+        )
         return False
     state["height"], state["width"] = int(size[0]), int(size[1])
     return True
@@ -325,7 +471,9 @@ def _model_error(exc: BaseException) -> str:
         return f"model failed: {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return "model failed: out of memory (try a smaller --tile or fewer --workers per machine)"
-    return f"model failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return (
+        f"model failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    )
 
 
 def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
@@ -335,39 +483,72 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     key = state["key"]
     row = rpt.blank_row(key, note=state["note"] or None, node=state["node"] or None)
     if not (state["error"] or state["fatal"]):
-        row.update({k: state[k] for k in rpt.NOISE})  # NaN (not measured: a kept output) becomes null
+        row.update(
+            {k: state[k] for k in rpt.NOISE}
+        )  # NaN (not measured: a kept output) becomes null
         image, output = state["image"], state["output"]
         row["height"], row["width"] = state["height"], state["width"]
         data = b""
         if not state["skip"]:
             try:
-                keep = Keep(exif=state["exif"], icc=state["icc"], quality=state["quality"],
-                            subsampling=state["subsampling"])
-                data = encode_like(output, state["alpha"] if state["has_alpha"] else None, state["gray"],
-                                   state["format"], keep, st.quality)
+                keep = Keep(
+                    exif=state["exif"],
+                    icc=state["icc"],
+                    quality=state["quality"],
+                    subsampling=state["subsampling"],
+                )
+                data = encode_like(
+                    output,
+                    state["alpha"] if state["has_alpha"] else None,
+                    state["gray"],
+                    state["format"],
+                    keep,
+                    st.quality,
+                )
             except Exception as exc:
                 state["error"] = f"cannot encode the output as {state['format']}: {exc}"
             else:
                 try:
                     st.out.write_bytes(key, data)
-                    row.update(output_bytes=len(data), output_md5=md5_hex(data), output_tag=st.out.written_tag(key, data))
+                    row.update(
+                        output_bytes=len(data),
+                        output_md5=md5_hex(data),
+                        output_tag=st.out.written_tag(key, data),
+                    )
                 except Exception as exc:
                     _storage_failure(state, exc, st.out.uri(key), f"cannot write {st.out.uri(key)}")
         elif state["listed_bytes"] >= 0 and state["out_md5"]:  # verified: what the listing showed
-            row.update(output_bytes=state["listed_bytes"], output_md5=state["out_md5"], output_tag=state["listed_tag"])
+            row.update(
+                output_bytes=state["listed_bytes"],
+                output_md5=state["out_md5"],
+                output_tag=state["listed_tag"],
+            )
         if st.ref is not None and not (state["error"] or state["fatal"]):
             # Score what was written (JPEG is lossy, grayscale is one channel).
-            lossless16 = output.dtype == np.uint16  # 16-bit PNG/TIFF: what was written is ``output``
+            lossless16 = (
+                output.dtype == np.uint16
+            )  # 16-bit PNG/TIFF: what was written is ``output``
             written = output if state["skip"] or lossless16 else decode_rgb8(data, max_pixels=None)
             row.update(_score(written, image, st.ref, key))
     if state["fatal"]:
-        row.update(status=NOT_DONE, height=None, width=None, note=f"not written: storage failed: {state['fatal']}",
-                   output_bytes=None, output_md5=None, output_tag=None)
+        row.update(
+            status=NOT_DONE,
+            height=None,
+            width=None,
+            note=f"not written: storage failed: {state['fatal']}",
+            output_bytes=None,
+            output_md5=None,
+            output_tag=None,
+        )
     else:
         row["error"] = row.get("error") or state["error"] or None
         row["status"] = "error" if row["error"] else "skipped" if state["skip"] else "ok"
-        if not row["error"]:  # what made the output: a rerun keeps it only when all of this still holds
-            row.update(input_bytes=state["input_bytes"], input_tag=state["input_tag"] or None, **st.stamp)
+        if not row[
+            "error"
+        ]:  # what made the output: a rerun keeps it only when all of this still holds
+            row.update(
+                input_bytes=state["input_bytes"], input_tag=state["input_tag"] or None, **st.stamp
+            )
     row["seconds"] = state["seconds"] + time.perf_counter() - t0
     row["finished"] = time.time()
     return row
@@ -377,8 +558,13 @@ def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
     """States -> a Ray Data batch. 16-bit pixels travel as their bytes (a uint8 view, with a
     ``<col>_u16`` flag): Ray Data cannot put uint8 and uint16 images of different blocks in one
     column."""
-    batch = {k: object_column([s[k] for s in states]) if k in _BYTES_COLS else np.array([s[k] for s in states])
-             for k in _STATE_COLS if k not in _IMAGE_COLS}
+    batch = {
+        k: object_column([s[k] for s in states])
+        if k in _BYTES_COLS
+        else np.array([s[k] for s in states])
+        for k in _STATE_COLS
+        if k not in _IMAGE_COLS
+    }
     for k in _IMAGE_COLS:
         arrays = [np.ascontiguousarray(s[k]) for s in states]
         batch[k] = object_column([a.view(np.uint8) for a in arrays])
@@ -390,13 +576,22 @@ def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     n = len(batch["key"])
 
     def plain(v):
-        return bytes(v) if isinstance(v, (bytes, np.bytes_)) else v.item() if isinstance(v, np.generic) else v
+        return (
+            bytes(v)
+            if isinstance(v, (bytes, np.bytes_))
+            else v.item()
+            if isinstance(v, np.generic)
+            else v
+        )
 
     def pixels(k: str, i: int) -> np.ndarray:
         a = np.ascontiguousarray(batch[k][i])
         return a.view(np.uint16) if batch[f"{k}_u16"][i] else a
 
-    return [{k: (pixels(k, i) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS} for i in range(n)]
+    return [
+        {k: (pixels(k, i) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS}
+        for i in range(n)
+    ]
 
 
 def _short_circuit(states: list[dict[str, Any]]) -> None:
@@ -417,7 +612,11 @@ def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
     st = _Stores(**store_kwargs)
     states, fatal = [], ""
     for w in st.work(batch):
-        state = _not_attempted(w["key"], w["skip"], fatal) if fatal else read_one(w["key"], w["skip"], st, w)
+        state = (
+            _not_attempted(w["key"], w["skip"], fatal)
+            if fatal
+            else read_one(w["key"], w["skip"], st, w)
+        )
         fatal = fatal or state["fatal"]
         states.append(state)
     return _pack(states)
@@ -450,15 +649,27 @@ def model_spec(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> Mode
     engine = choose_engine(cfg.engine, model_uri, cfg.num_gpus_per_worker > 0)
     if engine == "torch" and not model_uri.startswith(BUILTIN):  # a built-in's weights are tested
         load_model_uri(model_uri, endpoint)
-    return ModelSpec(model_uri, endpoint, engine, prepare_graph(model_uri, endpoint, engine), cfg.tile, cfg.strength,
-                     cfg.sigma, cfg.tta, cfg.onnx_margin, cfg.onnx_multiple)
+    return ModelSpec(
+        model_uri,
+        endpoint,
+        engine,
+        prepare_graph(model_uri, endpoint, engine),
+        cfg.tile,
+        cfg.strength,
+        cfg.sigma,
+        cfg.tta,
+        cfg.onnx_margin,
+        cfg.onnx_multiple,
+    )
 
 
 class ModelActor:
     """Ray Data actor: loads the model once, denoises batches (grouped by shape, tiled when asked
     or when an image would not fit the actor's memory budget)."""
 
-    def __init__(self, spec: ModelSpec, use_gpu: bool, cpu_share: float = 1.0, gpu_share: float = 0.0):
+    def __init__(
+        self, spec: ModelSpec, use_gpu: bool, cpu_share: float = 1.0, gpu_share: float = 0.0
+    ):
         from .engines import make_engine
         from .inference import Denoiser, default_memory_budget
 
@@ -470,10 +681,24 @@ class ModelActor:
                 device = "cuda"
                 total = torch.cuda.get_device_properties(0).total_memory
                 budget = int(min(8 << 30, 0.4 * total * max(min(gpu_share, 1.0), 0.1)))
-        engine = make_engine(spec.uri, spec.endpoint, spec.engine, spec.graph, device,
-                             threads=max(1, round(cpu_share)), margin=spec.onnx_margin, multiple=spec.onnx_multiple)
-        self.denoiser = Denoiser(engine, tile=spec.tile, memory_budget=budget, strength=spec.strength,
-                                 sigma=spec.sigma, tta=spec.tta)
+        engine = make_engine(
+            spec.uri,
+            spec.endpoint,
+            spec.engine,
+            spec.graph,
+            device,
+            threads=max(1, round(cpu_share)),
+            margin=spec.onnx_margin,
+            multiple=spec.onnx_multiple,
+        )
+        self.denoiser = Denoiser(
+            engine,
+            tile=spec.tile,
+            memory_budget=budget,
+            strength=spec.strength,
+            sigma=spec.sigma,
+            tta=spec.tta,
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         states = _unpack(batch)
@@ -503,8 +728,14 @@ class FusedActor(ModelActor):
     to one image; large ones also wait for a per-machine slot (LargeImageGate).
     """
 
-    def __init__(self, spec: ModelSpec, use_gpu: bool, store_kwargs: dict[str, Any], cpu_share: float = 1.0,
-                 gpu_share: float = 0.0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        use_gpu: bool,
+        store_kwargs: dict[str, Any],
+        cpu_share: float = 1.0,
+        gpu_share: float = 0.0,
+    ):
         from .inference import LargeImageGate, image_bytes
 
         super().__init__(spec, use_gpu, cpu_share, gpu_share)
@@ -515,7 +746,11 @@ class FusedActor(ModelActor):
     def __call__(self, batch: dict[str, np.ndarray]):
         rows, fatal = [], ""
         for w in self.st.work(batch):
-            state = _not_attempted(w["key"], w["skip"], fatal) if fatal else read_one(w["key"], w["skip"], self.st, w)
+            state = (
+                _not_attempted(w["key"], w["skip"], fatal)
+                if fatal
+                else read_one(w["key"], w["skip"], self.st, w)
+            )
             if not (state["error"] or state["fatal"] or state["skip"]):
                 h, w = state["height"], state["width"]
                 with self.gate.hold(self.image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
@@ -540,8 +775,10 @@ def _score(written: np.ndarray, noisy: np.ndarray, ref_store: Store, key: str) -
     except Exception as exc:
         return {"error": f"reference {ref_store.uri(key)} cannot be read: {object_error(exc)}"}
     if ref.shape != written.shape:
-        return {"error": f"reference {ref_store.uri(key)} is {ref.shape[1]}x{ref.shape[0]}, "
-                         f"the image is {written.shape[1]}x{written.shape[0]}"}
+        return {
+            "error": f"reference {ref_store.uri(key)} is {ref.shape[1]}x{ref.shape[0]}, "
+            f"the image is {written.shape[1]}x{written.shape[0]}"
+        }
     r = _unit(ref)
     m_out = all_metrics(_unit(written), r)
     m_in = all_metrics(_unit(noisy), r)
@@ -570,8 +807,14 @@ def plan_workers(cfg: DenoiseConfig, cluster: dict[str, float]) -> tuple[bool, i
     if cfg.num_gpus_per_worker:
         if not cfg.workers and cluster.get("GPU", 0) == 0 and cluster.get("CPU", 0) == 0:
             return staged, 0, 0.5  # autoscaling from zero (a head that runs no work, no worker yet)
-        return staged, cfg.workers or max(1, int(cluster.get("GPU", 0) // cfg.num_gpus_per_worker)), 0.5
-    if cluster.get("CPU", 0) == 0:  # autoscaling from zero: a pool that grows as nodes join, or --workers
+        return (
+            staged,
+            cfg.workers or max(1, int(cluster.get("GPU", 0) // cfg.num_gpus_per_worker)),
+            0.5,
+        )
+    if (
+        cluster.get("CPU", 0) == 0
+    ):  # autoscaling from zero: a pool that grows as nodes join, or --workers
         return staged, cfg.workers or 0, 1.0
     cpus = cluster.get("CPU", 1.0)
     free = cpus - 1.0 if staged else cpus
@@ -584,15 +827,23 @@ def check_locations(inp: Store, out: Store, ref: Store | None, rep: Store) -> No
     land among the inputs or references (or be read back as inputs on a rerun), and the report
     must not be read back as input."""
     if inp.contains(out):
-        raise DenoiseError(f"--output {out.root} is inside --input {inp.root}"
-                           f"{' (after resolving links)' if inp.identity() != inp.root else ''}: "
-                           "outputs would be read back as inputs, or overwrite them")
+        raise DenoiseError(
+            f"--output {out.root} is inside --input {inp.root}"
+            f"{' (after resolving links)' if inp.identity() != inp.root else ''}: "
+            "outputs would be read back as inputs, or overwrite them"
+        )
     if out.contains(inp):
-        raise DenoiseError(f"--input {inp.root} is inside --output {out.root}: outputs could overwrite inputs")
+        raise DenoiseError(
+            f"--input {inp.root} is inside --output {out.root}: outputs could overwrite inputs"
+        )
     if ref is not None and (ref.contains(out) or out.contains(ref)):
-        raise DenoiseError(f"--output {out.root} and --reference {ref.root} overlap: outputs could overwrite references")
+        raise DenoiseError(
+            f"--output {out.root} and --reference {ref.root} overlap: outputs could overwrite references"
+        )
     if inp.contains(rep):
-        raise DenoiseError(f"--report {rep.root} is inside --input {inp.root}: the report would be read as input")
+        raise DenoiseError(
+            f"--report {rep.root} is inside --input {inp.root}: the report would be read as input"
+        )
 
 
 @dataclass
@@ -603,14 +854,18 @@ class _Planned:
     to_do: int = 0  # inputs with no output
     existing: int = 0  # with an output to verify
     trusted: int = 0  # with an output an earlier report vouches for (not read again)
-    redo: int = 0  # with an output of unknown or other origin (another model, a changed input): redone
+    redo: int = (
+        0  # with an output of unknown or other origin (another model, a changed input): redone
+    )
     refused: int = 0  # of those, made by another model or options, with --other-model refuse
     refused_example: tuple[str, str] | None = None  # (key, the model that made it)
     excluded: int = 0
     example: tuple[str, str] | None = None  # an excluded key and why
 
 
-def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, stamp: dict[str, str]) -> _Planned:
+def _plan(
+    cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, stamp: dict[str, str]
+) -> _Planned:
     """Merge the input listing, the output listing and the earlier runs' report rows as sorted
     streams (raydenoise.plan) into the run's plan files: memory does not grow with the number of
     objects. An existing output is kept only when an earlier row says this input was made into it
@@ -630,7 +885,9 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, 
     earlier = () if cfg.overwrite else runfiles.earlier_rows(rep, run_dir + "earlier-")
     planned = _Planned(runfiles.Plan(rep, run_dir))
     with planned.plan as plan:
-        items = with_outputs(select(inp.iter_entries(), cfg.include_hidden), None if cfg.overwrite else outputs())
+        items = with_outputs(
+            select(inp.iter_entries(), cfg.include_hidden), None if cfg.overwrite else outputs()
+        )
         for item in with_earlier(items, earlier):
             if item.excluded:
                 plan.row(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
@@ -639,22 +896,43 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, 
                 continue
             why = other_maker(item, stamp["made_by"]) if item.existing is not None else ""
             if not why and not cfg.reference and trusted(item, stamp["made_by"]):
-                r = item.earlier
-                plan.row(rpt.blank_row(item.key, status="skipped", width=r["width"], height=r["height"], seconds=0.0,
-                                       output_bytes=r["output_bytes"], output_md5=r.get("output_md5"),
-                                       output_tag=r["output_tag"], input_bytes=item.size, input_tag=item.tag or None,
-                                       **stamp))
+                r = item.earlier or {}
+                plan.row(
+                    rpt.blank_row(
+                        item.key,
+                        status="skipped",
+                        width=r["width"],
+                        height=r["height"],
+                        seconds=0.0,
+                        output_bytes=r["output_bytes"],
+                        output_md5=r.get("output_md5"),
+                        output_tag=r["output_tag"],
+                        input_bytes=item.size,
+                        input_tag=item.tag or None,
+                        **stamp,
+                    )
+                )
                 planned.trusted += 1
             elif why:
                 if why.startswith(OTHER_MODEL_WHY) and cfg.other_model == "refuse":
                     planned.refused += 1
-                    planned.refused_example = planned.refused_example or (item.key, item.earlier.get("model") or "?")
+                    planned.refused_example = planned.refused_example or (
+                        item.key,
+                        (item.earlier or {}).get("model") or "?",
+                    )
                 plan.work(item.key, None, input_tag=item.tag, note=f"{why}; redone")
                 planned.redo += 1
             else:
                 r = item.earlier or {}
-                same_size = item.existing is not None and r.get("output_bytes") == item.existing.size
-                plan.work(item.key, item.existing, r.get("output_md5") if same_size else None, input_tag=item.tag)
+                same_size = (
+                    item.existing is not None and r.get("output_bytes") == item.existing.size
+                )
+                plan.work(
+                    item.key,
+                    item.existing,
+                    r.get("output_md5") if same_size else None,
+                    input_tag=item.tag,
+                )
                 if item.existing is None:
                     planned.to_do += 1
                 else:
@@ -664,8 +942,9 @@ def _plan(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, 
     return planned
 
 
-def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
-                start_ray: StartRay | None = None) -> dict[str, Any]:
+def run_denoise(
+    cfg: DenoiseConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None
+) -> dict[str, Any]:
     """Run the job; returns the summary (also written as summary.json).
 
     Arguments, locations and the model are checked before Ray starts (``start_ray``, default
@@ -688,7 +967,9 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
     max_pixels = int(cfg.max_megapixels * 1e6) or None
     run_id = runfiles.new_run_id()
     run_dir = f"{runfiles.RUNS}/{run_id}/"
-    created: list[str] = []  # local folders this run made (removed again if it stops before writing anything)
+    created: list[
+        str
+    ] = []  # local folders this run made (removed again if it stops before writing anything)
     try:
         inp, out = open_store(cfg.input, endpoint), open_store(cfg.output, endpoint)
         rep = open_store(cfg.report or out.uri(REPORT_DIR), endpoint)
@@ -696,8 +977,12 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         check_locations(inp, out, ref, rep)
         if cfg.dry_run:
             spec = model_spec(cfg, resolve_model_uri(cfg.model, endpoint), endpoint)
-            return dry_run(cfg, inp, out, rep, spec, max_pixels, log, t_start, made_by(cfg, spec)["made_by"])
-        next(inp.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
+            return dry_run(
+                cfg, inp, out, rep, spec, max_pixels, log, t_start, made_by(cfg, spec)["made_by"]
+            )
+        next(
+            inp.iter_entries(), None
+        )  # a missing or unlistable input is reported before anything is written
         created += [s.path for s in (out, rep) if not s.is_s3 and not os.path.lexists(s.path)]
         out.check_writable()
         rep.check_writable()
@@ -725,38 +1010,64 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
         inputs = planned.to_do + planned.existing + planned.trusted + planned.redo
         if not inputs or planned.refused:
             runfiles.remove_run(rep, run_dir)
-        if planned.refused:
+        if planned.refused and planned.refused_example:
             key, other = planned.refused_example
-            raise DenoiseError(f"{plural(planned.refused, 'output')} in {out.root} were made by another model or options "
-                               f"(e.g. {out.uri(key)}: {other}); this run uses {stamp['model']}"
-                               f"{'' if cfg.strength == 1 and cfg.sigma is None else ' with other options'}: nothing "
-                               "was written. Pass --other-model redo to replace them, or choose another --output")
+            raise DenoiseError(
+                f"{plural(planned.refused, 'output')} in {out.root} were made by another model or options "
+                f"(e.g. {out.uri(key)}: {other}); this run uses {stamp['model']}"
+                f"{'' if cfg.strength == 1 and cfg.sigma is None else ' with other options'}: nothing "
+                "was written. Pass --other-model redo to replace them, or choose another --output"
+            )
         if not inputs:
             ex = planned.example
-            raise DenoiseError(f"{inp.root}: no files to denoise"
-                               + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else ""))
+            raise DenoiseError(
+                f"{inp.root}: no files to denoise"
+                + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else "")
+            )
         checked_s = time.time() - t_start
-        log(f"denoise: {plural(inputs, 'input')} in {inp.root}; {planned.to_do:,} to do"
-            + (f", {planned.redo:,} to redo (an output of another model or options, of a changed input, or that no "
-               "earlier report vouches for)" if planned.redo else "")
-            + (f", {planned.existing:,} with an output already (verified, skipped if complete"
-               f"{', scored again' if ref else ''})" if planned.existing else "")
-            + (f", {planned.trusted:,} with an output the earlier report vouches for (same size and tag; kept, not read)"
-               if planned.trusted else ""))
-        if planned.excluded:
-            log(f"denoise: {plural(planned.excluded, 'file')} excluded (listed in the report): {planned.example[0]}: "
-                f"{planned.example[1]}" + (" ..." if planned.excluded > 1 else ""))
+        log(
+            f"denoise: {plural(inputs, 'input')} in {inp.root}; {planned.to_do:,} to do"
+            + (
+                f", {planned.redo:,} to redo (an output of another model or options, of a changed input, or that no "
+                "earlier report vouches for)"
+                if planned.redo
+                else ""
+            )
+            + (
+                f", {planned.existing:,} with an output already (verified, skipped if complete"
+                f"{', scored again' if ref else ''})"
+                if planned.existing
+                else ""
+            )
+            + (
+                f", {planned.trusted:,} with an output the earlier report vouches for (same size and tag; kept, not read)"
+                if planned.trusted
+                else ""
+            )
+        )
+        if planned.excluded and planned.example:
+            log(
+                f"denoise: {plural(planned.excluded, 'file')} excluded (listed in the report): {planned.example[0]}: "
+                f"{planned.example[1]}" + (" ..." if planned.excluded > 1 else "")
+            )
         parts = runfiles.Parts(rep, run_dir)
         stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
         if plan.n_work:
             ray_s = (start_ray or ensure_ray)() or 0.0
-            stopped, interrupted, first, t0 = _run_work(cfg, plan, parts, inp, out, ref, rep, spec, max_pixels, log,
-                                                        stamp)
+            stopped, interrupted, first, t0 = _run_work(
+                cfg, plan, parts, inp, out, ref, rep, spec, max_pixels, log, stamp
+            )
         seconds = time.time() - t0
         try:
             parts.flush()
-            runfiles.assemble(rep, plan, parts, f"not processed: job stopped ({stopped})" if stopped else
-                              "not processed: no result came back from the cluster; rerun to do it")
+            runfiles.assemble(
+                rep,
+                plan,
+                parts,
+                f"not processed: job stopped ({stopped})"
+                if stopped
+                else "not processed: no result came back from the cluster; rerun to do it",
+            )
             summary = runfiles.summarize(rep, seconds)
             summary.update(stopped=stopped, run=run_id, trusted=planned.trusted, engine=spec.engine)
             if first and seconds > first[0] and not stopped:
@@ -765,25 +1076,36 @@ def run_denoise(cfg: DenoiseConfig, log: Callable[[str], None] = print,
                 summary["steady_images_per_s"] = (plan.n_work - first[1]) / (seconds - first[0])
             # Where the time to the first result goes: checks (arguments, listing, plan, model), joining
             # Ray, and the pipeline's start (actors, imports, model load) to the first finished image.
-            summary["phases"] = {"check_s": round(checked_s, 3), "ray_init_s": round(ray_s, 3),
-                                 "first_result_s": round(t0 - t_start + first[0], 3) if first else None}
+            summary["phases"] = {
+                "check_s": round(checked_s, 3),
+                "ray_init_s": round(ray_s, 3),
+                "first_result_s": round(t0 - t_start + first[0], 3) if first else None,
+            }
             summary["report"] = rep.root
             _write_report(summary, cfg, inp, out, ref, rep)
         except Exception as exc:
-            raise DenoiseError(f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
-                               f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
-                               f"parts written so far are in {rep.uri(run_dir)}; rerun to resume") from None
+            raise DenoiseError(
+                f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
+                f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
+                f"parts written so far are in {rep.uri(run_dir)}; rerun to resume"
+            ) from None
         runfiles.remove_runs(rep, run_id)
         done = summary["ok"]
         if interrupted:
-            log(f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume")
+            log(
+                f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume"
+            )
             raise KeyboardInterrupt
         if stopped:
-            raise DenoiseError(f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
-                               f"report in {rep.root}; rerun the same command to resume")
-        log(f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
+            raise DenoiseError(
+                f"stopped: {stopped}. {done} images written, {summary['not_done']} not done; "
+                f"report in {rep.root}; rerun the same command to resume"
+            )
+        log(
+            f"denoise: {summary['ok']:,} written, {summary['skipped']:,} skipped, {summary['failures']:,} failed"
             f"{f', {planned.excluded:,} excluded' if planned.excluded else ''} in {seconds:.1f} s"
-            f"{f' ({rate(plan.n_work, seconds)})' if plan.n_work else ''} -> {out.root}; report in {rep.root}")
+            f"{f' ({rate(plan.n_work, seconds)})' if plan.n_work else ''} -> {out.root}; report in {rep.root}"
+        )
         return summary
     finally:
         lock.release()
@@ -805,9 +1127,13 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels,
     from .artifacts import BUILTIN
 
     not_shared = check_shared_paths(
-        reads={"--input": inp.root, "--reference": ref.root if ref else None,
-               "--model": None if spec.uri.startswith(BUILTIN) else spec.uri},
-        writes={"--output": out.root, "--report": rep.root})
+        reads={
+            "--input": inp.root,
+            "--reference": ref.root if ref else None,
+            "--model": None if spec.uri.startswith(BUILTIN) else spec.uri,
+        },
+        writes={"--output": out.root, "--report": rep.root},
+    )
     if not_shared:
         runfiles.remove_run(rep, plan.dir)
         raise DenoiseError(not_shared)
@@ -815,32 +1141,69 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels,
     staged, workers, cpus = plan_workers(cfg, cluster)
     autoscale = workers == 0  # nothing to run on yet: the pool grows as the autoscaler adds nodes
     if autoscale:
-        log(f"denoise: the cluster has no {'GPUs' if cfg.num_gpus_per_worker else 'CPUs'} for work yet (its head "
-            "runs none): waiting for the autoscaler to add worker nodes; the model actors grow with them")
+        log(
+            f"denoise: the cluster has no {'GPUs' if cfg.num_gpus_per_worker else 'CPUs'} for work yet (its head "
+            "runs none): waiting for the autoscaler to add worker nodes; the model actors grow with them"
+        )
     elif cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
         runfiles.remove_run(rep, plan.dir)
-        raise DenoiseError(f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
-                           f"{cluster.get('GPU', 0):g}")
-    log(f"denoise: {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
-        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})")
-    store_kwargs = {"input_uri": inp.root, "output_uri": out.root, "reference_uri": ref.root if ref else None,
-                    "endpoint": spec.endpoint, "max_pixels": max_pixels, "report_uri": rep.root, "run_dir": plan.dir,
-                    "stamp": stamp, "quality": cfg.quality}
-    actor_kwargs = {"spec": spec, "use_gpu": cfg.num_gpus_per_worker > 0, "cpu_share": cpus,
-                    "gpu_share": cfg.num_gpus_per_worker}
+        raise DenoiseError(
+            f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
+            f"{cluster.get('GPU', 0):g}"
+        )
+    log(
+        f"denoise: {'model actors as nodes come' if autoscale else plural(workers, 'model actor')} "
+        f"({'GPU, ' if cfg.num_gpus_per_worker else ''}{cpus:g} CPU each, {'staged' if staged else 'fused'})"
+    )
+    store_kwargs = {
+        "input_uri": inp.root,
+        "output_uri": out.root,
+        "reference_uri": ref.root if ref else None,
+        "endpoint": spec.endpoint,
+        "max_pixels": max_pixels,
+        "report_uri": rep.root,
+        "run_dir": plan.dir,
+        "stamp": stamp,
+        "quality": cfg.quality,
+    }
+    actor_kwargs = {
+        "spec": spec,
+        "use_gpu": cfg.num_gpus_per_worker > 0,
+        "cpu_share": cpus,
+        "gpu_share": cfg.num_gpus_per_worker,
+    }
     # The dataset is slices of the plan (positions, not keys): whoever reads an image reads its key.
     n_slices, size = runfiles.slicing(plan.n_work)
-    ds = ray.data.from_items([{"start": i * size, "stop": min(plan.n_work, (i + 1) * size)} for i in range(n_slices)],
-                             override_num_blocks=n_slices)
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=None) if autoscale else ray.data.ActorPoolStrategy(size=workers)
+    ds: Any = ray.data.from_items(
+        [{"start": i * size, "stop": min(plan.n_work, (i + 1) * size)} for i in range(n_slices)],
+        override_num_blocks=n_slices,
+    )
+    pool = (
+        ray.data.ActorPoolStrategy(min_size=1, max_size=None)
+        if autoscale
+        else ray.data.ActorPoolStrategy(size=workers)
+    )
     if staged:
         ds = ds.map_batches(read_decode, batch_size=1, num_cpus=0.5, fn_kwargs=store_kwargs)
-        ds = ds.map_batches(ModelActor, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus_per_worker or None,
-                            num_cpus=cpus, compute=pool, fn_constructor_kwargs=actor_kwargs)
-        ds = ds.map_batches(write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs)
+        ds = ds.map_batches(
+            ModelActor,
+            batch_size=cfg.batch_size,
+            num_gpus=cfg.num_gpus_per_worker or None,
+            num_cpus=cpus,
+            compute=pool,
+            fn_constructor_kwargs=actor_kwargs,
+        )
+        ds = ds.map_batches(
+            write_score, batch_size=cfg.batch_size, num_cpus=0.5, fn_kwargs=store_kwargs
+        )
     else:
-        ds = ds.map_batches(FusedActor, batch_size=max(1, cfg.batch_size // size), num_cpus=cpus, compute=pool,
-                            fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs})
+        ds = ds.map_batches(
+            FusedActor,
+            batch_size=max(1, cfg.batch_size // size),
+            num_cpus=cpus,
+            compute=pool,
+            fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs},
+        )
     return _collect(ds, plan.n_work, parts, inp)
 
 
@@ -859,11 +1222,19 @@ def _collect(ds, total: int, parts: runfiles.Parts, inp: Store):
                 first = first or (time.time() - t0, block.num_rows)
                 parts.add(block)
                 status = block.column("status")
-                for i in pc.indices_nonzero(pc.fill_null(pc.equal(status, "error"), False)).to_pylist():
-                    console().error(f"denoise: {inp.uri(block['key'][i].as_py())}: {block['error'][i].as_py()}")
+                for i in pc.indices_nonzero(
+                    pc.fill_null(pc.equal(status, "error"), False)
+                ).to_pylist():
+                    console().error(
+                        f"denoise: {inp.uri(block['key'][i].as_py())}: {block['error'][i].as_py()}"
+                    )
                 if not stopped:
-                    for i in pc.indices_nonzero(pc.fill_null(pc.equal(status, NOT_DONE), False)).to_pylist()[:1]:
-                        stopped = (block["note"][i].as_py() or "storage failed").removeprefix("not written: ")
+                    for i in pc.indices_nonzero(
+                        pc.fill_null(pc.equal(status, NOT_DONE), False)
+                    ).to_pylist()[:1]:
+                        stopped = (block["note"][i].as_py() or "storage failed").removeprefix(
+                            "not written: "
+                        )
                 progress.update(block.num_rows)
                 if stopped:
                     break
@@ -888,7 +1259,9 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
         images = {}
         for name, store in (("input", inp), ("output", out), ("reference", ref)):
             try:
-                images[name] = decode_rgb8(store.read_bytes(r["key"]), max_pixels=None) if store else None
+                images[name] = (
+                    decode_rgb8(store.read_bytes(r["key"]), max_pixels=None) if store else None
+                )
             except Exception:
                 images[name] = None
         comparisons.append(report_page.compare(r["key"], f"{label} {counters[label]}", r, images))
@@ -897,20 +1270,36 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
     def links(key: str) -> tuple[str, str] | None:
         if page_folder is None or inp.is_s3 or out.is_s3:
             return None
-        pair = (report_page.relative_link(page_folder, inp.key_path(key)),
-                report_page.relative_link(page_folder, out.key_path(key)))
+        pair = (
+            report_page.relative_link(page_folder, inp.key_path(key)),
+            report_page.relative_link(page_folder, out.key_path(key)),
+        )
         return pair if all(pair) else None  # type: ignore[return-value]
 
-    facts = {"model": cfg.model, "engine": summary.get("engine") or cfg.engine,
-             "strength": cfg.sigma if cfg.sigma is not None else cfg.strength,
-             "strength given as": "a fixed noise level (--sigma)" if cfg.sigma is not None else "x the estimated level",
-             "self-ensemble (--tta)": "yes" if cfg.tta else "no", "tile": cfg.tile or "automatic",
-             "input": inp.root, "output": out.root, "reference": ref.root if ref else "none",
-             "nodes": len(summary.get("nodes") or {}), "run": summary.get("run")}
+    facts = {
+        "model": cfg.model,
+        "engine": summary.get("engine") or cfg.engine,
+        "strength": cfg.sigma if cfg.sigma is not None else cfg.strength,
+        "strength given as": "a fixed noise level (--sigma)"
+        if cfg.sigma is not None
+        else "x the estimated level",
+        "self-ensemble (--tta)": "yes" if cfg.tta else "no",
+        "tile": cfg.tile or "automatic",
+        "input": inp.root,
+        "output": out.root,
+        "reference": ref.root if ref else "none",
+        "nodes": len(summary.get("nodes") or {}),
+        "run": summary.get("run"),
+    }
     page = report_page.denoise_page(
-        title=f"raydenoise report: {inp.root}", summary=summary, facts=facts,
-        batches=lambda columns: iter_batches(rep, "report.parquet", columns), comparisons=comparisons,
-        links=links, where={"input": inp.root, "output": out.root})
+        title=f"raydenoise report: {inp.root}",
+        summary=summary,
+        facts=facts,
+        batches=lambda columns: iter_batches(rep, "report.parquet", columns),
+        comparisons=comparisons,
+        links=links,
+        where={"input": inp.root, "output": out.root},
+    )
     rep.write_bytes("report.html", page.encode())
 
 
@@ -919,8 +1308,17 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
 SAMPLE = 3  # inputs denoised on the driver to estimate the time
 
 
-def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, spec: ModelSpec, max_pixels: int | None,
-            log: Callable[[str], None], t_start: float, fingerprint: str) -> dict[str, Any]:
+def dry_run(
+    cfg: DenoiseConfig,
+    inp: Store,
+    out: Store,
+    rep: Store,
+    spec: ModelSpec,
+    max_pixels: int | None,
+    log: Callable[[str], None],
+    t_start: float,
+    fingerprint: str,
+) -> dict[str, Any]:
     """List and plan only, without Ray and without writing anything: how many inputs would be
     done, found done already (their outputs are verified and kept), or left out (by reason), and
     an estimate of the model time from a few inputs denoised here. The listings are merged as
@@ -932,9 +1330,11 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, spec: ModelS
     counts: Counter = Counter()
     excluded: Counter = Counter()
     examples: dict[str, str] = {}
-    todo_bytes, sample = 0, []
+    todo_bytes, sample = 0, []  # type: tuple[int, list[str]]
     try:
-        for item in with_earlier(with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs), earlier):
+        for item in with_earlier(
+            with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs), earlier
+        ):
             counts["inputs"] += 1
             if item.excluded:
                 excluded[item.excluded] += 1
@@ -955,24 +1355,52 @@ def dry_run(cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, spec: ModelS
         raise DenoiseError(str(exc)) from None
     plan_s = time.time() - t_start
     estimate = _estimate(sample, inp, spec, max_pixels, todo_bytes)
-    summary = {"dry_run": True, "inputs": counts["inputs"], "to_do": counts["to_do"], "redo": counts["redo"],
-               "existing": counts["existing"],
-               "trusted": counts["trusted"], "excluded": dict(excluded), "excluded_examples": examples, "to_do_bytes": todo_bytes,
-               "plan_s": round(plan_s, 3), "estimate": estimate}
-    log(f"denoise --dry-run: {plural(counts['inputs'], 'input')} in {inp.root}: {counts['to_do']:,} to do, "
-        + (f"{counts['redo']:,} to redo (an output of another model or options, of a changed input, or that no "
-           "earlier report vouches for), " if counts["redo"] else "")
+    summary = {
+        "dry_run": True,
+        "inputs": counts["inputs"],
+        "to_do": counts["to_do"],
+        "redo": counts["redo"],
+        "existing": counts["existing"],
+        "trusted": counts["trusted"],
+        "excluded": dict(excluded),
+        "excluded_examples": examples,
+        "to_do_bytes": todo_bytes,
+        "plan_s": round(plan_s, 3),
+        "estimate": estimate,
+    }
+    log(
+        f"denoise --dry-run: {plural(counts['inputs'], 'input')} in {inp.root}: {counts['to_do']:,} to do, "
+        + (
+            f"{counts['redo']:,} to redo (an output of another model or options, of a changed input, or that no "
+            "earlier report vouches for), "
+            if counts["redo"]
+            else ""
+        )
         + f"{counts['existing']:,} with an output in {out.root} already (verified, skipped if complete), "
-        + (f"{counts['trusted']:,} with an output the earlier report vouches for (kept, not read), "
-           if counts["trusted"] else "")
-        + f"{sum(excluded.values()):,} excluded" + (" (" + "; ".join(f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}"
-                                                                 for why, n in excluded.items()) + ")" if excluded else ""))
+        + (
+            f"{counts['trusted']:,} with an output the earlier report vouches for (kept, not read), "
+            if counts["trusted"]
+            else ""
+        )
+        + f"{sum(excluded.values()):,} excluded"
+        + (
+            " ("
+            + "; ".join(
+                f"{n:,} {why.split(';')[0]}, e.g. {examples[why]}" for why, n in excluded.items()
+            )
+            + ")"
+            if excluded
+            else ""
+        )
+    )
     if estimate.get("cpu_seconds") is not None:
-        log(f"denoise --dry-run: estimate: {duration(estimate['cpu_seconds'])} of model time on one CPU "
+        log(
+            f"denoise --dry-run: estimate: {duration(estimate['cpu_seconds'])} of model time on one CPU "
             f"({estimate['sampled']} sampled, {estimate['seconds_per_megapixel']:.2f} s/megapixel, "
             f"{estimate['megapixels_per_mb']:.2f} megapixels per MB of input; rough): about "
             f"{duration(estimate['cpu_seconds'] / max(1, os.cpu_count() or 1))} on this machine's {os.cpu_count()} CPUs, "
-            "divided by the CPUs of the cluster that runs it")
+            "divided by the CPUs of the cluster that runs it"
+        )
     elif estimate.get("note"):
         log(f"denoise --dry-run: no estimate: {estimate['note']}")
     log(f"denoise --dry-run: listed and planned in {plan_s:.1f} s; nothing was written")
@@ -986,7 +1414,9 @@ def _exists(store: Store) -> bool:
         raise DenoiseError(f"{store.root}: cannot list ({object_error(exc)})") from None
 
 
-def _estimate(sample: list[str], inp: Store, spec: ModelSpec, max_pixels: int | None, todo_bytes: int) -> dict[str, Any]:
+def _estimate(
+    sample: list[str], inp: Store, spec: ModelSpec, max_pixels: int | None, todo_bytes: int
+) -> dict[str, Any]:
     """Seconds of model time on one CPU for the work, from the sample: seconds per megapixel x
     megapixels (estimated from the inputs' bytes, at the sample's megapixels per byte)."""
     if not sample:
@@ -994,18 +1424,34 @@ def _estimate(sample: list[str], inp: Store, spec: ModelSpec, max_pixels: int | 
     from .engines import make_engine
     from .inference import Denoiser, one_thread
 
-    engine = make_engine(spec.uri, spec.endpoint, spec.engine, spec.graph, threads=1, margin=spec.onnx_margin,
-                         multiple=spec.onnx_multiple)
-    denoiser = Denoiser(engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta)
+    engine = make_engine(
+        spec.uri,
+        spec.endpoint,
+        spec.engine,
+        spec.graph,
+        threads=1,
+        margin=spec.onnx_margin,
+        multiple=spec.onnx_multiple,
+    )
+    denoiser = Denoiser(
+        engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta
+    )
     seconds = pixels = size = used = 0
     with one_thread() if spec.engine == "torch" else contextlib.nullcontext():
         for key in sample:
-            seconds, pixels, size, used = _time_one(key, inp, denoiser, max_pixels, (seconds, pixels, size, used))
+            seconds, pixels, size, used = _time_one(
+                key, inp, denoiser, max_pixels, (seconds, pixels, size, used)
+            )
     if not used or not pixels:
         return {"note": "none of the sampled inputs could be decoded"}
     s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)
-    return {"sampled": used, "seconds_per_megapixel": s_per_mp, "megapixels_per_mb": mp_per_mb,
-            "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6, "engine": spec.engine}
+    return {
+        "sampled": used,
+        "seconds_per_megapixel": s_per_mp,
+        "megapixels_per_mb": mp_per_mb,
+        "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6,
+        "engine": spec.engine,
+    }
 
 
 def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, acc: tuple) -> tuple:
@@ -1019,5 +1465,9 @@ def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, acc: tuple
         return acc
     t0 = time.perf_counter()
     denoiser(image)
-    return (seconds + time.perf_counter() - t0, pixels + image.shape[0] * image.shape[1], size + len(data),
-            used + 1)
+    return (
+        seconds + time.perf_counter() - t0,
+        pixels + image.shape[0] * image.shape[1],
+        size + len(data),
+        used + 1,
+    )

@@ -29,7 +29,9 @@ META_KEY = "raydenoise"  # ONNX metadata_props key holding a raydenoise export's
 # A graph raydenoise did not export: tiles get this much context each side unless told, and
 # start on multiples of this many pixels (common U-Nets downsample 8x).
 DEFAULT_ONNX_MARGIN, DEFAULT_ONNX_MULTIPLE = 64, 8
-ONNX_BYTES_PER_PIXEL = 1024  # memory per input pixel assumed for a foreign graph (tiles large images)
+ONNX_BYTES_PER_PIXEL = (
+    1024  # memory per input pixel assumed for a foreign graph (tiles large images)
+)
 
 
 class EngineError(ValueError):
@@ -51,8 +53,14 @@ class NetInfo:
 def torch_info(model_name: str, width: int | None, conditioned: bool, context: int = 0) -> NetInfo:
     from .inference import FORWARD_BYTES_PER_PIXEL, MARGINS, STRIDES
 
-    return NetInfo(model_name, conditioned, MARGINS.get(model_name, 128), STRIDES.get(model_name, 16),
-                   FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32), context)
+    return NetInfo(
+        model_name,
+        conditioned,
+        MARGINS.get(model_name, 128),
+        STRIDES.get(model_name, 16),
+        FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32),
+        context,
+    )
 
 
 class TorchEngine:
@@ -70,17 +78,31 @@ class TorchEngine:
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
-        self.info = torch_info(model_name, width, is_conditioned(model), getattr(model, "context", 0))
+        self.info = torch_info(
+            model_name, width, is_conditioned(model), getattr(model, "context", 0)
+        )
 
-    def run(self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
+    def run(
+        self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None
+    ) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device).contiguous(memory_format=torch.channels_last)
+            t = (
+                torch.from_numpy(x)
+                .permute(0, 3, 1, 2)
+                .to(self.device)
+                .contiguous(memory_format=torch.channels_last)
+            )
             if self.info.context:
-                y = self.model(t, None if context is None else torch.from_numpy(context).to(self.device))
+                y = self.model(
+                    t, None if context is None else torch.from_numpy(context).to(self.device)
+                )
             elif self.info.conditioned:
-                lv = torch.as_tensor(np.zeros(x.shape[0], np.float32) if levels is None else levels,
-                                     dtype=torch.float32, device=self.device)
+                lv = torch.as_tensor(
+                    np.zeros(x.shape[0], np.float32) if levels is None else levels,
+                    dtype=torch.float32,
+                    device=self.device,
+                )
                 y = self.model(t, lv)
             else:
                 y = self.model(t)
@@ -97,46 +119,69 @@ class OrtEngine:
 
     kind = "onnxruntime"
 
-    def __init__(self, graph: bytes, where: str, device: str = "cpu", threads: int | None = None,
-                 margin: int | None = None, multiple: int | None = None):
+    def __init__(
+        self,
+        graph: bytes,
+        where: str,
+        device: str = "cpu",
+        threads: int | None = None,
+        margin: int | None = None,
+        multiple: int | None = None,
+    ):
         import onnxruntime as ort
 
         spec = check_onnx(graph, where)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or _cpu_threads()
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+        opts.log_severity_level = (
+            3  # warnings about unused initializers etc. are not the user's business
+        )
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise EngineError("this ONNX Runtime has no CUDA provider (install onnxruntime-gpu), so it cannot use "
-                                  "the GPU; run raydenoise's models with --engine torch on GPUs")
+                raise EngineError(
+                    "this ONNX Runtime has no CUDA provider (install onnxruntime-gpu), so it cannot use "
+                    "the GPU; run raydenoise's models with --engine torch on GPUs"
+                )
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(graph, sess_options=opts, providers=providers)
         except Exception as exc:
-            raise EngineError(f"{where}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:300]})") from None
+            raise EngineError(
+                f"{where}: ONNX Runtime cannot load this graph ({str(exc).splitlines()[0][:300]})"
+            ) from None
         meta = spec["meta"]
         self.input, self.level_input, self.output = spec["input"], spec["level"], spec["output"]
         self.context_input = spec["context"]
-        self.info = NetInfo(str(meta.get("name", "onnx")), self.level_input is not None,
-                            int(margin if margin is not None else meta.get("margin", DEFAULT_ONNX_MARGIN)),
-                            int(multiple if multiple is not None else meta.get("multiple", DEFAULT_ONNX_MULTIPLE)),
-                            int(meta.get("bytes_per_pixel", ONNX_BYTES_PER_PIXEL)), spec["context_size"])
+        self.info = NetInfo(
+            str(meta.get("name", "onnx")),
+            self.level_input is not None,
+            int(margin if margin is not None else meta.get("margin", DEFAULT_ONNX_MARGIN)),
+            int(multiple if multiple is not None else meta.get("multiple", DEFAULT_ONNX_MULTIPLE)),
+            int(meta.get("bytes_per_pixel", ONNX_BYTES_PER_PIXEL)),
+            spec["context_size"],
+        )
         self.device = device
 
-    def run(self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
+    def run(
+        self, x: np.ndarray, levels: np.ndarray | None = None, context: np.ndarray | None = None
+    ) -> np.ndarray:
         n, h, w, _ = x.shape
         m = self.info.multiple
         ph, pw = (-h) % m, (-w) % m
-        if ph < h and pw < w:  # the graph reflect-pads to its multiple itself, as the torch network does
+        if (
+            ph < h and pw < w
+        ):  # the graph reflect-pads to its multiple itself, as the torch network does
             ph = pw = 0
         nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
         if ph or pw:
             nchw = np.pad(nchw, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
         feed = {self.input: nchw}
         if self.level_input is not None:
-            feed[self.level_input] = (np.zeros(n, np.float32) if levels is None else np.asarray(levels, np.float32))
+            feed[self.level_input] = (
+                np.zeros(n, np.float32) if levels is None else np.asarray(levels, np.float32)
+            )
         if self.context_input is not None:
             if context is None:
                 from .images import area_thumbnail
@@ -145,8 +190,10 @@ class OrtEngine:
             feed[self.context_input] = np.ascontiguousarray(context, dtype=np.float32)
         y = self.session.run([self.output], feed)[0]
         if y.shape[:2] != (n, 3) or y.shape[2:] != nchw.shape[2:]:
-            raise EngineError(f"the graph returned shape {tuple(y.shape)} for an input of {tuple(nchw.shape)}: "
-                              "an image-to-image graph must return its input's shape")
+            raise EngineError(
+                f"the graph returned shape {tuple(y.shape)} for an input of {tuple(nchw.shape)}: "
+                "an image-to-image graph must return its input's shape"
+            )
         return y[:, :, :h, :w].transpose(0, 2, 3, 1)
 
 
@@ -159,7 +206,9 @@ def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
         raise EngineError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if is_onnx(model_uri):
         if engine == "torch":
-            raise EngineError(f"{model_uri} is an ONNX graph: it runs with --engine onnxruntime (or auto), not torch")
+            raise EngineError(
+                f"{model_uri} is an ONNX graph: it runs with --engine onnxruntime (or auto), not torch"
+            )
         return "onnxruntime"
     if engine == "auto":
         return "torch" if use_gpu else "onnxruntime"
@@ -207,28 +256,51 @@ def _cache_path(model_uri: str, endpoint: str | None):
     from .console import _private_folder
 
     try:
-        import onnx as _onnx
         from importlib.metadata import version
 
+        import onnx as _onnx
+
         base = os.environ.get("RAYDENOISE_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "raydenoise", "onnx")
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+            "raydenoise",
+            "onnx",
+        )
         folder = Path(base)
         if _private_folder(folder):
             return None
-        key = json.dumps([model_fingerprint(model_uri, endpoint), version("torch"), _onnx.__version__, EXPORT_VERSION])
+        key = json.dumps(
+            [
+                model_fingerprint(model_uri, endpoint),
+                version("torch"),
+                _onnx.__version__,
+                EXPORT_VERSION,
+            ]
+        )
     except Exception:
         return None
     return folder / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".onnx")
 
 
-EXPORT_VERSION = 1  # raise when export_onnx changes what it writes: cached graphs are then made again
+EXPORT_VERSION = (
+    1  # raise when export_onnx changes what it writes: cached graphs are then made again
+)
 
 
-def make_engine(model_uri: str, endpoint: str | None, engine: str, graph: bytes | None, device: str = "cpu",
-                threads: int | None = None, margin: int | None = None, multiple: int | None = None):
+def make_engine(
+    model_uri: str,
+    endpoint: str | None,
+    engine: str,
+    graph: bytes | None,
+    device: str = "cpu",
+    threads: int | None = None,
+    margin: int | None = None,
+    multiple: int | None = None,
+):
     """In a worker: the engine a Denoiser runs (``graph`` from prepare_graph for ONNX Runtime;
     torch loads the model itself). An ONNX Runtime worker never imports torch."""
     if engine == "onnxruntime":
+        if graph is None:
+            raise EngineError("ONNX Runtime needs the graph prepare_graph made on the driver")
         return OrtEngine(graph, model_uri, device, threads, margin, multiple)
     from .artifacts import load_model_uri
 
@@ -249,8 +321,10 @@ def _cpu_threads() -> int:
 
 
 def _dims(value_info) -> list:
-    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
-            for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+        for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
@@ -262,25 +336,35 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
     try:
         model = onnx.load_model_from_string(graph)
     except Exception as exc:
-        raise EngineError(f"{where}: not an ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise EngineError(
+            f"{where}: not an ONNX model ({str(exc).splitlines()[0][:200]})"
+        ) from None
     init = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
-    expect = ("expected an image-to-image graph: input float32 (N, 3, H, W) in [0, 1] with dynamic H and W "
-              "(and optionally a (N,) float32 noise level), one output of the input's shape")
+    expect = (
+        "expected an image-to-image graph: input float32 (N, 3, H, W) in [0, 1] with dynamic H and W "
+        "(and optionally a (N,) float32 noise level), one output of the input's shape"
+    )
     if not inputs or len(inputs) > 2 or len(model.graph.output) != 1:
-        raise EngineError(f"{where}: {len(inputs)} inputs and {len(model.graph.output)} outputs; {expect}")
+        raise EngineError(
+            f"{where}: {len(inputs)} inputs and {len(model.graph.output)} outputs; {expect}"
+        )
     float_type = onnx.TensorProto.FLOAT
     image = inputs[0]
     dims = _dims(image)
     if image.type.tensor_type.elem_type != float_type or len(dims) != 4:
         raise EngineError(f"{where}: input {image.name!r} is {_describe(image)}; {expect}")
     if dims[1] != 3:
-        raise EngineError(f"{where}: input {image.name!r} has {dims[1]} channel(s); raydenoise gives RGB images "
-                          f"(3 channels); {expect}")
+        raise EngineError(
+            f"{where}: input {image.name!r} has {dims[1]} channel(s); raydenoise gives RGB images "
+            f"(3 channels); {expect}"
+        )
     if isinstance(dims[2], int) or isinstance(dims[3], int):
-        raise EngineError(f"{where}: input {image.name!r} has a fixed size {dims[2]}x{dims[3]}; raydenoise runs "
-                          "whole images and tiles of any size: export the graph with dynamic height and width "
-                          f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}")
+        raise EngineError(
+            f"{where}: input {image.name!r} has a fixed size {dims[2]}x{dims[3]}; raydenoise runs "
+            "whole images and tiles of any size: export the graph with dynamic height and width "
+            f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}"
+        )
     meta = {}
     for prop in model.metadata_props:
         if prop.key == META_KEY:
@@ -295,20 +379,38 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
         # raydenoise's global networks: the whole image's thumbnail (N, 3, size, size) beside each tile
         cd = _dims(inputs[1])
         if inputs[1].type.tensor_type.elem_type != float_type or cd[1:] != [3, size, size]:
-            raise EngineError(f"{where}: input 'context' is {_describe(inputs[1])}, not (N, 3, {size}, {size})")
+            raise EngineError(
+                f"{where}: input 'context' is {_describe(inputs[1])}, not (N, 3, {size}, {size})"
+            )
         context, context_size = "context", size
     elif len(inputs) == 2:
         ld = _dims(inputs[1])
         if inputs[1].type.tensor_type.elem_type != float_type or len(ld) != 1:
-            raise EngineError(f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}")
+            raise EngineError(
+                f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}"
+            )
         level = inputs[1].name
     out = model.graph.output[0]
     od = _dims(out)
-    if out.type.tensor_type.elem_type != float_type or len(od) != 4 or isinstance(od[1], int) and od[1] != 3 or any(
-            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(od[2:], dims[2:])):
-        raise EngineError(f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}")
-    return {"input": image.name, "level": level, "output": out.name, "meta": meta, "context": context,
-            "context_size": context_size}
+    if (
+        out.type.tensor_type.elem_type != float_type
+        or len(od) != 4
+        or (isinstance(od[1], int) and od[1] != 3)
+        or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(od[2:], dims[2:])
+        )
+    ):
+        raise EngineError(
+            f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}"
+        )
+    return {
+        "input": image.name,
+        "level": level,
+        "output": out.name,
+        "meta": meta,
+        "context": context,
+        "context_size": context_size,
+    }
 
 
 def graph_parameters(graph: bytes) -> int:
@@ -355,8 +457,16 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, buf, input_names=names, output_names=["output"], dynamic_axes=dynamic,
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            model,
+            args,
+            buf,  # type: ignore[arg-type]
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
     graph = onnx.load_model_from_string(buf.getvalue())
     graph.metadata_props.add(key=META_KEY, value=json.dumps(asdict(info)))
     data = graph.SerializeToString()
@@ -367,7 +477,9 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
     return data
 
 
-def check_export(model, graph: bytes, conditioned: bool, tolerance: float = 1e-4, context: int = 0) -> float:
+def check_export(
+    model, graph: bytes, conditioned: bool, tolerance: float = 1e-4, context: int = 0
+) -> float:
     """Run the graph with ONNX Runtime and the network with torch on an odd-sized test image
     (not a multiple of any stride); EngineError when they differ by more than ``tolerance``.
     Returns the largest difference."""
@@ -379,8 +491,14 @@ def check_export(model, graph: bytes, conditioned: bool, tolerance: float = 1e-4
     engine = OrtEngine(graph, "the exported graph", threads=1)
     with torch.inference_mode():
         t = torch.from_numpy(x).permute(0, 3, 1, 2)
-        ref = (model(t, torch.from_numpy(levels)) if conditioned else model(t)).permute(0, 2, 3, 1).numpy()
+        ref = (
+            (model(t, torch.from_numpy(levels)) if conditioned else model(t))
+            .permute(0, 2, 3, 1)
+            .numpy()
+        )
     diff = float(np.abs(engine.run(x, levels) - ref).max())
     if not diff <= tolerance:
-        raise EngineError(f"the exported graph differs from the torch network by {diff:.2e} (over {tolerance:g})")
+        raise EngineError(
+            f"the exported graph differs from the torch network by {diff:.2e} (over {tolerance:g})"
+        )
     return diff

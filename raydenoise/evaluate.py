@@ -18,16 +18,17 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .ingest import IngestError, iter_shard_rows, read_manifest
+from .console import Progress, console, duration, plural
+from .dataset import DatasetError, iter_shard_rows, read_manifest
 from .metrics import METRIC_NAMES, all_metrics
 from .noise_level import BLIND_SIGMA, strength_problem
 from .report import to_json
-from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
 from .storage import StorageError, endpoint_from_env, last_error_line, object_error, open_store
 
@@ -51,8 +52,12 @@ class EvaluateConfig:
     s3_endpoint: str | None = None
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     dry_run: bool = False  # read the manifest, check the model, time a few pairs; nothing written
-    strength: float = 1.0  # as denoise --strength: x the estimated noise level (or blend); 0 = the input
-    sigma: float | None = None  # as denoise --sigma: a fixed noise level (0-255) for a conditioned model
+    strength: float = (
+        1.0  # as denoise --strength: x the estimated noise level (or blend); 0 = the input
+    )
+    sigma: float | None = (
+        None  # as denoise --sigma: a fixed noise level (0-255) for a conditioned model
+    )
     engine: str = "auto"  # as denoise --engine: torch, onnxruntime or auto
     tta: bool = False  # as denoise --tta: the mean of 8 flips/rotations
 
@@ -76,8 +81,10 @@ def check_baselines(names: tuple[str, ...]) -> None:
         try:
             import bm3d  # noqa: F401
         except ImportError:
-            raise EvaluateError("--baselines bm3d needs the optional bm3d package (CBM3D): "
-                                "pip install bm3d (or raydenoise[bm3d]), or leave bm3d out") from None
+            raise EvaluateError(
+                "--baselines bm3d needs the optional bm3d package (CBM3D): "
+                "pip install bm3d (or raydenoise[bm3d]), or leave bm3d out"
+            ) from None
 
 
 def noise_sigma(x: np.ndarray) -> float:
@@ -95,8 +102,15 @@ def nl_means(noisy: np.ndarray) -> np.ndarray:
 
     x = noisy.astype(np.float32) / 255
     sigma = noise_sigma(x)
-    y = denoise_nl_means(x, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6,
-                         channel_axis=-1)
+    y = denoise_nl_means(
+        x,
+        h=0.8 * sigma,
+        sigma=sigma,
+        fast_mode=True,
+        patch_size=5,
+        patch_distance=6,
+        channel_axis=-1,
+    )
     return np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
 
 
@@ -127,15 +141,33 @@ class Scorer:
     deleted by a re-ingest while this ran), become rows with ``error`` set; the rest go on.
     """
 
-    def __init__(self, data_uri: str, model_uri: str, endpoint: str | None, tile: int | None,
-                 baselines: tuple[str, ...] = DEFAULT_BASELINES, strength: float = 1.0, sigma: float | None = None,
-                 engine: str = "torch", graph: bytes | None = None, tta: bool = False, threads: int | None = None):
+    def __init__(
+        self,
+        data_uri: str,
+        model_uri: str,
+        endpoint: str | None,
+        tile: int | None,
+        baselines: tuple[str, ...] = DEFAULT_BASELINES,
+        strength: float = 1.0,
+        sigma: float | None = None,
+        engine: str = "torch",
+        graph: bytes | None = None,
+        tta: bool = False,
+        threads: int | None = None,
+    ):
         from .engines import make_engine
         from .inference import Denoiser
 
-        self.denoiser = Denoiser(make_engine(model_uri, endpoint, engine, graph, threads=threads), tile=tile,
-                                 strength=strength, sigma=sigma, tta=tta)
-        self.methods = [("model", self.denoiser)] + [(BASELINES[b], BASELINE_FNS[b]) for b in baselines]
+        self.denoiser = Denoiser(
+            make_engine(model_uri, endpoint, engine, graph, threads=threads),
+            tile=tile,
+            strength=strength,
+            sigma=sigma,
+            tta=tta,
+        )
+        self.methods = [("model", self.denoiser)] + [
+            (BASELINES[b], BASELINE_FNS[b]) for b in baselines
+        ]
         self.store = open_store(data_uri, endpoint)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -146,10 +178,16 @@ class Scorer:
                     for pid, lb, hb in shard_rows:
                         self._score_pair(str(pid), lb, hb, rows)
             except Exception as exc:
-                reason = ("shard not found (was the data set re-ingested while evaluate ran?)"
-                          if isinstance(exc, FileNotFoundError) else f"cannot read the shard: {object_error(exc)}")
+                reason = (
+                    "shard not found (was the data set re-ingested while evaluate ran?)"
+                    if isinstance(exc, FileNotFoundError)
+                    else f"cannot read the shard: {object_error(exc)}"
+                )
                 _add(rows, id=str(path), method="", error=f"{self.store.uri(str(path))}: {reason}")
-        return {k: np.array(v, dtype=str if k in ("id", "method", "error") else np.float64) for k, v in rows.items()}
+        return {
+            k: np.array(v, dtype=str if k in ("id", "method", "error") else np.float64)
+            for k, v in rows.items()
+        }
 
     def _score_pair(self, pid: str, lb: bytes, hb: bytes, rows: dict[str, list]) -> None:
         from .images import ImageError, decode_rgb8
@@ -168,7 +206,13 @@ class Scorer:
                 _add(rows, id=pid, method=method, error=f"pair {pid}: {method} failed: {exc}")
                 continue
             seconds = time.perf_counter() - t0
-            _add(rows, id=pid, method=method, seconds=seconds, **all_metrics(out.astype(np.float32) / 255, ref))
+            _add(
+                rows,
+                id=pid,
+                method=method,
+                seconds=seconds,
+                **all_metrics(out.astype(np.float32) / 255, ref),
+            )
 
 
 _ROW_KEYS = ("id", "method", "seconds", *METRIC_NAMES, "error")
@@ -177,17 +221,29 @@ _ROW_KEYS = ("id", "method", "seconds", *METRIC_NAMES, "error")
 def _add(rows: dict[str, list], **values: Any) -> None:
     for k in _ROW_KEYS:
         v = values.get(k)
-        rows[k].append(("" if v is None else v) if k in ("id", "method", "error") else (math.nan if v is None else v))
+        rows[k].append(
+            ("" if v is None else v)
+            if k in ("id", "method", "error")
+            else (math.nan if v is None else v)
+        )
 
 
-def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
-                 start_ray: StartRay | None = None) -> dict[str, Any]:
+def run_evaluate(
+    cfg: EvaluateConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None
+) -> dict[str, Any]:
     """Score the split; writes per_image.csv, table.csv and table.json; returns the table.
 
     Raises EvaluateError for bad arguments, data or model (before any work), and after writing
     the tables when some pairs or shards could not be scored (they are listed in table.json).
     """
-    from .artifacts import BUILTIN, ArtifactError, is_onnx, load_model_uri, resolve_model_uri, takes_level
+    from .artifacts import (
+        BUILTIN,
+        ArtifactError,
+        is_onnx,
+        load_model_uri,
+        resolve_model_uri,
+        takes_level,
+    )
     from .engines import EngineError, choose_engine, prepare_graph
     from .images import MIN_TILE
 
@@ -205,11 +261,16 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     try:
         manifest = read_manifest(cfg.data, endpoint)
         if manifest.get("clean_only"):
-            raise EvaluateError(f"{cfg.data} holds clean images only (ingested without --low): evaluate needs pairs; "
-                                "make noisy partners with `raydenoise synth --clean ... --noise ...` and ingest both")
+            raise EvaluateError(
+                f"{cfg.data} holds clean images only (ingested without --low): evaluate needs pairs; "
+                "make noisy partners with `raydenoise synth --clean ... --noise ...` and ingest both"
+            )
 
         # Resolved here: actors may run in another directory or on another node.
-        data_uri, model_uri = open_store(cfg.data, endpoint).root, resolve_model_uri(cfg.model, endpoint)
+        data_uri, model_uri = (
+            open_store(cfg.data, endpoint).root,
+            resolve_model_uri(cfg.model, endpoint),
+        )
         engine = choose_engine(cfg.engine, model_uri, use_gpu=False)
         if engine == "torch":
             load_model_uri(model_uri, endpoint)
@@ -217,44 +278,83 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
         if cfg.sigma is not None and not takes_level(model_uri, endpoint):
             raise EvaluateError(BLIND_SIGMA.format(model=cfg.model))
         if cfg.out is None and (model_uri.startswith(BUILTIN) or is_onnx(model_uri)):
-            raise EvaluateError(f"--model {model_uri}: give --out (a built-in model or an ONNX file has no folder to "
-                                "write eval/ into)")
-        out = open_store(cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint)
+            raise EvaluateError(
+                f"--model {model_uri}: give --out (a built-in model or an ONNX file has no folder to "
+                "write eval/ into)"
+            )
+        out = open_store(
+            cfg.out or open_store(model_uri, endpoint).uri(f"eval/{cfg.split}"), endpoint
+        )
         if not cfg.dry_run:
             out.check_writable()
-    except (IngestError, StorageError, ArtifactError, EngineError) as exc:
+    except (DatasetError, StorageError, ArtifactError, EngineError) as exc:
         raise EvaluateError(str(exc)) from None
     shards = [s["path"] for s in manifest.get("shards", []) if s.get("split") == cfg.split]
     if not shards:
-        raise EvaluateError(f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})")
+        raise EvaluateError(
+            f"{cfg.data}: the {cfg.split} split is empty (counts: {manifest.get('counts')})"
+        )
     if cfg.dry_run:
-        return dry_run(cfg, manifest, shards, methods, data_uri, model_uri, endpoint, out, log, t_start,
-                       (engine, graph))
+        return dry_run(
+            cfg,
+            manifest,
+            shards,
+            methods,
+            data_uri,
+            model_uri,
+            endpoint,
+            out,
+            log,
+            t_start,
+            (engine, graph),
+        )
     check_s = time.time() - t_start
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
 
-    not_shared = check_shared_paths(reads={"--data": data_uri,
-                                           "--model": None if model_uri.startswith(BUILTIN) else model_uri}, writes={})
+    not_shared = check_shared_paths(
+        reads={"--data": data_uri, "--model": None if model_uri.startswith(BUILTIN) else model_uri},
+        writes={},
+    )
     if not_shared:
         raise EvaluateError(not_shared)
     first_s = None
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
     expected = manifest["counts"].get(cfg.split, 0)
-    log(f"evaluate: {plural(expected, cfg.split + ' pair')} x {plural(len(methods), 'method')} ({', '.join(methods)}), "
-        f"{plural(workers, 'actor')}")
-    ds = ray.data.from_items([{"path": p} for p in shards], override_num_blocks=len(shards)).map_batches(
-        Scorer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"data_uri": data_uri, "model_uri": model_uri, "endpoint": endpoint, "tile": cfg.tile,
-                               "baselines": tuple(cfg.baselines), "strength": cfg.strength, "sigma": cfg.sigma,
-                               "engine": engine, "graph": graph, "tta": cfg.tta, "threads": 1},
+    log(
+        f"evaluate: {plural(expected, cfg.split + ' pair')} x {plural(len(methods), 'method')} ({', '.join(methods)}), "
+        f"{plural(workers, 'actor')}"
+    )
+    ds = ray.data.from_items(
+        [{"path": p} for p in shards], override_num_blocks=len(shards)
+    ).map_batches(
+        Scorer,
+        batch_size=1,
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        fn_constructor_kwargs={
+            "data_uri": data_uri,
+            "model_uri": model_uri,
+            "endpoint": endpoint,
+            "tile": cfg.tile,
+            "baselines": tuple(cfg.baselines),
+            "strength": cfg.strength,
+            "sigma": cfg.sigma,
+            "engine": engine,
+            "graph": graph,
+            "tta": cfg.tta,
+            "threads": 1,
+        },
     )
     sums = {m: _Sums() for m in methods}
     errors: dict[str, None] = {}  # unique messages, in order (at most MAX_ERRORS kept)
     n_errors, ids = 0, _Counter()
     per_image: dict[str, dict[str, float]] = {}  # id -> method -> PSNR, for the report page
     try:
-        with out.open_write("per_image.csv") as raw, Progress("evaluate", expected * len(methods), unit="score") as progress:
+        with (
+            out.open_write("per_image.csv") as raw,
+            Progress("evaluate", expected * len(methods), unit="score") as progress,
+        ):
             text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = csv.DictWriter(text, fieldnames=list(PER_IMAGE))
             writer.writeheader()
@@ -278,25 +378,48 @@ def run_evaluate(cfg: EvaluateConfig, log: Callable[[str], None] = print,
     table = {m: sums[m].table() for m in methods}
     scored = ids.count
     out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
-    phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
-              "first_score_s": round(first_s, 3) if first_s else None}
+    phases = {
+        "check_s": round(check_s, 3),
+        "ray_init_s": round(ray_s, 3),
+        "first_score_s": round(first_s, 3) if first_s else None,
+    }
     errors_list = sorted(errors)
-    out.write_bytes("table.json", to_json({"table": table, "config": asdict(cfg), "data_run": manifest["run"],
-                                           "pairs_expected": expected, "errors": errors_list,
-                                           "errors_total": n_errors, "phases": phases}))
+    out.write_bytes(
+        "table.json",
+        to_json(
+            {
+                "table": table,
+                "config": asdict(cfg),
+                "data_run": manifest["run"],
+                "pairs_expected": expected,
+                "errors": errors_list,
+                "errors_total": n_errors,
+                "phases": phases,
+            }
+        ),
+    )
     _write_page(cfg, table, per_image, out, data_uri, shards, (model_uri, endpoint, engine, graph))
     log(format_table(table, cfg.split))
     log(f"evaluate: wrote {out.uri('table.csv')}, table.json, per_image.csv and report.html")
     if n_errors:
         for e in errors_list[:10]:
             console().error(f"evaluate: {e}")
-        raise EvaluateError(f"{n_errors} problems (listed above and in {out.uri('table.json')}); the table covers "
-                            f"{scored} of {expected} pairs")
+        raise EvaluateError(
+            f"{n_errors} problems (listed above and in {out.uri('table.json')}); the table covers "
+            f"{scored} of {expected} pairs"
+        )
     return table
 
 
-def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str, float]], out, data_uri: str,
-                shards: list[str], model: tuple) -> None:
+def _write_page(
+    cfg: EvaluateConfig,
+    table: dict,
+    per_image: dict[str, dict[str, float]],
+    out,
+    data_uri: str,
+    shards: list[str],
+    model: tuple,
+) -> None:
     """report.html: the methods side by side per image, and the images where the model gains
     most and least over the best baseline, every method's output at 1:1 (recomputed here)."""
     from . import report_page
@@ -314,11 +437,23 @@ def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str,
         try:
             for rows in iter_shard_rows(store, shard, ("id", "low", "high"), 8):
                 pairs.update({str(pid): (lb, hb) for pid, lb, hb in rows if str(pid) in wanted})
-        except Exception:  # a damaged or vanished shard: already an error of the run; its pairs are not shown
+        except (
+            Exception
+        ):  # a damaged or vanished shard: already an error of the run; its pairs are not shown
             continue
-    denoiser = Denoiser(make_engine(model_uri, endpoint, engine, graph), tile=cfg.tile, strength=cfg.strength,
-                        sigma=cfg.sigma, tta=cfg.tta)
-    names = ("input", "model", *[BASELINES[b] for b in cfg.baselines if b != "identity"], "reference")
+    denoiser = Denoiser(
+        make_engine(model_uri, endpoint, engine, graph),
+        tile=cfg.tile,
+        strength=cfg.strength,
+        sigma=cfg.sigma,
+        tta=cfg.tta,
+    )
+    names = (
+        "input",
+        "model",
+        *[BASELINES[b] for b in cfg.baselines if b != "identity"],
+        "reference",
+    )
     comparisons = []
     for pid, label in wanted.items():
         if pid not in pairs:
@@ -327,18 +462,36 @@ def _write_page(cfg: EvaluateConfig, table: dict, per_image: dict[str, dict[str,
             low, high = (decode_rgb8(b, max_pixels=None) for b in pairs[pid])
             images = {"input": low, "model": denoiser(low)}
             images |= {BASELINES[b]: BASELINE_FNS[b](low) for b in cfg.baselines if b != "identity"}
-        except Exception:  # it was scored, so this does not happen; if it does, the image is not shown
+        except (
+            Exception
+        ):  # it was scored, so this does not happen; if it does, the image is not shown
             continue
         images["reference"] = high
-        row = {"key": pid, "psnr": per_image[pid].get("model"), "input_psnr": per_image[pid].get("noisy input"),
-               "width": low.shape[1], "height": low.shape[0]}
+        row = {
+            "key": pid,
+            "psnr": per_image[pid].get("model"),
+            "input_psnr": per_image[pid].get("noisy input"),
+            "width": low.shape[1],
+            "height": low.shape[0],
+        }
         comparisons.append(report_page.compare(pid, label, row, images))
-    facts = {"model": cfg.model, "engine": engine, "data": data_uri, "split": cfg.split,
-             "baselines": ", ".join(BASELINES[b] for b in cfg.baselines) or "none", "self-ensemble (--tta)":
-             "yes" if cfg.tta else "no", "strength": cfg.sigma if cfg.sigma is not None else cfg.strength}
-    page = report_page.evaluate_page(title=f"raydenoise evaluate: {cfg.model} on {data_uri} ({cfg.split})",
-                                     table=table, per_image=per_image, facts=facts, comparisons=comparisons,
-                                     crop_names=names)
+    facts = {
+        "model": cfg.model,
+        "engine": engine,
+        "data": data_uri,
+        "split": cfg.split,
+        "baselines": ", ".join(BASELINES[b] for b in cfg.baselines) or "none",
+        "self-ensemble (--tta)": "yes" if cfg.tta else "no",
+        "strength": cfg.sigma if cfg.sigma is not None else cfg.strength,
+    }
+    page = report_page.evaluate_page(
+        title=f"raydenoise evaluate: {cfg.model} on {data_uri} ({cfg.split})",
+        table=table,
+        per_image=per_image,
+        facts=facts,
+        comparisons=comparisons,
+        crop_names=names,
+    )
     out.write_bytes("report.html", page.encode())
 
 
@@ -348,7 +501,10 @@ MAX_ERRORS = 1000  # distinct error messages kept for table.json (all are counte
 
 def _batch_rows(batch: dict[str, np.ndarray]):
     for i in range(len(batch["id"])):
-        yield {k: (v.item() if isinstance(v, np.generic) else v) for k, v in ((k, batch[k][i]) for k in _ROW_KEYS)}
+        yield {
+            k: (v.item() if isinstance(v, np.generic) else v)
+            for k, v in ((k, batch[k][i]) for k in _ROW_KEYS)
+        }
 
 
 class _Sums:
@@ -368,7 +524,10 @@ class _Sums:
                 self.n[k] += 1
 
     def table(self) -> dict[str, Any]:
-        return {**{k: (self.total[k] / self.n[k] if self.n[k] else None) for k in self.total}, "images": self.images}
+        return {
+            **{k: (self.total[k] / self.n[k] if self.n[k] else None) for k in self.total},
+            "images": self.images,
+        }
 
 
 class _Counter:
@@ -386,40 +545,88 @@ class _Counter:
 SAMPLE = 3  # pairs scored on the driver by --dry-run to estimate the time
 
 
-def dry_run(cfg: EvaluateConfig, manifest: dict, shards: list[str], methods: list[str], data_uri: str,
-            model_uri: str, endpoint: str | None, out, log: Callable[[str], None], t_start: float,
-            engine_graph: tuple[str, bytes | None] = ("torch", None)) -> dict[str, Any]:
+def dry_run(
+    cfg: EvaluateConfig,
+    manifest: dict,
+    shards: list[str],
+    methods: list[str],
+    data_uri: str,
+    model_uri: str,
+    endpoint: str | None,
+    out,
+    log: Callable[[str], None],
+    t_start: float,
+    engine_graph: tuple[str, bytes | None] = ("torch", None),
+) -> dict[str, Any]:
     """Check and plan only, without Ray and without writing: the pairs and shards of the split,
     the methods, and the time per pair of each method on a few pairs scored here."""
     from .inference import one_thread
 
     expected = manifest["counts"].get(cfg.split, 0)
     with one_thread():
-        scorer = Scorer(data_uri, model_uri, endpoint, cfg.tile, tuple(cfg.baselines), cfg.strength, cfg.sigma,
-                        engine_graph[0], engine_graph[1], cfg.tta, threads=1)
+        scorer = Scorer(
+            data_uri,
+            model_uri,
+            endpoint,
+            cfg.tile,
+            tuple(cfg.baselines),
+            cfg.strength,
+            cfg.sigma,
+            engine_graph[0],
+            engine_graph[1],
+            cfg.tta,
+            threads=1,
+        )
         rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
         sampled = 0
         try:
-            for shard_rows in iter_shard_rows(scorer.store, shards[0], ("id", "low", "high"), SAMPLE):
-                for pid, lb, hb in shard_rows[:SAMPLE - sampled]:
+            for shard_rows in iter_shard_rows(
+                scorer.store, shards[0], ("id", "low", "high"), SAMPLE
+            ):
+                for pid, lb, hb in shard_rows[: SAMPLE - sampled]:
                     scorer._score_pair(str(pid), lb, hb, rows)
                     sampled += 1
                 if sampled >= SAMPLE:
                     break
         except Exception as exc:
-            raise EvaluateError(f"{scorer.store.uri(shards[0])}: cannot read the shard: {object_error(exc)}") from None
-    per_pair = {m: _mean([s for s, mm, e in zip(rows["seconds"], rows["method"], rows["error"]) if mm == m and not e])
-                for m in methods}
+            raise EvaluateError(
+                f"{scorer.store.uri(shards[0])}: cannot read the shard: {object_error(exc)}"
+            ) from None
+    per_pair = {
+        m: _mean(
+            [
+                s
+                for s, mm, e in zip(rows["seconds"], rows["method"], rows["error"])
+                if mm == m and not e
+            ]
+        )
+        for m in methods
+    }
     cpu_s = sum(v for v in per_pair.values() if v) * expected
-    summary = {"dry_run": True, "split": cfg.split, "pairs": expected, "shards": len(shards), "methods": methods,
-               "sampled": sampled, "seconds_per_pair": per_pair, "cpu_seconds": cpu_s, "out": out.root,
-               "plan_s": round(time.time() - t_start, 3)}
-    log(f"evaluate --dry-run: {plural(expected, cfg.split + ' pair')} in {plural(len(shards), 'shard')} of {data_uri} "
-        f"x {plural(len(methods), 'method')} ({', '.join(methods)}); the tables would go to {out.root}")
+    summary = {
+        "dry_run": True,
+        "split": cfg.split,
+        "pairs": expected,
+        "shards": len(shards),
+        "methods": methods,
+        "sampled": sampled,
+        "seconds_per_pair": per_pair,
+        "cpu_seconds": cpu_s,
+        "out": out.root,
+        "plan_s": round(time.time() - t_start, 3),
+    }
+    log(
+        f"evaluate --dry-run: {plural(expected, cfg.split + ' pair')} in {plural(len(shards), 'shard')} of {data_uri} "
+        f"x {plural(len(methods), 'method')} ({', '.join(methods)}); the tables would go to {out.root}"
+    )
     if sampled:
-        log("evaluate --dry-run: estimate from " + plural(sampled, "pair") + " scored here: "
+        log(
+            "evaluate --dry-run: estimate from "
+            + plural(sampled, "pair")
+            + " scored here: "
             + ", ".join(f"{m} {v:.3f} s/pair" for m, v in per_pair.items() if v is not None)
-            + f"; about {duration(cpu_s)} on one CPU, divided by the CPUs of the cluster that runs it")
+            + f"; about {duration(cpu_s)} on one CPU, divided by the CPUs of the cluster that runs it"
+        )
     log("evaluate --dry-run: nothing was written")
     return summary
 
@@ -439,12 +646,14 @@ def _csv(rows: list[dict]) -> bytes:
 
 
 def format_table(table: dict[str, dict[str, float]], split: str) -> str:
-    lines = [f"{split} split    PSNR (dB)      MSE      MAE     SSIM   s/image",
-             "-" * 62]
+    lines = [f"{split} split    PSNR (dB)      MSE      MAE     SSIM   s/image", "-" * 62]
+
     def f(v, width: int, digits: int) -> str:
         return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
 
     for method, v in table.items():
-        lines.append(f"{method:<14} {f(v['psnr'], 9, 2)} {f(v['mse'], 8, 5)} {f(v['mae'], 8, 5)} {f(v['ssim'], 8, 4)} "
-                     f"{f(v['seconds'], 8, 3)}")
+        lines.append(
+            f"{method:<14} {f(v['psnr'], 9, 2)} {f(v['mse'], 8, 5)} {f(v['mae'], 8, 5)} {f(v['ssim'], 8, 4)} "
+            f"{f(v['seconds'], 8, 3)}"
+        )
     return "\n".join(lines)

@@ -84,7 +84,9 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
         if fmt == "TIFF":
             _tiff_samples(data)  # a readable TIFF of samples Pillow does not take: say which
         if fmt:
-            raise ImageError(f"corrupt or truncated image data (a {fmt} header, but unreadable)") from None
+            raise ImageError(
+                f"corrupt or truncated image data (a {fmt} header, but unreadable)"
+            ) from None
         raise ImageError("not an image (unrecognized format)") from None
     except ImageError:
         raise
@@ -98,8 +100,10 @@ def _open(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from None
     if frames > 1:
         kind = "a multi-page file" if im.format == "TIFF" else "an animation"
-        raise ImageError(f"{kind} of {frames} frames ({im.format}): one image per file is written and the "
-                         "other frames would be lost; split it into single images first")
+        raise ImageError(
+            f"{kind} of {frames} frames ({im.format}): one image per file is written and the "
+            "other frames would be lost; split it into single images first"
+        )
     return im
 
 
@@ -119,7 +123,9 @@ def _convert(im: Image.Image, keep_alpha: bool) -> tuple[np.ndarray, np.ndarray 
         if rotated:
             im = ImageOps.exif_transpose(im)
         alpha = None
-        if keep_alpha and (im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)):
+        if keep_alpha and (
+            im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
+        ):
             alpha = np.asarray(im.convert("RGBA"))[..., 3].copy()
             if alpha.min() == 255:
                 alpha = None  # an alpha channel that is opaque everywhere carries nothing
@@ -134,8 +140,12 @@ def _convert(im: Image.Image, keep_alpha: bool) -> tuple[np.ndarray, np.ndarray 
 
 
 _SIGNATURES = {
-    PNG_SIGNATURE: "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
-    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+    PNG_SIGNATURE: "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
 }
 
 
@@ -143,9 +153,13 @@ _SIGNATURES = {
 class Keep:
     """What an output keeps of its input besides the pixels (see read_keep)."""
 
-    exif: bytes = b""  # the input's EXIF ("Exif\0\0" + TIFF), orientation set to 1: pixels are stored upright
+    exif: bytes = (
+        b""  # the input's EXIF ("Exif\0\0" + TIFF), orientation set to 1: pixels are stored upright
+    )
     icc: bytes = b""  # the ICC colour profile (Display P3, Adobe RGB...): without it colours shift
-    quality: int = 0  # a lossy input's quality (JPEG: estimated from its quantization tables); 0: lossless
+    quality: int = (
+        0  # a lossy input's quality (JPEG: estimated from its quantization tables); 0: lossless
+    )
     subsampling: int = -1  # a JPEG's chroma subsampling (0 4:4:4, 1 4:2:2, 2 4:2:0); -1: none
 
 
@@ -161,7 +175,9 @@ class Decoded:
     keep: Keep = Keep()
 
 
-WEBP_QUALITY = 90  # a lossy WebP input is written lossy at this quality (its own cannot be read back)
+WEBP_QUALITY = (
+    90  # a lossy WebP input is written lossy at this quality (its own cannot be read back)
+)
 
 
 def read_keep(im: Image.Image, data: bytes) -> Keep:
@@ -177,7 +193,12 @@ def read_keep(im: Image.Image, data: bytes) -> Keep:
         subsampling = JpegImagePlugin.get_sampling(im)
     elif im.format == "WEBP" and _webp_is_lossy(data):
         quality = WEBP_QUALITY
-    return Keep(exif=_upright(exif), icc=im.info.get("icc_profile") or b"", quality=quality, subsampling=subsampling)
+    return Keep(
+        exif=_upright(exif),
+        icc=im.info.get("icc_profile") or b"",
+        quality=quality,
+        subsampling=subsampling,
+    )
 
 
 @functools.cache
@@ -187,7 +208,7 @@ def _jpeg_tables() -> tuple[tuple[int, tuple[int, ...]], ...]:
     for q in range(1, 101):
         buf = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buf, format="JPEG", quality=q)
-        tables.append((q, tuple(Image.open(buf).quantization[0])))
+        tables.append((q, tuple(Image.open(buf).quantization[0])))  # type: ignore[attr-defined]
     return tuple(tables)
 
 
@@ -205,7 +226,7 @@ def _webp_is_lossy(data: bytes) -> bool:
     """A WebP whose image chunk is "VP8 " (lossy), not "VP8L" (lossless), walking its chunks."""
     pos = 12
     while pos + 8 <= len(data):
-        tag, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        tag, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if tag in (b"VP8 ", b"VP8L"):
             return tag == b"VP8 "
         pos += 8 + size + (size & 1)
@@ -221,12 +242,12 @@ def _upright(exif: bytes) -> bytes:
     try:
         order = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
         ifd = struct.unpack(order + "I", tiff[4:8])[0]
-        (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
         for i in range(count):
             at = ifd + 2 + 12 * i
-            tag, kind = struct.unpack(order + "HH", tiff[at:at + 4])
+            tag, kind = struct.unpack(order + "HH", tiff[at : at + 4])
             if tag == 0x0112 and kind == 3:
-                tiff[at + 8:at + 10] = struct.pack(order + "H", 1)
+                tiff[at + 8 : at + 10] = struct.pack(order + "H", 1)
     except (KeyError, struct.error):
         return b""
     return b"Exif\0\0" + bytes(tiff)
@@ -249,10 +270,14 @@ def decode_for_denoise(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     if depth == 16 and im.format in ("PNG", "TIFF"):
         return _decode16(data, im, keep)
     if depth > 8:
-        raise ImageError(f"{depth}-bit samples ({im.format}, mode {im.mode}): denoise reads 16-bit PNG and TIFF "
-                         "and 8-bit images; convert it to one of those first")
+        raise ImageError(
+            f"{depth}-bit samples ({im.format}, mode {im.mode}): denoise reads 16-bit PNG and TIFF "
+            "and 8-bit images; convert it to one of those first"
+        )
     rgb, alpha, _ = _convert(im, keep_alpha=True)
-    return Decoded(rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG", keep=keep)
+    return Decoded(
+        rgb=rgb, alpha=alpha, gray=im.mode in _GRAY_MODES, format=im.format or "PNG", keep=keep
+    )
 
 
 def _tiff_samples(data: bytes) -> None:
@@ -267,8 +292,10 @@ def _tiff_samples(data: bytes) -> None:
         return
     if dtype is not None:
         kind = "floating-point" if np.dtype(dtype).kind == "f" else "integer"
-        raise ImageError(f"{np.dtype(dtype).itemsize * 8}-bit {kind} samples: denoise reads 8- and 16-bit images; "
-                         "convert it to 16-bit TIFF or PNG first")
+        raise ImageError(
+            f"{np.dtype(dtype).itemsize * 8}-bit {kind} samples: denoise reads 8- and 16-bit images; "
+            "convert it to 16-bit TIFF or PNG first"
+        )
 
 
 def _decode16(data: bytes, im: Image.Image, keep: Keep) -> Decoded:
@@ -286,10 +313,18 @@ def _decode16(data: bytes, im: Image.Image, keep: Keep) -> Decoded:
 
             arr = tifffile.imread(io.BytesIO(data))
     except Exception as exc:
-        raise ImageError(f"corrupt or truncated 16-bit {im.format} ({type(exc).__name__}: {exc})") from None
-    if arr is None or arr.dtype != np.uint16 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (
-            1, 2, 3, 4)):
-        raise ImageError(f"16-bit {im.format} with an unsupported layout ({getattr(arr, 'shape', None)})")
+        raise ImageError(
+            f"corrupt or truncated 16-bit {im.format} ({type(exc).__name__}: {exc})"
+        ) from None
+    if (
+        arr is None
+        or arr.dtype != np.uint16
+        or arr.ndim not in (2, 3)
+        or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4))
+    ):
+        raise ImageError(
+            f"16-bit {im.format} with an unsupported layout ({getattr(arr, 'shape', None)})"
+        )
     if arr.ndim == 3 and arr.shape[2] in (1, 2):  # gray (+ alpha)
         gray_alpha = arr[..., 1] if arr.shape[2] == 2 else None
         arr = arr[..., 0]
@@ -302,8 +337,13 @@ def _decode16(data: bytes, im: Image.Image, keep: Keep) -> Decoded:
     rgb = _orient(rgb, orientation)
     if alpha is not None:
         alpha = None if alpha.min() == 65535 else _orient(alpha, orientation)
-    return Decoded(rgb=np.ascontiguousarray(rgb), alpha=None if alpha is None else np.ascontiguousarray(alpha),
-                   gray=gray, format=im.format, keep=keep)
+    return Decoded(
+        rgb=np.ascontiguousarray(rgb),
+        alpha=None if alpha is None else np.ascontiguousarray(alpha),
+        gray=gray,
+        format=im.format or "",
+        keep=keep,
+    )
 
 
 def _orientation(im: Image.Image) -> int:
@@ -315,9 +355,15 @@ def _orientation(im: Image.Image) -> int:
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Pixels as viewers show them for an EXIF orientation (what ImageOps.exif_transpose does)."""
-    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
-           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.swapaxes(a, 0, 1)[::-1]}
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+    }
     return ops[orientation](arr) if orientation in ops else arr
 
 
@@ -337,8 +383,14 @@ def _bits_per_sample(im: Image.Image, data: bytes) -> int:
     return 8
 
 
-def encode_like(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, keep: Keep = Keep(),
-                quality: int | None = None) -> bytes:
+def encode_like(
+    rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    gray: bool,
+    fmt: str,
+    keep: Keep = Keep(),
+    quality: int | None = None,
+) -> bytes:
     """Encode a denoised uint8 (H, W, 3) image in its input's format: one channel if the input
     was grayscale, the input's alpha channel re-attached unchanged, its EXIF (orientation 1) and
     ICC profile carried (``keep``). A lossy input stays lossy: JPEG at the input's estimated
@@ -356,8 +408,13 @@ def encode_like(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str,
     meta = {k: v for k, v in (("exif", keep.exif), ("icc_profile", keep.icc)) if v}
     if fmt in ("JPEG", "MPO"):
         sub = keep.subsampling if keep.subsampling in (0, 1, 2) and not gray else 0
-        return _save(im.convert("L" if gray else "RGB"), "JPEG", meta, quality=quality or keep.quality or JPEG_QUALITY,
-                     subsampling=sub)
+        return _save(
+            im.convert("L" if gray else "RGB"),
+            "JPEG",
+            meta,
+            quality=quality or keep.quality or JPEG_QUALITY,
+            subsampling=sub,
+        )
     if fmt == "WEBP":
         im = im.convert("RGBA" if alpha is not None else "RGB")
         if quality or keep.quality:
@@ -384,15 +441,22 @@ def _encode16(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, k
 
         buf = io.BytesIO()
         photometric = "minisblack" if gray else "rgb"
-        tifffile.imwrite(buf, arr, photometric=photometric, compression="zlib",
-                         extrasamples=("unassalpha",) if alpha is not None else None,
-                         iccprofile=keep.icc or None)
+        tifffile.imwrite(
+            buf,
+            arr,
+            photometric=photometric,
+            compression="zlib",
+            extrasamples=("unassalpha",) if alpha is not None else None,
+            iccprofile=keep.icc or None,
+        )
         return buf.getvalue()
     import cv2
 
     if arr.ndim == 3:
         arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
+    ok, png = cv2.imencode(
+        ".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL]
+    )
     if not ok:
         raise ImageError("the 16-bit PNG encoder failed")
     return _png_with(png.tobytes(), keep)
@@ -400,8 +464,14 @@ def _encode16(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, k
 
 def _png_with(png: bytes, keep: Keep) -> bytes:
     """PNG bytes with an iCCP chunk (the ICC profile) and an eXIf chunk (EXIF) after IHDR."""
+
     def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + tag
+            + body
+            + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        )
 
     extra = b""
     if keep.icc:
@@ -505,7 +575,9 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def check_plain_png(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+def check_plain_png(
+    data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int] | None:
     """Fully validate a non-interlaced 8-bit RGB PNG without decoding its pixels.
 
     Checks what a decoder can fail on: every chunk's CRC, the IHDR fields, the complete zlib
@@ -541,7 +613,9 @@ def check_plain_png(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
             try:
                 raw += inflater.decompress(body, expected + 1 - len(raw))
             except zlib.error as exc:
-                raise ImageError(f"corrupt or truncated image data (PNG pixel stream: {exc})") from None
+                raise ImageError(
+                    f"corrupt or truncated image data (PNG pixel stream: {exc})"
+                ) from None
         elif tag == b"acTL":
             return None  # an animated PNG: the full decoder sees (and refuses) its frames
         elif tag == b"IEND":
@@ -595,6 +669,8 @@ def area_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     def cells(n: int) -> list[tuple[int, int]]:
         return [((i * n) // size, -((-(i + 1) * n) // size)) for i in range(size)]
 
-    rows = np.stack([image[a:b].mean(axis=0, dtype=np.float64) for a, b in cells(h)])  # (size, W, C)
+    rows = np.stack(
+        [image[a:b].mean(axis=0, dtype=np.float64) for a, b in cells(h)]
+    )  # (size, W, C)
     out = np.stack([rows[:, a:b].mean(axis=1) for a, b in cells(w)], axis=1)  # (size, size, C)
     return np.ascontiguousarray((out * scale).transpose(2, 0, 1), dtype=np.float32)

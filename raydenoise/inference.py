@@ -41,7 +41,13 @@ MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112, "swift-cond": 112, "swift-gl
 STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16, "swift-cond": 16, "swift-global": 16}
 # Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
 # rounded up from the measurement).
-FORWARD_BYTES_PER_PIXEL = {"seed-ae": 9, "unet": 28, "swift": 16, "swift-cond": 16, "swift-global": 16}
+FORWARD_BYTES_PER_PIXEL = {
+    "seed-ae": 9,
+    "unet": 28,
+    "swift": 16,
+    "swift-cond": 16,
+    "swift-global": 16,
+}
 GiB = 1 << 30
 
 
@@ -116,20 +122,34 @@ class Denoiser:
     and untiled outputs stay equal.
     """
 
-    def __init__(self, model: Any, model_name: str | None = None, device: str = "cpu", tile: int | None = None,
-                 width: int | None = None, memory_budget: int | None = None, strength: float = 1.0,
-                 sigma: float | None = None, tta: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        model_name: str | None = None,
+        device: str = "cpu",
+        tile: int | None = None,
+        width: int | None = None,
+        memory_budget: int | None = None,
+        strength: float = 1.0,
+        sigma: float | None = None,
+        tta: bool = False,
+    ):
         from .engines import TorchEngine
 
-        self.engine = model if hasattr(model, "run") and hasattr(model, "info") else TorchEngine(
-            model, model_name or "", device, width)
+        self.engine = (
+            model
+            if hasattr(model, "run") and hasattr(model, "info")
+            else TorchEngine(model, model_name or "", device, width)
+        )
         info = self.engine.info
         check_strength(strength, sigma, info.conditioned)
         self.conditioned = info.conditioned
         self.context = info.context
         self.strength, self.sigma, self.tta = float(strength), sigma, tta
         self.device = self.engine.device
-        self.model = getattr(self.engine, "model", None)  # the torch network (None for an ONNX graph)
+        self.model = getattr(
+            self.engine, "model", None
+        )  # the torch network (None for an ONNX graph)
         self.name = info.name
         self.margin, self.stride = info.margin, info.multiple
         if tile is not None and tile < MIN_TILE:
@@ -168,7 +188,9 @@ class Denoiser:
         """The level given to the network for an image whose estimated noise level is ``measured``."""
         return self.sigma if self.sigma is not None else self.strength * measured
 
-    def _forward(self, x: np.ndarray, level: float | None = None, context: np.ndarray | None = None) -> np.ndarray:
+    def _forward(
+        self, x: np.ndarray, level: float | None = None, context: np.ndarray | None = None
+    ) -> np.ndarray:
         """One pass of the engine over float32 NHWC in [0, 1]. ``context``: the whole images'
         thumbnails (N, 3, S, S) for a global network (taken from ``x`` when None)."""
         levels = np.full(x.shape[0], float(level or 0.0), np.float32) if self.conditioned else None
@@ -176,7 +198,9 @@ class Denoiser:
             context = np.stack([area_thumbnail(img, self.context) for img in x])
         y = np.asarray(self.engine.run(np.ascontiguousarray(x, dtype=np.float32), levels, context))
         if not np.isfinite(y).all():
-            raise NonFiniteOutput("the model produced NaN/Inf values (diverged weights, or an overflow on this image)")
+            raise NonFiniteOutput(
+                "the model produced NaN/Inf values (diverged weights, or an overflow on this image)"
+            )
         return np.clip(y, 0.0, 1.0)
 
     def run_array(self, x: np.ndarray, level: float | None = None) -> np.ndarray:
@@ -189,7 +213,9 @@ class Denoiser:
             if self.passthrough:
                 return np.array(x, np.float32)
             level = self.level_for(estimate_sigma(x[0] * 255.0))
-        context = np.stack([area_thumbnail(img, self.context) for img in x]) if self.context else None
+        context = (
+            np.stack([area_thumbnail(img, self.context) for img in x]) if self.context else None
+        )
         if not self.tta:
             return self._run_whole(x, level, context)
         # Self-ensemble over whole images: each of the 8 turned images is run (and tiled) as an
@@ -208,7 +234,9 @@ class Denoiser:
                 y += np.rot90(out, -k, axes=(1, 2))
         return y / 8.0
 
-    def _run_whole(self, x: np.ndarray, level: float | None, context: np.ndarray | None) -> np.ndarray:
+    def _run_whole(
+        self, x: np.ndarray, level: float | None, context: np.ndarray | None
+    ) -> np.ndarray:
         h, w = x.shape[1:3]
         t = self.tile_for(h, w)
         if t is None or (h <= t and w <= t):
@@ -223,7 +251,9 @@ class Denoiser:
         """The same for a torch tensor, float32 NCHW in [0, 1] (the API's ``Model.tensor``)."""
         import torch
 
-        y = self.run_array(np.ascontiguousarray(x.detach().float().cpu().permute(0, 2, 3, 1).numpy()))
+        y = self.run_array(
+            np.ascontiguousarray(x.detach().float().cpu().permute(0, 2, 3, 1).numpy())
+        )
         return torch.from_numpy(np.ascontiguousarray(y)).permute(0, 3, 1, 2)
 
     def _grid(self, h: int, w: int, t: int):
@@ -232,7 +262,10 @@ class Denoiser:
         for y0 in range(0, h, t):
             for x0 in range(0, w, t):
                 y1, x1 = min(y0 + t, h), min(x0 + t, w)
-                yield (y0, y1, x0, x1), (max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m))
+                yield (
+                    (y0, y1, x0, x1),
+                    (max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)),
+                )
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.run_many([image])[0]
@@ -255,10 +288,14 @@ class Denoiser:
         context = area_thumbnail(rgb, self.context)[None] if self.context else None
         for (y0, y1, x0, x1), (ys, ye, xs, xe) in self._grid(h, w, t):
             pred = self._forward(self._to_float(rgb[None, ys:ye, xs:xe]), level, context)
-            out[y0:y1, x0:x1] = self._to_int(pred[0, y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype)
+            out[y0:y1, x0:x1] = self._to_int(
+                pred[0, y0 - ys : y1 - ys, x0 - xs : x1 - xs], rgb.dtype
+            )
         return out
 
-    def run_many(self, images: list[np.ndarray], measured: list[float] | None = None) -> list[np.ndarray]:
+    def run_many(
+        self, images: list[np.ndarray], measured: list[float] | None = None
+    ) -> list[np.ndarray]:
         """Denoise several images. On a GPU, equal shapes share one forward pass (when untiled)
         if they get the same level; on a CPU every image gets its own, which is faster there
         (the activations of one 400x600 image already overflow the caches: batch 4 costs 1.3x
@@ -269,10 +306,18 @@ class Denoiser:
         levels: list[float | None] = [None] * len(images)
         on_cpu = str(self.device).startswith("cpu")
         for i, img in enumerate(images):
-            if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-                raise ValueError(f"expected uint8 or uint16 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
+            if (
+                img.dtype not in (np.uint8, np.uint16)
+                or img.ndim not in (2, 3)
+                or (img.ndim == 3 and img.shape[2] != 3)
+            ):
+                raise ValueError(
+                    f"expected uint8 or uint16 (H, W, 3) or (H, W), got {img.dtype} {img.shape}"
+                )
             if self.conditioned and self.sigma is None and self.strength > 0:
-                levels[i] = self.level_for(measured[i] if measured is not None else estimate_sigma(img))
+                levels[i] = self.level_for(
+                    measured[i] if measured is not None else estimate_sigma(img)
+                )
             elif self.conditioned:
                 levels[i] = self.level_for(0.0)
             if self.passthrough:
@@ -291,7 +336,9 @@ class Denoiser:
             if t is not None and (h > t or w > t) and len(idx) == 1 and not self.tta:
                 arr = self._run_int_tiled(rgb[0], t, level)[None]
             else:
-                arr = self._to_int(self.run_array(self._to_float(np.stack(rgb)), level), rgb[0].dtype)
+                arr = self._to_int(
+                    self.run_array(self._to_float(np.stack(rgb)), level), rgb[0].dtype
+                )
             for j, i in enumerate(idx):
                 out = arr[j]
                 if gray:
@@ -305,7 +352,9 @@ class Denoiser:
 def _blend(image: np.ndarray, output: np.ndarray, strength: float) -> np.ndarray:
     """``image + strength * (output - image)`` in the image's integer type (a blind network's
     --strength)."""
-    mixed = image.astype(np.float32) + strength * (output.astype(np.float32) - image.astype(np.float32))
+    mixed = image.astype(np.float32) + strength * (
+        output.astype(np.float32) - image.astype(np.float32)
+    )
     return np.clip(np.rint(mixed), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
@@ -353,7 +402,9 @@ class LargeImageGate:
         k, t0 = self.slots_for(nbytes), time.perf_counter()
         while True:
             for slot in range(k):
-                fd = os.open(os.path.join(self.folder, f"slot-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+                fd = os.open(
+                    os.path.join(self.folder, f"slot-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o666
+                )
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:

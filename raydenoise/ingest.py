@@ -28,26 +28,36 @@ import functools
 import json
 import tempfile
 import time
-from typing import Callable
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from ._version import __version__
+from .console import Progress, console, duration, plural
+from .dataset import MANIFEST
 from .images import ImageError, to_png_rgb8
 from .pairing import SPLITS, Pair, Rejected, check_split, file_id, id_order, iter_pairs
 from .parts import external_sort
 from .runfiles import Positional, read_positions
-from .console import Progress, console, duration, plural
 from .session import StartRay, check_shared_paths, ensure_ray
-from .storage import (StorageError, Store, cached_store, endpoint_from_env, last_error_line, object_error,
-                      is_partial, left_out_reason, open_store, storage_wide)
+from .storage import (
+    StorageError,
+    Store,
+    cached_store,
+    endpoint_from_env,
+    is_partial,
+    last_error_line,
+    left_out_reason,
+    object_error,
+    open_store,
+    storage_wide,
+)
 
 SCHEMA_VERSION = 2  # 2: low and low_file may be null (clean-only data sets)
-MANIFEST = "manifest.json"
 ROW_GROUP_ROWS = 8  # pairs per Parquet row group: bounds a writer's memory to a few MB
 
 SCHEMA = pa.schema(
@@ -93,7 +103,9 @@ class IngestConfig:
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     s3_endpoint: str | None = None
     include_hidden: bool = False  # files and folders whose names start with '.'
-    dry_run: bool = False  # list and pair only: counts per split, rejections, an estimate; nothing written
+    dry_run: bool = (
+        False  # list and pair only: counts per split, rejections, an estimate; nothing written
+    )
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,9 @@ def _read(store: Store, key: str) -> tuple[bytes | None, str | None]:
         return None, f"cannot read ({object_error(exc)})"
 
 
-def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes, int, int] | None, str | None, str | None]:
+def process_pair(
+    low_data: bytes, high_data: bytes
+) -> tuple[tuple[bytes, bytes, int, int] | None, str | None, str | None]:
     """Validate and normalize one pair.
 
     Returns ((low_png, high_png, height, width), None, None) when usable, else
@@ -138,7 +152,7 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
         high_err = str(exc)
     except Exception as exc:
         high_err = f"cannot process ({type(exc).__name__}: {exc})"
-    if low_err or high_err:
+    if low_err or high_err or low_out is None or high_out is None:
         return None, low_err, high_err
     (lp, lh, lw), (hp, hh, hw) = low_out, high_out
     if (lh, lw) != (hh, hw):
@@ -150,8 +164,16 @@ def process_pair(low_data: bytes, high_data: bytes) -> tuple[tuple[bytes, bytes,
 SAMPLE = 3  # pairs read and converted on the driver by --dry-run to estimate the time
 
 
-def _dry_run(cfg: IngestConfig, plan: _ShardPlan, rejected: list[dict], low: Store | None, high: Store, out: Store,
-             log: Callable[[str], None], t_start: float) -> dict:
+def _dry_run(
+    cfg: IngestConfig,
+    plan: _ShardPlan,
+    rejected: list[dict],
+    low: Store | None,
+    high: Store,
+    out: Store,
+    log: Callable[[str], None],
+    t_start: float,
+) -> dict:
     """What an ingest would do, without Ray and without writing: the pairs per split, the shards,
     every rejection known from the listing (by reason, with an example), and the time per pair
     of reading and converting a few pairs here (decoding can reject more when the job runs)."""
@@ -168,7 +190,7 @@ def _dry_run(cfg: IngestConfig, plan: _ShardPlan, rejected: list[dict], low: Sto
         t0 = time.perf_counter()
         try:
             hd, _ = _read(high, p.high_key)
-            ld, _ = _read(low, p.low_key) if low is not None else (hd, None)
+            ld, _ = _read(low, p.low_key or "") if low is not None else (hd, None)
             if hd is None or ld is None or process_pair(ld, hd)[0] is None:
                 continue
         except Exception:
@@ -176,24 +198,50 @@ def _dry_run(cfg: IngestConfig, plan: _ShardPlan, rejected: list[dict], low: Sto
         seconds += time.perf_counter() - t0
         sampled += 1
     per_pair = seconds / sampled if sampled else None
-    summary = {"dry_run": True, "pairs": plan.n, "splits": {s: splits.get(s, 0) for s in SPLITS}, "shards": shards,
-               "rejected": len(rejected), "rejected_by_reason": dict(reasons), "rejected_examples": examples,
-               "sampled": sampled, "seconds_per_pair": per_pair,
-               "cpu_seconds": per_pair * plan.n if per_pair is not None else None,
-               "plan_s": round(time.time() - t_start, 3)}
-    log(f"ingest --dry-run: {plural(plan.n, 'pair')} ("
-        + ", ".join(f"{splits.get(s, 0):,} {s}" for s in SPLITS) + f") in {plural(shards, 'shard')} of up to "
+    summary = {
+        "dry_run": True,
+        "pairs": plan.n,
+        "splits": {s: splits.get(s, 0) for s in SPLITS},
+        "shards": shards,
+        "rejected": len(rejected),
+        "rejected_by_reason": dict(reasons),
+        "rejected_examples": examples,
+        "sampled": sampled,
+        "seconds_per_pair": per_pair,
+        "cpu_seconds": per_pair * plan.n if per_pair is not None else None,
+        "plan_s": round(time.time() - t_start, 3),
+    }
+    log(
+        f"ingest --dry-run: {plural(plan.n, 'pair')} ("
+        + ", ".join(f"{splits.get(s, 0):,} {s}" for s in SPLITS)
+        + f") in {plural(shards, 'shard')} of up to "
         f"{cfg.rows_per_shard} rows -> {out.root}; {plural(len(rejected), 'file')} rejected"
-        + (" (" + "; ".join(f"{n:,} {why}, e.g. {examples[why]}" for why, n in reasons.items()) + ")" if reasons else ""))
+        + (
+            " ("
+            + "; ".join(f"{n:,} {why}, e.g. {examples[why]}" for why, n in reasons.items())
+            + ")"
+            if reasons
+            else ""
+        )
+    )
     if per_pair is not None:
-        log(f"ingest --dry-run: estimate: {per_pair:.3f} s per pair to read, check and convert ({sampled} sampled): "
-            f"about {duration(per_pair * plan.n)} on one CPU, divided by the CPUs of the cluster that runs it")
+        log(
+            f"ingest --dry-run: estimate: {per_pair:.3f} s per pair to read, check and convert ({sampled} sampled): "
+            f"about {duration(per_pair * plan.n)} on one CPU, divided by the CPUs of the cluster that runs it"
+        )
     log("ingest --dry-run: nothing was written")
     return summary
 
 
-def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpoint: str | None,
-                 plan_prefix: str) -> dict:
+def _write_shard(
+    spec: dict,
+    *,
+    low_uri: str | None,
+    high_uri: str,
+    out_uri: str,
+    endpoint: str | None,
+    plan_prefix: str,
+) -> dict:
     """Ray Data task: one shard spec in, one shard file out, a small summary back.
 
     The shard is published under its name only once it is complete (Store.open_write). A pair
@@ -203,8 +251,15 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     """
     high, out = cached_store(high_uri, endpoint), cached_store(out_uri, endpoint)
     low = cached_store(low_uri, endpoint) if low_uri else None
-    pairs = read_positions(out, plan_prefix, int(spec["start"]), int(spec["stop"]), PAIRS_SCHEMA).to_pydict()
-    spec = {**spec, "ids": pairs["id"], "low_keys": pairs["low_key"], "high_keys": pairs["high_key"]}
+    pairs = read_positions(
+        out, plan_prefix, int(spec["start"]), int(spec["stop"]), PAIRS_SCHEMA
+    ).to_pydict()
+    spec = {
+        **spec,
+        "ids": pairs["id"],
+        "low_keys": pairs["low_key"],
+        "high_keys": pairs["high_key"],
+    }
     rejected: list[dict] = []
     buf: dict[str, list] = {name: [] for name in SCHEMA.names}
     rows = 0
@@ -213,8 +268,16 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     except Exception as exc:
         if not storage_wide(exc):
             raise
-        return {"shard": "", "split": spec["split"], "rows": 0, "pairs": len(spec["ids"]), "bytes": 0, "rejected": "[]",
-                "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}", "node": ""}
+        return {
+            "shard": "",
+            "split": spec["split"],
+            "rows": 0,
+            "pairs": len(spec["ids"]),
+            "bytes": 0,
+            "rejected": "[]",
+            "fatal": f"{out.uri(spec['shard'])}: {object_error(exc)}",
+            "node": "",
+        }
     size = out.fs.size(out.key_path(spec["shard"])) if rows else 0
     import ray  # a Ray Data task: Ray is loaded
 
@@ -230,7 +293,14 @@ def _write_shard(spec: dict, *, low_uri: str, high_uri: str, out_uri: str, endpo
     }
 
 
-def _fill_shard(spec: dict, low: Store | None, high: Store, out: Store, buf: dict[str, list], rejected: list[dict]) -> int:
+def _fill_shard(
+    spec: dict,
+    low: Store | None,
+    high: Store,
+    out: Store,
+    buf: dict[str, list],
+    rejected: list[dict],
+) -> int:
     """Read, validate and write one shard's pairs (clean images alone when ``low`` is None);
     returns the rows written."""
     rows = 0
@@ -246,7 +316,11 @@ def _fill_shard(spec: dict, low: Store | None, high: Store, out: Store, buf: dic
                 sink = stack.enter_context(out.open_write(spec["shard"]))
                 # PNG bytes do not compress further; the small columns get the default codec.
                 writer = pq.ParquetWriter(
-                    sink, SCHEMA, compression={n: ("NONE" if n in ("low", "high") else "SNAPPY") for n in SCHEMA.names}
+                    sink,
+                    SCHEMA,
+                    compression={
+                        n: ("NONE" if n in ("low", "high") else "SNAPPY") for n in SCHEMA.names
+                    },
                 )
             writer.write_table(table)
             for v in buf.values():
@@ -286,7 +360,9 @@ def _fill_shard(spec: dict, low: Store | None, high: Store, out: Store, buf: dic
     return rows
 
 
-def _add_clean(pid: str, key: str, high: Store, split: str, buf: dict[str, list], rejected: list[dict]) -> bool:
+def _add_clean(
+    pid: str, key: str, high: Store, split: str, buf: dict[str, list], rejected: list[dict]
+) -> bool:
     """One clean image of a clean-only data set into ``buf``, or into ``rejected`` with the reason."""
     data, err = _read(high, key)
     if data is not None:
@@ -344,8 +420,14 @@ class _ShardPlan:
         if self.pairs is not None:
             for p in chunk:
                 self.pairs.add({"id": p.id, "low_key": p.low_key, "high_key": p.high_key})
-        self.specs.append({"shard": f"{split}/{self.run}-{n:05d}.parquet", "split": split, "start": start,
-                           "stop": start + len(chunk)})
+        self.specs.append(
+            {
+                "shard": f"{split}/{self.run}-{n:05d}.parquet",
+                "split": split,
+                "start": start,
+                "stop": start + len(chunk),
+            }
+        )
 
     def close(self, *exc) -> None:
         if not exc or exc[0] is None:
@@ -362,8 +444,9 @@ def summarize_rejected(rejected: list[dict]) -> str:
     return f"{len(rejected)} file{'s' * (len(rejected) != 1)} ({parts})"
 
 
-def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
-               start_ray: StartRay | None = None) -> IngestResult:
+def run_ingest(
+    cfg: IngestConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None
+) -> IngestResult:
     """Run the whole ingest; raises IngestError with a user-facing message on failure.
     Arguments and locations are checked and the inputs listed and paired before Ray starts
     (``start_ray``, default :func:`ensure_ray`)."""
@@ -382,10 +465,14 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
         out = open_store(cfg.out, endpoint)
         for side, store in (("--low", low), ("--high", high)):
             if store is not None and store.contains(out):
-                raise IngestError(f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs")
+                raise IngestError(
+                    f"--out {out.root} is inside {side} {store.root}: shards would be read back as inputs"
+                )
         for store in (low, high):
             if store is not None:
-                next(store.iter_entries(), None)  # a missing or unlistable input is reported before anything is written
+                next(
+                    store.iter_entries(), None
+                )  # a missing or unlistable input is reported before anything is written
         if not cfg.dry_run:
             out.check_writable()
     except StorageError as exc:
@@ -393,24 +480,36 @@ def run_ingest(cfg: IngestConfig, log: Callable[[str], None] = print,
     run = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     plan_prefix = f".ingest-{run}/pairs-"
     try:
-        plan, rejected, listed = _pair(cfg, low, high, None if cfg.dry_run else out, plan_prefix, run)
+        plan, rejected, listed = _pair(
+            cfg, low, high, None if cfg.dry_run else out, plan_prefix, run
+        )
     except StorageError as exc:
         _remove_plan(out, plan_prefix)
         raise IngestError(str(exc)) from None
     if low is None:
-        log(f"ingest: {plural(listed['high'], 'clean file')}, no --low: a clean-only data set (train it with --degrade)")
+        log(
+            f"ingest: {plural(listed['high'], 'clean file')}, no --low: a clean-only data set (train it with --degrade)"
+        )
     else:
-        log(f"ingest: {listed['low']:,} low and {plural(listed['high'], 'high file')}, "
-            f"{plural(plan.n, 'candidate pair')}")
+        log(
+            f"ingest: {listed['low']:,} low and {plural(listed['high'], 'high file')}, "
+            f"{plural(plan.n, 'candidate pair')}"
+        )
     if cfg.dry_run:
-        return IngestResult({}, out.root, _dry_run(cfg, plan, rejected, low, high, out, log, t_start))
+        return IngestResult(
+            {}, out.root, _dry_run(cfg, plan, rejected, low, high, out, log, t_start)
+        )
     try:
-        return _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray)
+        return _write(
+            cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray
+        )
     finally:
         _remove_plan(out, plan_prefix)
 
 
-def _pair(cfg: IngestConfig, low: Store | None, high: Store, out: Store | None, plan_prefix: str, run: str):
+def _pair(
+    cfg: IngestConfig, low: Store | None, high: Store, out: Store | None, plan_prefix: str, run: str
+):
     """Pair the two listings as sorted streams (each sorted by id, SORT_ROWS keys at a time in
     memory, the rest in sorted runs in a local temporary folder) into a _ShardPlan; returns it,
     the rejected files and how many files each side listed."""
@@ -425,18 +524,32 @@ def _pair(cfg: IngestConfig, low: Store | None, high: Store, out: Store | None, 
                     listed[name] += 1
                     why = left_out_reason(e.key, cfg.include_hidden)
                     if why:
-                        rejected.append(Rejected(store.uri(e.key), name, file_id(e.key), why).as_dict())
+                        rejected.append(
+                            Rejected(store.uri(e.key), name, file_id(e.key), why).as_dict()
+                        )
                     else:
                         yield {"id": file_id(e.key), "key": e.key}
 
-            ordered = external_sort(rows(), lambda r: (id_order(r["id"]), r["key"]), scratch, f"{name}-",
-                                    SORT_SCHEMA, SORT_ROWS)
+            ordered = external_sort(
+                rows(),
+                lambda r: (id_order(r["id"]), r["key"]),
+                scratch,
+                f"{name}-",
+                SORT_SCHEMA,
+                SORT_ROWS,
+            )
             return ((r["id"], r["key"]) for r in ordered)
 
         plan = _ShardPlan(out, plan_prefix, cfg.rows_per_shard, run)
         try:
-            for x in iter_pairs(side(low, "low") if low is not None else None, side(high, "high"), seed=cfg.seed,
-                                fractions=cfg.split, low_uri=low.uri if low else None, high_uri=high.uri):
+            for x in iter_pairs(
+                side(low, "low") if low is not None else None,
+                side(high, "high"),
+                seed=cfg.seed,
+                fractions=cfg.split,
+                low_uri=low.uri if low else None,
+                high_uri=high.uri,
+            ):
                 if isinstance(x, Pair):
                     plan.add(x)
                 else:
@@ -452,7 +565,9 @@ def _remove_plan(out: Store, plan_prefix: str) -> None:
     out.remove_folder(plan_prefix.split("/")[0])
 
 
-def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray) -> IngestResult:
+def _write(
+    cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log, t_start, start_ray
+) -> IngestResult:
     """The Ray part: one task per shard spec (largest first, so the last tasks to start are the
     short ones), then the manifest."""
     specs = sorted(plan.specs, key=lambda s: -(s["stop"] - s["start"]))
@@ -461,8 +576,9 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
     ray_s = (start_ray or ensure_ray)() or 0.0
     import ray
 
-    not_shared = check_shared_paths(reads={"--low": low.root if low else None, "--high": high.root},
-                                    writes={"--out": out.root})
+    not_shared = check_shared_paths(
+        reads={"--low": low.root if low else None, "--high": high.root}, writes={"--out": out.root}
+    )
     if not_shared:
         raise IngestError(not_shared)
     t0, first_shard_s = time.time(), None
@@ -472,7 +588,11 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
         ray.data.DataContext.get_current().op_resource_reservation_enabled = False
         ds = ray.data.from_items(specs, override_num_blocks=len(specs))
         write = functools.partial(
-            _write_shard, low_uri=low.root if low else None, high_uri=high.root, out_uri=out.root, endpoint=endpoint,
+            _write_shard,
+            low_uri=low.root if low else None,
+            high_uri=high.root,
+            out_uri=out.root,
+            endpoint=endpoint,
             plan_prefix=plan_prefix,
         )
         try:
@@ -484,15 +604,26 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
                     first_shard_s = first_shard_s or time.time() - t_start
                     progress.update(int(row["pairs"]))
                     if row["shard"]:
-                        shards.append({"path": row["shard"], "split": row["split"], "rows": int(row["rows"]),
-                                       "bytes": int(row["bytes"]), "node": row["node"]})
+                        shards.append(
+                            {
+                                "path": row["shard"],
+                                "split": row["split"],
+                                "rows": int(row["rows"]),
+                                "bytes": int(row["bytes"]),
+                                "node": row["node"],
+                            }
+                        )
         except _StorageFailed as exc:
             _remove_run_shards(out, run)
-            raise IngestError(f"storage failed, ingest stopped (the previous data set in {out.root}, if any, is "
-                              f"unchanged; rerun when fixed): {exc}") from None
+            raise IngestError(
+                f"storage failed, ingest stopped (the previous data set in {out.root}, if any, is "
+                f"unchanged; rerun when fixed): {exc}"
+            ) from None
         except Exception as exc:
             _remove_run_shards(out, run)
-            raise IngestError(f"writing shards to {out.root} failed: {last_error_line(exc)}") from exc
+            raise IngestError(
+                f"writing shards to {out.root} failed: {last_error_line(exc)}"
+            ) from exc
     shards.sort(key=lambda s: s["path"])
     total = sum(s["rows"] for s in shards)
     if rejected:
@@ -501,9 +632,17 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
         for r in rejected[:20]:
             console().error(f"  {r['file']}: {r['reason']}")
         raise IngestError(
-            (f"no valid pairs in {low.root} and {high.root}" if low else f"no valid images in {high.root}")
+            (
+                f"no valid pairs in {low.root} and {high.root}"
+                if low
+                else f"no valid images in {high.root}"
+            )
             + f"; nothing written to {out.root}"
-            + (f" ({len(rejected)} files rejected, reasons above)" if rejected else " (no files found)")
+            + (
+                f" ({len(rejected)} files rejected, reasons above)"
+                if rejected
+                else " (no files found)"
+            )
         )
 
     counts = {s: sum(x["rows"] for x in shards if x["split"] == s) for s in SPLITS}
@@ -513,13 +652,22 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
         "raydenoise_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": run,
-        "args": {**asdict(cfg), "split": list(cfg.split), "low": low.root if low else None, "high": high.root,
-                 "out": out.root, "s3_endpoint": endpoint},
+        "args": {
+            **asdict(cfg),
+            "split": list(cfg.split),
+            "low": low.root if low else None,
+            "high": high.root,
+            "out": out.root,
+            "s3_endpoint": endpoint,
+        },
         "clean_only": low is None,
         "counts": {**counts, "total": total, "rejected_files": len(rejected)},
         "seconds": round(time.time() - t0, 3),
-        "phases": {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
-                   "first_shard_s": round(first_shard_s, 3) if first_shard_s else None},
+        "phases": {
+            "check_s": round(check_s, 3),
+            "ray_init_s": round(ray_s, 3),
+            "first_shard_s": round(first_shard_s, 3) if first_shard_s else None,
+        },
         "columns": COLUMN_DOCS,
         "shards": shards,
         "rejected": sorted(rejected, key=lambda r: (r["id"], r["side"])),
@@ -536,7 +684,8 @@ def _write(cfg, plan, rejected, low, high, out, endpoint, run, plan_prefix, log,
 def _remove_stale_shards(out: Store, keep: set[str]) -> None:
     """Delete Parquet shards in the split folders that the new manifest does not list."""
     stale = [
-        k for k in out.list_keys()
+        k
+        for k in out.list_keys()
         if k.split("/")[0] in SPLITS and k not in keep and (k.endswith(".parquet") or is_partial(k))
     ]
     out.remove(stale)
@@ -548,29 +697,3 @@ def _remove_run_shards(out: Store, run: str) -> None:
         out.remove([k for k in out.list_keys() if k.split("/")[-1].startswith(run + "-")])
     except Exception:
         pass
-
-
-def read_manifest(uri: str, s3_endpoint: str | None = None) -> dict:
-    """Load ``URI/manifest.json``; IngestError if it is missing or not a raydenoise manifest."""
-    store = open_store(uri, s3_endpoint)
-    try:
-        data = store.read_bytes(MANIFEST)
-    except FileNotFoundError:
-        raise IngestError(f"{store.uri(MANIFEST)} not found: run `raydenoise ingest` first") from None
-    except Exception as exc:
-        raise IngestError(f"{store.uri(MANIFEST)}: cannot read ({exc})") from None
-    try:
-        manifest = json.loads(data)
-    except ValueError:
-        raise IngestError(f"{store.uri(MANIFEST)} is not valid JSON") from None
-    if manifest.get("format") != "raydenoise-pairs":
-        raise IngestError(f"{store.uri(MANIFEST)} is not a raydenoise data set manifest")
-    return manifest
-
-
-def iter_shard_rows(store: Store, path: str, columns: tuple[str, ...], batch_size: int = 8):
-    """Stream one shard's rows, ``batch_size`` at a time, as lists of tuples (one value per
-    column): only one batch of encoded images is in memory, never the shard."""
-    with store.fs.open(store.key_path(path), "rb") as f:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(columns)):
-            yield list(zip(*(rb.column(c).to_pylist() for c in columns)))

@@ -43,10 +43,16 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     p, t = _check(pred, target)
     if min(p.shape[:2]) < 7:
         raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {p.shape[:2]}")
-    return float(structural_similarity(p, t, data_range=1.0, channel_axis=-1 if p.ndim == 3 else None))
+    return float(
+        structural_similarity(p, t, data_range=1.0, channel_axis=-1 if p.ndim == 3 else None)
+    )
 
 
 def all_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """``{"psnr", "mse", "mae", "ssim"}`` of pred against target."""
-    return {"psnr": psnr(pred, target), "mse": mse(pred, target), "mae": mae(pred, target),
-            "ssim": ssim(pred, target)}
+    return {
+        "psnr": psnr(pred, target),
+        "mse": mse(pred, target),
+        "mae": mae(pred, target),
+        "ssim": ssim(pred, target),
+    }

@@ -63,7 +63,9 @@ def _number(text: str, spec: str, name: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise NoiseSpecError(f"{spec!r}: {name} must be a number or a range LO-HI, got {text!r}") from None
+        raise NoiseSpecError(
+            f"{spec!r}: {name} must be a number or a range LO-HI, got {text!r}"
+        ) from None
     if not np.isfinite(value) or value < 0:
         raise NoiseSpecError(f"{spec!r}: {name} must be a finite number >= 0")
     return value
@@ -79,7 +81,9 @@ def _value(text: str, spec: str, name: str) -> float | tuple[float, float]:
         return _number(lo, spec, name)
     low, high = _number(lo, spec, name), _number(hi, spec, name)
     if high < low:
-        raise NoiseSpecError(f"{spec!r}: {name} range {text.strip()!r} must be LO-HI with 0 <= LO <= HI")
+        raise NoiseSpecError(
+            f"{spec!r}: {name} range {text.strip()!r} must be LO-HI with 0 <= LO <= HI"
+        )
     return (low, high) if high > low else low
 
 
@@ -98,7 +102,7 @@ def parse_noise(text: str) -> NoiseSpec:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise NoiseSpecError(f"unknown noise kind {kind!r}; choose one of {', '.join(KINDS)}")
-    params: dict[str, float] = {}
+    params: dict[str, float | tuple[float, float]] = {}
     if kind == "gaussian":
         if not rest:
             raise NoiseSpecError("gaussian needs a sigma on the 0-255 scale, e.g. gaussian:25")
@@ -118,7 +122,7 @@ def parse_noise(text: str) -> NoiseSpec:
     if kind == "jpeg" and "q" not in params:
         raise NoiseSpecError("jpeg needs a quality, e.g. jpeg:q=75 or jpeg:q=30-95")
     for key in ("jpeg", "q"):
-        if key in params and not (1 <= _low(params[key]) and _high(params[key]) <= 100):
+        if key in params and not (_low(params[key]) >= 1 and _high(params[key]) <= 100):
             raise NoiseSpecError(f"{text!r}: {key} is a JPEG quality from 1 to 100")
     return NoiseSpec(kind, params)
 
@@ -144,7 +148,9 @@ def parse_degrade(text: str) -> list[NoiseSpec]:
         else:
             groups[-1] += "," + part
     if not groups:
-        raise NoiseSpecError(f"{text!r}: expected one or more noise kinds ({', '.join(KINDS)}), comma-separated")
+        raise NoiseSpecError(
+            f"{text!r}: expected one or more noise kinds ({', '.join(KINDS)}), comma-separated"
+        )
     return [parse_noise(g) for g in groups]
 
 
@@ -157,7 +163,9 @@ def _pick(specs: list[NoiseSpec], rng: np.random.Generator) -> NoiseSpec:
     return specs[int(rng.integers(len(specs)))] if len(specs) > 1 else specs[0]
 
 
-def degrade_with_level(clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def degrade_with_level(
+    clean: np.ndarray, specs: list[NoiseSpec], rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
     """(degraded, noise level): one of ``specs`` chosen uniformly, and the level a denoiser
     conditioned on the noise level is told for it, on the 0-255 scale: sigma for Gaussian noise,
     otherwise what ``noise_level.estimate_noise`` measures of the noise itself (degraded - clean),
@@ -180,7 +188,9 @@ def apply_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) ->
     return _apply(clean, spec, rng)[0]
 
 
-def _apply(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> tuple[np.ndarray, float | None]:
+def _apply(
+    clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, float | None]:
     """(degraded, the Gaussian sigma when the noise is white Gaussian without JPEG, else None)."""
     if clean.dtype != np.uint8:
         raise ValueError(f"clean image must be uint8, got {clean.dtype}")
@@ -214,7 +224,7 @@ def _apply(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> tupl
     out = _quantize(y)
     quality = spec.params.get("q" if spec.kind == "jpeg" else "jpeg")
     if quality is not None:
-        out = jpeg_roundtrip(out, int(round(get("q" if spec.kind == "jpeg" else "jpeg", quality))))
+        out = jpeg_roundtrip(out, round(get("q" if spec.kind == "jpeg" else "jpeg", quality)))
         sigma = None
     return out, sigma
 
@@ -247,8 +257,14 @@ def _demosaic(mosaic: np.ndarray, channel: np.ndarray) -> np.ndarray:
 
     rb = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
     g = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
-    planes = [convolve(np.where(channel == k, mosaic, 0.0).astype(np.float32), g if k == 1 else rb, mode="mirror")
-              for k in range(3)]
+    planes = [
+        convolve(
+            np.where(channel == k, mosaic, 0.0).astype(np.float32),
+            g if k == 1 else rb,
+            mode="mirror",
+        )
+        for k in range(3)
+    ]
     return np.stack(planes, axis=2)
 
 
@@ -259,6 +275,8 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, "JPEG", quality=quality)
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(
+        buf, "JPEG", quality=quality
+    )
     out = np.array(Image.open(io.BytesIO(buf.getvalue())))
     return out[..., None] if out.ndim == 2 else out

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 PATCH = 7  # pixels per side of the patches whose covariance is analysed
 MAX_PATCHES = 20_000  # per channel: larger images are sampled on a coarser grid (the estimate needs far fewer)
 MIN_PATCHES = 500  # below this many unclipped patches, clipped ones are used too
-NOISE_PATCHES = 2_500  # per channel for estimate_noise (a training patch's noise): fast, within a few %
+NOISE_PATCHES = (
+    2_500  # per channel for estimate_noise (a training patch's noise): fast, within a few %
+)
 MAX_STRENGTH = 4.0  # --strength: beyond 4x the estimated level a conditioned network only blurs
 MAX_SIGMA = 255.0  # --sigma, on the 0-255 scale
 MAX_ROUNDS = 6  # of weak-texture selection (it settles in 2-4)
@@ -72,7 +75,7 @@ def _noise_level(noise: np.ndarray) -> float:
     return _sigma(variances)
 
 
-def _sigma(variances: list[float | None]) -> float:
+def _sigma(variances: Sequence[float | None]) -> float:
     """The noise level (standard deviation) of the channels' variances; 0.0 when none was measured."""
     known = [v for v in variances if v is not None]
     return math.sqrt(max(float(np.mean(known)), 0.0)) if known else 0.0
@@ -159,9 +162,13 @@ def strength_problem(strength: float, sigma: float | None) -> str | None:
     if not (math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
         return f"--strength must be a number from 0 to {MAX_STRENGTH:g}, not {strength}"
     if sigma is not None and not (math.isfinite(sigma) and 0 <= sigma <= MAX_SIGMA):
-        return f"--sigma must be a noise level from 0 to {MAX_SIGMA:g} on the 0-255 scale, not {sigma}"
+        return (
+            f"--sigma must be a noise level from 0 to {MAX_SIGMA:g} on the 0-255 scale, not {sigma}"
+        )
     return None
 
 
-BLIND_SIGMA = ("--sigma needs a model conditioned on the noise level (builtin:denoise, or a swift-cond you "
-               "trained); {model} is blind: use --strength to weaken or strengthen it")
+BLIND_SIGMA = (
+    "--sigma needs a model conditioned on the noise level (builtin:denoise, or a swift-cond you "
+    "trained); {model} is blind: use --strength to weaken or strengthen it"
+)

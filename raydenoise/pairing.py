@@ -14,6 +14,7 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 SPLITS = ("train", "val", "test")
 
@@ -77,7 +78,7 @@ def check_split(parts, text: str | None = None) -> tuple[float, float, float]:
         raise ValueError(f"--split {shown!r}: fractions must be finite numbers")
     if any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
         raise ValueError(f"--split {shown!r}: fractions must be >= 0 and sum to 1")
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 def split_of(pair_id: str, seed: int, fractions: tuple[float, float, float]) -> str:
@@ -112,12 +113,20 @@ def pair_keys(
     high_uri=lambda k: k,
 ) -> tuple[list[Pair], list[Rejected]]:
     """iter_pairs over two lists of keys held in memory: (pairs, rejected), each in id order."""
+
     def side(keys):
         return sorted(((file_id(k), k) for k in keys), key=lambda t: (id_order(t[0]), t[1]))
 
-    pairs, rejected = [], []
-    for x in iter_pairs(side(low_keys) if low_keys is not None else None, side(high_keys), seed=seed,
-                        fractions=fractions, low_uri=low_uri, high_uri=high_uri):
+    pairs: list[Any] = []
+    rejected: list[Any] = []
+    for x in iter_pairs(
+        side(low_keys) if low_keys is not None else None,
+        side(high_keys),
+        seed=seed,
+        fractions=fractions,
+        low_uri=low_uri,
+        high_uri=high_uri,
+    ):
         (pairs if isinstance(x, Pair) else rejected).append(x)
     return pairs, rejected
 
@@ -138,6 +147,7 @@ def iter_pairs(
 
     ``low_uri``/``high_uri`` turn a key into the URI recorded for rejected files.
     """
+
     def groups(stream):
         for pid, g in itertools.groupby(stream, key=lambda t: t[0]):
             yield pid, [k for _, k in g]
@@ -147,6 +157,7 @@ def iter_pairs(
     h, lw = next(hi, None), next(lo, None)
     while h is not None or lw is not None:
         if h is None or (lw is not None and id_order(lw[0]) < id_order(h[0])):
+            assert lw is not None
             yield from _match(lw[0], lw[1], [], low is None, seed, fractions, low_uri, high_uri)
             lw = next(lo, None)
         elif lw is None or id_order(h[0]) < id_order(lw[0]):
@@ -157,24 +168,45 @@ def iter_pairs(
             h, lw = next(hi, None), next(lo, None)
 
 
-def _match(pid: str, lows: list[str], highs: list[str], clean_only: bool, seed, fractions, low_uri,
-           high_uri) -> Iterator[Pair | Rejected]:
+def _match(
+    pid: str,
+    lows: list[str],
+    highs: list[str],
+    clean_only: bool,
+    seed,
+    fractions,
+    low_uri,
+    high_uri,
+) -> Iterator[Pair | Rejected]:
     """The Pair or the Rejected files of one id."""
     out: list[Rejected] = []
     for side, keys, to_uri in (("low", lows, low_uri), ("high", highs, high_uri)):
         if len(keys) > 1:
             names = ", ".join(sorted(keys))
-            out += [Rejected(to_uri(k), side, pid, f"ambiguous: several {side} files share the id {pid!r} ({names})")
-                    for k in keys]
+            out += [
+                Rejected(
+                    to_uri(k),
+                    side,
+                    pid,
+                    f"ambiguous: several {side} files share the id {pid!r} ({names})",
+                )
+                for k in keys
+            ]
     if clean_only:
         if len(highs) == 1:
             yield Pair(pid, None, highs[0], split_of(pid, seed, fractions))
     elif len(lows) == 1 and len(highs) == 1:
         yield Pair(pid, lows[0], highs[0], split_of(pid, seed, fractions))
     else:
-        for side, other, keys, others, to_uri in (("low", "high", lows, highs, low_uri),
-                                                  ("high", "low", highs, lows, high_uri)):
+        for side, other, keys, others, to_uri in (
+            ("low", "high", lows, highs, low_uri),
+            ("high", "low", highs, lows, high_uri),
+        ):
             if len(keys) == 1:
                 why = "its partner is ambiguous" if len(others) > 1 else "no partner"
-                out.append(Rejected(to_uri(keys[0]), side, pid, f"{why}: no single {other} file with id {pid!r}"))
+                out.append(
+                    Rejected(
+                        to_uri(keys[0]), side, pid, f"{why}: no single {other} file with id {pid!r}"
+                    )
+                )
     yield from sorted(out, key=lambda r: (r.side, r.file))

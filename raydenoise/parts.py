@@ -9,6 +9,7 @@ FAN_IN x READ_BATCH rows whatever the number of rows or files.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -44,7 +45,7 @@ class Writer:
     def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> bool | None:
         if exc[0] is None:
             self._flush(final=True)
             self._writer.close()
@@ -90,7 +91,9 @@ def write_sorted(store, key: str, t: pa.Table, schema: pa.Schema) -> None:
         w.write_table(t.sort_by("key"))
 
 
-def iter_batches(store, key: str, columns: list[str] | None = None, batch: int = READ_BATCH) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    store, key: str, columns: list[str] | None = None, batch: int = READ_BATCH
+) -> Iterator[pa.RecordBatch]:
     """Some columns (None: all) of a Parquet file, ``batch`` rows at a time, read one row group at
     a time (pyarrow's own iter_batches grows its memory with the number of row groups read).
     A requested column the file lacks (a report written by an older version) reads as nulls."""
@@ -99,7 +102,9 @@ def iter_batches(store, key: str, columns: list[str] | None = None, batch: int =
         present = set(pf.schema_arrow.names)
         missing = [c for c in columns or [] if c not in present]
         for i in range(pf.num_row_groups):
-            t = pf.read_row_group(i, columns=[c for c in columns if c in present] if columns else None)
+            t = pf.read_row_group(
+                i, columns=[c for c in columns if c in present] if columns else None
+            )
             for name in missing:
                 t = t.append_column(name, pa.nulls(t.num_rows))
             yield from (t.select(columns) if columns else t).to_batches(batch)
@@ -115,7 +120,9 @@ def _by_key(r: dict[str, Any]) -> str:
     return r["key"]
 
 
-def merge(streams: list[Iterable[dict[str, Any]]], key: Callable[[dict], Any] = _by_key) -> Iterator[dict[str, Any]]:
+def merge(
+    streams: list[Iterable[dict[str, Any]]], key: Callable[[dict], Any] = _by_key
+) -> Iterator[dict[str, Any]]:
     """Sorted row streams as one, sorted by ``key`` (default the "key" column); rows with equal
     keys come in ``streams`` order."""
     return heapq.merge(*streams, key=key)
@@ -124,13 +131,17 @@ def merge(streams: list[Iterable[dict[str, Any]]], key: Callable[[dict], Any] = 
 def last_per_key(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """The last row of each run of equal keys (a sorted stream in, one row per key out)."""
     for _, group in itertools.groupby(rows, key=lambda r: r["key"]):
-        for row in group:
-            pass
-        yield row
+        yield collections.deque(group, maxlen=1)[0]
 
 
-def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
-                 key: Callable[[dict], Any] = _by_key, row_group: int = ROW_GROUP) -> Iterator[dict[str, Any]]:
+def merged_files(
+    store,
+    keys: list[str],
+    scratch: str,
+    schema: pa.Schema,
+    key: Callable[[dict], Any] = _by_key,
+    row_group: int = ROW_GROUP,
+) -> Iterator[dict[str, Any]]:
     """The rows of the sorted files ``keys`` as one sorted stream (equal keys in ``keys`` order).
     More than FAN_IN files are first merged in groups into files under ``scratch`` (kept in
     order, so ties keep their order), round after round."""
@@ -140,14 +151,20 @@ def merged_files(store, keys: list[str], scratch: str, schema: pa.Schema,
         for i in range(0, len(keys), FAN_IN):
             name = f"{scratch}merge-{level:02d}-{i // FAN_IN:06d}.parquet"
             with Writer(store, name, schema, row_group) as w:
-                w.write_all(merge([iter_rows(store, k) for k in keys[i:i + FAN_IN]], key))
+                w.write_all(merge([iter_rows(store, k) for k in keys[i : i + FAN_IN]], key))
             merged.append(name)
         keys, level = merged, level + 1
     return merge([iter_rows(store, k) for k in keys], key)
 
 
-def external_sort(rows: Iterable[dict[str, Any]], key: Callable[[dict], Any], store, scratch: str,
-                  schema: pa.Schema, run_rows: int = 100_000) -> Iterator[dict[str, Any]]:
+def external_sort(
+    rows: Iterable[dict[str, Any]],
+    key: Callable[[dict], Any],
+    store,
+    scratch: str,
+    schema: pa.Schema,
+    run_rows: int = 100_000,
+) -> Iterator[dict[str, Any]]:
     """``rows`` sorted by ``key`` (stable), holding at most ``run_rows`` of them: runs of that
     many are sorted here and written under ``scratch`` on ``store``, then merged as streams. The
     runs have small row groups (a merge holds one row group of each file it reads)."""
@@ -167,8 +184,13 @@ def external_sort(rows: Iterable[dict[str, Any]], key: Callable[[dict], Any], st
     return merge([merged_files(store, names, scratch, schema, key, SORT_ROW_GROUP), run], key)
 
 
-def median(read: Callable[[], Iterable[np.ndarray]], count: int, lo: float, hi: float,
-           collect: int = 200_000) -> float:
+def median(
+    read: Callable[[], Iterable[np.ndarray]],
+    count: int,
+    lo: float,
+    hi: float,
+    collect: int = 200_000,
+) -> float:
     """The exact median of ``count`` finite values that ``read()`` streams (as arrays; it is
     called once per pass, and non-finite values in it are ignored), between ``lo`` and ``hi``,
     without holding them: histogram passes narrow the range holding each middle rank until at
@@ -180,6 +202,7 @@ def median(read: Callable[[], Iterable[np.ndarray]], count: int, lo: float, hi: 
 def _kth(read, k: int, lo: float, hi: float, collect: int) -> float:
     below, last = 0, True  # values < lo; whether hi itself is in the range
     while True:
+
         def inside(v):
             v = v[np.isfinite(v)]
             return v[(v >= lo) & ((v <= hi) if last else (v < hi))]

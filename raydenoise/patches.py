@@ -13,7 +13,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,8 +32,13 @@ def epoch_rng(seed: int, epoch: int, rank: int, stream: int) -> np.random.Genera
     return np.random.default_rng([seed & 0xFFFFFFFF, epoch, rank, stream])
 
 
-def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rng: np.random.Generator,
-                 context: np.ndarray | None = None):
+def augment_pair(
+    low: np.ndarray | None,
+    high: np.ndarray,
+    patch: int | None,
+    rng: np.random.Generator,
+    context: np.ndarray | None = None,
+) -> tuple[Any, ...]:
     """Random crop to patch x patch (reflect-padding images smaller than that) plus random
     flips and 90-degree rotations; with patch None, only portrait -> landscape transposition.
     ``low`` may be None (clean-only training: the input is synthesized from ``high`` later).
@@ -67,12 +72,18 @@ def augment_pair(low: np.ndarray | None, high: np.ndarray, patch: int | None, rn
 
 
 def _with_context(pair: tuple, ctx: np.ndarray | None, context: np.ndarray | None) -> tuple:
-    return pair if context is None else (*pair, np.ascontiguousarray(ctx.transpose(2, 0, 1)))
+    if context is None or ctx is None:
+        return pair
+    return (*pair, np.ascontiguousarray(ctx.transpose(2, 0, 1)))
 
 
-def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: np.random.Generator,
-                      gray_fraction: float = GRAY_FRACTION,
-                      levels: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+def synthesize_inputs(
+    highs: Iterable[np.ndarray],
+    specs: list[NoiseSpec],
+    rng: np.random.Generator,
+    gray_fraction: float = GRAY_FRACTION,
+    levels: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
     """(clean, degraded, levels) patches: a fresh degraded input for each clean patch, one kind of
     ``specs`` and one draw of its ranges per patch (``gaussian:0-50`` gives every patch its own
     sigma), and each input's noise level (float32 (N,), 0-255 scale, see
@@ -102,30 +113,46 @@ def synthesize_inputs(highs: Iterable[np.ndarray], specs: list[NoiseSpec], rng: 
     return cleans, lows, np.asarray(found, dtype=np.float32) if levels else None
 
 
-def batch_with_levels(lows: list[np.ndarray | None], highs: list[np.ndarray], specs: list[NoiseSpec] | None,
-                      rng: np.random.Generator, levels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def batch_with_levels(
+    lows: list[np.ndarray | None],
+    highs: list[np.ndarray],
+    specs: list[NoiseSpec] | None,
+    rng: np.random.Generator,
+    levels: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One batch: (low, high) stacked to a common size, and the levels when ``levels`` (else None).
     With ``specs`` the low side is synthesized from the clean one; otherwise ``lows`` are the pairs'."""
-    if specs and any(low is not None for low in lows):  # a mix: only the missing inputs are synthesized
+    if specs and any(
+        low is not None for low in lows
+    ):  # a mix: only the missing inputs are synthesized
         made = [i for i, low in enumerate(lows) if low is None]
-        new_highs, new_lows, _ = synthesize_inputs([highs[i] for i in made], specs, rng, levels=False)
+        new_highs, new_lows, _ = synthesize_inputs(
+            [highs[i] for i in made], specs, rng, levels=False
+        )
         highs, lows = list(highs), list(lows)
         for i, h, low in zip(made, new_highs, new_lows):
             highs[i], lows[i] = h, low
         specs = None
     found = None
     if specs:
-        highs, lows, found = synthesize_inputs(highs, specs, rng, levels=levels)
-    elif levels:
-        found = pair_levels(lows, highs)
-    return (*crop_to_common(lows, highs), found)
+        highs, made_lows, found = synthesize_inputs(highs, specs, rng, levels=levels)
+        return (*crop_to_common(made_lows, highs), found)
+    pairs = cast("list[np.ndarray]", lows)  # without specs every input is a real one
+    if levels:
+        found = pair_levels(pairs, highs)
+    return (*crop_to_common(pairs, highs), found)
 
 
 def pair_levels(lows: list[np.ndarray], highs: list[np.ndarray]) -> np.ndarray:
     """The noise level of each paired input (``estimate_noise`` of input minus target), float32
     (N,): what a conditioned network is told when it trains on ingested pairs."""
-    return np.asarray([estimate_noise(lo.astype(np.float32) - hi.astype(np.float32)) for lo, hi in zip(lows, highs)],
-                      dtype=np.float32)
+    return np.asarray(
+        [
+            estimate_noise(lo.astype(np.float32) - hi.astype(np.float32))
+            for lo, hi in zip(lows, highs)
+        ],
+        dtype=np.float32,
+    )
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -148,8 +175,12 @@ class MemoryPatches:
     worker's share is smaller than ``steps * batch_size``.
     """
 
-    def __init__(self, images: list[tuple[np.ndarray | None, np.ndarray]],
-                 synthetic: list[np.ndarray] | None = None, synthetic_share: float = 0.0):
+    def __init__(
+        self,
+        images: list[tuple[np.ndarray | None, np.ndarray]],
+        synthetic: list[np.ndarray] | None = None,
+        synthetic_share: float = 0.0,
+    ):
         if not images:
             raise ValueError("no images to train on")
         self.images = images
@@ -157,17 +188,29 @@ class MemoryPatches:
         # ``synthetic_share`` of the patches.
         self.synthetic = synthetic or []
         self.synthetic_share = synthetic_share if self.synthetic else 0.0
-        self._contexts: dict[tuple[int, int], np.ndarray] = {}  # (image, size) -> a real input's thumbnail
+        self._contexts: dict[
+            tuple[int, int], np.ndarray
+        ] = {}  # (image, size) -> a real input's thumbnail
 
     @property
     def nbytes(self) -> int:
         return sum(h.nbytes + (0 if low is None else low.nbytes) for low, h in self.images) + sum(
-            h.nbytes for h in self.synthetic)
+            h.nbytes for h in self.synthetic
+        )
 
-    def batches(self, *, steps: int, batch_size: int, patch: int | None, seed: int, epoch: int, rank: int,
-                specs: list[NoiseSpec] | None,
-                levels: bool = True,
-                context: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    def batches(
+        self,
+        *,
+        steps: int,
+        batch_size: int,
+        patch: int | None,
+        seed: int,
+        epoch: int,
+        rank: int,
+        specs: list[NoiseSpec] | None,
+        levels: bool = True,
+        context: int = 0,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """``steps`` batches of (low, high) uint8 arrays (N, P, P, 3) and the inputs' noise levels
         (float32 (N,); None with ``levels=False``); with ``specs`` the low side is synthesized
         from the clean patch (from the synthetic images only, when there are any).
@@ -177,8 +220,9 @@ class MemoryPatches:
         the crop as inference takes it; synthetic inputs are then made from the whole image."""
         crop_rng, noise_rng = epoch_rng(seed, epoch, rank, 0), epoch_rng(seed, epoch, rank, 1)
         need = steps * batch_size
-        order = np.concatenate([crop_rng.permutation(len(self.images))
-                                for _ in range(-(-need // len(self.images)))])[:need]
+        order = np.concatenate(
+            [crop_rng.permutation(len(self.images)) for _ in range(-(-need // len(self.images)))]
+        )[:need]
         synthesize_all = bool(specs) and not self.synthetic
         for step in range(steps):
             lows, highs, contexts = [], [], []
@@ -189,8 +233,9 @@ class MemoryPatches:
                 elif synthesize_all:
                     low = None
                 if context:
+                    thumb: np.ndarray | None
                     if low is None:
-                        low = degrade(high, specs, noise_rng)
+                        low = degrade(high, specs or [], noise_rng)
                         thumb = area_thumbnail(low, context)
                     else:
                         thumb = self._contexts.get((int(i), context))
@@ -208,7 +253,9 @@ class MemoryPatches:
                 yield batch_with_levels(lows, highs, specs, noise_rng, levels)
 
 
-def crop_to_common(lows: list[np.ndarray], highs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def crop_to_common(
+    lows: list[np.ndarray], highs: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Stack images (possibly of different sizes) cropped to the smallest height and width."""
     h = min(a.shape[0] for a in highs)
     w = min(a.shape[1] for a in highs)

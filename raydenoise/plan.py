@@ -47,10 +47,10 @@ def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
     run's report folder (``_report/`` holding report.parquet and summary.json), which sort
     together: one folder's keys are held until the folder ends, to see whether it is one."""
     held: list[Entry] = []
-    folder = None
+    folder: str | None = None
 
-    def release() -> Iterator[Item]:
-        names = {e.key[len(folder):] for e in held}
+    def release(folder: str) -> Iterator[Item]:
+        names = {e.key[len(folder) :] for e in held}
         is_report = all(m in names for m in REPORT_MARKERS)
         for e in held:
             yield _item(e, include_hidden, REPORT if is_report else "")
@@ -58,7 +58,7 @@ def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
 
     for e in entries:
         if folder is not None and not e.key.startswith(folder):
-            yield from release()
+            yield from release(folder)
             folder = None
         f = _report_folder(e.key)
         if f is not None and (folder is None or f == folder):
@@ -67,7 +67,7 @@ def select(entries: Iterable[Entry], include_hidden: bool) -> Iterator[Item]:
             continue
         yield _item(e, include_hidden, "")
     if folder is not None:
-        yield from release()
+        yield from release(folder)
 
 
 def _item(e: Entry, include_hidden: bool, reason: str) -> Item:
@@ -130,6 +130,11 @@ def trusted(item: Item, made_by: str) -> bool:
     input by this run's model and options (other_maker), and its row says the output was written
     (or verified) with exactly the size and tag listed now (S3: the ETag of the bytes written;
     local: the modification time), so it was not touched since and need not be read again."""
-    row, out = item.earlier, item.existing
-    return (out is not None and not other_maker(item, made_by) and bool(row.get("output_tag"))
-            and row.get("output_bytes") == out.size and row.get("output_tag") == out.tag)
+    row, out = item.earlier or {}, item.existing
+    return (
+        out is not None
+        and not other_maker(item, made_by)
+        and bool(row.get("output_tag"))
+        and row.get("output_bytes") == out.size
+        and row.get("output_tag") == out.tag
+    )

@@ -20,7 +20,6 @@ modification time) let a rerun trust an unchanged output without reading it; ``i
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -29,7 +28,6 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 METRICS = ("psnr", "mse", "mae", "ssim")
 EXCLUDED, NOT_DONE = "excluded", "not-done"
@@ -42,16 +40,47 @@ STATS = (*ALL_METRICS, *NOISE)
 # listed tag, the model as named and ``made_by``, the fingerprint of its weights and the options
 # that change pixels (see denoise.made_by).
 PROVENANCE = ("input_bytes", "input_tag", "model", "made_by")
-COLUMNS = ["key", "width", "height", "status", "error", "note", "seconds", "node", *ALL_METRICS, *NOISE,
-           "output_bytes", "output_md5", "output_tag", *PROVENANCE, "finished"]
-SCHEMA = pa.schema([
-    ("key", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("status", pa.string()),
-    ("error", pa.string()), ("note", pa.string()), ("seconds", pa.float64()), ("node", pa.string()),
-    *[(m, pa.float64()) for m in STATS],
-    ("output_bytes", pa.int64()), ("output_md5", pa.string()), ("output_tag", pa.string()),
-    ("input_bytes", pa.int64()), ("input_tag", pa.string()), ("model", pa.string()), ("made_by", pa.string()),
-    ("finished", pa.float64()),  # when the row was made (Unix time): the report plots time per image over the run
-])
+COLUMNS = [
+    "key",
+    "width",
+    "height",
+    "status",
+    "error",
+    "note",
+    "seconds",
+    "node",
+    *ALL_METRICS,
+    *NOISE,
+    "output_bytes",
+    "output_md5",
+    "output_tag",
+    *PROVENANCE,
+    "finished",
+]
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("note", pa.string()),
+        ("seconds", pa.float64()),
+        ("node", pa.string()),
+        *[(m, pa.float64()) for m in STATS],
+        ("output_bytes", pa.int64()),
+        ("output_md5", pa.string()),
+        ("output_tag", pa.string()),
+        ("input_bytes", pa.int64()),
+        ("input_tag", pa.string()),
+        ("model", pa.string()),
+        ("made_by", pa.string()),
+        (
+            "finished",
+            pa.float64(),
+        ),  # when the row was made (Unix time): the report plots time per image over the run
+    ]
+)
 
 
 def blank_row(key: str, **values: Any) -> dict[str, Any]:
@@ -93,19 +122,6 @@ def to_json(value: Any) -> bytes:
     return json.dumps(json_safe(value), indent=2, allow_nan=False, default=str).encode()
 
 
-def to_parquet(t: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(t, buf)
-    return buf.getvalue()
-
-
-def to_csv(t: pa.Table) -> bytes:
-    """Plain CSV (quotes only where needed; empty cells for nulls)."""
-    buf = io.StringIO()
-    write_csv(t.to_pylist(), buf)
-    return buf.getvalue().encode()
-
-
 def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
     """Report rows to CSV text, streamed: the header, then one line per row."""
     writer = csv.writer(out)
@@ -120,7 +136,9 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     return summarize_batches(lambda columns: t.select(columns).to_batches(), seconds)
 
 
-def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], seconds: float) -> dict[str, Any]:
+def summarize_batches(
+    read: Callable[[list[str]], Iterable[pa.RecordBatch]], seconds: float
+) -> dict[str, Any]:
     """Counts, failures, throughput (``ok`` rows) and mean/median/min/max of every metric over
     ``ok`` and ``skipped`` rows (a skipped row has metrics when its existing output was scored),
     from a report read a batch at a time (``read(columns)``, called once per pass): memory does
@@ -140,7 +158,9 @@ def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], sec
         for item in pc.value_counts(status).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
         ok = pc.fill_null(pc.equal(status, "ok"), False)
-        area = pc.multiply(pc.cast(b.column("width"), pa.int64()), pc.cast(b.column("height"), pa.int64()))
+        area = pc.multiply(
+            pc.cast(b.column("width"), pa.int64()), pc.cast(b.column("height"), pa.int64())
+        )
         pixels += pc.sum(pc.filter(area, ok)).as_py() or 0
         handled = pc.fill_null(pc.is_in(status, pa.array(["ok", "skipped", "error"])), False)
         for item in pc.value_counts(pc.drop_null(pc.filter(b.column("node"), handled))).to_pylist():
@@ -168,19 +188,22 @@ def summarize_batches(read: Callable[[list[str]], Iterable[pa.RecordBatch]], sec
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 else None,
         "metrics": {},
     }
-    out["nodes"] = dict(sorted(nodes.items()))  # images handled per Ray node (ok, skipped or failed)
+    # images handled per Ray node (ok, skipped or failed)
+    out["nodes"] = dict(sorted(nodes.items()))
     for m, (count, finite, total, lo, hi) in acc.items():
         if not count:
             continue
 
         def values(m=m):
             for b in read(["status", m]):
-                done = pc.fill_null(pc.is_in(b.column("status"), pa.array(["ok", "skipped"])), False)
+                done = pc.fill_null(
+                    pc.is_in(b.column("status"), pa.array(["ok", "skipped"])), False
+                )
                 yield pc.drop_null(pc.filter(b.column(m), done)).to_numpy(zero_copy_only=False)
 
         out["metrics"][m] = {
             "mean": total / finite if finite else None,
-            "median": median(values, finite, lo, hi) if finite else None,
+            "median": median(values, int(finite), lo, hi) if finite else None,
             "min": lo if finite else None,
             "max": hi if finite else None,
             "count": count,

@@ -26,7 +26,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,9 @@ from PIL import Image
 
 from .console import duration, plural
 
-TABLE_ROWS = 2000  # rows embedded in the page's table; the full report is report.csv / report.parquet
+TABLE_ROWS = (
+    2000  # rows embedded in the page's table; the full report is report.csv / report.parquet
+)
 CROP = 128  # side of a 1:1 crop, pixels
 SCREEN = 960  # the slider's images are at most this wide or tall
 BINS = 30
@@ -71,7 +73,9 @@ def _window_sums(score: np.ndarray, crop: int) -> np.ndarray:
     return c[crop:, crop:] - c[:-crop, crop:] - c[crop:, :-crop] + c[:-crop, :-crop]
 
 
-def regions(before: np.ndarray, after: np.ndarray, detail: np.ndarray, crop: int = CROP) -> list[tuple[str, int, int]]:
+def regions(
+    before: np.ndarray, after: np.ndarray, detail: np.ndarray, crop: int = CROP
+) -> list[tuple[str, int, int]]:
     """Top-left corners of the two crops shown 1:1: ("most changed", where ``after`` differs
     most from ``before``) and ("finest texture", where ``detail`` — the reference, else the
     output — has the most gradient energy, away from the first)."""
@@ -79,7 +83,10 @@ def regions(before: np.ndarray, after: np.ndarray, detail: np.ndarray, crop: int
     crop = min(crop, h, w)
     if crop == 0:
         return []
-    gray = (lambda a: a.astype(np.float32).mean(axis=2) if a.ndim == 3 else a.astype(np.float32))
+
+    def gray(a):
+        return a.astype(np.float32).mean(axis=2) if a.ndim == 3 else a.astype(np.float32)
+
     change = np.abs(gray(after) - gray(before))
     d = gray(detail)
     energy = np.zeros_like(d)
@@ -91,7 +98,9 @@ def regions(before: np.ndarray, after: np.ndarray, detail: np.ndarray, crop: int
     found.append(("most changed", int(y), int(x)))
     texture = _window_sums(energy, crop)
     ys, xs = np.ogrid[: texture.shape[0], : texture.shape[1]]
-    texture[(np.abs(ys - y) < crop // 2) & (np.abs(xs - x) < crop // 2)] = -1  # not the same place twice
+    texture[
+        (np.abs(ys - y) < crop // 2) & (np.abs(xs - x) < crop // 2)
+    ] = -1  # not the same place twice
     ty, tx = np.unravel_index(int(np.argmax(texture)), texture.shape)
     if texture[ty, tx] >= 0:
         found.append(("finest texture", int(ty), int(tx)))
@@ -108,10 +117,14 @@ class Comparison:
     label: str
     row: dict[str, Any]
     slider: dict[str, str] = field(default_factory=dict)  # "before"/"after" -> data URI
-    crops: list[dict[str, Any]] = field(default_factory=list)  # {"region", "y", "x", "size", name -> data URI}
+    crops: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # {"region", "y", "x", "size", name -> data URI}
 
 
-def compare(key: str, label: str, row: dict[str, Any], images: dict[str, np.ndarray | None]) -> Comparison:
+def compare(
+    key: str, label: str, row: dict[str, Any], images: Mapping[str, np.ndarray | None]
+) -> Comparison:
     """The comparison of one image from its decoded ``images``: "input", "output" and optionally
     "reference" (uint8; same size), or any methods' outputs beside "input" (evaluate: the
     slider shows "model" when there is no "output")."""
@@ -120,7 +133,10 @@ def compare(key: str, label: str, row: dict[str, Any], images: dict[str, np.ndar
     if before is None or after is None or before.shape[:2] != after.shape[:2]:
         return c
     ref = images.get("reference")
-    c.slider = {"before": data_uri(screen_size(before), quality=70), "after": data_uri(screen_size(after), quality=70)}
+    c.slider = {
+        "before": data_uri(screen_size(before), quality=70),
+        "after": data_uri(screen_size(after), quality=70),
+    }
     detail = ref if ref is not None and ref.shape[:2] == before.shape[:2] else after
     for region, y, x in regions(before, after, detail):
         s = min(CROP, before.shape[0], before.shape[1])
@@ -135,7 +151,9 @@ def compare(key: str, label: str, row: dict[str, Any], images: dict[str, np.ndar
 # ----------------------------------------------------------------------------- plots (SVG)
 
 
-def histogram(values: Callable[[], Iterator[np.ndarray]], bins: int = BINS) -> tuple[np.ndarray, np.ndarray] | None:
+def histogram(
+    values: Callable[[], Iterator[np.ndarray]], bins: int = BINS
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(counts, edges) of the finite values ``values()`` yields, in two streaming passes (range,
     then counts): memory does not grow with the number of values. None when there are none."""
     lo, hi = math.inf, -math.inf
@@ -158,8 +176,13 @@ def _nice(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
-def svg_histogram(title: str, xlabel: str, series: list[tuple[str, np.ndarray, np.ndarray]],
-                  width: int = 440, height: int = 220) -> str:
+def svg_histogram(
+    title: str,
+    xlabel: str,
+    series: list[tuple[str, np.ndarray, np.ndarray]],
+    width: int = 440,
+    height: int = 220,
+) -> str:
     """Bar histograms (``series``: (name, counts, edges), drawn over each other, half
     transparent) as an inline SVG with axes and a legend."""
     series = [s for s in series if s[1].sum() > 0]
@@ -171,32 +194,51 @@ def svg_histogram(title: str, xlabel: str, series: list[tuple[str, np.ndarray, n
     hi = max(float(e[-1]) for _, _, e in series)
     peak = max(int(c.max()) for _, c, _ in series)
     colors = ("#3266cc", "#e0762a", "#2a9d5c")
-    sx = (lambda v: left + (v - lo) / (hi - lo or 1) * pw)
-    parts = [f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-             f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>",
-             f"<text x='{left}' y='16' class='pt'>{html.escape(title)}</text>"]
+
+    def sx(v):
+        return left + (v - lo) / (hi - lo or 1) * pw
+
+    parts = [
+        f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>",
+        f"<text x='{left}' y='16' class='pt'>{html.escape(title)}</text>",
+    ]
     for k, (name, counts, edges) in enumerate(series):
         for c, a, b in zip(counts, edges[:-1], edges[1:]):
             if c:
                 bh = c / peak * ph
-                parts.append(f"<rect x='{sx(a):.1f}' y='{top + ph - bh:.1f}' width='{max(sx(b) - sx(a) - 1, 1):.1f}' "
-                             f"height='{bh:.1f}' fill='{colors[k % 3]}' fill-opacity='0.6'><title>{html.escape(name)}: "
-                             f"{c} in [{_nice(a)}, {_nice(b)})</title></rect>")
+                parts.append(
+                    f"<rect x='{sx(a):.1f}' y='{top + ph - bh:.1f}' width='{max(sx(b) - sx(a) - 1, 1):.1f}' "
+                    f"height='{bh:.1f}' fill='{colors[k % 3]}' fill-opacity='0.6'><title>{html.escape(name)}: "
+                    f"{c} in [{_nice(a)}, {_nice(b)})</title></rect>"
+                )
         if len(series) > 1:
-            parts.append(f"<rect x='{width - 130}' y='{6 + 14 * k}' width='10' height='10' fill='{colors[k % 3]}'/>"
-                         f"<text x='{width - 116}' y='{15 + 14 * k}' class='pl'>{html.escape(name)}</text>")
-    parts += [f"<line x1='{left}' y1='{top + ph}' x2='{left + pw}' y2='{top + ph}' stroke='#555'/>",
-              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + ph}' stroke='#555'/>",
-              f"<text x='{left}' y='{height - 6}' class='pl'>{_nice(lo)}</text>",
-              f"<text x='{left + pw}' y='{height - 6}' class='pl' text-anchor='end'>{_nice(hi)}</text>",
-              f"<text x='{left + pw / 2}' y='{height - 6}' class='pl' text-anchor='middle'>{html.escape(xlabel)}</text>",
-              f"<text x='{left - 4}' y='{top + 8}' class='pl' text-anchor='end'>{peak}</text>",
-              f"<text x='{left - 4}' y='{top + ph}' class='pl' text-anchor='end'>0</text>", "</svg>"]
+            parts.append(
+                f"<rect x='{width - 130}' y='{6 + 14 * k}' width='10' height='10' fill='{colors[k % 3]}'/>"
+                f"<text x='{width - 116}' y='{15 + 14 * k}' class='pl'>{html.escape(name)}</text>"
+            )
+    parts += [
+        f"<line x1='{left}' y1='{top + ph}' x2='{left + pw}' y2='{top + ph}' stroke='#555'/>",
+        f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + ph}' stroke='#555'/>",
+        f"<text x='{left}' y='{height - 6}' class='pl'>{_nice(lo)}</text>",
+        f"<text x='{left + pw}' y='{height - 6}' class='pl' text-anchor='end'>{_nice(hi)}</text>",
+        f"<text x='{left + pw / 2}' y='{height - 6}' class='pl' text-anchor='middle'>{html.escape(xlabel)}</text>",
+        f"<text x='{left - 4}' y='{top + 8}' class='pl' text-anchor='end'>{peak}</text>",
+        f"<text x='{left - 4}' y='{top + ph}' class='pl' text-anchor='end'>0</text>",
+        "</svg>",
+    ]
     return "".join(parts)
 
 
-def svg_scatter(title: str, xlabel: str, ylabel: str, xs: np.ndarray, ys: np.ndarray,
-                width: int = 440, height: int = 220) -> str:
+def svg_scatter(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    width: int = 440,
+    height: int = 220,
+) -> str:
     """Points (``xs``, ``ys``) as an inline SVG with axes."""
     keep = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[keep], ys[keep]
@@ -205,18 +247,23 @@ def svg_scatter(title: str, xlabel: str, ylabel: str, xs: np.ndarray, ys: np.nda
     left, bottom, top, right = 46, 36, 26, 12
     pw, ph = width - left - right, height - top - bottom
     x0, x1, y1 = 0.0, float(xs.max()) or 1.0, float(ys.max()) or 1.0
-    pts = "".join(f"<circle cx='{left + (x - x0) / (x1 - x0 or 1) * pw:.1f}' cy='{top + ph - y / y1 * ph:.1f}' r='2.5' "
-                  "fill='#3266cc' fill-opacity='0.6'/>" for x, y in zip(xs, ys))
-    return (f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>"
-            f"<text x='{left}' y='16' class='pt'>{html.escape(title)}</text>{pts}"
-            f"<line x1='{left}' y1='{top + ph}' x2='{left + pw}' y2='{top + ph}' stroke='#555'/>"
-            f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + ph}' stroke='#555'/>"
-            f"<text x='{left}' y='{height - 6}' class='pl'>0</text>"
-            f"<text x='{left + pw}' y='{height - 6}' class='pl' text-anchor='end'>{_nice(x1)}</text>"
-            f"<text x='{left + pw / 2}' y='{height - 6}' class='pl' text-anchor='middle'>{html.escape(xlabel)}</text>"
-            f"<text x='{left - 4}' y='{top + 8}' class='pl' text-anchor='end'>{_nice(y1)}</text>"
-            f"<text x='{left + 4}' y='{top + 8}' class='pl'>{html.escape(ylabel)}</text></svg>")
+    pts = "".join(
+        f"<circle cx='{left + (x - x0) / (x1 - x0 or 1) * pw:.1f}' cy='{top + ph - y / y1 * ph:.1f}' r='2.5' "
+        "fill='#3266cc' fill-opacity='0.6'/>"
+        for x, y in zip(xs, ys)
+    )
+    return (
+        f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>"
+        f"<text x='{left}' y='16' class='pt'>{html.escape(title)}</text>{pts}"
+        f"<line x1='{left}' y1='{top + ph}' x2='{left + pw}' y2='{top + ph}' stroke='#555'/>"
+        f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + ph}' stroke='#555'/>"
+        f"<text x='{left}' y='{height - 6}' class='pl'>0</text>"
+        f"<text x='{left + pw}' y='{height - 6}' class='pl' text-anchor='end'>{_nice(x1)}</text>"
+        f"<text x='{left + pw / 2}' y='{height - 6}' class='pl' text-anchor='middle'>{html.escape(xlabel)}</text>"
+        f"<text x='{left - 4}' y='{top + 8}' class='pl' text-anchor='end'>{_nice(y1)}</text>"
+        f"<text x='{left + 4}' y='{top + 8}' class='pl'>{html.escape(ylabel)}</text></svg>"
+    )
 
 
 def svg_bars(title: str, counts: dict[str, int], width: int = 440) -> str:
@@ -228,27 +275,34 @@ def svg_bars(title: str, counts: dict[str, int], width: int = 440) -> str:
     rows = []
     for i, (name, n) in enumerate(counts.items()):
         y = 26 + 22 * i
-        rows.append(f"<text x='4' y='{y + 12}' class='pl'>{html.escape(name[:14])}</text>"
-                    f"<rect x='120' y='{y}' width='{max(1, n / peak * (width - 180)):.1f}' height='16' fill='#3266cc'>"
-                    f"<title>{html.escape(name)}: {n}</title></rect>"
-                    f"<text x='{124 + n / peak * (width - 180):.1f}' y='{y + 12}' class='pl'>{n}</text>")
-    return (f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-            f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>"
-            f"<text x='4' y='16' class='pt'>{html.escape(title)}</text>{''.join(rows)}</svg>")
+        rows.append(
+            f"<text x='4' y='{y + 12}' class='pl'>{html.escape(name[:14])}</text>"
+            f"<rect x='120' y='{y}' width='{max(1, n / peak * (width - 180)):.1f}' height='16' fill='#3266cc'>"
+            f"<title>{html.escape(name)}: {n}</title></rect>"
+            f"<text x='{124 + n / peak * (width - 180):.1f}' y='{y + 12}' class='pl'>{n}</text>"
+        )
+    return (
+        f"<svg class='plot' role='img' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}'><title>{html.escape(title)}</title>"
+        f"<text x='4' y='16' class='pt'>{html.escape(title)}</text>{''.join(rows)}</svg>"
+    )
 
 
 # ----------------------------------------------------------------------------- the table
 
 
-def select_rows(rows: Callable[[], Iterable[dict[str, Any]]], rank: Callable[[dict[str, Any]], float | None],
-                limit: int = TABLE_ROWS) -> tuple[list[dict[str, Any]], int]:
+def select_rows(
+    rows: Callable[[], Iterable[dict[str, Any]]],
+    rank: Callable[[dict[str, Any]], float | None],
+    limit: int = TABLE_ROWS,
+) -> tuple[list[dict[str, Any]], int]:
     """(the rows the page's table holds, how many rows there are). All of them up to ``limit``;
     beyond, every failure (up to a quarter of the limit) and the rows ranked lowest and highest
     by ``rank`` (None: unranked), found in one streaming pass with bounded heaps."""
     import heapq
     import itertools
 
-    total, kept = 0, []
+    total, kept = 0, []  # type: tuple[int, list[dict[str, Any]]]
     for r in rows():
         total += 1
         if len(kept) <= limit:
@@ -360,7 +414,12 @@ window.raydenoiseReport = {rows: () => shown.length, openRow: (k) => openRow(row
 
 def _json_script(value: Any) -> str:
     """JSON safe inside <script>: no "</" or "<!--" can end or change it."""
-    return json.dumps(value, allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (
+        json.dumps(value, allow_nan=False)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def _cell(v: Any) -> Any:
@@ -369,7 +428,9 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def comparison_html(i: int, c: Comparison, names: tuple[str, ...] = ("input", "output", "reference")) -> str:
+def comparison_html(
+    i: int, c: Comparison, names: tuple[str, ...] = ("input", "output", "reference")
+) -> str:
     """One image's section: title, slider, and its 1:1 crops."""
     r = c.row
     facts = []
@@ -383,35 +444,70 @@ def comparison_html(i: int, c: Comparison, names: tuple[str, ...] = ("input", "o
         facts.append(f"{r['width']}×{r['height']}")
     slider = ""
     if c.slider:
-        slider = (f"<div class='slider'><img class='before' alt='before' src='{c.slider['before']}'>"
-                  f"<img class='after' alt='after' src='{c.slider['after']}'>"
-                  "<input type='range' min='0' max='100' value='50' aria-label='before/after'></div>"
-                  "<div class='note'>left of the line: before (input); right: after (output)</div>")
+        slider = (
+            f"<div class='slider'><img class='before' alt='before' src='{c.slider['before']}'>"
+            f"<img class='after' alt='after' src='{c.slider['after']}'>"
+            "<input type='range' min='0' max='100' value='50' aria-label='before/after'></div>"
+            "<div class='note'>left of the line: before (input); right: after (output)</div>"
+        )
     crops = []
     for crop in c.crops:
-        figs = "".join(f"<figure><img src='{crop[n]}' width='{crop['size']}' height='{crop['size']}' alt='{n}'>"
-                       f"<figcaption>{n}</figcaption></figure>" for n in names if n in crop)
-        crops.append(f"<div><div class='note'>1:1, {html.escape(crop['region'])} (x {crop['x']}, y {crop['y']})</div>"
-                     f"<div class='crops'>{figs}</div></div>")
-    return (f"<section class='cmp' id='cmp-{i}'><h3>{html.escape(c.label)}: {html.escape(c.key)}</h3>"
-            f"<div class='note'>{html.escape('; '.join(facts))}</div>{slider}{''.join(crops)}</section>")
+        figs = "".join(
+            f"<figure><img src='{crop[n]}' width='{crop['size']}' height='{crop['size']}' alt='{n}'>"
+            f"<figcaption>{n}</figcaption></figure>"
+            for n in names
+            if n in crop
+        )
+        crops.append(
+            f"<div><div class='note'>1:1, {html.escape(crop['region'])} (x {crop['x']}, y {crop['y']})</div>"
+            f"<div class='crops'>{figs}</div></div>"
+        )
+    return (
+        f"<section class='cmp' id='cmp-{i}'><h3>{html.escape(c.label)}: {html.escape(c.key)}</h3>"
+        f"<div class='note'>{html.escape('; '.join(facts))}</div>{slider}{''.join(crops)}</section>"
+    )
 
 
-def render_page(*, title: str, summary_words: str, facts: dict[str, Any], plots: list[str],
-                columns: list[str], rows: list[list[Any]], total_rows: int, comparisons: list[Comparison],
-                links: dict[str, tuple[str, str]], where: dict[str, str], statuses: list[str],
-                crop_names: tuple[str, ...] = ("input", "output", "reference"), extra_html: str = "") -> str:
+def render_page(
+    *,
+    title: str,
+    summary_words: str,
+    facts: dict[str, Any],
+    plots: list[str],
+    columns: list[str],
+    rows: list[list[Any]],
+    total_rows: int,
+    comparisons: list[Comparison],
+    links: dict[str, tuple[str, str]],
+    where: dict[str, str],
+    statuses: list[str],
+    crop_names: tuple[str, ...] = ("input", "output", "reference"),
+    extra_html: str = "",
+) -> str:
     """The whole page. ``rows``: table cells in ``columns`` order (key first, status second);
     ``links``: key -> (input, output) hrefs relative to the page for rows not embedded."""
     index = {c.key: i for i, c in enumerate(comparisons)}
-    data = {"columns": columns, "rows": [[_cell(v) for v in r] for r in rows], "compare": index,
-            "links": links, "where": where}
-    heads = "".join(f"<th data-col='{i}'>{html.escape(c)}</th>" for i, c in enumerate(columns)) + "<th></th>"
-    more = ("" if total_rows <= len(rows) else
-            f"<p class='note'>This page holds {len(rows):,} of the {total_rows:,} rows (failures, and the best and "
-            "worst); report.csv and report.parquet beside it hold every row.</p>")
-    fact_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                        for k, v in facts.items())
+    data = {
+        "columns": columns,
+        "rows": [[_cell(v) for v in r] for r in rows],
+        "compare": index,
+        "links": links,
+        "where": where,
+    }
+    heads = (
+        "".join(f"<th data-col='{i}'>{html.escape(c)}</th>" for i, c in enumerate(columns))
+        + "<th></th>"
+    )
+    more = (
+        ""
+        if total_rows <= len(rows)
+        else f"<p class='note'>This page holds {len(rows):,} of the {total_rows:,} rows (failures, and the best and "
+        "worst); report.csv and report.parquet beside it hold every row.</p>"
+    )
+    fact_rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts.items()
+    )
     options = "".join(f"<option>{html.escape(s)}</option>" for s in statuses)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -420,7 +516,7 @@ def render_page(*, title: str, summary_words: str, facts: dict[str, Any], plots:
 <p class="summary" id="summary">{html.escape(summary_words)}</p>
 <table>{fact_rows}</table>
 {extra_html}
-<h2>What changed</h2><div class="plots">{''.join(p for p in plots if p) or '<p class="note">Nothing to plot.</p>'}</div>
+<h2>What changed</h2><div class="plots">{"".join(p for p in plots if p) or '<p class="note">Nothing to plot.</p>'}</div>
 <h2>Every image</h2>{more}
 <div class="controls"><input id="filter" placeholder="filter by name" aria-label="filter">
 <select id="status" aria-label="status"><option value="">any status</option>{options}</select>
@@ -433,7 +529,7 @@ def render_page(*, title: str, summary_words: str, facts: dict[str, Any], plots:
 style="max-width:none"><figcaption>input, 1:1</figcaption></figure><figure><img id="viewer-full-out" alt="output 1:1"
 style="max-width:none"><figcaption>output, 1:1</figcaption></figure></div></section>
 <h2>Before and after, at 1:1</h2>
-{''.join(comparison_html(i, c, crop_names) for i, c in enumerate(comparisons)) or '<p class="note">No image was written.</p>'}
+{"".join(comparison_html(i, c, crop_names) for i, c in enumerate(comparisons)) or '<p class="note">No image was written.</p>'}
 <script type="application/json" id="rows-data">{_json_script(data)}</script>
 <script>{SCRIPT}</script></body></html>
 """
@@ -454,15 +550,30 @@ def relative_link(page_folder: str | None, target: str | None) -> str | None:
 # ----------------------------------------------------------------------------- denoise's page
 
 DONE = ("ok", "skipped")
-TABLE_COLUMNS = ["key", "status", "width", "height", "seconds", "psnr", "input_psnr", "gain", "ssim",
-                 "input_noise", "output_noise", "change", "note"]
+TABLE_COLUMNS = [
+    "key",
+    "status",
+    "width",
+    "height",
+    "seconds",
+    "psnr",
+    "input_psnr",
+    "gain",
+    "ssim",
+    "input_noise",
+    "output_noise",
+    "change",
+    "note",
+]
 
 
 def denoise_words(summary: dict[str, Any]) -> str:
     """The run in one sentence: "13 images denoised, none failed, 0.46 images/s" and the rest."""
     parts = [f"{plural(summary.get('ok', 0), 'image')} denoised"]
     failed = summary.get("failures", 0)
-    parts.append("none failed" if not failed else f"{failed:,} failed (see the table, status error)")
+    parts.append(
+        "none failed" if not failed else f"{failed:,} failed (see the table, status error)"
+    )
     if summary.get("skipped"):
         parts.append(f"{summary['skipped']:,} already done and kept")
     if summary.get("excluded"):
@@ -470,11 +581,16 @@ def denoise_words(summary: dict[str, Any]) -> str:
     if summary.get("not_done"):
         parts.append(f"{summary['not_done']:,} not done")
     if summary.get("images_per_s"):
-        parts.append(f"{summary['images_per_s']:.2f} images/s over {duration(summary.get('seconds') or 0)}")
+        parts.append(
+            f"{summary['images_per_s']:.2f} images/s over {duration(summary.get('seconds') or 0)}"
+        )
     words = ", ".join(parts) + "."
     if summary.get("stopped"):
         words += f" The job stopped before it was complete ({summary['stopped']}): rerun to resume."
-    gain = (summary.get("metrics") or {}).get("psnr"), (summary.get("metrics") or {}).get("input_psnr")
+    gain = (
+        (summary.get("metrics") or {}).get("psnr"),
+        (summary.get("metrics") or {}).get("input_psnr"),
+    )
     if gain[0] and gain[1] and gain[0].get("mean") is not None and gain[1].get("mean") is not None:
         words += f" Mean PSNR {gain[0]['mean']:.2f} dB against the reference (input {gain[1]['mean']:.2f} dB)."
     return words
@@ -486,9 +602,16 @@ def _gain(r: dict[str, Any]) -> float | None:
     return float(r["psnr"]) - float(r["input_psnr"])
 
 
-def denoise_page(*, title: str, summary: dict[str, Any], facts: dict[str, Any],
-                 batches: Callable[[list[str]], Iterator[Any]], comparisons: list[Comparison],
-                 links: Callable[[str], tuple[str, str] | None], where: dict[str, str]) -> str:
+def denoise_page(
+    *,
+    title: str,
+    summary: dict[str, Any],
+    facts: dict[str, Any],
+    batches: Callable[[list[str]], Iterator[Any]],
+    comparisons: list[Comparison],
+    links: Callable[[str], tuple[str, str] | None],
+    where: dict[str, str],
+) -> str:
     """denoise's report.html. ``batches(columns)``: the report's rows as pyarrow RecordBatches,
     read again for each pass (memory does not grow with the report); ``links(key)``: hrefs of a
     row's input and output relative to the page, or None."""
@@ -497,36 +620,85 @@ def denoise_page(*, title: str, summary: dict[str, Any], facts: dict[str, Any],
     def column(name: str, other: str | None = None) -> Callable[[], Iterator[np.ndarray]]:
         def values() -> Iterator[np.ndarray]:
             for b in batches(["status", name] + ([other] if other else [])):
-                done = pc.fill_null(pc.is_in(b.column("status"), pc.cast(np.array(DONE), b.column("status").type)), False)
-                v = pc.filter(b.column(name), done).to_numpy(zero_copy_only=False).astype(np.float64)
+                done = pc.fill_null(
+                    pc.is_in(b.column("status"), pc.cast(np.array(DONE), b.column("status").type)),
+                    False,
+                )
+                v = (
+                    pc.filter(b.column(name), done)
+                    .to_numpy(zero_copy_only=False)
+                    .astype(np.float64)
+                )
                 if other:
-                    v = v - pc.filter(b.column(other), done).to_numpy(zero_copy_only=False).astype(np.float64)
+                    v = v - pc.filter(b.column(other), done).to_numpy(zero_copy_only=False).astype(
+                        np.float64
+                    )
                 yield np.nan_to_num(v, nan=np.nan, posinf=np.nan, neginf=np.nan)
+
         return values
 
     plots = []
     gain = histogram(column("psnr", "input_psnr"))
     if gain:
-        plots.append(svg_histogram("PSNR gain per image (output − input, dB)", "dB gained", [("gain", *gain)]))
-    levels = [(n, *h) for n, h in (("input", histogram(column("input_noise"))),
-                                   ("output", histogram(column("output_noise")))) if h]
+        plots.append(
+            svg_histogram(
+                "PSNR gain per image (output − input, dB)", "dB gained", [("gain", *gain)]
+            )
+        )
+    levels = [
+        (n, *h)
+        for n, h in (
+            ("input", histogram(column("input_noise"))),
+            ("output", histogram(column("output_noise"))),
+        )
+        if h
+    ]
     if levels:
-        plots.append(svg_histogram("Estimated noise level per image (0–255)", "noise level σ", levels))
+        plots.append(
+            svg_histogram("Estimated noise level per image (0–255)", "noise level σ", levels)
+        )
     change = histogram(column("change"))
     if change:
-        plots.append(svg_histogram("Change per image: RMS of output − input (0–255)", "RMS change",
-                                   [("change", *change)]))
+        plots.append(
+            svg_histogram(
+                "Change per image: RMS of output − input (0–255)",
+                "RMS change",
+                [("change", *change)],
+            )
+        )
     (mp, secs), (when, secs2) = _sample_times(batches)
     if when.size:
-        plots.append(svg_scatter("Time per image over the run", "seconds since the first image finished", "s",
-                                 when - when.min(), secs2))
+        plots.append(
+            svg_scatter(
+                "Time per image over the run",
+                "seconds since the first image finished",
+                "s",
+                when - when.min(),
+                secs2,
+            )
+        )
     plots.append(svg_scatter("Time per image by size", "megapixels", "s", mp, secs))
     nodes = summary.get("nodes") or {}
     plots.append(svg_bars("Images per node", {n[:12]: c for n, c in nodes.items()}))
 
     def rows() -> Iterator[dict[str, Any]]:
-        for b in batches(["key", "status", "width", "height", "seconds", "psnr", "input_psnr", "ssim",
-                          "input_noise", "output_noise", "change", "error", "note"]):
+        for b in batches(
+            [
+                "key",
+                "status",
+                "width",
+                "height",
+                "seconds",
+                "psnr",
+                "input_psnr",
+                "ssim",
+                "input_noise",
+                "output_noise",
+                "change",
+                "error",
+                "note",
+            ]
+        ):
             yield from b.to_pylist()
 
     ranked = _gain if gain else (lambda r: r.get("input_noise"))
@@ -544,15 +716,28 @@ def denoise_page(*, title: str, summary: dict[str, Any], facts: dict[str, Any],
                 link_map[r["key"]] = link
     statuses = sorted({r[1] for r in table if r[1]})
     # columns no row has a value for (no reference: no PSNR) are left out
-    shown = [i for i, c in enumerate(TABLE_COLUMNS) if i < 2 or any(r[i] is not None for r in table)]
+    shown = [
+        i for i, c in enumerate(TABLE_COLUMNS) if i < 2 or any(r[i] is not None for r in table)
+    ]
     table = [[r[i] for i in shown] for r in table]
-    return render_page(title=title, summary_words=denoise_words(summary), facts=facts, plots=plots,
-                       columns=[TABLE_COLUMNS[i] for i in shown], rows=table, total_rows=total, comparisons=comparisons,
-                       links=link_map, where=where, statuses=statuses)
+    return render_page(
+        title=title,
+        summary_words=denoise_words(summary),
+        facts=facts,
+        plots=plots,
+        columns=[TABLE_COLUMNS[i] for i in shown],
+        rows=table,
+        total_rows=total,
+        comparisons=comparisons,
+        links=link_map,
+        where=where,
+        statuses=statuses,
+    )
 
 
-def _sample_times(batches: Callable[[list[str]], Iterator[Any]], n: int = 1500,
-                  seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _sample_times(
+    batches: Callable[[list[str]], Iterator[Any]], n: int = 1500, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Up to ``n`` ok rows, a uniform sample (reservoir) of any report: ((megapixels, seconds),
     (finished, seconds)) — the second only for rows that record when they finished."""
     rng = np.random.default_rng(seed)
@@ -562,7 +747,11 @@ def _sample_times(batches: Callable[[list[str]], Iterator[Any]], n: int = 1500,
         for r in b.to_pylist():
             if r["status"] != "ok" or r["seconds"] is None or not r["width"]:
                 continue
-            point = (r["width"] * r["height"] / 1e6, r["seconds"], math.nan if r["finished"] is None else r["finished"])
+            point = (
+                r["width"] * r["height"] / 1e6,
+                r["seconds"],
+                math.nan if r["finished"] is None else r["finished"],
+            )
             seen += 1
             if len(sample) < n:
                 sample.append(point)
@@ -578,52 +767,104 @@ def _sample_times(batches: Callable[[list[str]], Iterator[Any]], n: int = 1500,
 # ----------------------------------------------------------------------------- evaluate's page
 
 
-def evaluate_page(*, title: str, table: dict[str, dict[str, Any]], per_image: dict[str, dict[str, float]],
-                  facts: dict[str, Any], comparisons: list[Comparison], crop_names: tuple[str, ...]) -> str:
+def evaluate_page(
+    *,
+    title: str,
+    table: dict[str, dict[str, Any]],
+    per_image: dict[str, dict[str, float]],
+    facts: dict[str, Any],
+    comparisons: list[Comparison],
+    crop_names: tuple[str, ...],
+) -> str:
     """evaluate's report.html: the methods table, per-image PSNR of every method side by side
     (``per_image``: id -> {method: PSNR}), plots and a few images' outputs at 1:1."""
     methods = list(table)
-    baselines = [m for m in methods if m != "model" and m != "noisy input"] or [m for m in methods if m != "model"]
-    best_other = {i: max((v[m] for m in baselines if m in v and math.isfinite(v[m])), default=math.nan)
-                  for i, v in per_image.items()}
-    gains = np.array([per_image[i].get("model", math.nan) - best_other[i] for i in per_image], np.float64)
+    baselines = [m for m in methods if m != "model" and m != "noisy input"] or [
+        m for m in methods if m != "model"
+    ]
+    best_other = {
+        i: max((v[m] for m in baselines if m in v and math.isfinite(v[m])), default=math.nan)
+        for i, v in per_image.items()
+    }
+    gains = np.array(
+        [per_image[i].get("model", math.nan) - best_other[i] for i in per_image], np.float64
+    )
     wins = int(np.sum(gains > 0))
     n = len(per_image)
-    means = ", ".join(f"{m} {table[m]['psnr']:.2f} dB" for m in methods if table[m].get("psnr") is not None)
+    means = ", ".join(
+        f"{m} {table[m]['psnr']:.2f} dB" for m in methods if table[m].get("psnr") is not None
+    )
     words = f"{plural(n, 'image')} scored by {plural(len(methods), 'method')}: mean PSNR {means}."
     if baselines and np.isfinite(gains).any():
-        words += (f" The model beats the best of {', '.join(baselines)} on {wins:,} of {int(np.isfinite(gains).sum()):,} "
-                  f"images (median gain {np.nanmedian(gains):+.2f} dB).")
+        words += (
+            f" The model beats the best of {', '.join(baselines)} on {wins:,} of {int(np.isfinite(gains).sum()):,} "
+            f"images (median gain {np.nanmedian(gains):+.2f} dB)."
+        )
     hist_series = []
     finite = [v for row in per_image.values() for v in row.values() if math.isfinite(v)]
     if finite:
         edges = np.linspace(min(finite), max(finite) + 1e-9, BINS + 1)
         for m in methods:
-            vals = np.array([row[m] for row in per_image.values() if m in row and math.isfinite(row[m])])
+            vals = np.array(
+                [row[m] for row in per_image.values() if m in row and math.isfinite(row[m])]
+            )
             hist_series.append((m, np.histogram(vals, edges)[0], edges))
-    plots = [svg_histogram("PSNR per image, by method", "PSNR (dB)", hist_series[:3]),
-             *[svg_histogram(f"PSNR per image: {m}", "PSNR (dB)", [s]) for s in hist_series[3:] for m in [s[0]]]]
+    plots = [
+        svg_histogram("PSNR per image, by method", "PSNR (dB)", hist_series[:3]),
+        *[
+            svg_histogram(f"PSNR per image: {m}", "PSNR (dB)", [s])
+            for s in hist_series[3:]
+            for m in [s[0]]
+        ],
+    ]
     g = histogram(lambda: iter([gains]))
     if g:
-        plots.append(svg_histogram("Model minus the best baseline, per image", "dB", [("gain", *g)]))
-    plots.append(svg_bars("Mean seconds per image (x1000 = ms)",
-                          {m: int(round(1000 * (table[m].get("seconds") or 0))) for m in methods}))
+        plots.append(
+            svg_histogram("Model minus the best baseline, per image", "dB", [("gain", *g)])
+        )
+    plots.append(
+        svg_bars(
+            "Mean seconds per image (x1000 = ms)",
+            {m: round(1000 * (table[m].get("seconds") or 0)) for m in methods},
+        )
+    )
     columns = ["key", "status", *[f"psnr {m}" for m in methods], "gain over best baseline"]
-    rows = [[i, "ok", *[per_image[i].get(m) for m in methods], float(gains[k])] for k, i in enumerate(per_image)]
+    rows = [
+        [i, "ok", *[per_image[i].get(m) for m in methods], float(gains[k])]
+        for k, i in enumerate(per_image)
+    ]
     order = np.argsort(np.nan_to_num(gains, nan=0.0))
     if len(rows) > TABLE_ROWS:  # the worst and best gains
         keep = sorted(set(order[: TABLE_ROWS // 2]) | set(order[-TABLE_ROWS // 2 :]))
         rows = [rows[k] for k in keep]
     metric_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>" + "".join(
+        f"<tr><td>{html.escape(m)}</td>"
+        + "".join(
             f"<td>{'–' if table[m].get(k) is None else format(table[m][k], fmt)}</td>"
-            for k, fmt in (("psnr", ".2f"), ("ssim", ".3f"), ("mae", ".4f"), ("seconds", ".3f")))
-        + f"<td>{table[m].get('images', 0)}</td></tr>" for m in methods)
-    extra = ("<h2>Methods</h2><table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE</th>"
-             f"<th>s/image</th><th>images</th></tr>{metric_rows}</table>")
-    return render_page(title=title, summary_words=words, facts=facts, plots=plots, columns=columns, rows=rows,
-                       total_rows=n, comparisons=comparisons, links={}, where={"input": "", "output": ""},
-                       statuses=["ok"], crop_names=crop_names, extra_html=extra)
+            for k, fmt in (("psnr", ".2f"), ("ssim", ".3f"), ("mae", ".4f"), ("seconds", ".3f"))
+        )
+        + f"<td>{table[m].get('images', 0)}</td></tr>"
+        for m in methods
+    )
+    extra = (
+        "<h2>Methods</h2><table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE</th>"
+        f"<th>s/image</th><th>images</th></tr>{metric_rows}</table>"
+    )
+    return render_page(
+        title=title,
+        summary_words=words,
+        facts=facts,
+        plots=plots,
+        columns=columns,
+        rows=rows,
+        total_rows=n,
+        comparisons=comparisons,
+        links={},
+        where={"input": "", "output": ""},
+        statuses=["ok"],
+        crop_names=crop_names,
+        extra_html=extra,
+    )
 
 
 def extremes(per_image: dict[str, dict[str, float]], n: int = 2) -> list[tuple[str, str]]:

@@ -42,12 +42,22 @@ from .storage import Entry, Store
 RUNS = ".runs"
 GROUP = 256  # work rows per row group: the unit a worker reads
 FILE_ROWS = 256 * GROUP  # work rows per work file
-PART_ROWS = 5000  # a report part is written every PART_ROWS rows or PART_SECONDS, whichever comes first
+PART_ROWS = (
+    5000  # a report part is written every PART_ROWS rows or PART_SECONDS, whichever comes first
+)
 PART_SECONDS = float(os.environ.get("RAYDENOISE_REPORT_PART_SECONDS", "10"))
 MAX_SLICES = 4096  # Ray Data blocks of work, at most
-WORK_SCHEMA = pa.schema([("key", pa.string()), ("skip", pa.bool_()), ("listed_bytes", pa.int64()),
-                         ("listed_tag", pa.string()), ("expected_md5", pa.string()), ("input_tag", pa.string()),
-                         ("note", pa.string())])
+WORK_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("skip", pa.bool_()),
+        ("listed_bytes", pa.int64()),
+        ("listed_tag", pa.string()),
+        ("expected_md5", pa.string()),
+        ("input_tag", pa.string()),
+        ("note", pa.string()),
+    ]
+)
 
 
 def new_run_id() -> str:
@@ -70,8 +80,11 @@ def earlier_rows(rep: Store, scratch: str | None) -> Iterator[dict[str, Any]]:
     with contextlib.suppress(Exception):
         last = json.loads(rep.read_bytes("summary.json")).get("run") or ""
     if rep.fs.exists(rep.key_path(RUNS)):
-        sources += [f"{RUNS}/{k}" for k in _sub(rep, RUNS).iter_keys()
-                    if k.split("/", 1)[0] > last and k.rsplit("/", 1)[-1].startswith("part-")]
+        sources += [
+            f"{RUNS}/{k}"
+            for k in _sub(rep, RUNS).iter_keys()
+            if k.split("/", 1)[0] > last and k.rsplit("/", 1)[-1].startswith("part-")
+        ]
     if not sources:
         return iter(())
     if scratch is None:
@@ -95,6 +108,7 @@ class Positional:
             self.close()
             self.files.append(f"{self.prefix}{len(self.files):05d}.parquet")
             self._writer = Writer(self.store, self.files[-1], self.schema, row_group=GROUP)
+        assert self._writer is not None
         self._writer.write(row)
         self.n += 1
 
@@ -149,16 +163,29 @@ class Plan:
     def row(self, row: dict[str, Any]) -> None:
         self.planned.write(row)
 
-    def work(self, key: str, existing: Entry | None, expected_md5: str | None = None, input_tag: str | None = None,
-             note: str | None = None) -> None:
+    def work(
+        self,
+        key: str,
+        existing: Entry | None,
+        expected_md5: str | None = None,
+        input_tag: str | None = None,
+        note: str | None = None,
+    ) -> None:
         """``existing``: the output to verify and keep (None: make it). ``expected_md5``: the MD5
         an earlier report recorded for that output at the same size (a rewrite in place changed
         its tag): verification then compares it too. ``input_tag``: the input's listed tag (what
         the report records as what made the output); ``note``: why an existing output is redone."""
-        self._work.add({"key": key, "skip": existing is not None,
-                        "listed_bytes": existing.size if existing else None,
-                        "listed_tag": existing.tag if existing else None, "expected_md5": expected_md5,
-                        "input_tag": input_tag, "note": note})
+        self._work.add(
+            {
+                "key": key,
+                "skip": existing is not None,
+                "listed_bytes": existing.size if existing else None,
+                "listed_tag": existing.tag if existing else None,
+                "expected_md5": expected_md5,
+                "input_tag": input_tag,
+                "note": note,
+            }
+        )
 
 
 def slicing(n_work: int) -> tuple[int, int]:
@@ -204,12 +231,15 @@ def assemble(rep: Store, plan: Plan, parts: Parts, not_done_note: str) -> None:
     """report.parquet and report.csv, one row per input in key order, merged from the plan
     (planned rows, work keys) and the parts (the last row of a key wins: Ray may run a batch
     twice after a node is lost); a work key with no row is ``not-done``."""
+
     def tagged(rows, source):
         return ((r["key"], source, r) for r in rows)
 
-    streams = [tagged(iter_rows(rep, plan.dir + "planned.parquet"), 0),
-               tagged((r for f in plan.work_files for r in iter_rows(rep, f, columns=["key"])), 1),
-               tagged(last_per_key(merged_files(rep, parts.names, plan.dir + "merge-", rpt.SCHEMA)), 2)]
+    streams = [
+        tagged(iter_rows(rep, plan.dir + "planned.parquet"), 0),
+        tagged((r for f in plan.work_files for r in iter_rows(rep, f, columns=["key"])), 1),
+        tagged(last_per_key(merged_files(rep, parts.names, plan.dir + "merge-", rpt.SCHEMA)), 2),
+    ]
     with Writer(rep, "report.parquet", rpt.SCHEMA) as table, rep.open_write("report.csv") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         rows = _one_per_key(heapq.merge(*streams, key=lambda x: x[0]), not_done_note)
@@ -237,13 +267,16 @@ def _tee(rows, sink):
 
 def summarize(rep: Store, seconds: float) -> dict[str, Any]:
     """summary statistics of report.parquet, read a batch at a time (report.summarize_batches)."""
-    return rpt.summarize_batches(lambda columns: iter_batches(rep, "report.parquet", columns, 8192), seconds)
+    return rpt.summarize_batches(
+        lambda columns: iter_batches(rep, "report.parquet", columns, 8192), seconds
+    )
 
 
 def examples(rep: Store, n: int = 3) -> list[tuple[str, dict[str, Any]]]:
     """The report's best and worst ``n`` rows by PSNR (a streaming top-k); without a reference,
     the ``n`` most and least changed (``change``, RMS of output - input); else its first ``n``
     written rows."""
+
     def written(metric: str | None) -> Iterator[dict[str, Any]]:
         for b in iter_batches(rep, "report.parquet", rpt.COLUMNS, 8192):
             keep = pc.fill_null(pc.equal(b.column("status"), "ok"), False)
@@ -251,11 +284,18 @@ def examples(rep: Store, n: int = 3) -> list[tuple[str, dict[str, Any]]]:
                 keep = pc.and_(keep, pc.is_valid(b.column(metric)))
             yield from b.filter(keep).to_pylist()
 
-    for metric, high, low in (("psnr", "best", "worst"), ("change", "most changed", "least changed")):
+    for metric, high, low in (
+        ("psnr", "best", "worst"),
+        ("change", "most changed", "least changed"),
+    ):
         top = heapq.nlargest(n, written(metric), key=lambda r: r[metric])
         if top:
             keys = {r["key"] for r in top}
-            bottom = [r for r in heapq.nsmallest(n, written(metric), key=lambda r: r[metric]) if r["key"] not in keys]
+            bottom = [
+                r
+                for r in heapq.nsmallest(n, written(metric), key=lambda r: r[metric])
+                if r["key"] not in keys
+            ]
             return [(high, r) for r in top] + [(low, r) for r in bottom]
     return [("example", r) for r in itertools.islice(written(None), n)]
 

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from .storage import Store, StorageError, object_error
+from .storage import StorageError, Store, object_error
 
 LOCK = ".lock"
 STALE_SECONDS = float(os.environ.get("RAYDENOISE_LOCK_STALE_SECONDS", "300"))
@@ -50,15 +50,22 @@ class RunLock:
 
     def _info(self) -> dict[str, Any]:
         now = time.time()
-        return {"run": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "started": getattr(self, "_started", now), "heartbeat": now}
+        return {
+            "run": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": getattr(self, "_started", now),
+            "heartbeat": now,
+        }
 
     def _create(self, data: bytes) -> bool:
         """Create the lock object only if none exists; False when one does."""
         if self.rep.is_s3:
             bucket, _, key = self.rep.key_path(LOCK).partition("/")
             try:
-                self.rep.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                self.rep.fs.call_s3(
+                    "put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*"
+                )
             except Exception as exc:
                 if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
                     return False
@@ -67,7 +74,9 @@ class RunLock:
         self.rep.check_no_link_out(LOCK)
         os.makedirs(self.rep.path, exist_ok=True)
         try:
-            fd = os.open(self.rep.key_path(LOCK), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+            fd = os.open(
+                self.rep.key_path(LOCK), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644
+            )
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as f:
@@ -100,7 +109,9 @@ class RunLock:
             for _ in range(3):
                 if self._create(json.dumps(self._info()).encode()):
                     self.held = True
-                    self._thread = threading.Thread(target=self._heartbeat, name="raydenoise-lock", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._heartbeat, name="raydenoise-lock", daemon=True
+                    )
                     self._thread.start()
                     return
                 info = self._read()
@@ -113,19 +124,30 @@ class RunLock:
         except (LockHeld, StorageError):
             raise
         except Exception as exc:
-            raise StorageError(f"{self.rep.uri(LOCK)}: cannot create the run lock ({object_error(exc)})") from exc
-        raise LockHeld(f"{self.what}: could not take the run lock {self.rep.uri(LOCK)} (other runs keep taking it)")
+            raise StorageError(
+                f"{self.rep.uri(LOCK)}: cannot create the run lock ({object_error(exc)})"
+            ) from exc
+        raise LockHeld(
+            f"{self.what}: could not take the run lock {self.rep.uri(LOCK)} (other runs keep taking it)"
+        )
 
     def _held_message(self, info: dict[str, Any]) -> str:
         beat = info.get("heartbeat")
-        seen = f", last seen {time.time() - beat:.0f} s ago" if isinstance(beat, (int, float)) else ""
+        seen = (
+            f", last seen {time.time() - beat:.0f} s ago" if isinstance(beat, (int, float)) else ""
+        )
         started = info.get("started")
-        when = time.strftime(" started %Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) if isinstance(
-            started, (int, float)) else ""
-        return (f"{self.what} is being written by another raydenoise run (run {info.get('run', '?')}, pid "
-                f"{info.get('pid', '?')} on {info.get('host', '?')}{when}{seen}): wait for it to finish. If that run "
-                f"is dead on another machine, its lock ({self.rep.uri(LOCK)}) is taken over once "
-                f"{STALE_SECONDS:.0f} s pass without a heartbeat, or remove that file")
+        when = (
+            time.strftime(" started %Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+            if isinstance(started, (int, float))
+            else ""
+        )
+        return (
+            f"{self.what} is being written by another raydenoise run (run {info.get('run', '?')}, pid "
+            f"{info.get('pid', '?')} on {info.get('host', '?')}{when}{seen}): wait for it to finish. If that run "
+            f"is dead on another machine, its lock ({self.rep.uri(LOCK)}) is taken over once "
+            f"{STALE_SECONDS:.0f} s pass without a heartbeat, or remove that file"
+        )
 
     def _heartbeat(self) -> None:
         """Renew the heartbeat every HEARTBEAT_SECONDS while held (a daemon thread; failures are

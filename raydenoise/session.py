@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 StartRay = Callable[[], None]
 
@@ -25,7 +27,12 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> float:
     if not os.environ.get("RAY_ADDRESS", "x").strip():
         os.environ.pop("RAY_ADDRESS")  # an empty value means "not set", not an address
     address = address or os.environ.get("RAY_ADDRESS")
-    if address and not os.environ.get("RAY_AUTH_MODE") and "ray" not in sys.modules and _token_available():
+    if (
+        address
+        and not os.environ.get("RAY_AUTH_MODE")
+        and "ray" not in sys.modules
+        and _token_available()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
@@ -39,18 +46,27 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> float:
     ctx.print_on_execution_start = verbose
     # A local cluster of our own needs no dashboard: fewer processes to start, and none (the
     # dashboard and its agents) left running after the command ends.
-    local = {} if address else {"include_dashboard": False}
+    local: dict[str, Any] = {} if address else {"include_dashboard": False}
     problem = _unreachable(address)
     if problem:
-        raise RayJoinError(f"cannot join the Ray cluster at {address}: {problem}. Is it running (`ray status`)? "
-                           "Leave --address and RAY_ADDRESS unset to start a local one")
+        raise RayJoinError(
+            f"cannot join the Ray cluster at {address}: {problem}. Is it running (`ray status`)? "
+            "Leave --address and RAY_ADDRESS unset to start a local one"
+        )
     try:
-        ray.init(address=address, log_to_driver=True, configure_logging=True,
-                 logging_level="INFO" if verbose else "WARNING", **local)
+        ray.init(
+            address=address,
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            **local,
+        )
     except ConnectionError as exc:
-        raise RayJoinError(f"cannot join the Ray cluster at {address or 'auto'}: {str(exc).splitlines()[0]}. Is it "
-                           "running (`ray status`), and is its token (~/.ray/auth_token or RAY_AUTH_TOKEN) the one "
-                           "here? Leave --address and RAY_ADDRESS unset to start a local one") from None
+        raise RayJoinError(
+            f"cannot join the Ray cluster at {address or 'auto'}: {str(exc).splitlines()[0]}. Is it "
+            "running (`ray status`), and is its token (~/.ray/auth_token or RAY_AUTH_TOKEN) the one "
+            "here? Leave --address and RAY_ADDRESS unset to start a local one"
+        ) from None
     return time.perf_counter() - t0
 
 
@@ -84,7 +100,9 @@ def _token_available() -> bool:
 
 # ----------------------------------------------------------------------------- multi-node
 
-SHARED_ENV = "RAYDENOISE_ASSUME_SHARED"  # "1": trust that local paths are shared (autoscaling + NFS)
+SHARED_ENV = (
+    "RAYDENOISE_ASSUME_SHARED"  # "1": trust that local paths are shared (autoscaling + NFS)
+)
 _MARKER = ".raydenoise-shared-check-"
 
 
@@ -95,8 +113,11 @@ def _fingerprint(path: str) -> list | None:
         if os.path.isfile(path):
             return ["file", os.path.getsize(path)]
         with os.scandir(path) as it:
-            entries = sorted((e.name, e.stat().st_size if e.is_file() else -1) for e in it
-                             if not e.name.startswith(_MARKER))
+            entries = sorted(
+                (e.name, e.stat().st_size if e.is_file() else -1)
+                for e in it
+                if not e.name.startswith(_MARKER)
+            )
         return ["dir", [list(e) for e in entries[:32]]]
     except OSError:
         return None
@@ -123,7 +144,11 @@ def work_nodes() -> tuple[str, list[dict]]:
     """(the driver's node id, the alive nodes that advertise CPUs or GPUs: where work can run)."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive") and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
+    nodes = [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
+    ]
     return ray.get_runtime_context().get_node_id(), nodes
 
 
@@ -146,18 +171,25 @@ def check_shared_paths(reads: dict[str, str | None], writes: dict[str, str | Non
     driver, nodes = work_nodes()
     others = [n for n in nodes if n["NodeID"] != driver]
     flags = ", ".join(f"{f} {p}" for f, p in {**reads, **writes}.items())
-    advice = ("a multi-node cluster needs storage that every node reaches, such as s3://BUCKET/PREFIX (or a shared "
-              f"filesystem mounted at the same path on every node; set {SHARED_ENV}=1 to skip this check)")
+    advice = (
+        "a multi-node cluster needs storage that every node reaches, such as s3://BUCKET/PREFIX (or a shared "
+        f"filesystem mounted at the same path on every node; set {SHARED_ENV}=1 to skip this check)"
+    )
     if not others:
         if nodes:
             return None  # one machine: the driver's own
-        return (f"{flags}: local, but the cluster has no node that runs work yet (its head runs none; an "
-                f"autoscaler would add worker machines, which do not see this machine's files): {advice}")
+        return (
+            f"{flags}: local, but the cluster has no node that runs work yet (its head runs none; an "
+            f"autoscaler would add worker machines, which do not see this machine's files): {advice}"
+        )
     token = os.urandom(8).hex()
-    checks, written = [], []
+    checks: list[tuple[str, str, Any, str | None]] = []
+    written: list[str] = []
     for flag, path in reads.items():
+        assert path is not None  # the unset ones were left out above
         checks.append((flag, path, _fingerprint(path), None))
     for flag, path in writes.items():
+        assert path is not None
         os.makedirs(path, exist_ok=True)
         marker = os.path.join(path, _MARKER + token)
         with open(marker, "w") as f:
@@ -166,13 +198,19 @@ def check_shared_paths(reads: dict[str, str | None], writes: dict[str, str | Non
         checks.append((flag, path, None, token))
     probe = ray.remote(num_cpus=0, max_retries=0)(_probe)
     try:
-        refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(checks) for n in others}
+        refs = {
+            n["NodeID"]: probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(checks)
+            for n in others
+        }
         blind = {}
         for node, ref in refs.items():
             try:
                 bad = ray.get(ref, timeout=120)
-            except Exception:  # a node that died meanwhile runs no work; one that hangs is not ours to judge
+            except (
+                Exception
+            ):  # a node that died meanwhile runs no work; one that hangs is not ours to judge
                 continue
             if bad:
                 blind[node] = bad
@@ -187,5 +225,7 @@ def check_shared_paths(reads: dict[str, str | None], writes: dict[str, str | Non
     node, bad = next(iter(blind.items()))
     ip = next((n["NodeManagerAddress"] for n in others if n["NodeID"] == node), "?")
     paths = ", ".join(f"{f} {reads.get(f) or writes.get(f)}" for f in bad)
-    return (f"{paths}: local to this machine, and {len(blind)} of the cluster's {len(nodes)} nodes that run work "
-            f"do not see it (node {node[:12]} at {ip}, for one): {advice}")
+    return (
+        f"{paths}: local to this machine, and {len(blind)} of the cluster's {len(nodes)} nodes that run work "
+        f"do not see it (node {node[:12]} at {ip}, for one): {advice}"
+    )

@@ -30,7 +30,9 @@ class StorageError(Exception):
 # only the temporary). S3 PUTs are atomic by themselves.
 TMP_MARK = ".raydenoise-tmp-"
 LIST_PAGE = 1000  # keys per S3 list request (the most S3 returns)
-LISTING_ENV = "RAYDENOISE_S3_LISTING"  # "flat" (the server lists in key order, as AWS does) or "walk"
+LISTING_ENV = (
+    "RAYDENOISE_S3_LISTING"  # "flat" (the server lists in key order, as AWS does) or "walk"
+)
 
 
 # Local file names are bytes; the ones that are not valid UTF-8 (old zips, Latin-1 shares) reach
@@ -44,8 +46,10 @@ def escape_name(name: str) -> str:
     r"""The key of a local file name (see above); names of valid UTF-8 without a backslash are unchanged."""
     if not any(c == "\\" or "\udc80" <= c <= "\udcff" for c in name):
         return name
-    return "".join("\\\\" if c == "\\" else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c
-                   for c in name)
+    return "".join(
+        "\\\\" if c == "\\" else f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c
+        for c in name
+    )
 
 
 def unescape_name(key: str) -> str:
@@ -56,11 +60,16 @@ def unescape_name(key: str) -> str:
     out, i = [], 0
     while i < len(key):
         c = key[i]
-        if c == "\\" and key[i + 1:i + 2] == "\\":
+        if c == "\\" and key[i + 1 : i + 2] == "\\":
             out.append("\\")
             i += 2
-        elif c == "\\" and key[i + 1:i + 2] == "x" and _is_hex(key[i + 2:i + 4]) and int(key[i + 2:i + 4], 16) >= 0x80:
-            out.append(chr(0xDC00 + int(key[i + 2:i + 4], 16)))
+        elif (
+            c == "\\"
+            and key[i + 1 : i + 2] == "x"
+            and _is_hex(key[i + 2 : i + 4])
+            and int(key[i + 2 : i + 4], 16) >= 0x80
+        ):
+            out.append(chr(0xDC00 + int(key[i + 2 : i + 4], 16)))
             i += 4
         else:
             out.append(c)
@@ -119,7 +128,9 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: int = PREFETCH) -> Iterator[Entry]:
+def _walk(
+    folder: Callable[[str], list[tuple[str, Entry | None]]], prefetch: int = PREFETCH
+) -> Iterator[Entry]:
     """Every file below a root in sorted key order, given ``folder(rel)``: the sorted entries of
     one folder ('' or ending in '/'), sub-folders as ("name/", None). A sub-folder sorts as
     "name/", and every key in it starts with that, so a depth-first walk in that order yields
@@ -132,7 +143,9 @@ def _walk(folder: Callable[[str], list[tuple[str, "Entry | None"]]], prefetch: i
     order; memory holds at most ``prefetch`` folder listings per open folder."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(prefetch, thread_name_prefix="raydenoise-list") if prefetch > 1 else None
+    pool = (
+        ThreadPoolExecutor(prefetch, thread_name_prefix="raydenoise-list") if prefetch > 1 else None
+    )
 
     class Open:
         """A folder being walked: its entries, and its sub-folders' listings in flight."""
@@ -231,7 +244,9 @@ class Store:
                 if not os.path.isdir(self.path):
                     self._check_root()
                     raise StorageError(f"{self.root}: not a folder")
-                yield from _walk(self._local_folder, prefetch=1)  # directory reads are fast: threads cost more
+                yield from _walk(
+                    self._local_folder, prefetch=1
+                )  # directory reads are fast: threads cost more
         except StorageError:
             raise
         except Exception as exc:  # botocore/aiohttp errors come in many classes
@@ -287,12 +302,14 @@ class Store:
         last = None
         for page in self._s3_pages(prefix, page_size, delimiter=False):
             for obj in page.get("Contents", []):
-                key = obj["Key"][len(prefix):]
+                key = obj["Key"][len(prefix) :]
                 if not key or key.endswith("/"):  # a "folder" marker object is not a file
                     continue
                 if last is not None and key <= last:
-                    raise StorageError(f"{self.root}: the server listed {key!r} after {last!r}, not in key order; "
-                                       f"set {LISTING_ENV}=walk to list it folder by folder")
+                    raise StorageError(
+                        f"{self.root}: the server listed {key!r} after {last!r}, not in key order; "
+                        f"set {LISTING_ENV}=walk to list it folder by folder"
+                    )
                 last = key
                 yield _s3_entry(key, obj)
         if last is None:
@@ -303,11 +320,11 @@ class Store:
         names: list[tuple[str, Entry | None]] = []
         for page in self._s3_pages(prefix + rel, page_size, delimiter=True):
             for obj in page.get("Contents", []):
-                name = obj["Key"][len(prefix + rel):]
+                name = obj["Key"][len(prefix + rel) :]
                 if name and "/" not in name:
                     names.append((name, _s3_entry(rel + name, obj)))
             for sub in page.get("CommonPrefixes", []):
-                name = sub["Prefix"][len(prefix + rel):]
+                name = sub["Prefix"][len(prefix + rel) :]
                 if name.strip("/"):
                     names.append((name, None))
         return sorted(names, key=lambda n: n[0])
@@ -327,8 +344,10 @@ class Store:
                         names.append((name, Entry(rel + name, st.st_size, str(st.st_mtime_ns))))
             return sorted(names, key=lambda n: n[0])
         except OSError as exc:
-            raise StorageError(f"{self.uri(rel.rstrip('/')) if rel else self.root}: cannot list "
-                               f"({exc.strerror or exc})") from exc
+            raise StorageError(
+                f"{self.uri(rel.rstrip('/')) if rel else self.root}: cannot list "
+                f"({exc.strerror or exc})"
+            ) from exc
 
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.key_path(key))
@@ -392,9 +411,11 @@ class Store:
             target = os.path.realpath(here)
             outside = target != root and not target.startswith(root + os.sep)
             if outside or i == len(parts) - 1:
-                raise StorageError(f"not written: {self.uri('/'.join(parts[:i + 1]))} is a symbolic link (to "
-                                   f"{os.readlink(here)}){' that leads outside ' + self.root if outside else ''}; "
-                                   "raydenoise never writes through a link")
+                raise StorageError(
+                    f"not written: {self.uri('/'.join(parts[: i + 1]))} is a symbolic link (to "
+                    f"{os.readlink(here)}){' that leads outside ' + self.root if outside else ''}; "
+                    "raydenoise never writes through a link"
+                )
 
     def remove_partials(self, keys: list[str]) -> int:
         """Delete temporary files that interrupted writes left among ``keys``; returns how many."""
@@ -410,7 +431,7 @@ class Store:
             return "s3://" + posixpath.normpath(self.path)
         return os.path.realpath(self.path)
 
-    def contains(self, other: "Store") -> bool:
+    def contains(self, other: Store) -> bool:
         """True when ``other`` is this root or lies below it (after resolving, see identity)."""
         a, b = self.identity().rstrip("/") + "/", other.identity().rstrip("/") + "/"
         return b.startswith(a)
@@ -454,7 +475,9 @@ def left_out_reason(key: str, include_hidden: bool) -> str:
     return ""
 
 
-def partition_hidden(keys: list[str], include_hidden: bool) -> tuple[list[str], list[tuple[str, str]]]:
+def partition_hidden(
+    keys: list[str], include_hidden: bool
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Split a listing into keys to use and (key, reason) for those left out (left_out_reason).
     Nothing is dropped without a reason."""
     kept, left_out = [], []
@@ -468,11 +491,32 @@ def partition_hidden(keys: list[str], include_hidden: bool) -> tuple[list[str], 
 
 
 # errno values that say the storage as a whole is unusable, not one object.
-_STORAGE_WIDE_ERRNO = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOTCONN, errno.ESTALE}
-_NETWORK_HINTS = ("could not connect", "connection refused", "connect timeout", "endpoint url",
-                  "nosuchbucket", "no such bucket", "cannot connect", "connection reset", "server disconnected",
-                  "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "access denied",
-                  "expiredtoken", "read timeout", "name or service not known")
+_STORAGE_WIDE_ERRNO = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EIO,
+    errno.ENOTCONN,
+    errno.ESTALE,
+}
+_NETWORK_HINTS = (
+    "could not connect",
+    "connection refused",
+    "connect timeout",
+    "endpoint url",
+    "nosuchbucket",
+    "no such bucket",
+    "cannot connect",
+    "connection reset",
+    "server disconnected",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "accessdenied",
+    "access denied",
+    "expiredtoken",
+    "read timeout",
+    "name or service not known",
+)
 
 
 def storage_wide(exc: BaseException) -> bool:
@@ -487,13 +531,24 @@ def storage_wide(exc: BaseException) -> bool:
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return True
         name = type(exc).__name__
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError",
-                    "ServerDisconnectedError", "NoCredentialsError", "ConnectionClosedError", "NoSuchBucket"):
+        if name in (
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ReadTimeoutError",
+            "ClientConnectorError",
+            "ServerDisconnectedError",
+            "NoCredentialsError",
+            "ConnectionClosedError",
+            "NoSuchBucket",
+        ):
             return True
         text = str(exc).lower()
         if any(h in text for h in _NETWORK_HINTS):
             return True
-        exc = exc.__cause__ or exc.__context__
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            return False
+        exc = nxt
     return False
 
 
@@ -515,7 +570,12 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-_RAY_HINTS = ("To change retry attempts", "Failed to apply UDF", "UDF failed to process", "The above exception")
+_RAY_HINTS = (
+    "To change retry attempts",
+    "Failed to apply UDF",
+    "UDF failed to process",
+    "The above exception",
+)
 
 
 def last_error_line(exc: BaseException) -> str:
@@ -532,7 +592,9 @@ def last_error_line(exc: BaseException) -> str:
     if inner is not exc and not type(inner).__module__.startswith("ray"):
         text = str(inner).strip().splitlines()
         return f"{type(inner).__name__}: {text[0][:400]}" if text else type(inner).__name__
-    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.lstrip().startswith(_RAY_HINTS)]
+    lines = [
+        ln for ln in str(exc).splitlines() if ln.strip() and not ln.lstrip().startswith(_RAY_HINTS)
+    ]
     return lines[-1][:500] if lines else type(exc).__name__
 
 
@@ -561,7 +623,7 @@ def open_store(uri: str, s3_endpoint: str | None = None) -> Store:
             raise StorageError(f"{uri}: no bucket given")
         fs, path = url_to_fs(root, **opts)
         return Store(fs=fs, root=root, path=path.rstrip("/"))
-    local = uri[len("file://"):] if uri.startswith("file://") else uri
+    local = uri[len("file://") :] if uri.startswith("file://") else uri
     local = os.path.abspath(os.path.expanduser(local))
     fs, path = url_to_fs(local)
     return Store(fs=fs, root=local, path=path.rstrip("/") or "/")

@@ -6,13 +6,14 @@ bundled sample photos, so a newcomer has data without downloading anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -24,8 +25,19 @@ from .storage import StorageError, Store, object_error, open_store, partition_hi
 
 # scikit-image sample photos that ship inside the package (no network access needed).
 SKIMAGE_SAMPLES = (
-    "astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
-    "hubble_deep_field", "immunohistochemistry", "moon", "rocket",
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "rocket",
 )
 DEFAULT_CLEAN = "skimage"
 
@@ -60,7 +72,7 @@ def prepare(clean: np.ndarray, crop: tuple[int, int] | None, max_side: int | Non
         h, w = clean.shape[:2]
         s = max_side / max(h, w)
         size = (max(1, round(w * s)), max(1, round(h * s)))
-        clean = np.asarray(Image.fromarray(clean).resize(size, Image.LANCZOS))
+        clean = np.asarray(Image.fromarray(clean).resize(size, Image.Resampling.LANCZOS))
     if crop:
         ch, cw = crop
         h, w = clean.shape[:2]
@@ -88,7 +100,9 @@ def _skimage_sources(limit: int | None) -> Iterator[tuple[str, Callable[[], np.n
         yield name, loader(name)
 
 
-def _store_sources(store: Store, limit: int | None, left_out: list[dict]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
+def _store_sources(
+    store: Store, limit: int | None, left_out: list[dict]
+) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
     keys, hidden = partition_hidden(store.list_keys(), include_hidden=False)
     left_out.extend({"file": store.uri(k), "reason": why} for k, why in hidden)
     keys = sorted(keys, key=natural_key)
@@ -100,13 +114,23 @@ def _store_sources(store: Store, limit: int | None, left_out: list[dict]) -> Ite
     for pid, same in by_id.items():
         if len(same) > 1:
             names = ", ".join(same)
-            left_out.extend({"file": store.uri(k), "reason": f"ambiguous: several clean files share the id {pid!r} "
-                                                             f"({names}); rename all but one"} for k in same)
+            left_out.extend(
+                {
+                    "file": store.uri(k),
+                    "reason": f"ambiguous: several clean files share the id {pid!r} "
+                    f"({names}); rename all but one",
+                }
+                for k in same
+            )
     keys = [k for k in keys if len(by_id[file_id(k)]) == 1]
     if limit is not None:
         keys = keys[:limit]
     for key in keys:
-        yield file_id(key), (lambda k=key: decode_rgb8(store.read_bytes(k)))
+        yield file_id(key), functools.partial(_decode_key, store, key)
+
+
+def _decode_key(store, key: str) -> np.ndarray:
+    return decode_rgb8(store.read_bytes(key))
 
 
 def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
@@ -124,7 +148,9 @@ def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
     else:
         clean_store = open_store(cfg.clean, cfg.s3_endpoint)
         if clean_store.contains(out):
-            raise StorageError(f"--out {out.root} is inside --clean {clean_store.root}: outputs would be read as photos")
+            raise StorageError(
+                f"--out {out.root} is inside --clean {clean_store.root}: outputs would be read as photos"
+            )
         sources = list(_store_sources(clean_store, cfg.limit, skipped))
         clean_root = clean_store.root
     if not sources:
@@ -145,7 +171,9 @@ def run_synth(cfg: SynthConfig, log=print) -> SynthResult:
             out.write_bytes(f"high/{name}.png", encode_png(clean))
             out.write_bytes(f"low/{name}.png", encode_png(noisy))
         except Exception as exc:
-            raise StorageError(f"cannot write {out.uri(f'low/{name}.png')}: {object_error(exc)}") from None
+            raise StorageError(
+                f"cannot write {out.uri(f'low/{name}.png')}: {object_error(exc)}"
+            ) from None
         return name, None
 
     for item in skipped:

@@ -31,28 +31,48 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .console import console
+from .dataset import DatasetError, iter_shard_rows, read_manifest
 from .images import object_column
 from .patches import augment_pair
 from .report import json_safe, to_json
-from .ingest import IngestError, iter_shard_rows, read_manifest
 from .session import StartRay, check_shared_paths, ensure_ray, work_nodes
-from .storage import StorageError, Store, cached_store, endpoint_from_env, last_error_line, open_store
+from .storage import (
+    StorageError,
+    Store,
+    cached_store,
+    endpoint_from_env,
+    last_error_line,
+    open_store,
+)
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     # The seed notebook: BCE, Adam 1e-3, batch 2, 10 epochs, full images, no augmentation.
-    "seed-ae": dict(epochs=10, batch_size=2, patch_size=None, lr=1e-3, loss="bce", schedule="constant"),
-    "unet": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
-    "swift": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
-    "swift-cond": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
-    "swift-global": dict(epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"),
+    "seed-ae": dict(
+        epochs=10, batch_size=2, patch_size=None, lr=1e-3, loss="bce", schedule="constant"
+    ),
+    "unet": dict(
+        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
+    ),
+    "swift": dict(
+        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
+    ),
+    "swift-cond": dict(
+        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
+    ),
+    "swift-global": dict(
+        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
+    ),
 }
-PATCHES_PER_IMAGE = 4  # default random patches per train image per epoch (one decode feeds them all when streaming)
+PATCHES_PER_IMAGE = (
+    4  # default random patches per train image per epoch (one decode feeds them all when streaming)
+)
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
 
 
@@ -83,12 +103,20 @@ class TrainConfig:
     time_limit_s: float | None = None  # stop (after a final eval + checkpoint) once exceeded
     amp: bool = True  # bf16 autocast, only ever on GPU
     degrade: str | None = None  # noise SPEC: inputs synthesized from the clean side at every step
-    synthetic_data: str | None = None  # a second data set whose clean images get --degrade inputs, mixed in
+    synthetic_data: str | None = (
+        None  # a second data set whose clean images get --degrade inputs, mixed in
+    )
     synthetic_share: float = 0.5  # with synthetic_data: the share of training patches drawn from it
     init: str | None = None  # a model folder to start from
-    ema: float | None = None  # keep an exponential moving average of the weights (decay) as the model
-    in_memory: str = "auto"  # "auto" | "yes" | "no": decode the train split once and keep it in memory
-    patches_per_image: int | None = None  # per image per epoch; None: PATCHES_PER_IMAGE (1 with full images)
+    ema: float | None = (
+        None  # keep an exponential moving average of the weights (decay) as the model
+    )
+    in_memory: str = (
+        "auto"  # "auto" | "yes" | "no": decode the train split once and keep it in memory
+    )
+    patches_per_image: int | None = (
+        None  # per image per epoch; None: PATCHES_PER_IMAGE (1 with full images)
+    )
     s3_endpoint: str | None = None
     inject_crash: str | None = field(default=None, compare=False)
 
@@ -115,9 +143,16 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # a writable copy, for torch
 
 
-def read_decode_augment(items: dict[str, np.ndarray], *, data_uri: str, endpoint: str | None,
-                        patch: int | None, patches_per_image: int = 1, clean_only: bool = False,
-                        rows_per_batch: int = 8):
+def read_decode_augment(
+    items: dict[str, np.ndarray],
+    *,
+    data_uri: str,
+    endpoint: str | None,
+    patch: int | None,
+    patches_per_image: int = 1,
+    clean_only: bool = False,
+    rows_per_batch: int = 8,
+) -> Iterator[Any]:
     """Ray Data generator UDF (the streaming data path): shard paths in, batches of augmented
     uint8 (H, W, 3) patches out, ``patches_per_image`` random patches from every decoded image.
     With ``clean_only`` only the clean side is read: the worker synthesizes the inputs.
@@ -176,7 +211,9 @@ def pyarrow_filesystem(store: Store):
     if store.is_s3:
         # A private s3fs instance without a listings cache: the shared one may hold a listing of
         # the run folder from before Ray Train wrote its checkpoints (stale "path not found").
-        fs = type(store.fs)(**store.fs.storage_options, skip_instance_cache=True, use_listings_cache=False)
+        fs = type(store.fs)(
+            **store.fs.storage_options, skip_instance_cache=True, use_listings_cache=False
+        )
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), store.path
     return None, store.path
 
@@ -207,7 +244,7 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def evaluate(model, items, loss_fn, device) -> dict[str, float]:
+def evaluate(model, items, loss_fn, device) -> dict[str, float | None]:
     """Loss, PSNR, MSE, MAE and SSIM over this rank's share of the val split (``items``: its
     (low, high) uint8 images) on full images, summed across ranks (exact means, no image
     dropped or counted twice). A network conditioned on the noise level gets the level
@@ -227,7 +264,9 @@ def evaluate(model, items, loss_fn, device) -> dict[str, float]:
             x, y = (t.to(device) for t in to_tensors(low[None], high[None]))
             if model is None:
                 pred = x
-            elif is_conditioned(model):  # blind, as users run it: the level estimated from the input
+            elif is_conditioned(
+                model
+            ):  # blind, as users run it: the level estimated from the input
                 pred = model(x, torch.tensor([estimate_sigma(low)], device=device)).clamp(0, 1)
             else:
                 pred = model(x).clamp(0, 1)
@@ -237,9 +276,12 @@ def evaluate(model, items, loss_fn, device) -> dict[str, float]:
             sums += [1, loss, min(m["psnr"], 100.0), m["mse"], m["mae"], m["ssim"]]
     total = _all_reduce_sum(sums.tolist(), device)
     keys = ("val_loss", "val_psnr", "val_mse", "val_mae", "val_ssim")
-    if total[0] == 0:  # no val images: no metric (None), never a 0 that reads as a score
-        return {k: None for k in keys} | {"val_images": 0}
-    return {k: v / total[0] for k, v in zip(keys, total[1:])} | {"val_images": int(total[0])}
+    out: dict[str, float | None] = {"val_images": int(total[0])}
+    for k, v in zip(
+        keys, total[1:]
+    ):  # no val images: no metric (None), never a 0 that reads as a score
+        out[k] = v / total[0] if total[0] else None
+    return out
 
 
 def share_of(cfg: TrainConfig, shards: list[str], rank: int, world: int, paired: bool):
@@ -279,8 +321,10 @@ def _num(value, fmt: str, unit: str = "") -> str:
 
 def format_metrics(m: dict) -> str:
     """One line of an epoch's metrics; val metrics show '-' when there is no val split."""
-    return (f"train_loss {_num(m.get('train_loss'), '.4f')}  val_loss {_num(m.get('val_loss'), '.4f')}  "
-            f"val_psnr {_num(m.get('val_psnr'), '.2f', ' dB')}  val_ssim {_num(m.get('val_ssim'), '.3f')}")
+    return (
+        f"train_loss {_num(m.get('train_loss'), '.4f')}  val_loss {_num(m.get('val_loss'), '.4f')}  "
+        f"val_psnr {_num(m.get('val_psnr'), '.2f', ' dB')}  val_ssim {_num(m.get('val_ssim'), '.3f')}"
+    )
 
 
 def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
@@ -301,10 +345,16 @@ def _stream_batches(shard, cfg: TrainConfig, specs, epoch: int, rank: int, level
     from .patches import batch_with_levels, epoch_rng
 
     noise_rng = epoch_rng(cfg.seed, epoch, rank, 1)
-    for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", prefetch_batches=2,
-                                    local_shuffle_buffer_size=4 * cfg.batch_size, drop_last=False):
-        lows = None if specs else list(batch["low"])
-        yield batch_with_levels(lows, list(batch["high"]), specs, noise_rng, levels)
+    for batch in shard.iter_batches(
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        prefetch_batches=2,
+        local_shuffle_buffer_size=4 * cfg.batch_size,
+        drop_last=False,
+    ):
+        highs = list(batch["high"])
+        lows: list[np.ndarray | None] = [None] * len(highs) if specs else list(batch["low"])
+        yield batch_with_levels(lows, highs, specs, noise_rng, levels)
 
 
 def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
@@ -318,7 +368,9 @@ def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
     with checkpoint.as_directory() as d:
         shutil.copytree(d, restored, dirs_exist_ok=True)
     saved = load_file(os.path.join(restored, WEIGHTS))
-    check_state(saved, model, f"the checkpoint of run {cfg.name!r}")  # a clear message, not a cut one
+    check_state(
+        saved, model, f"the checkpoint of run {cfg.name!r}"
+    )  # a clear message, not a cut one
     raw_path = os.path.join(restored, RAW_WEIGHTS)
     # With --ema the model file holds the average and RAW_WEIGHTS the weights being trained.
     model.load_state_dict(load_file(raw_path) if os.path.exists(raw_path) else saved)
@@ -345,11 +397,24 @@ def train_fn_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-
     from safetensors.torch import save_file
 
-    from .artifacts import RAW_WEIGHTS, load_model_uri, load_train_state, model_state, save_model_dir, save_optimizer, unwrap
-    from .models import build_model, count_parameters, expand_state_for_levels, is_conditioned, local_state_for_global
+    from .artifacts import (
+        RAW_WEIGHTS,
+        load_model_uri,
+        load_train_state,
+        model_state,
+        save_model_dir,
+        save_optimizer,
+        unwrap,
+    )
+    from .models import (
+        build_model,
+        count_parameters,
+        expand_state_for_levels,
+        is_conditioned,
+        local_state_for_global,
+    )
     from .noise import parse_degrade
     from .patches import MemoryPatches, prefetch, steps_per_epoch
 
@@ -368,7 +433,9 @@ def train_fn_per_worker(config: dict) -> None:
     context = getattr(model, "context", 0)
     if cfg.init:
         state = load_model_uri(cfg.init, cfg.s3_endpoint)[0].state_dict()
-        if conditioned and state["head.weight"].shape[1] == 12:  # a blind swift: the level plane starts at zero
+        if (
+            conditioned and state["head.weight"].shape[1] == 12
+        ):  # a blind swift: the level plane starts at zero
             state = expand_state_for_levels(state)
         if context:  # a blind swift becomes the local network; the global path starts at zero
             local = local_state_for_global(state)
@@ -394,8 +461,17 @@ def train_fn_per_worker(config: dict) -> None:
         if rank == 0:
             _emit(config, f"resuming {cfg.name} after epoch {start_epoch}", resumed=start_epoch)
     # Where each worker runs (summary.json "workers"): one entry per worker and (re)start.
-    _emit(config, None, worker={"rank": rank, "world": world, "node": ray.get_runtime_context().get_node_id(),
-                                "ip": ray.util.get_node_ip_address(), "from_epoch": start_epoch})
+    _emit(
+        config,
+        None,
+        worker={
+            "rank": rank,
+            "world": world,
+            "node": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+            "from_epoch": start_epoch,
+        },
+    )
     use_amp = cfg.amp and device.type == "cuda"
     loss_fn = _loss_fn(cfg.loss)
     ppi = config["patches_per_image"]
@@ -403,22 +479,35 @@ def train_fn_per_worker(config: dict) -> None:
     memory = None
     if config["mode"] == "memory":
         t0 = time.time()
-        extra = replace(cfg, data=cfg.synthetic_data) if synthetic_shards else cfg
-        memory = MemoryPatches([(low, high) for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)],
-                               [high for _, _, high in share_of(extra, synthetic_shards, rank, world, False)],
-                               cfg.synthetic_share)
+        extra = replace(cfg, data=cfg.synthetic_data or cfg.data) if synthetic_shards else cfg
+        memory = MemoryPatches(
+            [
+                (low, high)
+                for _, low, high in share_of(cfg, config["train_shards"], rank, world, paired)
+            ],
+            [high for _, _, high in share_of(extra, synthetic_shards, rank, world, False)],
+            cfg.synthetic_share,
+        )
         if rank == 0:
-            _emit(config, f"decoded {len(memory.images) + len(memory.synthetic)} train images into memory "
-                          f"({memory.nbytes / 1e6:.0f} MB) in {time.time() - t0:.1f} s")
+            _emit(
+                config,
+                f"decoded {len(memory.images) + len(memory.synthetic)} train images into memory "
+                f"({memory.nbytes / 1e6:.0f} MB) in {time.time() - t0:.1f} s",
+            )
     val_list = None
     # With --synthetic-data the val split is the real pairs' (what the model is for).
     val_specs = None if synthetic_shards else specs
     if config["mode"] == "memory":
-        val_list = list(val_items(cfg, config["val_shards"], rank, world, config["paired"], val_specs))
+        val_list = list(
+            val_items(cfg, config["val_shards"], rank, world, config["paired"], val_specs)
+        )
 
     def val():
-        return val_list if val_list is not None else val_items(cfg, config["val_shards"], rank, world,
-                                                               config["paired"], val_specs)
+        return (
+            val_list
+            if val_list is not None
+            else val_items(cfg, config["val_shards"], rank, world, config["paired"], val_specs)
+        )
 
     # The noisy input's own scores: the reference line in curves.png and the summary.
     baseline = evaluate(None, val(), loss_fn, device) if config["val_shards"] else {}
@@ -429,15 +518,24 @@ def train_fn_per_worker(config: dict) -> None:
         _maybe_crash(cfg.inject_crash, epoch, rank)
         model.train()
         t0 = time.time()
-        loss_sum, seen, step, pixels = 0.0, 0, 0, 0
+        loss_sum, seen, step, pixels = 0.0, 0, 0, 0.0
         if memory is not None:
-            batches = memory.batches(steps=steps, batch_size=cfg.batch_size, patch=cfg.patch_size, seed=cfg.seed,
-                                     epoch=epoch, rank=rank, specs=specs, levels=conditioned, context=context)
+            batches = memory.batches(
+                steps=steps,
+                batch_size=cfg.batch_size,
+                patch=cfg.patch_size,
+                seed=cfg.seed,
+                epoch=epoch,
+                rank=rank,
+                specs=specs,
+                levels=conditioned,
+                context=context,
+            )
         else:
             batches = _stream_batches(shard, cfg, specs, epoch, rank, conditioned)
         for low, high, levels in prefetch(batches):
             low, high = (t.to(device, non_blocking=True) for t in to_tensors(low, high))
-            extra = [torch.from_numpy(levels).to(device)] if conditioned or context else []
+            aux = [torch.from_numpy(levels).to(device)] if conditioned or context else []
             progress = (epoch + min(step / steps, 1.0)) / cfg.epochs
             if cfg.time_limit_s is not None:
                 # Every rank must take the same steps with the same learning rate (DDP), so
@@ -450,17 +548,17 @@ def train_fn_per_worker(config: dict) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, progress)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = model(low, *extra)
+                pred = model(low, *aux)
             loss = loss_fn(pred.float(), high)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if ema is not None:
+            if ema is not None and cfg.ema is not None:
                 _update_ema(ema, unwrap(model), cfg.ema)
             loss_sum += loss.item() * low.shape[0]
             seen += low.shape[0]
             pixels += low.shape[0] * low.shape[2] * low.shape[3]
-            step += 1
+            step += 1  # noqa: SIM113  (counted where a step completes; the loop may stop early)
             if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                 break
         train_seconds = time.time() - t0
@@ -475,7 +573,9 @@ def train_fn_per_worker(config: dict) -> None:
             "train_loss": train_loss,
             **val_metrics,
             # what keeps the best checkpoint: val loss, or train loss when there is no val split
-            "select_loss": val_metrics["val_loss"] if val_metrics["val_loss"] is not None else train_loss,
+            "select_loss": val_metrics["val_loss"]
+            if val_metrics["val_loss"] is not None
+            else train_loss,
             "input_psnr": baseline.get("val_psnr"),
             "input_loss": baseline.get("val_loss"),
             "input_ssim": baseline.get("val_ssim"),
@@ -487,26 +587,47 @@ def train_fn_per_worker(config: dict) -> None:
             "elapsed_s": time.time() - t_start,
         }
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: the loss is {train_loss} "
-                                     f"(try a lower --lr than {cfg.lr:g}); the checkpoints of the epochs before it are kept")
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1}: the loss is {train_loss} "
+                f"(try a lower --lr than {cfg.lr:g}); the checkpoints of the epochs before it are kept"
+            )
         history.append(metrics)
         if rank == 0:
-            _emit(config, f"epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
-                          f"{metrics['pairs_per_s']:.1f} patches/s", epoch=epoch + 1, metrics=metrics)
+            _emit(
+                config,
+                f"epoch {epoch + 1}/{cfg.epochs}  {format_metrics(metrics)}  "
+                f"{metrics['pairs_per_s']:.1f} patches/s",
+                epoch=epoch + 1,
+                metrics=metrics,
+            )
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_model_dir(tmp, scored, {
-                    "model": cfg.model, "width": cfg.width, "parameters": count_parameters(scored),
-                    "input": "float32 RGB in [0, 1], NCHW, any size", "output": "same as input",
-                    "train_config": {k: v for k, v in asdict(cfg).items() if k != "inject_crash"},
-                    "data": config["data_ref"], "epoch": epoch + 1, "metrics": metrics,
-                    "weights": "exponential moving average" if ema is not None else "last step",
-                })
+                save_model_dir(
+                    tmp,
+                    scored,
+                    {
+                        "model": cfg.model,
+                        "width": cfg.width,
+                        "parameters": count_parameters(scored),
+                        "input": "float32 RGB in [0, 1], NCHW, any size",
+                        "output": "same as input",
+                        "train_config": {
+                            k: v for k, v in asdict(cfg).items() if k != "inject_crash"
+                        },
+                        "data": config["data_ref"],
+                        "epoch": epoch + 1,
+                        "metrics": metrics,
+                        "weights": "exponential moving average" if ema is not None else "last step",
+                    },
+                )
                 if ema is not None:
                     save_file(model_state(model), os.path.join(tmp, RAW_WEIGHTS))
-                save_optimizer(tmp, optimizer, {"epoch": epoch + 1, "history": history,
-                                                "elapsed_s": metrics["elapsed_s"]})
+                save_optimizer(
+                    tmp,
+                    optimizer,
+                    {"epoch": epoch + 1, "history": history, "elapsed_s": metrics["elapsed_s"]},
+                )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:
@@ -543,7 +664,7 @@ class _EventPump:
     """Driver side: a thread that takes workers' events every ``period`` seconds and shows them
     (epoch lines, a progress display over the epochs)."""
 
-    def __init__(self, queue, cfg: "TrainConfig", log: Callable[[str], None], period: float = 1.0):
+    def __init__(self, queue, cfg: TrainConfig, log: Callable[[str], None], period: float = 1.0):
         import threading
 
         from .console import Progress
@@ -551,10 +672,14 @@ class _EventPump:
         self.queue, self.log, self.period = queue, log, period
         self.progress = Progress("train", cfg.epochs, unit="epoch")
         self.first_epoch_s: float | None = None
-        self.workers: list[dict] = []  # every worker start: rank, node, ip, and the epoch it started from
+        self.workers: list[
+            dict
+        ] = []  # every worker start: rank, node, ip, and the epoch it started from
         self.t0 = time.time()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raydenoise-train-events", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="raydenoise-train-events", daemon=True
+        )
         self._thread.start()
 
     def _run(self) -> None:
@@ -579,8 +704,12 @@ class _EventPump:
                 if self.first_epoch_s is None:
                     self.first_epoch_s = time.time() - self.t0
                 m = e.get("metrics", {})
-                self.progress.update(e["epoch"] - self.progress.done,
-                                     postfix=f"val {m['val_psnr']:.2f} dB" if m.get("val_psnr") is not None else None)
+                self.progress.update(
+                    e["epoch"] - self.progress.done,
+                    postfix=f"val {m['val_psnr']:.2f} dB"
+                    if m.get("val_psnr") is not None
+                    else None,
+                )
 
     def close(self) -> None:
         self._stop.set()
@@ -611,12 +740,17 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
     width = config.get("width") or 32
     # A blind swift may start a conditioned one (its head gets a zero weight for the level plane).
     # A blind swift may also become the local network of a swift-global (its global path starts at zero).
-    fits = config["model"] == cfg.model or (config["model"], cfg.model) in (("swift", "swift-cond"),
-                                                                           ("swift", "swift-global"))
+    fits = config["model"] == cfg.model or (config["model"], cfg.model) in (
+        ("swift", "swift-cond"),
+        ("swift", "swift-global"),
+    )
     if not fits or (cfg.width is not None and cfg.width != width):
-        raise TrainError(f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
-                         f"{cfg.model}" + (f" --width {cfg.width}" if cfg.width is not None else "")
-                         + ": leave --model/--width out (the model's config decides) or make them match")
+        raise TrainError(
+            f"--init {cfg.init} is a {config['model']} of width {width}; this command asks for --model "
+            f"{cfg.model}"
+            + (f" --width {cfg.width}" if cfg.width is not None else "")
+            + ": leave --model/--width out (the model's config decides) or make them match"
+        )
     from .artifacts import resolve_model_uri
 
     # Workers run in their own directories: a relative --init becomes an absolute URI here.
@@ -629,8 +763,14 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
     if cfg.placement not in ("pack", "spread"):
         raise TrainError(f"--placement must be pack or spread, not {cfg.placement!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_workers < 1 or cfg.max_failures < 0:
-        raise TrainError("--epochs, --batch-size and --num-workers must be at least 1, --max-failures at least 0")
-    for name, value in (("--lr", cfg.lr), ("--time-limit", cfg.time_limit_s), ("--cpus-per-worker", cfg.cpus_per_worker)):
+        raise TrainError(
+            "--epochs, --batch-size and --num-workers must be at least 1, --max-failures at least 0"
+        )
+    for name, value in (
+        ("--lr", cfg.lr),
+        ("--time-limit", cfg.time_limit_s),
+        ("--cpus-per-worker", cfg.cpus_per_worker),
+    ):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise TrainError(f"{name} must be a finite number greater than 0, not {value}")
     if cfg.ema is not None and not (math.isfinite(cfg.ema) and 0 < cfg.ema < 1):
@@ -652,13 +792,17 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
             raise TrainError(f"--degrade: {exc}") from None
     try:
         manifest = read_manifest(cfg.data, cfg.s3_endpoint)
-    except (IngestError, StorageError) as exc:
+    except (DatasetError, StorageError) as exc:
         raise TrainError(str(exc)) from None
     if manifest["counts"].get("train", 0) == 0:
-        raise TrainError(f"{cfg.data}: the train split is empty; re-run ingest with more data or another --split")
+        raise TrainError(
+            f"{cfg.data}: the train split is empty; re-run ingest with more data or another --split"
+        )
     if manifest.get("clean_only") and not cfg.degrade:
-        raise TrainError(f"{cfg.data} holds clean images only (ingested without --low): give --degrade SPEC to "
-                         "synthesize the inputs, e.g. --degrade gaussian:0-50")
+        raise TrainError(
+            f"{cfg.data} holds clean images only (ingested without --low): give --degrade SPEC to "
+            "synthesize the inputs, e.g. --degrade gaussian:0-50"
+        )
     if cfg.synthetic_data is not None:
         _check_synthetic(cfg, manifest)
     data = open_store(cfg.data, cfg.s3_endpoint)
@@ -676,16 +820,20 @@ def _check_synthetic(cfg: TrainConfig, manifest: dict) -> None:
     if not cfg.degrade:
         raise TrainError("--synthetic-data needs --degrade SPEC: the noise its clean images get")
     if manifest.get("clean_only"):
-        raise TrainError(f"--synthetic-data mixes synthesized pairs into real ones, but {cfg.data} holds clean images "
-                         "only: give the clean sets together as --data instead")
+        raise TrainError(
+            f"--synthetic-data mixes synthesized pairs into real ones, but {cfg.data} holds clean images "
+            "only: give the clean sets together as --data instead"
+        )
     if not (math.isfinite(cfg.synthetic_share) and 0 < cfg.synthetic_share < 1):
-        raise TrainError(f"--synthetic-share must be between 0 and 1 (the share of patches synthesized), "
-                         f"not {cfg.synthetic_share}")
+        raise TrainError(
+            f"--synthetic-share must be between 0 and 1 (the share of patches synthesized), "
+            f"not {cfg.synthetic_share}"
+        )
     if cfg.in_memory == "no":
         raise TrainError("--synthetic-data trains from memory: leave out --in-memory no")
     try:
-        extra = read_manifest(cfg.synthetic_data, cfg.s3_endpoint)
-    except (IngestError, StorageError) as exc:
+        extra = read_manifest(cfg.synthetic_data or "", cfg.s3_endpoint)
+    except (DatasetError, StorageError) as exc:
         raise TrainError(f"--synthetic-data: {exc}") from None
     if extra["counts"].get("train", 0) == 0:
         raise TrainError(f"--synthetic-data {cfg.synthetic_data}: the train split is empty")
@@ -695,17 +843,22 @@ def _check_resources(cfg: TrainConfig, streaming: bool) -> None:
     import ray
 
     resources = ray.cluster_resources()
+    assert cfg.cpus_per_worker is not None  # chosen before the checks
     if streaming and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0) - 0.5:
         raise TrainError(
             f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs leave no CPU of the cluster's "
             f"{resources.get('CPU', 0):g} for the streaming data pipeline; lower --cpus-per-worker or --num-workers"
         )
     if not streaming and cfg.cpus_per_worker * cfg.num_workers > resources.get("CPU", 0):
-        raise TrainError(f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs: the cluster has "
-                         f"{resources.get('CPU', 0):g}; lower --cpus-per-worker or --num-workers")
+        raise TrainError(
+            f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs: the cluster has "
+            f"{resources.get('CPU', 0):g}; lower --cpus-per-worker or --num-workers"
+        )
     if cfg.use_gpu and resources.get("GPU", 0) < cfg.num_workers:
-        raise TrainError(f"--use-gpu with {cfg.num_workers} workers needs {cfg.num_workers} GPUs; the cluster has "
-                         f"{int(resources.get('GPU', 0))}")
+        raise TrainError(
+            f"--use-gpu with {cfg.num_workers} workers needs {cfg.num_workers} GPUs; the cluster has "
+            f"{int(resources.get('GPU', 0))}"
+        )
 
 
 def _check_resume(cfg: TrainConfig, storage: Store) -> None:
@@ -720,7 +873,11 @@ def _check_resume(cfg: TrainConfig, storage: Store) -> None:
         keys = run.list_keys()
     except StorageError:
         return  # a new run
-    configs = sorted(k for k in keys if k.startswith("checkpoint_") and k.endswith("/" + CONFIG) and k.count("/") == 1)
+    configs = sorted(
+        k
+        for k in keys
+        if k.startswith("checkpoint_") and k.endswith("/" + CONFIG) and k.count("/") == 1
+    )
     if not configs:
         return
     try:
@@ -788,40 +945,75 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
     mode, why = "stream", "--in-memory no"
     if cfg.in_memory != "no":
         budget = memory_budget(cfg.num_workers)
-        need = (decoded_bytes(data, train, paired and not (cfg.degrade and not synthetic), budget * cfg.num_workers)
-                + decoded_bytes(data, val, True, budget * cfg.num_workers)) / cfg.num_workers
+        need = (
+            decoded_bytes(
+                data,
+                train,
+                paired and not (cfg.degrade and not synthetic),
+                budget * cfg.num_workers,
+            )
+            + decoded_bytes(data, val, True, budget * cfg.num_workers)
+        ) / cfg.num_workers
         if synthetic:
-            need += decoded_bytes(open_store(cfg.synthetic_data, cfg.s3_endpoint), synthetic, False, budget)
+            need += decoded_bytes(
+                open_store(cfg.synthetic_data or "", cfg.s3_endpoint), synthetic, False, budget
+            )
         if synthetic and need > budget:
-            raise TrainError(f"--synthetic-data trains from memory, and the decoded images would need "
-                             f"{need / 1e6:,.0f} MB per worker (over {budget / 1e6:,.0f} MB): use smaller data sets")
+            raise TrainError(
+                f"--synthetic-data trains from memory, and the decoded images would need "
+                f"{need / 1e6:,.0f} MB per worker (over {budget / 1e6:,.0f} MB): use smaller data sets"
+            )
         if cfg.in_memory == "yes" or need <= budget:
             mode, why = "memory", f"{need / 1e6:,.0f} MB of decoded images per worker"
         else:
             why = f"the decoded images would need more than {budget / 1e6:,.0f} MB per worker"
     if mode == "stream" and cfg.model == "swift-global":
-        raise TrainError(f"swift-global trains from memory (each patch needs its whole image's context), and {why}: "
-                         "use a smaller data set or --in-memory yes")
+        raise TrainError(
+            f"swift-global trains from memory (each patch needs its whole image's context), and {why}: "
+            "use a smaller data set or --in-memory yes"
+        )
     if mode == "memory" and cfg.num_workers > manifest["counts"]["train"]:
-        raise TrainError(f"{cfg.num_workers} workers for {manifest['counts']['train']} train images: every worker "
-                         "needs at least one; lower --num-workers")
-    ppi = (cfg.patches_per_image or PATCHES_PER_IMAGE) if cfg.patch_size else 1  # full images: one per image
+        raise TrainError(
+            f"{cfg.num_workers} workers for {manifest['counts']['train']} train images: every worker "
+            "needs at least one; lower --num-workers"
+        )
+    ppi = (
+        (cfg.patches_per_image or PATCHES_PER_IMAGE) if cfg.patch_size else 1
+    )  # full images: one per image
     if synthetic:
-        made = (f"; {cfg.synthetic_share:.0%} of the patches from {len(synthetic)} shard(s) of {cfg.synthetic_data} "
-                f"with inputs synthesized on the fly: {cfg.degrade}")
+        made = (
+            f"; {cfg.synthetic_share:.0%} of the patches from {len(synthetic)} shard(s) of {cfg.synthetic_data} "
+            f"with inputs synthesized on the fly: {cfg.degrade}"
+        )
     else:
         made = f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""
-    log(f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch" + made)
-    return {"mode": mode, "train_shards": train, "val_shards": val, "paired": paired, "synthetic_shards": synthetic,
-            "train_images": manifest["counts"]["train"], "patches_per_image": ppi}
+    log(
+        f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch"
+        + made
+    )
+    return {
+        "mode": mode,
+        "train_shards": train,
+        "val_shards": val,
+        "paired": paired,
+        "synthetic_shards": synthetic,
+        "train_images": manifest["counts"]["train"],
+        "patches_per_image": ppi,
+    }
 
 
-def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None) -> dict:
+def run_train(
+    cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: StartRay | None = None
+) -> dict:
     """Train; returns a summary (best metrics, paths). Raises TrainError for user-facing failures.
     The configuration, data set, ``--init`` model and storage are checked before Ray starts
     (``start_ray``, default :func:`ensure_ray`)."""
     t_start = time.time()
-    cfg = replace(cfg, s3_endpoint=endpoint_from_env(cfg.s3_endpoint), inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV))
+    cfg = replace(
+        cfg,
+        s3_endpoint=endpoint_from_env(cfg.s3_endpoint),
+        inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV),
+    )
     cfg = _apply_init(cfg)
     manifest, data, storage = _preflight(cfg)
     check_s = time.time() - t_start
@@ -830,10 +1022,15 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    not_shared = check_shared_paths(reads={"--data": data.root, "--synthetic-data": cfg.synthetic_data and open_store(
-                                               cfg.synthetic_data, cfg.s3_endpoint).root,
-                                           "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init},
-                                    writes={"--storage-path": storage.root})
+    not_shared = check_shared_paths(
+        reads={
+            "--data": data.root,
+            "--synthetic-data": cfg.synthetic_data
+            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+            "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init,
+        },
+        writes={"--storage-path": storage.root},
+    )
     if not_shared:
         raise TrainError(not_shared)
     plan = plan_data(cfg, manifest, data, log)
@@ -844,19 +1041,36 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
     if nodes or ray.cluster_resources().get("GPU", 0):
         _check_resources(cfg, streaming)
     else:
-        log("train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
-            "to add worker nodes")
+        log(
+            "train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
+            "to add worker nodes"
+        )
     # Workers run in their own directories: give them resolved URIs, never relative paths.
-    cfg = replace(cfg, data=data.root, storage_path=storage.root,
-                  synthetic_data=cfg.synthetic_data and open_store(cfg.synthetic_data, cfg.s3_endpoint).root)
-    datasets = {}
+    cfg = replace(
+        cfg,
+        data=data.root,
+        storage_path=storage.root,
+        synthetic_data=cfg.synthetic_data and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+    )
+    datasets: dict[str, Any] = {}
     if streaming:
         # The manifest already lists the shards, so no Parquet listing task is needed (Ray Data's
         # reader would ask for a whole CPU, which a small cluster busy with training may not have).
-        datasets["train"] = ray.data.from_items([{"path": p} for p in plan["train_shards"]]).randomize_block_order().map_batches(
-            read_decode_augment, batch_size=1, num_cpus=0.5,
-            fn_kwargs={"data_uri": data.root, "endpoint": cfg.s3_endpoint, "patch": cfg.patch_size,
-                       "patches_per_image": plan["patches_per_image"], "clean_only": bool(cfg.degrade)},
+        datasets["train"] = (
+            ray.data.from_items([{"path": p} for p in plan["train_shards"]])
+            .randomize_block_order()
+            .map_batches(
+                read_decode_augment,  # type: ignore[arg-type]
+                batch_size=1,
+                num_cpus=0.5,
+                fn_kwargs={
+                    "data_uri": data.root,
+                    "endpoint": cfg.s3_endpoint,
+                    "patch": cfg.patch_size,
+                    "patches_per_image": plan["patches_per_image"],
+                    "clean_only": bool(cfg.degrade),
+                },
+            )
         )
     storage_fs, storage_path = pyarrow_filesystem(storage)
     run_config = ray.train.RunConfig(
@@ -869,32 +1083,52 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
         ),  # keeps the best by val loss (train loss without val); Ray Train always keeps the latest too
     )
     scaling = ray.train.ScalingConfig(
-        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker},
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker={"CPU": cfg.cpus_per_worker},
         placement_strategy=cfg.placement.upper(),
     )
     # On the driver's node: the queue must outlive any worker node that dies.
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    events = ray.remote(num_cpus=0)(EventQueue).options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=False)).remote()
+    events = (
+        ray.remote(num_cpus=0)(EventQueue)
+        .options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False
+            )
+        )
+        .remote()
+    )
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
-            "cfg": asdict(cfg), **plan, "events": events,
-            "data_ref": {"uri": data.root, "manifest": data.uri("manifest.json"), "run": manifest["run"],
-                         "counts": manifest["counts"]},
+            "cfg": asdict(cfg),
+            **plan,
+            "events": events,
+            "data_ref": {
+                "uri": data.root,
+                "manifest": data.uri("manifest.json"),
+                "run": manifest["run"],
+                "counts": manifest["counts"],
+            },
         },
         scaling_config=scaling,
         run_config=run_config,
         datasets=datasets,
     )
     if not plan["val_shards"]:
-        log(f"train: {cfg.data} has no val split: val metrics stay empty and the best checkpoint is chosen by "
-            "train loss (ingest with a val fraction in --split to measure generalization)")
-    log(f"train: {cfg.model} on {manifest['counts']['train']} train / {manifest['counts']['val']} val images, "
+        log(
+            f"train: {cfg.data} has no val split: val metrics stay empty and the best checkpoint is chosen by "
+            "train loss (ingest with a val fraction in --split to measure generalization)"
+        )
+    log(
+        f"train: {cfg.model} on {manifest['counts']['train']} train / {manifest['counts']['val']} val images, "
         f"{cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU{'s' * (cfg.cpus_per_worker != 1)}"
-        f"{', 1 GPU each' if cfg.use_gpu else ''}" + (f", from {cfg.init}" if cfg.init else "")
-        + f" -> {storage.uri(cfg.name)}")
+        f"{', 1 GPU each' if cfg.use_gpu else ''}"
+        + (f", from {cfg.init}" if cfg.init else "")
+        + f" -> {storage.uri(cfg.name)}"
+    )
     pump = _EventPump(events, cfg, log)
     try:
         result = trainer.fit()
@@ -904,13 +1138,24 @@ def run_train(cfg: TrainConfig, log: Callable[[str], None] = print, start_ray: S
         pump.close()
     if result.error:
         raise TrainError(f"training failed: {last_error_line(result.error)}")
-    phases = {"check_s": round(check_s, 3), "ray_init_s": round(ray_s, 3),
-              "first_epoch_s": round(pump.t0 - t_start + pump.first_epoch_s, 3) if pump.first_epoch_s else None}
+    phases = {
+        "check_s": round(check_s, 3),
+        "ray_init_s": round(ray_s, 3),
+        "first_epoch_s": round(pump.t0 - t_start + pump.first_epoch_s, 3)
+        if pump.first_epoch_s
+        else None,
+    }
     return _finalize(cfg, storage, result, log, phases, pump.workers)
 
 
-def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None = None,
-              workers: list[dict] | None = None) -> dict:
+def _finalize(
+    cfg: TrainConfig,
+    storage: Store,
+    result,
+    log,
+    phases: dict | None = None,
+    workers: list[dict] | None = None,
+) -> dict:
     """Copy the best checkpoint to RUN/model/ and write metrics.csv + curves.png from history."""
     import json
 
@@ -919,8 +1164,10 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
     latest = result.checkpoint
     if latest is None:
         raise TrainError("training reported no checkpoint")
-    best_pairs = sorted(result.best_checkpoints or [],
-                        key=lambda cm: _or_inf(cm[1].get("select_loss", cm[1].get("val_loss"))))
+    best_pairs = sorted(
+        result.best_checkpoints or [],
+        key=lambda cm: _or_inf(cm[1].get("select_loss", cm[1].get("val_loss"))),
+    )
     best = best_pairs[0][0] if best_pairs else latest
     with latest.as_directory() as d:
         history = json.loads(open(os.path.join(d, TRAIN_STATE)).read())["history"]
@@ -932,11 +1179,20 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
     m = best_config["metrics"]
     warning = below_input_warning(m)
     storage.write_bytes(f"{cfg.name}/metrics.csv", metrics_csv(history).encode())
-    storage.write_bytes(f"{cfg.name}/summary.json", to_json({"best_epoch": best_config["epoch"],
-                                                              "best_metrics": best_config["metrics"],
-                                                              "epochs": len(history), "phases": phases,
-                                                              "workers": workers or [], "config": asdict(cfg),
-                                                              "warnings": [warning] if warning else []}))
+    storage.write_bytes(
+        f"{cfg.name}/summary.json",
+        to_json(
+            {
+                "best_epoch": best_config["epoch"],
+                "best_metrics": best_config["metrics"],
+                "epochs": len(history),
+                "phases": phases,
+                "workers": workers or [],
+                "config": asdict(cfg),
+                "warnings": [warning] if warning else [],
+            }
+        ),
+    )
     storage.write_bytes(f"{cfg.name}/curves.png", curves_png(history, f"{cfg.name} ({cfg.model})"))
     summary = {
         "run": storage.uri(cfg.name),
@@ -948,8 +1204,10 @@ def _finalize(cfg: TrainConfig, storage: Store, result, log, phases: dict | None
         "workers": workers or [],
         "warnings": [warning] if warning else [],
     }
-    log(f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "
-        f"(noisy input {_num(m.get('input_psnr'), '.2f', ' dB')}) -> {summary['model_dir']}")
+    log(
+        f"train: done, {len(history)} epochs; best epoch {best_config['epoch']}: {format_metrics(m)} "
+        f"(noisy input {_num(m.get('input_psnr'), '.2f', ' dB')}) -> {summary['model_dir']}"
+    )
     if warning:
         console().error(f"train: warning: {warning}")
     return summary
@@ -962,15 +1220,19 @@ def below_input_warning(metrics: dict) -> str | None:
     PSNR unfair to any model); by PSNR where the input's loss is not known."""
     loss, base_loss = metrics.get("val_loss"), metrics.get("input_loss")
     psnr, base = metrics.get("val_psnr"), metrics.get("input_psnr")
-    if _finite(loss, base_loss):
+    if loss is not None and base_loss is not None and _finite(loss, base_loss):
         if loss <= base_loss:
             return None
-        return (f"the best epoch's val loss {loss:.4f} is above the noisy input's {base_loss:.4f}: this model makes "
-                "images worse than leaving them alone (train longer, lower --lr, or check the data)")
-    if not _finite(psnr, base) or psnr >= base:
+        return (
+            f"the best epoch's val loss {loss:.4f} is above the noisy input's {base_loss:.4f}: this model makes "
+            "images worse than leaving them alone (train longer, lower --lr, or check the data)"
+        )
+    if psnr is None or base is None or not _finite(psnr, base) or psnr >= base:
         return None
-    return (f"the best epoch scores {psnr:.2f} dB on val, below the noisy input's {base:.2f} dB: this model makes "
-            "images worse than leaving them alone (train longer, lower --lr, or check the data)")
+    return (
+        f"the best epoch scores {psnr:.2f} dB on val, below the noisy input's {base:.2f} dB: this model makes "
+        "images worse than leaving them alone (train longer, lower --lr, or check the data)"
+    )
 
 
 def _finite(*values) -> bool:
@@ -1010,11 +1272,15 @@ def curves_png(history: list[dict], title: str) -> bytes:
     a.set_ylabel("loss")
     a.legend()
     a.grid(alpha=0.3)
-    b.plot(epochs, [_nan(h.get("val_psnr")) for h in history], "o-", color="tab:green", label="model")
+    b.plot(
+        epochs, [_nan(h.get("val_psnr")) for h in history], "o-", color="tab:green", label="model"
+    )
     if history and history[-1].get("input_psnr") is not None:
         b.axhline(history[-1]["input_psnr"], ls="--", color="gray", label="noisy input")
     if history and history[-1].get("val_psnr") is None:
-        b.text(0.5, 0.5, "no val split", ha="center", va="center", transform=b.transAxes, color="gray")
+        b.text(
+            0.5, 0.5, "no val split", ha="center", va="center", transform=b.transAxes, color="gray"
+        )
     b.legend()
     b.set_xlabel("epoch")
     b.set_ylabel("val PSNR (dB)")

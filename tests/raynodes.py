@@ -40,7 +40,9 @@ def session_pids(sid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session ...
+            fields = stat.rsplit(")", 1)[
+                1
+            ].split()  # after "pid (comm)": state ppid pgrp session ...
             if int(fields[3]) == sid:
                 pids.append(int(entry))
     return pids
@@ -75,23 +77,45 @@ class LocalCluster:
         # cluster's own: every node and driver gets it from the environment, nothing from ~/.ray.
         # The GCS declares a node dead after 3 missed health checks 0.5 s apart (Ray's default, 5 x 3 s,
         # is for real networks; a killed node here is known dead within ~2 s instead of ~15).
-        self.env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                    "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-                    "RAY_health_check_failure_threshold": "3", **(env or {})}
+        self.env = {
+            **os.environ,
+            "RAY_ADDRESS": "",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_health_check_period_ms": "500",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            **(env or {}),
+        }
         self.port = _free_ports(1)[0]
         self.address = f"127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def _start(self, name: str, args: list[str], prefix: list[str] | None = None, wait: bool = True) -> None:
+    def _start(
+        self, name: str, args: list[str], prefix: list[str] | None = None, wait: bool = True
+    ) -> None:
         agent, agent_grpc, metrics, renv, nm, om = _free_ports(6)
-        cmd = [*(prefix or []), RAY, "start", "--block", "--node-ip-address=127.0.0.1",
-               f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-               f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={renv}",
-               f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--temp-dir={self.temp}",
-               "--disable-usage-stats", *args]
+        cmd = [
+            *(prefix or []),
+            RAY,
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={renv}",
+            f"--node-manager-port={nm}",
+            f"--object-manager-port={om}",
+            f"--temp-dir={self.temp}",
+            "--disable-usage-stats",
+            *args,
+        ]
         log_path = self.temp / f"node-{name}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
         self.procs[name] = proc
         if wait:
             self._wait_started(name, log_path)
@@ -105,33 +129,62 @@ class LocalCluster:
             if self.procs[name].poll() is not None:
                 raise RuntimeError(f"Ray node {name} exited: {text[-3000:]}")
             time.sleep(0.3)
-        raise RuntimeError(f"Ray node {name} did not start in {timeout:.0f} s: {log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"Ray node {name} did not start in {timeout:.0f} s: {log_path.read_text()[-3000:]}"
+        )
 
-    def start_head(self, cpus: float = 0, extra: list[str] | None = None, env: dict | None = None) -> None:
+    def start_head(
+        self, cpus: float = 0, extra: list[str] | None = None, env: dict | None = None
+    ) -> None:
         if env:
             self.env.update(env)
-        self._start("head", ["--head", f"--port={self.port}", f"--num-cpus={cpus:g}", "--include-dashboard=false",
-                             f"--resources={json.dumps({'node_head': 1})}", *(extra or [])])
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.port}",
+                f"--num-cpus={cpus:g}",
+                "--include-dashboard=false",
+                f"--resources={json.dumps({'node_head': 1})}",
+                *(extra or []),
+            ],
+        )
 
     def add_node(self, name: str, cpus: float, hide: list[Path] | None = None) -> None:
         """A worker node with ``cpus`` CPUs and a resource ``node_<name>`` (to find it by name)."""
-        self._start(name, [f"--address={self.address}", f"--num-cpus={cpus:g}",
-                           f"--resources={json.dumps({f'node_{name}': 1})}"],
-                    prefix=hiding_prefix(hide) if hide else None)
+        self._start(
+            name,
+            [
+                f"--address={self.address}",
+                f"--num-cpus={cpus:g}",
+                f"--resources={json.dumps({f'node_{name}': 1})}",
+            ],
+            prefix=hiding_prefix(hide) if hide else None,
+        )
 
     def nodes(self) -> list[dict]:
         """The alive nodes as ``{"id", "name", "resources", "labels"}`` (``name``: ``head``, the
         name given to add_node, or the autoscaler's node type), read by a short-lived driver."""
-        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-                "print(json.dumps([(n['NodeID'], n['Resources'], n.get('Labels', {})) for n in ray.nodes() "
-                "if n['Alive']]))" % self.address)
-        out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120, env=self.env)
+        code = (
+            f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
+            "print(json.dumps([(n['NodeID'], n['Resources'], n.get('Labels', {})) for n in ray.nodes() "
+            "if n['Alive']]))"
+        )
+        out = subprocess.run(
+            [PYTHON, "-c", code], capture_output=True, text=True, timeout=120, env=self.env
+        )
         if out.returncode:
-            raise RuntimeError(f"cannot list the nodes of {self.address}: {(out.stdout + out.stderr)[-2000:]}")
+            raise RuntimeError(
+                f"cannot list the nodes of {self.address}: {(out.stdout + out.stderr)[-2000:]}"
+            )
         nodes = []
         for node_id, resources, labels in json.loads(out.stdout.strip().splitlines()[-1]):
             names = [r.removeprefix("node_") for r in resources if r.startswith("node_")]
-            name = names[0] if names else labels.get("ray.io/node-type") or labels.get("ray.io/node-group") or "?"
+            name = (
+                names[0]
+                if names
+                else labels.get("ray.io/node-type") or labels.get("ray.io/node-group") or "?"
+            )
             nodes.append({"id": node_id, "name": name, "resources": resources, "labels": labels})
         return nodes
 
@@ -143,8 +196,12 @@ class LocalCluster:
         """``raydenoise ARGS --address`` this cluster, in the background, its output to ``log``."""
         exe = Path(sys.executable).parent / "raydenoise"
         with open(log, "w") as f:
-            return subprocess.Popen([str(exe), *args, "--address", self.address], stdout=f, stderr=subprocess.STDOUT,
-                                    env=self.env)
+            return subprocess.Popen(
+                [str(exe), *args, "--address", self.address],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
 
     def kill(self, name: str) -> None:
         """SIGKILL every process of one node, as when its machine dies."""
@@ -152,5 +209,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Kill every node, workers first (see kill_group)."""
-        for name in [n for n in self.procs if n != "head"] + (["head"] if "head" in self.procs else []):
+        for name in [n for n in self.procs if n != "head"] + (
+            ["head"] if "head" in self.procs else []
+        ):
             self.kill(name)

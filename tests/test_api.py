@@ -37,7 +37,11 @@ def test_load_model_denoises_arrays_in_three_lines():
     assert db(out, clean) > db(noisy, clean) + 5
     gray = noisy[..., 1]
     g = model(gray)
-    assert g.shape == gray.shape and g.dtype == np.uint8 and db(g, clean[..., 1]) > db(gray, clean[..., 1]) + 1
+    assert (
+        g.shape == gray.shape
+        and g.dtype == np.uint8
+        and db(g, clean[..., 1]) > db(gray, clean[..., 1]) + 1
+    )
     assert model.network == "swift-cond" and model.conditioned and model.parameters > 100_000
     assert "builtin:denoise" in repr(model)
 
@@ -52,7 +56,12 @@ def test_tiling_gives_the_same_image_and_tensors_work_too():
     model = raydenoise.load_model("builtin:denoise")
     x = torch.from_numpy(np.stack([noisy, noisy])).permute(0, 3, 1, 2).float() / 255
     y = model.tensor(x)
-    assert y.shape == x.shape and y.dtype == torch.float32 and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert (
+        y.shape == x.shape
+        and y.dtype == torch.float32
+        and float(y.min()) >= 0
+        and float(y.max()) <= 1
+    )
     assert np.abs((y[0].permute(1, 2, 0).numpy() * 255).round() - whole).max() <= 1
 
 
@@ -74,13 +83,19 @@ def test_paths_and_missing_models_are_handled_not_raw_library_errors(tmp_path):
         raydenoise.load_model(None)
     with pytest.raises(raydenoise.ArtifactError, match="missing config.json"):
         raydenoise.load_model(pathlib.Path(tmp_path))
-    with pytest.raises(raydenoise.DenoiseError, match="no such file"):  # a Path is a path, not a crash
-        raydenoise.denoise(input=pathlib.Path(tmp_path / "missing"), output=pathlib.Path(tmp_path / "out"))
+    with pytest.raises(
+        raydenoise.DenoiseError, match="no such file"
+    ):  # a Path is a path, not a crash
+        raydenoise.denoise(
+            input=pathlib.Path(tmp_path / "missing"), output=pathlib.Path(tmp_path / "out")
+        )
 
 
 def test_bad_inputs_are_exceptions_with_reasons():
     model = raydenoise.load_model("builtin:denoise")
-    with pytest.raises(ValueError, match=r"expected uint8 or uint16 \(H, W, 3\) or \(H, W\), got float64"):
+    with pytest.raises(
+        ValueError, match=r"expected uint8 or uint16 \(H, W, 3\) or \(H, W\), got float64"
+    ):
         model(np.zeros((8, 8, 3)))
     with pytest.raises(TypeError, match="expected a numpy uint8 array, got list"):
         model([[1, 2]])
@@ -95,15 +110,20 @@ def test_bad_inputs_are_exceptions_with_reasons():
 
 
 def test_job_errors_are_exceptions_before_ray_starts(tmp_path):
-    code = ("import raydenoise, ray\n"
-            "try:\n"
-            f"    raydenoise.denoise(input={str(tmp_path / 'missing')!r}, output={str(tmp_path / 'o')!r})\n"
-            "except raydenoise.DenoiseError as e:\n"
-            "    print('DenoiseError', e)\n"
-            "print('ray started:', ray.is_initialized())\n")
+    code = (
+        "import raydenoise, ray\n"
+        "try:\n"
+        f"    raydenoise.denoise(input={str(tmp_path / 'missing')!r}, output={str(tmp_path / 'o')!r})\n"
+        "except raydenoise.DenoiseError as e:\n"
+        "    print('DenoiseError', e)\n"
+        "print('ray started:', ray.is_initialized())\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "DenoiseError" in r.stdout and "no such file" in r.stdout and "ray started: False" in r.stdout, \
-        r.stdout + r.stderr
+    assert (
+        "DenoiseError" in r.stdout
+        and "no such file" in r.stdout
+        and "ray started: False" in r.stdout
+    ), r.stdout + r.stderr
 
 
 def test_builtin_models_lists_cards():
@@ -118,13 +138,30 @@ def test_denoise_and_evaluate_jobs_return_their_summaries(ray_cluster, tmp_path)
         write(tmp_path / f"high/{i}.png", png_bytes(clean))
         write(tmp_path / f"low/{i}.png", png_bytes(noisy_photo(seed=i)[1]))
     lines = []
-    summary = raydenoise.denoise(raydenoise.DenoiseConfig(input=str(tmp_path / "low"), output=str(tmp_path / "out"),
-                                                          reference=str(tmp_path / "high")), log=lines.append)
-    assert summary["ok"] == 3 and summary["failures"] == 0 and summary["metrics"]["psnr"]["mean"] > 28
+    summary = raydenoise.denoise(
+        raydenoise.DenoiseConfig(
+            input=str(tmp_path / "low"),
+            output=str(tmp_path / "out"),
+            reference=str(tmp_path / "high"),
+        ),
+        log=lines.append,
+    )
+    assert (
+        summary["ok"] == 3 and summary["failures"] == 0 and summary["metrics"]["psnr"]["mean"] > 28
+    )
     assert lines[-1].startswith("denoise: 3 written")
-    res = raydenoise.ingest(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(tmp_path / "data"),
-                            split=(0.0, 0.0, 1.0), log=lines.append)
+    res = raydenoise.ingest(
+        low=str(tmp_path / "low"),
+        high=str(tmp_path / "high"),
+        out=str(tmp_path / "data"),
+        split=(0.0, 0.0, 1.0),
+        log=lines.append,
+    )
     assert res.manifest["counts"]["test"] == 3 and res.manifest["phases"]["check_s"] >= 0
-    table = raydenoise.evaluate(data=str(tmp_path / "data"), model="builtin:denoise", out=str(tmp_path / "eval"),
-                                log=lines.append)
+    table = raydenoise.evaluate(
+        data=str(tmp_path / "data"),
+        model="builtin:denoise",
+        out=str(tmp_path / "eval"),
+        log=lines.append,
+    )
     assert table["model"]["psnr"] > table["noisy input"]["psnr"] + 5

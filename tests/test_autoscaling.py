@@ -42,20 +42,50 @@ def fake_provider_config(cluster_yaml: dict, gcs_address: str, idle_timeout_s: f
         if name == head:
             continue
         vcpus, gpus = INSTANCES[t["node_config"]["InstanceType"]]
-        workers[name] = {"resources": {"CPU": max(1, vcpus // CPU_SCALE), **({"GPU": gpus} if gpus else {}),
-                                       **t.get("resources", {})},
-                         "node_config": {}, "min_workers": t.get("min_workers", 0), "max_workers": t["max_workers"]}
+        workers[name] = {
+            "resources": {
+                "CPU": max(1, vcpus // CPU_SCALE),
+                **({"GPU": gpus} if gpus else {}),
+                **t.get("resources", {}),
+            },
+            "node_config": {},
+            "min_workers": t.get("min_workers", 0),
+            "max_workers": t["max_workers"],
+        }
     return {
-        "cluster_name": cluster_yaml["cluster_name"], "max_workers": cluster_yaml["max_workers"],
-        "upscaling_speed": cluster_yaml.get("upscaling_speed", 1.0), "idle_timeout_minutes": idle_timeout_s / 60,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                     "disable_launch_config_check": True, "gcs_address": gcs_address},
+        "cluster_name": cluster_yaml["cluster_name"],
+        "max_workers": cluster_yaml["max_workers"],
+        "upscaling_speed": cluster_yaml.get("upscaling_speed", 1.0),
+        "idle_timeout_minutes": idle_timeout_s / 60,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": gcs_address,
+        },
         # the fake provider names the head's type ray.head.default
-        "available_node_types": {"ray.head.default": {"resources": dict(types[head]["resources"]), "node_config": {},
-                                                      "max_workers": 0}, **workers},
-        "head_node_type": "ray.head.default", "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
-        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
-        "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "available_node_types": {
+            "ray.head.default": {
+                "resources": dict(types[head]["resources"]),
+                "node_config": {},
+                "max_workers": 0,
+            },
+            **workers,
+        },
+        "head_node_type": "ray.head.default",
+        "auth": {},
+        "docker": {},
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
         "worker_start_ray_commands": [],
     }
 
@@ -69,24 +99,40 @@ def test_the_test_clusters_node_types_are_cluster_yamls():
     fake = fake_provider_config(real, "127.0.0.1:1", IDLE_TIMEOUT_S)
     types = real["available_node_types"]
     assert real["head_node_type"] == "head" and types["head"]["resources"] == {"CPU": 0}
-    assert fake["available_node_types"]["ray.head.default"]["resources"] == {"CPU": 0}  # the head runs no work
+    assert fake["available_node_types"]["ray.head.default"]["resources"] == {
+        "CPU": 0
+    }  # the head runs no work
     workers = {k: v for k, v in fake["available_node_types"].items() if k != "ray.head.default"}
     assert set(workers) == set(types) - {"head"} == {"cpu", "gpu"}
     for name, t in workers.items():
-        assert (t["min_workers"], t["max_workers"]) == (types[name].get("min_workers", 0), types[name]["max_workers"])
+        assert (t["min_workers"], t["max_workers"]) == (
+            types[name].get("min_workers", 0),
+            types[name]["max_workers"],
+        )
         assert t["min_workers"] == 0  # every worker type scales from zero
     assert workers["gpu"]["resources"]["GPU"] == 1 and "GPU" not in workers["cpu"]["resources"]
-    assert fake["max_workers"] == real["max_workers"] and fake["upscaling_speed"] == real["upscaling_speed"]
+    assert (
+        fake["max_workers"] == real["max_workers"]
+        and fake["upscaling_speed"] == real["upscaling_speed"]
+    )
     # every instance type cluster.yaml names is known here (a new one must be added to INSTANCES)
     assert {t["node_config"]["InstanceType"] for t in types.values()} <= set(INSTANCES)
 
 
 def active_nodes(c: LocalCluster) -> dict[str, int]:
     """{node type: count} of the active nodes, from `ray status` (the autoscaler's view)."""
-    r = subprocess.run([RAY, "status", "--address", c.address], capture_output=True, text=True, env=c.env, timeout=60)
+    r = subprocess.run(
+        [RAY, "status", "--address", c.address],
+        capture_output=True,
+        text=True,
+        env=c.env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     section = r.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
-    return {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s*$", section, re.M)}
+    return {
+        m.group(2): int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s*$", section, re.M)
+    }
 
 
 @pytest.fixture()
@@ -95,22 +141,35 @@ def autoscaling_cluster(s3_server, tmp_path_factory):
     config = c.temp / "autoscaling.json"
     config.write_text(json.dumps(fake_provider_config(cluster_yaml(), c.address, IDLE_TIMEOUT_S)))
     try:
-        c.start_head(cpus=0, extra=[f"--autoscaling-config={config}"],
-                     env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+        c.start_head(
+            cpus=0,
+            extra=[f"--autoscaling-config={config}"],
+            env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
+        )
         yield c
     finally:
         c.stop()
 
 
-def test_a_denoise_job_scales_the_cluster_up_from_zero_and_it_scales_back_down(autoscaling_cluster, s3_server, tmp_path):
+def test_a_denoise_job_scales_the_cluster_up_from_zero_and_it_scales_back_down(
+    autoscaling_cluster, s3_server, tmp_path
+):
     c = autoscaling_cluster
     assert active_nodes(c) == {"ray.head.default": 1}  # zero workers
     head = c.node_ids()["head"]
     fs, base = s3_server.fs(), s3_server.prefix()
     for i in range(40):
         fs.pipe(f"{base[5:]}/noisy/{i:02d}.png", png_bytes(rgb(64, 64, seed=i)))
-    proc = c.start_cli(tmp_path / "log.txt", "denoise", "--input", f"{base}/noisy", "--output", f"{base}/clean",
-                       "--s3-endpoint", s3_server.endpoint)
+    proc = c.start_cli(
+        tmp_path / "log.txt",
+        "denoise",
+        "--input",
+        f"{base}/noisy",
+        "--output",
+        f"{base}/clean",
+        "--s3-endpoint",
+        s3_server.endpoint,
+    )
     seen: dict[str, int] = {}
     try:
         deadline = time.time() + 300
@@ -125,9 +184,13 @@ def test_a_denoise_job_scales_the_cluster_up_from_zero_and_it_scales_back_down(a
     out = (tmp_path / "log.txt").read_text()
     assert proc.returncode == 0 and "waiting for the autoscaler" in out, out[-3000:]
     assert seen.get("cpu", 0) >= 1 and "gpu" not in seen, seen  # a CPU job adds CPU workers only
-    rows = pq.read_table(io.BytesIO(fs.cat_file(f"{base[5:]}/clean/_report/report.parquet"))).to_pylist()
+    rows = pq.read_table(
+        io.BytesIO(fs.cat_file(f"{base[5:]}/clean/_report/report.parquet"))
+    ).to_pylist()
     assert len(rows) == 40 and {row["status"] for row in rows} == {"ok"}
-    assert head not in {row["node"] for row in rows}  # every image ran on a node the autoscaler added
+    assert head not in {
+        row["node"] for row in rows
+    }  # every image ran on a node the autoscaler added
     deadline = time.time() + 90
     while active_nodes(c) != {"ray.head.default": 1}:  # and the idle workers are removed
         assert time.time() < deadline, f"idle workers were not removed: {active_nodes(c)}"

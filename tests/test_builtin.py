@@ -35,8 +35,12 @@ def gain(model_uri: str, clean: np.ndarray, noise: str) -> float:
 
 def test_the_denoiser_ships_and_raises_psnr_at_every_level():
     assert "denoise" in builtin_names()
-    for noise, at_least in (("gaussian:15", 4.0), ("gaussian:25", 6.0), ("gaussian:50", 8.0),
-                            ("poisson-gaussian:peak=30,read=5", 5.0)):
+    for noise, at_least in (
+        ("gaussian:15", 4.0),
+        ("gaussian:25", 6.0),
+        ("gaussian:50", 8.0),
+        ("poisson-gaussian:peak=30,read=5", 5.0),
+    ):
         assert gain("builtin:denoise", photo(), noise) > at_least, noise
 
 
@@ -50,10 +54,14 @@ def test_the_denoiser_leaves_clean_photos_alone_and_takes_a_level():
     assert psnr(out.astype(np.float32) / 255, clean.astype(np.float32) / 255) > 40
     assert np.array_equal(Denoiser(model, config["model"], strength=0.0)(clean), clean)
     gray = clean[..., 1]
-    noisy = apply_noise(gray[..., None], parse_noise("gaussian:25"), np.random.default_rng(0))[..., 0]
+    noisy = apply_noise(gray[..., None], parse_noise("gaussian:25"), np.random.default_rng(0))[
+        ..., 0
+    ]
     den = Denoiser(model, config["model"])(noisy)
     ref = gray.astype(np.float32) / 255
-    assert psnr(den.astype(np.float32) / 255, ref) - psnr(noisy.astype(np.float32) / 255, ref) > 5.0  # grayscale too
+    assert (
+        psnr(den.astype(np.float32) / 255, ref) - psnr(noisy.astype(np.float32) / 255, ref) > 5.0
+    )  # grayscale too
 
 
 @pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0), ("low-light", 12.0)])
@@ -64,7 +72,9 @@ def test_the_low_light_models_ship_and_brighten_a_dark_noisy_photo(name, at_leas
 
 
 def test_unknown_builtin_names_the_available_ones():
-    with pytest.raises(ArtifactError, match="unknown built-in model 'builtin:nope'; available: .*builtin:denoise"):
+    with pytest.raises(
+        ArtifactError, match="unknown built-in model 'builtin:nope'; available: .*builtin:denoise"
+    ):
         load_model_uri("builtin:nope", None)
 
 
@@ -73,40 +83,90 @@ def test_models_command_lists_every_builtin():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == len(builtin_names())
-    assert any(line.startswith("builtin:denoise") and "swift" in line and "parameters" in line for line in lines)
+    assert any(
+        line.startswith("builtin:denoise") and "swift" in line and "parameters" in line
+        for line in lines
+    )
 
 
 @pytest.mark.slow
 def test_denoise_needs_no_model_argument(ray_cluster, tmp_path):
     clean = photo()
     for i in range(2):
-        write(tmp_path / f"in/{i}.png", png_bytes(apply_noise(clean, parse_noise("gaussian:25"), np.random.default_rng(i))))
-    r = run_cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), address=ray_cluster)
+        write(
+            tmp_path / f"in/{i}.png",
+            png_bytes(apply_noise(clean, parse_noise("gaussian:25"), np.random.default_rng(i))),
+        )
+    r = run_cli(
+        "denoise",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        address=ray_cluster,
+    )
     assert r.returncode == 0, r.stderr
     ref = clean.astype(np.float32) / 255
     for i in range(2):
         noisy = decode_rgb8((tmp_path / f"in/{i}.png").read_bytes()).astype(np.float32) / 255
         out = decode_rgb8((tmp_path / f"out/{i}.png").read_bytes()).astype(np.float32) / 255
         assert psnr(out, ref) > psnr(noisy, ref) + 5
-    r = run_cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o2"), "--model", "builtin:nope",
-                address=ray_cluster)
-    assert r.returncode == 1 and "available: builtin:denoise" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(
+        "denoise",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "o2"),
+        "--model",
+        "builtin:nope",
+        address=ray_cluster,
+    )
+    assert (
+        r.returncode == 1
+        and "available: builtin:denoise" in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
 
 @pytest.mark.slow
 def test_a_wheel_built_from_the_repo_carries_the_weights(tmp_path):
     """The wheel holds every built-in's files, and they load from the unpacked wheel alone."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((tmp_path / "dist").glob("raydenoise-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         for name in builtin_names():
-            assert {f"raydenoise/weights/{name}/config.json", f"raydenoise/weights/{name}/model.safetensors"} <= names
+            assert {
+                f"raydenoise/weights/{name}/config.json",
+                f"raydenoise/weights/{name}/model.safetensors",
+            } <= names
         z.extractall(tmp_path / "unpacked")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import raydenoise.artifacts as a; "
-            "assert a.__file__.startswith(sys.argv[1]), a.__file__; m, c = a.load_model_uri('builtin:denoise', None); "
-            "print(c['model'])")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "unpacked")], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import raydenoise.artifacts as a; "
+        "assert a.__file__.startswith(sys.argv[1]), a.__file__; m, c = a.load_model_uri('builtin:denoise', None); "
+        "print(c['model'])"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "unpacked")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and r.stdout.strip() == "swift-cond", r.stderr

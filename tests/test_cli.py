@@ -20,8 +20,12 @@ from conftest import png_bytes, rgb, run_cli, write
 
 def test_version_help_and_python_dash_m():
     r = run_cli("--version")
-    assert r.returncode == 0 and re.fullmatch(r"raydenoise \d+\.\d+\.\d+", r.stdout.strip()), r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "raydenoise", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and re.fullmatch(r"raydenoise \d+\.\d+\.\d+", r.stdout.strip()), (
+        r.stdout + r.stderr
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "raydenoise", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and "raydenoise denoise --input" in r.stdout
     assert "subcommand builds its config" not in r.stdout  # no developer notes in the user's help
 
@@ -31,7 +35,9 @@ def test_every_option_has_help_and_every_command_an_example():
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(subs) == set(EXAMPLES)
     for name, sub in subs.items():
-        assert sub.epilog and f"raydenoise {name}" in sub.epilog or name == "models" and "raydenoise models" in sub.epilog
+        assert (sub.epilog and f"raydenoise {name}" in sub.epilog) or (
+            name == "models" and "raydenoise models" in sub.epilog
+        )
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings} has no help text"
 
@@ -56,13 +62,19 @@ def test_progress_without_a_terminal_is_one_line_every_few_seconds():
     assert 2 <= len(lines) <= 6, lines  # throttled, not one line per image
     assert all(line.startswith("denoise: ") for line in lines)
     assert lines[-1].startswith("denoise: 10/10 images, ")
-    assert any("ETA" in line for line in lines[:-1])  # once the rate after the first result spans 1 s
+    assert any(
+        "ETA" in line for line in lines[:-1]
+    )  # once the rate after the first result spans 1 s
     with Progress("ingest", 13, unit="pair", stream=io.StringIO(), tty=False) as p:
         p.update(11)
         time.sleep(0.2)
-        p.update(2)  # the rest arrives at once: the rate is the overall one, not hundreds per second
+        p.update(
+            2
+        )  # the rest arrives at once: the rate is the overall one, not hundreds per second
         status = p.status()
-    assert status.startswith("ingest: 13/13 pairs, ") and float(status.split(", ")[1].split()[0]) < 100, status
+    assert (
+        status.startswith("ingest: 13/13 pairs, ") and float(status.split(", ")[1].split()[0]) < 100
+    ), status
 
 
 def test_progress_on_a_terminal_is_a_live_bar():
@@ -78,22 +90,102 @@ def test_mistakes_are_reported_before_ray_starts(tmp_path):
     """Each is a one-line error in about a second, with no Ray started (no log file announced)."""
     write(tmp_path / "in/a.png", png_bytes(rgb(32, 32)))
     cases = [
-        (("denoise", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")), "no such file"),
-        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "in/out")), "is inside --input"),
-        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", "builtin:nope"),
-         "available: builtin:denoise"),
-        (("ingest", "--low", str(tmp_path / "missing"), "--high", str(tmp_path / "in"), "--out", str(tmp_path / "d")),
-         "no such file"),
-        (("train", "--data", str(tmp_path / "missing"), "--model", "swift", "--storage-path", str(tmp_path / "r"),
-          "--name", "x"), "not found"),
-        (("evaluate", "--data", str(tmp_path / "missing"), "--model", "builtin:denoise", "--out", str(tmp_path / "e")),
-         "not found"),
-        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--strength", "0.5",
-          "--sigma", "10"), "not both"),
-        (("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--strength", "7"),
-         "--strength must be a number from 0 to 4"),
-        (("evaluate", "--data", str(tmp_path / "missing"), "--model", "builtin:denoise", "--sigma", "300"),
-         "--sigma must be a noise level from 0 to 255"),
+        (
+            ("denoise", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o")),
+            "no such file",
+        ),
+        (
+            ("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "in/out")),
+            "is inside --input",
+        ),
+        (
+            (
+                "denoise",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                "builtin:nope",
+            ),
+            "available: builtin:denoise",
+        ),
+        (
+            (
+                "ingest",
+                "--low",
+                str(tmp_path / "missing"),
+                "--high",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "d"),
+            ),
+            "no such file",
+        ),
+        (
+            (
+                "train",
+                "--data",
+                str(tmp_path / "missing"),
+                "--model",
+                "swift",
+                "--storage-path",
+                str(tmp_path / "r"),
+                "--name",
+                "x",
+            ),
+            "not found",
+        ),
+        (
+            (
+                "evaluate",
+                "--data",
+                str(tmp_path / "missing"),
+                "--model",
+                "builtin:denoise",
+                "--out",
+                str(tmp_path / "e"),
+            ),
+            "not found",
+        ),
+        (
+            (
+                "denoise",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "o"),
+                "--strength",
+                "0.5",
+                "--sigma",
+                "10",
+            ),
+            "not both",
+        ),
+        (
+            (
+                "denoise",
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "o"),
+                "--strength",
+                "7",
+            ),
+            "--strength must be a number from 0 to 4",
+        ),
+        (
+            (
+                "evaluate",
+                "--data",
+                str(tmp_path / "missing"),
+                "--model",
+                "builtin:denoise",
+                "--sigma",
+                "300",
+            ),
+            "--sigma must be a noise level from 0 to 255",
+        ),
     ]
     for args, message in cases:
         t0 = time.perf_counter()
@@ -101,7 +193,11 @@ def test_mistakes_are_reported_before_ray_starts(tmp_path):
         seconds = time.perf_counter() - t0
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert message in r.stderr.lower() or message in r.stderr, (args, r.stderr)
-        assert "Traceback" not in r.stderr and "Ray's log lines" not in r.stdout, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and "Ray's log lines" not in r.stdout, (
+            args,
+            r.stdout,
+            r.stderr,
+        )
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert seconds < 15, (args, seconds)  # no Ray start (~5-10 s here) hides behind it
 
@@ -111,10 +207,18 @@ def test_a_denoise_run_shows_our_lines_and_progress_and_sends_ray_logs_to_a_file
     """A fresh local Ray, as a user's first command: the terminal shows raydenoise's lines only."""
     rng = np.random.default_rng(0)
     for i in range(4):
-        write(tmp_path / f"in/{i}.png", png_bytes(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)))
+        write(
+            tmp_path / f"in/{i}.png", png_bytes(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        )
     logs = tmp_path / "logs"
-    r = run_cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                env={"RAY_ADDRESS": "", "RAYDENOISE_LOG_DIR": str(logs)})
+    r = run_cli(
+        "denoise",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        env={"RAY_ADDRESS": "", "RAYDENOISE_LOG_DIR": str(logs)},
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert all(line.startswith("denoise: ") for line in lines), lines

@@ -19,7 +19,9 @@ def test_cluster_yaml_passes_rays_own_schema():
     nodes = config["available_node_types"]
     assert config["head_node_type"] in nodes
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}  # drivers only on the head
-    assert {"cpu", "gpu"} <= set(nodes) and nodes["gpu"]["node_config"]["InstanceType"].startswith(("g", "p"))
+    assert {"cpu", "gpu"} <= set(nodes) and nodes["gpu"]["node_config"]["InstanceType"].startswith(
+        ("g", "p")
+    )
 
 
 def test_cluster_yaml_installs_this_project_and_exposes_no_dashboard():
@@ -27,7 +29,9 @@ def test_cluster_yaml_installs_this_project_and_exposes_no_dashboard():
     assert config["file_mounts"]["~/raydenoise"] == "."
     assert any("-e ~/raydenoise" in c for c in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard` (ssh), never public
+    assert (
+        "--dashboard-host=127.0.0.1" in head
+    )  # reached through `ray dashboard` (ssh), never public
     text = (ROOT / "cluster.yaml").read_text()
     assert "AWS_SECRET_ACCESS_KEY" not in text and "aws_secret_access_key" not in text
     for job in ("synth", "ingest", "train", "denoise", "evaluate"):
@@ -39,6 +43,8 @@ def test_every_node_starts_with_token_authentication_and_no_token_is_in_the_repo
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = next(c for c in config[key] if "ray start" in c)
         assert "export RAY_AUTH_MODE=token;" in start, start
-    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the launcher's own file
+    assert (
+        config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    )  # the launcher's own file
     text = (ROOT / "cluster.yaml").read_text()
     assert "RAY_AUTH_TOKEN=" not in text

@@ -28,7 +28,9 @@ def test_default_folder_is_per_user_and_private(no_home_logs, monkeypatch):
     fd, path = open_log_file("denoise")
     os.close(fd)
     assert path.parent == no_home_logs / "state/raydenoise/logs"
-    assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700) and oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700) and oct(
+        path.stat().st_mode & 0o777
+    ) == oct(0o600)
     assert log_folders()[-1].name == f"raydenoise-logs-{os.getuid()}"
 
 
@@ -45,7 +47,11 @@ def test_a_planted_link_is_never_followed(no_home_logs, monkeypatch):
     fd, path = open_log_file("denoise")
     os.write(fd, b"ray's lines\n")
     os.close(fd)
-    assert victim.read_text() == "precious\n" and not path.is_symlink() and path.read_bytes() == b"ray's lines\n"
+    assert (
+        victim.read_text() == "precious\n"
+        and not path.is_symlink()
+        and path.read_bytes() == b"ray's lines\n"
+    )
 
 
 @pytest.mark.parametrize("kind", ["a file", "writable by others"])
@@ -73,7 +79,9 @@ def test_another_users_folder_is_not_used(no_home_logs):
     assert "belongs to another user" in _private_folder(folder, uid=folder.stat().st_uid + 1)
 
 
-def test_no_usable_folder_is_one_clear_line_and_nothing_is_captured(no_home_logs, monkeypatch, capsys):
+def test_no_usable_folder_is_one_clear_line_and_nothing_is_captured(
+    no_home_logs, monkeypatch, capsys
+):
     import tempfile
 
     from raydenoise import console as con
@@ -88,16 +96,32 @@ def test_no_usable_folder_is_one_clear_line_and_nothing_is_captured(no_home_logs
     result = con.capture("denoise")
     assert result.log_path is None and con.console().log_path is None
     err = capsys.readouterr().err
-    assert err.count("no usable folder for the log file") == 1 and len(err.strip().splitlines()) == 1
+    assert (
+        err.count("no usable folder for the log file") == 1 and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_the_cli_falls_back_when_the_chosen_folder_is_unusable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     t0 = time.perf_counter()
-    r = run_cli("denoise", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"),
-                env={"RAY_ADDRESS": "", LOG_DIR_ENV: str(blocker), "XDG_STATE_HOME": str(tmp_path / "state")})
-    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli(
+        "denoise",
+        "--input",
+        str(tmp_path / "missing"),
+        "--output",
+        str(tmp_path / "o"),
+        env={
+            "RAY_ADDRESS": "",
+            LOG_DIR_ENV: str(blocker),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+        },
+    )
+    assert (
+        r.returncode == 1
+        and "Traceback" not in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )
     assert "no such file" in r.stderr and time.perf_counter() - t0 < 15
     # the fallback folder took the log; the command stopped before Ray, so nothing was logged and
     # no empty file is left behind

@@ -44,18 +44,28 @@ def test_onnx_runtime_equals_torch_within_one_level_tiled_and_untiled(graphs, na
         ort_out = Denoiser(OrtEngine(graph, name, threads=1), tile=tile)(image)
         assert np.abs(ort_out.astype(int) - torch_out.astype(int)).max() <= 1, tile
     tiny = photo(9, 13)  # smaller than the size multiple (16 for swift)
-    diff = Denoiser(OrtEngine(graph, name, threads=1))(tiny).astype(int) - Denoiser(model, config["model"])(tiny)
+    diff = Denoiser(OrtEngine(graph, name, threads=1))(tiny).astype(int) - Denoiser(
+        model, config["model"]
+    )(tiny)
     assert np.abs(diff).max() <= 1
     info = OrtEngine(graph, name).info  # the export carries what tiling needs
     assert (info.margin, info.multiple, info.conditioned) == (
-        (112, 16, True) if name == "builtin:denoise" else (32, 4, False))
+        (112, 16, True) if name == "builtin:denoise" else (32, 4, False)
+    )
 
 
 def _foreign(model: nn.Module, shape=(1, 3, 32, 32), dynamic=True, names=("image",)) -> bytes:
     buf = io.BytesIO()
     dyn = {"image": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h", 3: "w"}} if dynamic else None
-    torch.onnx.export(model.eval(), (torch.rand(*shape),), buf, input_names=list(names), output_names=["out"],
-                      dynamic_axes=dyn, dynamo=False)
+    torch.onnx.export(
+        model.eval(),
+        (torch.rand(*shape),),
+        buf,
+        input_names=list(names),
+        output_names=["out"],
+        dynamic_axes=dyn,
+        dynamo=False,
+    )
     return buf.getvalue()
 
 
@@ -79,11 +89,17 @@ def test_a_foreign_graph_that_meets_the_contract_runs_and_others_are_refused_wit
     out = Denoiser(OrtEngine(blur, "blur.onnx"), tile=32)(rgb(70, 90))  # margin/multiple: defaults
     assert out.shape == (70, 90, 3) and out.dtype == np.uint8
     assert check_onnx(blur, "blur.onnx")["level"] is None
-    with pytest.raises(EngineError, match=r"fixed.onnx: input 'image' has a fixed size 32x32.*dynamic height"):
+    with pytest.raises(
+        EngineError, match=r"fixed.onnx: input 'image' has a fixed size 32x32.*dynamic height"
+    ):
         check_onnx(_foreign(_Blur(), dynamic=False), "fixed.onnx")
-    with pytest.raises(EngineError, match=r"gray.onnx: input 'image' has 1 channel\(s\).*3 channels"):
+    with pytest.raises(
+        EngineError, match=r"gray.onnx: input 'image' has 1 channel\(s\).*3 channels"
+    ):
         check_onnx(_foreign(_Blur(1), shape=(1, 1, 32, 32)), "gray.onnx")
-    with pytest.raises(EngineError, match=r"cls.onnx: output 'out' is float of shape \(n, 3\), not an image"):
+    with pytest.raises(
+        EngineError, match=r"cls.onnx: output 'out' is float of shape \(n, 3\), not an image"
+    ):
         check_onnx(_foreign(_Classifier()), "cls.onnx")
     with pytest.raises(EngineError, match="junk.onnx: not an ONNX model"):
         check_onnx(b"not a graph", "junk.onnx")
@@ -111,7 +127,8 @@ def test_tta_is_the_mean_of_the_eight_transformed_passes():
 
 
 def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_graph_is_refused_first(
-        ray_cluster, s3_server, tmp_path):
+    ray_cluster, s3_server, tmp_path
+):
     """`raydenoise export` then `denoise --model m.onnx` (ONNX Runtime) on a folder and on S3:
     outputs within one level of the torch engine's; a graph with a fixed input size stops the
     job before any worker starts, saying what was expected."""
@@ -125,30 +142,71 @@ def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_g
     for i in range(3):
         write(tmp_path / "in" / f"{i}.png", png_bytes(photo(40 + i, 56, seed=i)))
     quiet = {"log": lambda m: None}
-    onnx = run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "a"),
-                                     model=str(tmp_path / "m.onnx"), workers=1), **quiet)
-    torch_run = run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "b"),
-                                          model="builtin:seed-ae", engine="torch", workers=1), **quiet)
+    onnx = run_denoise(
+        DenoiseConfig(
+            input=str(tmp_path / "in"),
+            output=str(tmp_path / "a"),
+            model=str(tmp_path / "m.onnx"),
+            workers=1,
+        ),
+        **quiet,
+    )
+    torch_run = run_denoise(
+        DenoiseConfig(
+            input=str(tmp_path / "in"),
+            output=str(tmp_path / "b"),
+            model="builtin:seed-ae",
+            engine="torch",
+            workers=1,
+        ),
+        **quiet,
+    )
     assert onnx["ok"] == torch_run["ok"] == 3
     for i in range(3):
-        a, b = (decode_rgb8((tmp_path / d / f"{i}.png").read_bytes()).astype(int) for d in ("a", "b"))
+        a, b = (
+            decode_rgb8((tmp_path / d / f"{i}.png").read_bytes()).astype(int) for d in ("a", "b")
+        )
         assert np.abs(a - b).max() <= 1
     base = s3_server.prefix()
     fs = s3_server.fs()
     fs.pipe(f"{base[5:]}/models/m.onnx", (tmp_path / "m.onnx").read_bytes())
     for i in range(3):
         fs.pipe(f"{base[5:]}/in/{i}.png", (tmp_path / "in" / f"{i}.png").read_bytes())
-    s3 = run_denoise(DenoiseConfig(input=f"{base}/in", output=f"{base}/out", model=f"{base}/models/m.onnx",
-                                   s3_endpoint=s3_server.endpoint, workers=1), **quiet)
-    assert s3["ok"] == 3 and fs.cat_file(f"{base[5:]}/out/0.png") == (tmp_path / "a" / "0.png").read_bytes()
+    s3 = run_denoise(
+        DenoiseConfig(
+            input=f"{base}/in",
+            output=f"{base}/out",
+            model=f"{base}/models/m.onnx",
+            s3_endpoint=s3_server.endpoint,
+            workers=1,
+        ),
+        **quiet,
+    )
+    assert (
+        s3["ok"] == 3
+        and fs.cat_file(f"{base[5:]}/out/0.png") == (tmp_path / "a" / "0.png").read_bytes()
+    )
     (tmp_path / "fixed.onnx").write_bytes(_foreign(_Blur(), dynamic=False))
     with pytest.raises(DenoiseError, match="fixed.onnx: input 'image' has a fixed size 32x32"):
-        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "c"),
-                                  model=str(tmp_path / "fixed.onnx")), **quiet)
+        run_denoise(
+            DenoiseConfig(
+                input=str(tmp_path / "in"),
+                output=str(tmp_path / "c"),
+                model=str(tmp_path / "fixed.onnx"),
+            ),
+            **quiet,
+        )
     assert not (tmp_path / "c").exists()
     with pytest.raises(DenoiseError, match="ONNX graph: it runs with --engine onnxruntime"):
-        run_denoise(DenoiseConfig(input=str(tmp_path / "in"), output=str(tmp_path / "c"),
-                                  model=str(tmp_path / "m.onnx"), engine="torch"), **quiet)
+        run_denoise(
+            DenoiseConfig(
+                input=str(tmp_path / "in"),
+                output=str(tmp_path / "c"),
+                model=str(tmp_path / "m.onnx"),
+                engine="torch",
+            ),
+            **quiet,
+        )
 
 
 def test_an_exported_graph_is_kept_between_jobs_in_a_private_cache(tmp_path, monkeypatch):

@@ -126,8 +126,11 @@ def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_fram
     frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
     from raydenoise.images import check_plain_png
 
-    for fmt, match in (("GIF", "an animation of 3 frames"), ("PNG", "an animation of 3 frames"),
-                       ("TIFF", "a multi-page file of 3 frames")):
+    for fmt, match in (
+        ("GIF", "an animation of 3 frames"),
+        ("PNG", "an animation of 3 frames"),
+        ("TIFF", "a multi-page file of 3 frames"),
+    ):
         buf = io.BytesIO()
         frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
         with pytest.raises(ImageError, match=match):
@@ -135,7 +138,9 @@ def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_fram
         with pytest.raises(ImageError, match=match):
             to_png_rgb8(buf.getvalue())  # ingest too
         if fmt == "PNG":
-            assert check_plain_png(buf.getvalue()) is None  # the fast path hands an APNG to the decoder
+            assert (
+                check_plain_png(buf.getvalue()) is None
+            )  # the fast path hands an APNG to the decoder
     one = io.BytesIO()
     frames[0].save(one, "GIF")
     assert decode_for_denoise(one.getvalue()).rgb.shape == (8, 10, 3)  # a single-frame GIF is fine
@@ -157,7 +162,11 @@ def test_lossy_inputs_are_read_with_their_quality_and_metadata():
         assert jpeg_quality(Image.open(buf)) == q
     exif = Image.Exif()
     exif[0x0112], exif[0x0131] = 8, "editor"
-    raw = b"Exif\0\0" + exif.tobytes()[6:] if exif.tobytes().startswith(b"Exif") else b"Exif\0\0" + exif.tobytes()
+    raw = (
+        b"Exif\0\0" + exif.tobytes()[6:]
+        if exif.tobytes().startswith(b"Exif")
+        else b"Exif\0\0" + exif.tobytes()
+    )
     fixed = _upright(raw)
     assert len(fixed) == len(raw) and sum(a != b for a, b in zip(fixed, raw)) == 1
     assert _upright(b"Exif\0\0garbage") == b""
@@ -194,7 +203,9 @@ def test_16_bit_png_and_tiff_round_trip_at_full_precision_with_metadata():
     tifffile.imwrite(buf, deep, photometric="rgb")
     dec = decode_for_denoise(buf.getvalue())
     assert dec.format == "TIFF" and np.array_equal(dec.rgb, deep)
-    assert np.array_equal(tifffile.imread(io.BytesIO(encode_like(dec.rgb, None, False, "TIFF"))), deep)
+    assert np.array_equal(
+        tifffile.imread(io.BytesIO(encode_like(dec.rgb, None, False, "TIFF"))), deep
+    )
     alpha = rng.integers(0, 65536, (6, 9)).astype(np.uint16)
     rgba = decode_for_denoise(encode_like(deep, alpha, False, "PNG"))
     assert np.array_equal(rgba.alpha, alpha) and np.array_equal(rgba.rgb, deep)
@@ -206,6 +217,6 @@ def test_16_bit_png_and_tiff_round_trip_at_full_precision_with_metadata():
         Image.fromarray(small).save(b, "PNG", exif=exif.tobytes())
         assert np.array_equal(_orient(small, orientation), decode_for_denoise(b.getvalue()).rgb)
     buf = io.BytesIO()
-    tifffile.imwrite(buf, deep.astype(np.float32))
+    tifffile.imwrite(buf, deep.astype(np.float32), photometric="rgb")
     with pytest.raises(ImageError, match="32-bit"):
         decode_for_denoise(buf.getvalue())

@@ -13,7 +13,9 @@ def trained_like(name: str) -> torch.nn.Module:
     model.train()
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if key.endswith(("beta", "gamma")):  # swift's residual scales start at 0 (identity blocks)
+            if key.endswith(
+                ("beta", "gamma")
+            ):  # swift's residual scales start at 0 (identity blocks)
                 p.fill_(0.5)
         model(torch.rand(2, 3, 32, 32), *([torch.full((2,), 20.0)] if name == "swift-cond" else []))
     return model.eval()
@@ -91,12 +93,18 @@ def test_a_conditioned_network_shares_one_estimated_level_across_tiles():
 
 def test_strength_zero_returns_the_input_bit_for_bit_and_blind_models_blend():
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (33, 20), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),
+        rng.integers(0, 256, (33, 20), dtype=np.uint8),
+    ]
     for model, name in ((conditioned(), "swift-cond"), (trained_like("swift"), "swift")):
         out = Denoiser(model, name, strength=0.0).run_many(images)
         assert all(np.array_equal(a, b) for a, b in zip(out, images))
     blind = trained_like("swift")
-    full, half = (Denoiser(blind, "swift", strength=s).run_many(images[:1])[0].astype(float) for s in (1.0, 0.5))
+    full, half = (
+        Denoiser(blind, "swift", strength=s).run_many(images[:1])[0].astype(float)
+        for s in (1.0, 0.5)
+    )
     assert np.abs(half - (images[0] + 0.5 * (full - images[0]))).max() <= 1.0
     with pytest.raises(ValueError, match="conditioned on the noise level"):
         Denoiser(blind, "swift", sigma=10.0)
@@ -119,7 +127,9 @@ def test_a_global_network_gives_every_tile_the_whole_images_context():
     from raydenoise.engines import OrtEngine, export_onnx
 
     rng = np.random.default_rng(1)
-    img = (rng.random((200, 260, 3)) * np.linspace(10, 90, 260)[None, :, None]).astype(np.uint8)  # dark to grey
+    img = (rng.random((200, 260, 3)) * np.linspace(10, 90, 260)[None, :, None]).astype(
+        np.uint8
+    )  # dark to grey
     model = global_network()
     whole = Denoiser(model, "swift-global").run_many([img])[0]
     tiled = Denoiser(model, "swift-global", tile=64).run_many([img])[0]

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from raydenoise.dataset import read_manifest
 from raydenoise.images import decode_rgb8
-from raydenoise.ingest import IngestConfig, IngestError, read_manifest, run_ingest
+from raydenoise.ingest import IngestConfig, IngestError, run_ingest
 
 from conftest import jpeg_bytes, png16_bytes, png_bytes, rgb, run_cli, write
 
@@ -73,21 +74,45 @@ def test_local_ingest_round_trip_rejects_and_manifest(ray_cluster, mixed):
     root, good = mixed
     out = root / "out"
     logs = []
-    plan = run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3,
-                                   dry_run=True), log=logs.append).plan
+    plan = run_ingest(
+        IngestConfig(
+            low=str(root / "low"),
+            high=str(root / "high"),
+            out=str(out),
+            rows_per_shard=3,
+            dry_run=True,
+        ),
+        log=logs.append,
+    ).plan
     assert not out.exists() and "nothing was written" in logs[-1]  # a dry run writes nothing
-    assert plan["pairs"] == 12 and sum(plan["splits"].values()) == 12 and plan["rejected_by_reason"] == {"no partner": 2}
-    assert plan["shards"] == sum(-(-n // 3) for n in plan["splits"].values()) and plan["seconds_per_pair"] > 0
-    res = run_ingest(IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3), log=quiet)
+    assert (
+        plan["pairs"] == 12
+        and sum(plan["splits"].values()) == 12
+        and plan["rejected_by_reason"] == {"no partner": 2}
+    )
+    assert (
+        plan["shards"] == sum(-(-n // 3) for n in plan["splits"].values())
+        and plan["seconds_per_pair"] > 0
+    )
+    res = run_ingest(
+        IngestConfig(
+            low=str(root / "low"), high=str(root / "high"), out=str(out), rows_per_shard=3
+        ),
+        log=quiet,
+    )
     m = read_manifest(str(out))
     assert m == res.manifest and m["schema_version"] == 2 and m["clean_only"] is False
     rows = rows_of(out)
     assert set(rows) == set(good) | {"gray", "alpha", "palette"}
     # bit-exact pixels, checked against Pillow directly for plain files
     for pid, (a, b) in good.items():
-        assert np.array_equal(decode(rows[pid]["low"]), a) and np.array_equal(decode(rows[pid]["high"]), b)
+        assert np.array_equal(decode(rows[pid]["low"]), a) and np.array_equal(
+            decode(rows[pid]["high"]), b
+        )
         assert (rows[pid]["height"], rows[pid]["width"]) == (16, 24)
-    assert np.array_equal(decode(rows["gray"]["low"]), decode_rgb8((root / "low/gray.png").read_bytes()))
+    assert np.array_equal(
+        decode(rows["gray"]["low"]), decode_rgb8((root / "low/gray.png").read_bytes())
+    )
     jpg = np.asarray(Image.open(root / "high/gray.jpg").convert("RGB"))
     assert np.array_equal(decode(rows["gray"]["high"]), jpg)
     assert np.array_equal(decode(rows["alpha"]["low"]), rgb(10, 12, seed=9))
@@ -95,20 +120,37 @@ def test_local_ingest_round_trip_rejects_and_manifest(ray_cluster, mixed):
     assert (rows["palette"]["height"], rows["palette"]["width"]) == (10, 12)
     # rejects: every bad file named with a reason; every input accounted for
     rej = {(r["side"], Path(r["file"]).name): r["reason"] for r in m["rejected"]}
-    assert rej[("low", "mismatch.png")].startswith("size mismatch") and rej[("high", "mismatch.png")].startswith("size mismatch")
+    assert rej[("low", "mismatch.png")].startswith("size mismatch") and rej[
+        ("high", "mismatch.png")
+    ].startswith("size mismatch")
     assert "truncated" in rej[("low", "trunc.png")] and "partner" in rej[("high", "trunc.png")]
     assert "not an image" in rej[("low", "notes.png")]
-    assert rej[("low", "lonely.png")].startswith("no partner") and rej[("high", "orphan.png")].startswith("no partner")
-    stored = {("low", r["low_file"]) for r in rows.values()} | {("high", r["high_file"]) for r in rows.values()}
-    rejected_files = {(r["side"], os.path.relpath(r["file"], root / r["side"])) for r in m["rejected"]}
-    all_inputs = {(side, str(p.relative_to(root / side))) for side in ("low", "high") for p in (root / side).rglob("*") if p.is_file()}
+    assert rej[("low", "lonely.png")].startswith("no partner") and rej[
+        ("high", "orphan.png")
+    ].startswith("no partner")
+    stored = {("low", r["low_file"]) for r in rows.values()} | {
+        ("high", r["high_file"]) for r in rows.values()
+    }
+    rejected_files = {
+        (r["side"], os.path.relpath(r["file"], root / r["side"])) for r in m["rejected"]
+    }
+    all_inputs = {
+        (side, str(p.relative_to(root / side)))
+        for side in ("low", "high")
+        for p in (root / side).rglob("*")
+        if p.is_file()
+    }
     assert stored | rejected_files == all_inputs and not stored & rejected_files
     # shards: at most rows_per_shard rows, one split each, listed in the manifest with counts
-    assert m["counts"]["total"] == len(rows) == sum(m["counts"][s] for s in ("train", "val", "test"))
+    assert (
+        m["counts"]["total"] == len(rows) == sum(m["counts"][s] for s in ("train", "val", "test"))
+    )
     for shard in m["shards"]:
         t = pq.read_table(out / shard["path"])
         assert t.num_rows == shard["rows"] <= 3
-        assert set(t.column("split").to_pylist()) == {shard["split"]} and shard["path"].startswith(shard["split"] + "/")
+        assert set(t.column("split").to_pylist()) == {shard["split"]} and shard["path"].startswith(
+            shard["split"] + "/"
+        )
     assert m["args"]["rows_per_shard"] == 3 and m["args"]["seed"] == 42
     # the plan's pairs are the real run's rows plus the pairs whose files the run rejected on decoding
     assert plan["pairs"] == len(rows) + len({r["id"] for r in m["rejected"]} - {"lonely", "orphan"})
@@ -138,25 +180,51 @@ def test_nothing_valid_is_an_error_and_keeps_previous_output(ray_cluster, tmp_pa
     write(tmp_path / "low/a.png", png_bytes(rgb(8, 8)))
     write(tmp_path / "high/a.png", png_bytes(rgb(8, 8)))
     out = tmp_path / "out"
-    run_ingest(IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(out)), log=quiet)
+    run_ingest(
+        IngestConfig(low=str(tmp_path / "low"), high=str(tmp_path / "high"), out=str(out)),
+        log=quiet,
+    )
     before = sorted(p.name for p in out.rglob("*"))
     write(tmp_path / "low2/a.png", b"garbage")
     write(tmp_path / "high2/b.png", png_bytes(rgb(8, 8)))
     with pytest.raises(IngestError, match="no valid pairs"):
-        run_ingest(IngestConfig(low=str(tmp_path / "low2"), high=str(tmp_path / "high2"), out=str(out)), log=quiet)
+        run_ingest(
+            IngestConfig(low=str(tmp_path / "low2"), high=str(tmp_path / "high2"), out=str(out)),
+            log=quiet,
+        )
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
 def test_cli_reports_user_errors_without_tracebacks(ray_cluster, tmp_path):
     write(tmp_path / "low/a.png", b"garbage")
     write(tmp_path / "high/a.png", png_bytes(rgb(8, 8)))
-    r = run_cli("ingest", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--out", str(tmp_path / "o"),
-                address=ray_cluster)
+    r = run_cli(
+        "ingest",
+        "--low",
+        str(tmp_path / "low"),
+        "--high",
+        str(tmp_path / "high"),
+        "--out",
+        str(tmp_path / "o"),
+        address=ray_cluster,
+    )
     assert r.returncode == 1
-    assert "no valid pairs" in r.stderr and "not an image" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("ingest", "--low", str(tmp_path / "missing"), "--high", str(tmp_path / "high"), "--out", str(tmp_path / "o"),
-                address=ray_cluster)
-    assert r.returncode == 1 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        "no valid pairs" in r.stderr and "not an image" in r.stderr and "Traceback" not in r.stderr
+    )
+    r = run_cli(
+        "ingest",
+        "--low",
+        str(tmp_path / "missing"),
+        "--high",
+        str(tmp_path / "high"),
+        "--out",
+        str(tmp_path / "o"),
+        address=ray_cluster,
+    )
+    assert (
+        r.returncode == 1 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+    )
     r = run_cli("ingest", "--low", "x", "--high", "y", "--out", "z", "--split", "0.5,0.6")
     assert r.returncode == 2 and "--split" in r.stderr
 
@@ -166,18 +234,36 @@ def test_cli_ingest_success_prints_summary(ray_cluster, tmp_path):
         write(tmp_path / f"low/{i}.png", png_bytes(rgb(8, 8, seed=i)))
         write(tmp_path / f"high/{i}.png", png_bytes(rgb(8, 8, seed=i + 9)))
     write(tmp_path / "low/extra.png", png_bytes(rgb(8, 8)))
-    r = run_cli("ingest", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--out", str(tmp_path / "o"),
-                address=ray_cluster)
+    r = run_cli(
+        "ingest",
+        "--low",
+        str(tmp_path / "low"),
+        "--high",
+        str(tmp_path / "high"),
+        "--out",
+        str(tmp_path / "o"),
+        address=ray_cluster,
+    )
     assert r.returncode == 0, r.stderr
     assert "3 pairs" in r.stdout and "rejected 1 file (1 no partner)" in r.stderr
     assert json.loads((tmp_path / "o/manifest.json").read_text())["counts"]["total"] == 3
 
 
-def test_clean_only_ingest_keeps_every_good_image_and_rejects_the_rest(ray_cluster, mixed, tmp_path):
+def test_clean_only_ingest_keeps_every_good_image_and_rejects_the_rest(
+    ray_cluster, mixed, tmp_path
+):
     root, good = mixed
     write(root / "high/broken.png", b"not an image at all")
-    r = run_cli("ingest", "--high", str(root / "high"), "--out", str(tmp_path / "clean"), "--split", "1,0,0",
-                address=ray_cluster)
+    r = run_cli(
+        "ingest",
+        "--high",
+        str(root / "high"),
+        "--out",
+        str(tmp_path / "clean"),
+        "--split",
+        "1,0,0",
+        address=ray_cluster,
+    )
     assert r.returncode == 0, r.stderr
     assert "clean-only data set" in r.stdout
     manifest = read_manifest(str(tmp_path / "clean"))
@@ -195,8 +281,12 @@ def test_clean_only_ingest_keeps_every_good_image_and_rejects_the_rest(ray_clust
     from raydenoise.evaluate import EvaluateConfig, EvaluateError, run_evaluate
 
     with pytest.raises(EvaluateError, match="clean images only"):
-        run_evaluate(EvaluateConfig(data=str(tmp_path / "clean"), model=str(tmp_path / "no-model"), split="train"),
-                     log=quiet)
+        run_evaluate(
+            EvaluateConfig(
+                data=str(tmp_path / "clean"), model=str(tmp_path / "no-model"), split="train"
+            ),
+            log=quiet,
+        )
 
 
 def test_demo_command_runs_end_to_end(ray_cluster, tmp_path):
@@ -219,9 +309,23 @@ def test_demo_command_runs_end_to_end(ray_cluster, tmp_path):
 
 def test_synth_cli_user_errors(tmp_path):
     r = run_cli("synth", "--out", str(tmp_path / "o"), "--noise", "speckle")
-    assert r.returncode == 1 and "unknown noise kind 'speckle'" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("synth", "--out", str(tmp_path / "o"), "--noise", "gaussian:5", "--clean", str(tmp_path / "none"))
-    assert r.returncode == 1 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1
+        and "unknown noise kind 'speckle'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
+    r = run_cli(
+        "synth",
+        "--out",
+        str(tmp_path / "o"),
+        "--noise",
+        "gaussian:5",
+        "--clean",
+        str(tmp_path / "none"),
+    )
+    assert (
+        r.returncode == 1 and "no such file or folder" in r.stderr and "Traceback" not in r.stderr
+    )
     r = run_cli("synth", "--out", str(tmp_path / "o"), "--noise", "gaussian:5", "--crop", "big")
     assert r.returncode == 2 and "HEIGHT,WIDTH" in r.stderr
 
@@ -233,12 +337,18 @@ def test_pairing_streams_through_sorted_runs_with_the_same_result(mixed, monkeyp
 
     from raydenoise.storage import open_store
 
-    ingest = importlib.import_module("raydenoise.ingest")  # the module (raydenoise.ingest is also a function)
+    ingest = importlib.import_module(
+        "raydenoise.ingest"
+    )  # the module (raydenoise.ingest is also a function)
     root, _ = mixed
-    cfg = IngestConfig(low=str(root / "low"), high=str(root / "high"), out=str(root / "out"), rows_per_shard=2)
+    cfg = IngestConfig(
+        low=str(root / "low"), high=str(root / "high"), out=str(root / "out"), rows_per_shard=2
+    )
 
     def plan():
-        p, rejected, listed = ingest._pair(cfg, open_store(cfg.low), open_store(cfg.high), None, "", "run")
+        p, rejected, listed = ingest._pair(
+            cfg, open_store(cfg.low), open_store(cfg.high), None, "", "run"
+        )
         return p.specs, dict(p.splits), p.n, sorted(map(json.dumps, rejected)), dict(listed)
 
     in_memory = plan()

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 # Ray's token authentication, with a token of this test's own (nothing read from or written to ~/.ray).
-ENV = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+ENV = {
+    **os.environ,
+    "RAY_ADDRESS": "",
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +37,28 @@ def head(tmp_path_factory):
     ``ray stop`` would kill every Ray process on the machine, a user's own clusters included."""
     port, dash, agent, agent_grpc, metrics, renv = _free_ports(6)
     temp = tmp_path_factory.mktemp("ray")
-    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--dashboard-agent-listen-port={agent}",
-           f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-           f"--runtime-env-agent-port={renv}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={renv}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+    ]
     log = open(temp / "ray-start.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+    )
     try:
         _wait_for_job_server(f"http://127.0.0.1:{dash}", proc, temp / "ray-start.log")
         yield f"http://127.0.0.1:{dash}"
@@ -63,14 +83,25 @@ def _wait_for_job_server(url: str, proc: subprocess.Popen, log: Path, timeout: f
         except OSError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"the job server did not answer within {timeout} s: {log.read_text()[-2000:]}")
+    raise AssertionError(
+        f"the job server did not answer within {timeout} s: {log.read_text()[-2000:]}"
+    )
 
 
 def submit(address: str, *entrypoint: str) -> subprocess.CompletedProcess:
-    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-           sys.executable, *entrypoint]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=400, check=False,
-                          env=ENV)
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        sys.executable,
+        *entrypoint,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=400, check=False, env=ENV)
 
 
 def test_denoise_job_runs_under_ray_job_submit(head, tmp_path):
@@ -78,9 +109,19 @@ def test_denoise_job_runs_under_ray_job_submit(head, tmp_path):
         write(tmp_path / f"in/{i}.png", png_bytes(rgb(h, w, seed=i)))
     write(tmp_path / "in/bad.png", b"not an image")
     torch.manual_seed(0)
-    save_model_dir(tmp_path / "model", build_model("seed-ae").eval(), {"model": "seed-ae", "width": None})
-    r = submit(head, "jobs/denoise.py", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-               "--model", str(tmp_path / "model"))
+    save_model_dir(
+        tmp_path / "model", build_model("seed-ae").eval(), {"model": "seed-ae", "width": None}
+    )
+    r = submit(
+        head,
+        "jobs/denoise.py",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tmp_path / "model"),
+    )
     # The job ran (not the local fallback): its output names the job and it failed only for bad.png.
     assert "Job 'raysubmit_" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
     assert "1 of 4 images failed" in r.stdout + r.stderr and "Traceback" not in r.stdout

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from raydenoise.artifacts import ArtifactError, load_model, load_train_state, save_model_dir, save_optimizer
+from raydenoise.artifacts import (
+    ArtifactError,
+    load_model,
+    load_train_state,
+    save_model_dir,
+    save_optimizer,
+)
 from raydenoise.metrics import all_metrics, mae, mse, psnr, ssim
 from raydenoise.models import build_model, count_parameters
 
@@ -17,15 +23,33 @@ def test_seed_ae_has_exactly_the_seed_parameter_counts():
 def test_seed_ae_layers_match_the_keras_model():
     layers = [type(m).__name__ for m in build_model("seed-ae").net]
     assert layers == [
-        "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d", "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d",
-        "Conv2d", "ReLU", "BatchNorm2d", "Upsample", "Conv2d", "ReLU", "BatchNorm2d", "Upsample",
-        "Conv2d", "Sigmoid",
+        "Conv2d",
+        "ReLU",
+        "BatchNorm2d",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "BatchNorm2d",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "BatchNorm2d",
+        "Upsample",
+        "Conv2d",
+        "ReLU",
+        "BatchNorm2d",
+        "Upsample",
+        "Conv2d",
+        "Sigmoid",
     ]
 
 
 def test_unet_is_under_two_million_parameters_and_width_is_configurable():
     assert count_parameters(build_model("unet"))["trainable"] < 2_000_000
-    assert count_parameters(build_model("unet", 16))["trainable"] < count_parameters(build_model("unet"))["trainable"]
+    assert (
+        count_parameters(build_model("unet", 16))["trainable"]
+        < count_parameters(build_model("unet"))["trainable"]
+    )
 
 
 @pytest.mark.parametrize("name", ["seed-ae", "unet", "swift"])
@@ -120,7 +144,9 @@ def test_metrics_contracts():
     assert psnr(p, t) == pytest.approx(10 * math.log10(1 / mse(p, t)))
     assert psnr(np.full((8, 8), 0.5), np.full((8, 8), 0.6)) == pytest.approx(20.0)
     m = all_metrics(p, t)
-    assert set(m) == {"psnr", "mse", "mae", "ssim"} and all(isinstance(v, float) for v in m.values())
+    assert set(m) == {"psnr", "mse", "mae", "ssim"} and all(
+        isinstance(v, float) for v in m.values()
+    )
     with pytest.raises(ValueError, match="shape mismatch"):
         mse(t, t[:8])
 
@@ -139,10 +165,15 @@ def test_a_blind_swift_starts_a_conditioned_one_that_then_uses_the_level():
     assert is_conditioned(cond) and not is_conditioned(blind)
     x = torch.rand(2, 3, 48, 40)
     with torch.no_grad():
-        for sigma in (0.0, 25.0):  # the level plane starts with zero weight: exactly the blind network
+        for sigma in (
+            0.0,
+            25.0,
+        ):  # the level plane starts with zero weight: exactly the blind network
             assert torch.equal(cond(x, torch.full((2,), sigma)), blind(x))
         cond.head.weight[:, 12].fill_(0.1)
-        assert not torch.equal(cond(x, torch.tensor([0.0, 0.0])), cond(x, torch.tensor([25.0, 25.0])))
+        assert not torch.equal(
+            cond(x, torch.tensor([0.0, 0.0])), cond(x, torch.tensor([25.0, 25.0]))
+        )
     with pytest.raises(ValueError, match="noise level"):
         cond(x)
 
@@ -162,7 +193,9 @@ def test_swift_global_starts_as_its_local_swift_and_sees_the_numpy_thumbnail():
     assert takes_context(glob) and not takes_context(blind)
     assert local_state_for_global(glob.state_dict()) is None  # not a blind swift's state
     x = torch.rand(2, 3, 48, 40) * 0.9 + 0.05
-    with torch.no_grad():  # the global head starts at zero: the blind network (inputs floored at 1e-4)
+    with (
+        torch.no_grad()
+    ):  # the global head starts at zero: the blind network (inputs floored at 1e-4)
         assert torch.allclose(glob(x), blind(x), atol=1e-4)
         glob.adjust.bias[0] = 0.7  # a gain of e^0.7 on the whole image
         brighter = glob(x)
@@ -175,7 +208,14 @@ def test_swift_global_starts_as_its_local_swift_and_sees_the_numpy_thumbnail():
     # NumPy's thumbnail (inference, training batches) is torch's adaptive pooling, at any size
     for h, w in ((321, 481), (17, 40), (5, 3)):
         img = np.random.default_rng(h).integers(0, 256, (h, w, 3), np.uint8)
-        ref = context_of(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None])[0].numpy()
+        ref = context_of(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None])[
+            0
+        ].numpy()
         assert np.abs(area_thumbnail(img, CONTEXT_SIZE) - ref).max() < 1e-5
         wide = np.random.default_rng(w).integers(0, 65536, (h, w, 3)).astype(np.uint16)
-        assert np.abs(area_thumbnail(wide, 8) - area_thumbnail(wide.astype(np.float64) / 65535, 8)).max() < 1e-6
+        assert (
+            np.abs(
+                area_thumbnail(wide, 8) - area_thumbnail(wide.astype(np.float64) / 65535, 8)
+            ).max()
+            < 1e-6
+        )

@@ -35,7 +35,9 @@ def test_poisson_noise_grows_with_brightness():
 
 def test_low_light_is_far_darker_and_noisy_relative_to_signal():
     rng = np.random.default_rng(0)
-    clean = np.clip(np.random.default_rng(1).normal(120, 40, (128, 128, 3)), 0, 255).astype(np.uint8)
+    clean = np.clip(np.random.default_rng(1).normal(120, 40, (128, 128, 3)), 0, 255).astype(
+        np.uint8
+    )
     low = apply_noise(clean, parse_noise("low-light"), rng)
     assert low.mean() < 0.25 * clean.mean()
     flat = apply_noise(gray(128), parse_noise("low-light:exposure=0.2,gamma=2"), rng).astype(float)
@@ -82,9 +84,16 @@ def test_ranges_draw_a_level_per_image_and_mixes_pick_a_kind():
     assert str(parse_noise("gaussian:25-25")) == "gaussian:25"  # an empty range is a value
 
 
-@pytest.mark.parametrize("text, match", [("gaussian:50-10", "LO-HI"), ("gaussian:1-2-3", "number"),
-                                         ("poisson-gaussian:peak=0-5", "must be > 0"), ("", "unknown noise kind"),
-                                         (" , ", "one or more")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("gaussian:50-10", "LO-HI"),
+        ("gaussian:1-2-3", "number"),
+        ("poisson-gaussian:peak=0-5", "must be > 0"),
+        ("", "unknown noise kind"),
+        (" , ", "one or more"),
+    ],
+)
 def test_bad_ranges_and_mixes_have_clear_errors(text, match):
     from raydenoise.noise import parse_degrade
 

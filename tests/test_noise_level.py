@@ -9,7 +9,11 @@ from raydenoise.noise_level import estimate_noise, estimate_sigma, strength_prob
 
 
 def photos():
-    return [skimage.data.astronaut()[::2, ::2], skimage.data.coffee()[::2, ::2], skimage.data.chelsea()]
+    return [
+        skimage.data.astronaut()[::2, ::2],
+        skimage.data.coffee()[::2, ::2],
+        skimage.data.chelsea(),
+    ]
 
 
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
@@ -22,9 +26,13 @@ def test_estimate_is_within_15_percent_of_the_true_sigma(sigma):
 def test_clean_photos_read_almost_no_noise_and_grayscale_reads_like_its_channel():
     for clean in photos():
         assert estimate_sigma(clean) < 2.5
-    gray = apply_noise(skimage.data.camera()[..., None], parse_noise("gaussian:20"), np.random.default_rng(0))[..., 0]
+    gray = apply_noise(
+        skimage.data.camera()[..., None], parse_noise("gaussian:20"), np.random.default_rng(0)
+    )[..., 0]
     assert estimate_sigma(gray) == pytest.approx(20, rel=0.15)
-    assert estimate_sigma(np.repeat(gray[..., None], 3, axis=2)) == pytest.approx(estimate_sigma(gray), rel=1e-6)
+    assert estimate_sigma(np.repeat(gray[..., None], 3, axis=2)) == pytest.approx(
+        estimate_sigma(gray), rel=1e-6
+    )
 
 
 def test_estimate_contracts():
@@ -40,15 +48,22 @@ def test_estimate_contracts():
 
 def test_camera_noise_is_correlated_signal_dependent_and_leaves_the_photo_its_own_target():
     clean = skimage.data.coffee()[::2, ::2]
-    noisy = apply_noise(clean, parse_noise("camera:peak=60,read=1"), np.random.default_rng(0)).astype(float)
+    noisy = apply_noise(
+        clean, parse_noise("camera:peak=60,read=1"), np.random.default_rng(0)
+    ).astype(float)
     n = noisy - clean
     assert abs(n.mean()) < 1.5  # zero-mean around the clean photo (up to clipping)
     corr = np.corrcoef(n[:, :-1, 1].ravel(), n[:, 1:, 1].ravel())[0, 1]
     assert corr > 0.2  # demosaicking shares noise between neighbours
-    gauss = apply_noise(clean, parse_noise("gaussian:10"), np.random.default_rng(0)).astype(float) - clean
+    gauss = (
+        apply_noise(clean, parse_noise("gaussian:10"), np.random.default_rng(0)).astype(float)
+        - clean
+    )
     assert abs(np.corrcoef(gauss[:, :-1, 1].ravel(), gauss[:, 1:, 1].ravel())[0, 1]) < 0.05
     dark, bright = clean.mean(axis=2) < 60, clean.mean(axis=2) > 180
-    assert n[dark].std() != pytest.approx(n[bright].std(), rel=0.2)  # depends on the signal (and the tone curve)
+    assert n[dark].std() != pytest.approx(
+        n[bright].std(), rel=0.2
+    )  # depends on the signal (and the tone curve)
 
 
 def test_jpeg_kinds_and_levels():
@@ -56,12 +71,18 @@ def test_jpeg_kinds_and_levels():
     rng = np.random.default_rng(0)
     q30 = apply_noise(clean, parse_noise("jpeg:q=30"), rng)
     assert not np.array_equal(q30, clean) and np.abs(q30.astype(float) - clean).mean() < 8
-    noisy, level = degrade_with_level(clean, parse_degrade("gaussian:20,jpeg=80"), rng)
-    assert 3 < level < 25  # JPEG removed part of the noise: the level is measured, not the requested 20
+    _noisy, level = degrade_with_level(clean, parse_degrade("gaussian:20,jpeg=80"), rng)
+    assert (
+        3 < level < 25
+    )  # JPEG removed part of the noise: the level is measured, not the requested 20
     _, level = degrade_with_level(clean, parse_degrade("gaussian:20"), rng)
     assert level == 20
-    for text, match in (("jpeg", "quality"), ("jpeg:q=0", "1 to 100"), ("camera:jpeg=120", "1 to 100"),
-                        ("camera:gain=2", "takes")):
+    for text, match in (
+        ("jpeg", "quality"),
+        ("jpeg:q=0", "1 to 100"),
+        ("camera:jpeg=120", "1 to 100"),
+        ("camera:gain=2", "takes"),
+    ):
         with pytest.raises(ValueError, match=match):
             parse_degrade(text)
     assert str(parse_noise("gaussian:0-25,jpeg=75-95")) == "gaussian:jpeg=75-95,sigma=0-25"

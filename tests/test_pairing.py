@@ -19,8 +19,12 @@ def test_pairs_by_relative_path_not_by_sort_order():
     pairs, rejected = pair_keys(low, high, seed=42, fractions=SPLIT)
     assert not rejected
     got = {p.id: (p.low_key, p.high_key) for p in pairs}
-    assert got == {"1": ("1.png", "1.PNG"), "2": ("2.png", "2.jpeg"), "10": ("10.png", "10.jpg"),
-                   "sub/3": ("sub/3.png", "sub/3.tif")}
+    assert got == {
+        "1": ("1.png", "1.PNG"),
+        "2": ("2.png", "2.jpeg"),
+        "10": ("10.png", "10.jpg"),
+        "sub/3": ("sub/3.png", "sub/3.tif"),
+    }
     assert [p.id for p in pairs] == ["1", "2", "10", "sub/3"]  # natural order
 
 
@@ -35,7 +39,9 @@ def test_every_key_is_paired_or_rejected_with_a_reason():
     assert reasons[("low", "c.png")].startswith("ambiguous")
     assert reasons[("low", "c.jpg")].startswith("ambiguous")
     assert reasons[("high", "c.png")].startswith("its partner is ambiguous")
-    accounted = {("low", p.low_key) for p in pairs} | {("high", p.high_key) for p in pairs} | set(reasons)
+    accounted = (
+        {("low", p.low_key) for p in pairs} | {("high", p.high_key) for p in pairs} | set(reasons)
+    )
     assert accounted == {("low", k) for k in low} | {("high", k) for k in high}
 
 
@@ -45,7 +51,9 @@ def test_split_is_deterministic_and_stable_when_data_grows():
     again = {i: split_of(i, 42, SPLIT) for i in ids}
     assert first == again
     grown = [f"img{i}" for i in range(2000)]
-    pairs, _ = pair_keys([f"{i}.png" for i in grown], [f"{i}.png" for i in grown], seed=42, fractions=SPLIT)
+    pairs, _ = pair_keys(
+        [f"{i}.png" for i in grown], [f"{i}.png" for i in grown], seed=42, fractions=SPLIT
+    )
     assert all(first[p.id] == p.split for p in pairs if p.id in first)
     other_seed = {i: split_of(i, 43, SPLIT) for i in ids}
     assert other_seed != first

@@ -33,8 +33,11 @@ def test_a_second_run_is_refused_naming_the_first_and_the_lock_goes_with_the_run
     with first:
         info = json.loads(rep.read_bytes(LOCK))
         assert info["run"] == "20261130T000000Z-aaaaaa" and info["host"] == socket.gethostname()
-        with pytest.raises(LockHeld, match=r"OUT is being written by another raydenoise run \(run "
-                                           r"20261130T000000Z-aaaaaa, pid \d+ on .*wait for it to finish"):
+        with pytest.raises(
+            LockHeld,
+            match=r"OUT is being written by another raydenoise run \(run "
+            r"20261130T000000Z-aaaaaa, pid \d+ on .*wait for it to finish",
+        ):
             RunLock(rep, "20261130T000001Z-bbbbbb", "OUT").acquire()
     assert not rep.exists(LOCK)
     with RunLock(rep, "20261130T000002Z-cccccc", "OUT"):  # free again
@@ -43,8 +46,17 @@ def test_a_second_run_is_refused_naming_the_first_and_the_lock_goes_with_the_run
 
 def test_a_dead_runs_lock_is_taken_over(rep, monkeypatch):
     # same host, its process gone (a killed driver): taken over at once
-    rep.write_bytes(LOCK, json.dumps({"run": "old", "host": socket.gethostname(), "pid": _dead_pid(),
-                                      "heartbeat": time.time()}).encode())
+    rep.write_bytes(
+        LOCK,
+        json.dumps(
+            {
+                "run": "old",
+                "host": socket.gethostname(),
+                "pid": _dead_pid(),
+                "heartbeat": time.time(),
+            }
+        ).encode(),
+    )
     with RunLock(rep, "new", "OUT"):
         assert json.loads(rep.read_bytes(LOCK))["run"] == "new"
     # another host: judged by its heartbeat
@@ -52,7 +64,9 @@ def test_a_dead_runs_lock_is_taken_over(rep, monkeypatch):
     rep.write_bytes(LOCK, json.dumps({**other, "heartbeat": time.time()}).encode())
     with pytest.raises(LockHeld, match="on another-host"):
         RunLock(rep, "new", "OUT").acquire()
-    rep.write_bytes(LOCK, json.dumps({**other, "heartbeat": time.time() - runlock.STALE_SECONDS - 5}).encode())
+    rep.write_bytes(
+        LOCK, json.dumps({**other, "heartbeat": time.time() - runlock.STALE_SECONDS - 5}).encode()
+    )
     with RunLock(rep, "new", "OUT"):
         pass
     assert not rep.exists(LOCK)

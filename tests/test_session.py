@@ -33,45 +33,94 @@ def _answers(url: str) -> bool:
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     """The raydenoise command with exactly ``env`` (no RAY_ADDRESS or RAY_AUTH_MODE of the tests)."""
-    return subprocess.run([str(Path(sys.executable).parent / "raydenoise"), *args], capture_output=True, text=True,
-                          timeout=240, env=env)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "raydenoise"), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
 
 
-def test_a_token_cluster_refuses_jobs_without_the_token_and_raydenoise_joins_it_with_no_extra_environment(tmp_path):
+def test_a_token_cluster_refuses_jobs_without_the_token_and_raydenoise_joins_it_with_no_extra_environment(
+    tmp_path,
+):
     """A head as cluster.yaml and Ray (>= 2.59) start it for a user who has a token in
     ~/.ray/auth_token: token authentication on. The Jobs API refuses a client with no token or
     a wrong one (what makes the AWS cluster safe); `raydenoise denoise --address` joins it
     without RAY_AUTH_MODE set. An address where no cluster runs is one line naming it."""
     ray = str(Path(sys.executable).parent / "ray")
     gcs, dash = _free_ports(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path / "home")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "HOME": str(tmp_path / "home")
+    }
     short = tempfile.mkdtemp(prefix="rd-join-")  # Ray's socket paths must stay short
-    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60
+    )
     token = (tmp_path / "home" / ".ray" / "auth_token").read_text().strip()
-    head = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                             "--num-cpus=2", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                             "--include-dashboard=true", f"--temp-dir={short}", "--disable-usage-stats"], env=env,
-                            stdout=open(tmp_path / "head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--include-dashboard=true",
+            f"--temp-dir={short}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=open(tmp_path / "head.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
-        while b"block forever" not in (tmp_path / "head.log").read_bytes():  # `ray start` has finished
+        while (
+            b"block forever" not in (tmp_path / "head.log").read_bytes()
+        ):  # `ray start` has finished
             assert time.time() < deadline and head.poll() is None, "the head did not start"
             time.sleep(0.5)
         assert b"Token authentication is enabled" in (tmp_path / "head.log").read_bytes()
 
         def jobs(extra: dict) -> subprocess.CompletedProcess:
-            return subprocess.run([ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"], env=env | extra,
-                                  capture_output=True, text=True, timeout=60)
+            return subprocess.run(
+                [ray, "job", "list", "--address", f"http://127.0.0.1:{dash}"],
+                env=env | extra,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         while not _answers(f"http://127.0.0.1:{dash}/api/version"):  # the dashboard is up
             assert time.time() < deadline, "the dashboard did not start"
             time.sleep(0.5)
-        for extra in ({"HOME": str(tmp_path)}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-" + token}):
+        for extra in (
+            {"HOME": str(tmp_path)},
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-" + token},
+        ):
             r = jobs(extra)
-            assert r.returncode != 0 and "AuthenticationError" in r.stdout + r.stderr, r.stdout + r.stderr
+            assert r.returncode != 0 and "AuthenticationError" in r.stdout + r.stderr, (
+                r.stdout + r.stderr
+            )
         write(tmp_path / "in" / "a.png", png_bytes(rgb(24, 32)))
-        r = _cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model",
-                 "builtin:seed-ae", "--address", f"127.0.0.1:{gcs}", env=env)
+        r = _cli(
+            "denoise",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            "builtin:seed-ae",
+            "--address",
+            f"127.0.0.1:{gcs}",
+            env=env,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         assert (tmp_path / "out" / "a.png").exists() and token not in r.stdout + r.stderr
     finally:
@@ -85,7 +134,20 @@ def test_a_token_cluster_refuses_jobs_without_the_token_and_raydenoise_joins_it_
             os.killpg(head.pid, signal.SIGKILL)  # anything of that session still there
         shutil.rmtree(short, ignore_errors=True)
     (dead,) = _free_ports(1)
-    r = _cli("denoise", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--model",
-             "builtin:seed-ae", "--address", f"127.0.0.1:{dead}", env=env)
+    r = _cli(
+        "denoise",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out2"),
+        "--model",
+        "builtin:seed-ae",
+        "--address",
+        f"127.0.0.1:{dead}",
+        env=env,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert f"cannot join the Ray cluster at 127.0.0.1:{dead}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        f"cannot join the Ray cluster at 127.0.0.1:{dead}" in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )

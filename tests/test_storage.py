@@ -8,7 +8,20 @@ from raydenoise.storage import LIST_PAGE, LISTING_ENV, StorageError, open_store
 
 from conftest import PeakConcurrency
 
-NAMES = ["a.png", "a/b.png", "a0.png", "a/c/d.png", "a-b/x", "b", ".h/x", "z/.y", "é.png", "a/c.png", "A", "a b/x"]
+NAMES = [
+    "a.png",
+    "a/b.png",
+    "a0.png",
+    "a/c/d.png",
+    "a-b/x",
+    "b",
+    ".h/x",
+    "z/.y",
+    "é.png",
+    "a/c.png",
+    "A",
+    "a b/x",
+]
 
 
 def test_a_local_walk_yields_every_file_in_sorted_key_order(tmp_path):
@@ -18,7 +31,7 @@ def test_a_local_walk_yields_every_file_in_sorted_key_order(tmp_path):
     (tmp_path / "empty").mkdir()
     os.symlink(tmp_path / "a", tmp_path / "link")  # a link to a folder is a name, never followed
     keys = list(open_store(str(tmp_path)).iter_keys())
-    assert keys == sorted(NAMES + ["link"])
+    assert keys == sorted([*NAMES, "link"])
     entry = next(e for e in open_store(str(tmp_path)).iter_entries() if e.key == "a/b.png")
     assert entry.size == 1 and entry.tag == str((tmp_path / "a/b.png").stat().st_mtime_ns)
     assert open_store(str(tmp_path / "empty")).list_keys() == []
@@ -48,8 +61,11 @@ def test_s3_listing_pages_through_more_keys_than_one_page(s3_server, monkeypatch
     store = open_store(base, s3_server.endpoint)
     # SeaweedFS lists folder by folder ("a/b.png" before "a b/x"), not in S3's key order, so a
     # server that is not AWS is walked folder by folder, each folder sorted here.
-    raw = [o["Key"] for page in store._s3_pages(store._s3_prefix()[1], 1000, delimiter=False)
-           for o in page.get("Contents", [])]
+    raw = [
+        o["Key"]
+        for page in store._s3_pages(store._s3_prefix()[1], 1000, delimiter=False)
+        for o in page.get("Contents", [])
+    ]
     assert raw != sorted(raw) and not store.s3_lists_sorted()
     assert list(store.iter_keys()) == sorted(keys)  # big/ takes two list requests
     assert list(store.iter_keys(page_size=7)) == sorted(keys)  # many pages per folder
@@ -77,7 +93,9 @@ def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
     tree = {"": [(f"d{i:02d}/", None) for i in range(20)] + [("z.png", Entry("z.png", 1, ""))]}
     for i in range(20):
         rel = f"d{i:02d}/"
-        tree[rel] = [(f"{j}.png", Entry(f"{rel}{j}.png", 1, "")) for j in range(3)] + [("sub/", None)]
+        tree[rel] = [(f"{j}.png", Entry(f"{rel}{j}.png", 1, "")) for j in range(3)] + [
+            ("sub/", None)
+        ]
         tree[rel + "sub/"] = [("x.png", Entry(f"{rel}sub/x.png", 1, ""))]
     meter = PeakConcurrency()
 
@@ -105,11 +123,17 @@ def test_names_up_to_the_length_limit_are_written_through_a_temporary_that_fits(
     from raydenoise.storage import is_partial, temp_name
 
     store = open_store(str(tmp_path), None)
-    for name in ("a" * 255, "é" * 127 + ".p", "x" * 230 + ".png"):  # 255 and 256 bytes (é is 2 bytes), 234
+    for name in (
+        "a" * 255,
+        "é" * 127 + ".p",
+        "x" * 230 + ".png",
+    ):  # 255 and 256 bytes (é is 2 bytes), 234
         if len(os.fsencode(name)) > 255:
             continue
         store.write_bytes("sub/" + name, b"data")
         assert (tmp_path / "sub" / name).read_bytes() == b"data"
     tmp = temp_name("b" * 255, str(tmp_path))
     assert len(os.fsencode(tmp)) <= 255 and is_partial(tmp) and tmp.startswith(".bbb")
-    assert not [p for p in (tmp_path / "sub").iterdir() if is_partial(p.name)]  # no temporary left behind
+    assert not [
+        p for p in (tmp_path / "sub").iterdir() if is_partial(p.name)
+    ]  # no temporary left behind

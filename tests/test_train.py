@@ -3,9 +3,8 @@
 import csv
 import io
 import json
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ import torch
 from PIL import Image
 
 from raydenoise.artifacts import load_model, save_model_dir
-from raydenoise.models import build_model
 from raydenoise.ingest import IngestConfig, run_ingest
+from raydenoise.models import build_model
 from raydenoise.synth import SynthConfig, run_synth
 from raydenoise.train import CRASH_ENV, TrainError, resolve_config, run_train
 
@@ -27,15 +26,28 @@ def quiet(msg):
     pass
 
 
-def make_dataset(root: Path, n: int = 16, uri: str | None = None, endpoint: str | None = None) -> str:
+def make_dataset(
+    root: Path, n: int = 16, uri: str | None = None, endpoint: str | None = None
+) -> str:
     clean = root / "clean"
     for i in range(n):
         write(clean / f"{i}.png", png_bytes(rgb(32, 48, seed=i)))
     pairs = uri + "/pairs" if uri else str(root / "pairs")
     out = uri + "/ds" if uri else str(root / "ds")
-    run_synth(SynthConfig(out=pairs, clean=str(clean), noise="gaussian:25", s3_endpoint=endpoint), log=quiet)
-    run_ingest(IngestConfig(low=pairs + "/low", high=pairs + "/high", out=out, split=(0.75, 0.25, 0.0),
-                            s3_endpoint=endpoint), log=quiet)
+    run_synth(
+        SynthConfig(out=pairs, clean=str(clean), noise="gaussian:25", s3_endpoint=endpoint),
+        log=quiet,
+    )
+    run_ingest(
+        IngestConfig(
+            low=pairs + "/low",
+            high=pairs + "/high",
+            out=out,
+            split=(0.75, 0.25, 0.0),
+            s3_endpoint=endpoint,
+        ),
+        log=quiet,
+    )
     return out
 
 
@@ -50,10 +62,21 @@ def dataset(cluster, tmp_path_factory):
 
 
 def cfg(data, storage, name, **kw):
-    base = dict(data=data, storage_path=str(storage), name=name, epochs=2, patch_size=32, batch_size=2,
-                lr=3e-3, num_workers=2, patches_per_image=1)
+    base = dict(
+        data=data,
+        storage_path=str(storage),
+        name=name,
+        epochs=2,
+        patch_size=32,
+        batch_size=2,
+        lr=3e-3,
+        num_workers=2,
+        patches_per_image=1,
+    )
     base.update(kw)
-    return resolve_config(kw.pop("model", "seed-ae"), **{k: v for k, v in base.items() if k != "model"})
+    return resolve_config(
+        kw.pop("model", "seed-ae"), **{k: v for k, v in base.items() if k != "model"}
+    )
 
 
 def history(run: Path) -> list[dict]:
@@ -70,13 +93,20 @@ def test_two_worker_ddp_loss_goes_down_and_artifacts_are_complete(dataset, tmp_p
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     n_val = json.loads((Path(dataset) / "manifest.json").read_text())["counts"]["val"]
-    assert n_val > 0 and all(int(r["val_images"]) == n_val for r in rows)  # each val image once, across 2 ranks
+    assert n_val > 0 and all(
+        int(r["val_images"]) == n_val for r in rows
+    )  # each val image once, across 2 ranks
     for key in ("val_psnr", "val_mse", "val_mae", "val_ssim", "pairs_per_s", "megapixels_per_s"):
         assert np.isfinite(float(rows[-1][key]))
     assert Image.open(run / "curves.png").format == "PNG"
-    model, config = load_model(run / "model")
-    assert config["model"] == "seed-ae" and config["parameters"] == {"total": 30019, "trainable": 29763}
-    assert config["train_config"]["num_workers"] == 2 and config["data"]["manifest"].endswith("manifest.json")
+    _model, config = load_model(run / "model")
+    assert config["model"] == "seed-ae" and config["parameters"] == {
+        "total": 30019,
+        "trainable": 29763,
+    }
+    assert config["train_config"]["num_workers"] == 2 and config["data"]["manifest"].endswith(
+        "manifest.json"
+    )
     best = min(rows, key=lambda r: float(r["val_loss"]))
     assert config["epoch"] == int(best["epoch"]) == summary["best_epoch"]
     assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pt"))
@@ -88,9 +118,13 @@ def test_relative_paths_work_although_workers_run_elsewhere(dataset, tmp_path, m
 
     rel = os.path.relpath(dataset, tmp_path)
     assert not os.path.isabs(rel)
-    save_model_dir(tmp_path / "start", build_model("seed-ae").eval(), {"model": "seed-ae", "width": None})
+    save_model_dir(
+        tmp_path / "start", build_model("seed-ae").eval(), {"model": "seed-ae", "width": None}
+    )
     # data, storage and --init all relative to the driver's directory
-    summary = run_train(replace(cfg(rel, "runs", "rel-init", epochs=1, num_workers=1), init="start"), log=quiet)
+    summary = run_train(
+        replace(cfg(rel, "runs", "rel-init", epochs=1, num_workers=1), init="start"), log=quiet
+    )
     assert summary["epochs"] == 1 and (tmp_path / "runs/rel-init/model/model.safetensors").exists()
     config = json.loads((tmp_path / "runs/rel-init/model/config.json").read_text())
     assert config["train_config"]["init"] == str(tmp_path / "start")
@@ -122,17 +156,38 @@ def test_checkpoints_and_model_in_s3(s3_server, cluster, tmp_path):
     base = s3_server.prefix()
     data = make_dataset(tmp_path, n=8, uri=base, endpoint=s3_server.endpoint)
     # stage 1 streams the clean side from S3 and synthesizes the inputs on the worker
-    c = cfg(data, f"{base}/runs", "s3run", epochs=1, num_workers=1, model="unet", patch_size=16,
-            s3_endpoint=s3_server.endpoint, in_memory="no", degrade="gaussian:10-30")
+    c = cfg(
+        data,
+        f"{base}/runs",
+        "s3run",
+        epochs=1,
+        num_workers=1,
+        model="unet",
+        patch_size=16,
+        s3_endpoint=s3_server.endpoint,
+        in_memory="no",
+        degrade="gaussian:10-30",
+    )
     logs = []
     run_train(c, log=logs.append)
     assert any("data path: stream" in line and "gaussian:10-30" in line for line in logs)
-    c2 = cfg(data, f"{base}/runs", "s3run", epochs=2, num_workers=1, model="unet", patch_size=16,
-             s3_endpoint=s3_server.endpoint)
+    c2 = cfg(
+        data,
+        f"{base}/runs",
+        "s3run",
+        epochs=2,
+        num_workers=1,
+        model="unet",
+        patch_size=16,
+        s3_endpoint=s3_server.endpoint,
+    )
     run_train(c2, log=quiet)  # resumes from the checkpoint in S3
     fs = s3_server.fs()
     run = f"{base[5:]}/runs/s3run"
-    assert [int(r["epoch"]) for r in csv.DictReader(io.StringIO(fs.cat_file(f"{run}/metrics.csv").decode()))] == [1, 2]
+    assert [
+        int(r["epoch"])
+        for r in csv.DictReader(io.StringIO(fs.cat_file(f"{run}/metrics.csv").decode()))
+    ] == [1, 2]
     local = tmp_path / "model"
     fs.get(f"{run}/model/", str(local), recursive=True)
     model, config = load_model(local)
@@ -148,15 +203,25 @@ def test_bad_input_fails_fast_with_clear_messages(dataset, cluster, tmp_path):
     empty = tmp_path / "empty"
     write(empty / "low/a.png", png_bytes(rgb(16, 16)))
     write(empty / "high/a.png", png_bytes(rgb(16, 16)))
-    run_ingest(IngestConfig(low=str(empty / "low"), high=str(empty / "high"), out=str(empty / "ds"),
-                            split=(0.0, 1.0, 0.0)), log=quiet)
+    run_ingest(
+        IngestConfig(
+            low=str(empty / "low"),
+            high=str(empty / "high"),
+            out=str(empty / "ds"),
+            split=(0.0, 1.0, 0.0),
+        ),
+        log=quiet,
+    )
     with pytest.raises(TrainError, match="train split is empty"):
         run_train(cfg(str(empty / "ds"), tmp_path / "s", "x"), log=quiet)
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(TrainError, match="--storage-path.*cannot write"):
         run_train(cfg(dataset, tmp_path / "afile" / "runs", "x"), log=quiet)
     with pytest.raises(TrainError, match="leave no CPU"):
-        run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.0, in_memory="no"), log=quiet)
+        run_train(
+            cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.0, in_memory="no"),
+            log=quiet,
+        )
     with pytest.raises(TrainError, match="the cluster has 2"):
         run_train(cfg(dataset, tmp_path / "s", "x", num_workers=2, cpus_per_worker=1.5), log=quiet)
     with pytest.raises(TrainError, match="--degrade: 'gaussian:lots': sigma must be a number"):
@@ -168,18 +233,46 @@ def test_bad_input_fails_fast_with_clear_messages(dataset, cluster, tmp_path):
     clean = tmp_path / "clean"
     for i in range(4):
         write(clean / f"{i}.png", png_bytes(rgb(16, 16, seed=i)))
-    run_ingest(IngestConfig(low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)), log=quiet)
+    run_ingest(
+        IngestConfig(
+            low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)
+        ),
+        log=quiet,
+    )
     with pytest.raises(TrainError, match="clean images only .* give --degrade"):
         run_train(cfg(str(tmp_path / "clean-ds"), tmp_path / "s", "x"), log=quiet)
-    r = run_cli("train", "--data", dataset, "--model", "vgg", "--storage-path", str(tmp_path), "--name", "x")
+    r = run_cli(
+        "train", "--data", dataset, "--model", "vgg", "--storage-path", str(tmp_path), "--name", "x"
+    )
     assert r.returncode == 2 and "invalid choice: 'vgg'" in r.stderr
-    r = run_cli("train", "--data", str(tmp_path / "nope"), "--model", "unet", "--storage-path", str(tmp_path),
-                "--name", "x", address=cluster)
-    assert r.returncode == 1 and "manifest.json not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(
+        "train",
+        "--data",
+        str(tmp_path / "nope"),
+        "--model",
+        "unet",
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "x",
+        address=cluster,
+    )
+    assert (
+        r.returncode == 1 and "manifest.json not found" in r.stderr and "Traceback" not in r.stderr
+    )
     r = run_cli("train", "--data", dataset, "--storage-path", str(tmp_path), "--name", "x")
     assert r.returncode == 1 and "give --model" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("train", "--data", dataset, "--init", str(tmp_path / "no-model"), "--storage-path", str(tmp_path),
-                "--name", "x")  # no --model: the --init folder would give it
+    r = run_cli(
+        "train",
+        "--data",
+        dataset,
+        "--init",
+        str(tmp_path / "no-model"),
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "x",
+    )  # no --model: the --init folder would give it
     assert r.returncode == 1 and "--init" in r.stderr and "missing config.json" in r.stderr
 
 
@@ -203,12 +296,27 @@ def test_blind_training_on_clean_images_raises_psnr_at_several_sigmas(cluster, t
     for i in range(12):
         write(clean / f"{i}.png", png_bytes(smooth(48, 64, seed=i)))
     ds = str(tmp_path / "ds")
-    manifest = run_ingest(IngestConfig(low=None, high=str(clean), out=ds, split=(0.75, 0.25, 0.0)), log=quiet).manifest
+    manifest = run_ingest(
+        IngestConfig(low=None, high=str(clean), out=ds, split=(0.75, 0.25, 0.0)), log=quiet
+    ).manifest
     assert manifest["clean_only"] and manifest["counts"]["total"] == 12
     logs = []
-    summary = run_train(cfg(ds, tmp_path / "runs", "blind", model="swift", width=16, degrade="gaussian:5-50",
-                            epochs=4, patches_per_image=16, patch_size=32, batch_size=4, num_workers=1),
-                        log=logs.append)
+    summary = run_train(
+        cfg(
+            ds,
+            tmp_path / "runs",
+            "blind",
+            model="swift",
+            width=16,
+            degrade="gaussian:5-50",
+            epochs=4,
+            patches_per_image=16,
+            patch_size=32,
+            batch_size=4,
+            num_workers=1,
+        ),
+        log=logs.append,
+    )
     assert any("data path: memory" in line and "gaussian:5-50" in line for line in logs)
     rows = history(tmp_path / "runs" / "blind")
     # the val split is degraded once, with a fixed seed: the noisy input scores the same every epoch
@@ -222,7 +330,11 @@ def test_blind_training_on_clean_images_raises_psnr_at_several_sigmas(cluster, t
             img = smooth(48, 64, seed)
             noisy = apply_noise(img, parse_noise(f"gaussian:{sigma}"), rng)
             with torch.no_grad():
-                out = model(torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+                out = (
+                    model(torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255)[0]
+                    .permute(1, 2, 0)
+                    .numpy()
+                )
             ref = img.astype(np.float32) / 255
             gains.append(psnr(out, ref) - psnr(noisy.astype(np.float32) / 255, ref))
         assert np.mean(gains) > 1.0, (sigma, gains)
@@ -233,35 +345,71 @@ def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_pat
 
     torch.manual_seed(123)  # stage 1: a model that is not what seed 0 would build
     first = {"model_dir": str(tmp_path / "stage1/model")}
-    save_model_dir(first["model_dir"], build_model("seed-ae").eval(), {"model": "seed-ae", "width": None})
+    save_model_dir(
+        first["model_dir"], build_model("seed-ae").eval(), {"model": "seed-ae", "width": None}
+    )
     # Stage 2 starts from stage 1's weights: with a negligible learning rate they stay those weights.
-    second = run_train(cfg(dataset, tmp_path, "stage2", epochs=1, num_workers=1, init=first["model_dir"], lr=1e-12,
-                           ema=0.5), log=quiet)
+    second = run_train(
+        cfg(
+            dataset,
+            tmp_path,
+            "stage2",
+            epochs=1,
+            num_workers=1,
+            init=first["model_dir"],
+            lr=1e-12,
+            ema=0.5,
+        ),
+        log=quiet,
+    )
     # an untrained autoencoder outputs grey: worse than the noisy input, and the run says so
     assert "worse than leaving them alone" in second["warnings"][0]
-    assert json.loads((tmp_path / "stage2/summary.json").read_text())["warnings"] == second["warnings"]
+    assert (
+        json.loads((tmp_path / "stage2/summary.json").read_text())["warnings"] == second["warnings"]
+    )
     w1, w2 = (load_file(str(Path(s["model_dir"]) / "model.safetensors")) for s in (first, second))
-    torch.manual_seed(0)  # what a run without --init would start from (the workers seed 0 the same way)
+    torch.manual_seed(
+        0
+    )  # what a run without --init would start from (the workers seed 0 the same way)
     w0 = {k: v.detach() for k, v in build_model("seed-ae").state_dict().items()}
-    learned = [k for k in w1 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    learned = [
+        k for k in w1 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
     assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in learned)
     assert not all(torch.allclose(w1[k], w0[k], atol=1e-6) for k in learned)
     config = json.loads((Path(second["model_dir"]) / "config.json").read_text())
-    assert config["weights"] == "exponential moving average" and config["train_config"]["init"] == first["model_dir"]
+    assert (
+        config["weights"] == "exponential moving average"
+        and config["train_config"]["init"] == first["model_dir"]
+    )
     ckpt = sorted(p for p in (tmp_path / "stage2").glob("checkpoint_*") if p.is_dir())[-1]
     assert (ckpt / "train_weights.safetensors").exists()
     # continuing the EMA run resumes both the weights and their average
-    run_train(cfg(dataset, tmp_path, "stage2", epochs=2, num_workers=1, init=first["model_dir"], lr=1e-3, ema=0.5),
-              log=quiet)
+    run_train(
+        cfg(
+            dataset,
+            tmp_path,
+            "stage2",
+            epochs=2,
+            num_workers=1,
+            init=first["model_dir"],
+            lr=1e-3,
+            ema=0.5,
+        ),
+        log=quiet,
+    )
     assert [int(r["epoch"]) for r in history(tmp_path / "stage2")] == [1, 2]
-    with pytest.raises(TrainError, match="is a seed-ae of width 32; this command asks for --model unet"):
+    with pytest.raises(
+        TrainError, match="is a seed-ae of width 32; this command asks for --model unet"
+    ):
         run_train(cfg(dataset, tmp_path, "x", model="unet", init=first["model_dir"]), log=quiet)
     with pytest.raises(TrainError, match="--width 16"):
         run_train(cfg(dataset, tmp_path, "x", width=16, init=first["model_dir"]), log=quiet)
 
 
-def test_a_blind_swift_starts_a_level_conditioned_one_trained_on_camera_and_jpeg_noise(dataset, tmp_path):
-    from raydenoise.models import expand_state_for_levels
+def test_a_blind_swift_starts_a_level_conditioned_one_trained_on_camera_and_jpeg_noise(
+    dataset, tmp_path
+):
 
     torch.manual_seed(5)
     blind = build_model("swift", 8).eval()
@@ -270,8 +418,20 @@ def test_a_blind_swift_starts_a_level_conditioned_one_trained_on_camera_and_jpeg
             if key.endswith(("beta", "gamma")):
                 p.fill_(0.3)
     save_model_dir(tmp_path / "blind", blind, {"model": "swift", "width": 8})
-    run = run_train(cfg(dataset, tmp_path, "cond", model="swift-cond", epochs=1, num_workers=1, lr=1e-12,
-                        init=str(tmp_path / "blind"), degrade="gaussian:0,camera:peak=30-300,jpeg=60-90"), log=quiet)
+    run = run_train(
+        cfg(
+            dataset,
+            tmp_path,
+            "cond",
+            model="swift-cond",
+            epochs=1,
+            num_workers=1,
+            lr=1e-12,
+            init=str(tmp_path / "blind"),
+            degrade="gaussian:0,camera:peak=30-300,jpeg=60-90",
+        ),
+        log=quiet,
+    )
     model, config = load_model(run["model_dir"])
     assert config["model"] == "swift-cond" and config["width"] == 8
     x = torch.rand(1, 3, 32, 48)
@@ -287,10 +447,14 @@ def test_auto_cpus_per_worker_fits_every_worker_on_a_node():
     c = cfg("d", "s", "n", num_workers=2)
     assert auto_cpus_per_worker(c, [2.0], streaming=False) == 1.0  # one machine: the CPUs shared
     assert auto_cpus_per_worker(replace(c, num_workers=1), [2.0], streaming=False) == 2.0
-    assert auto_cpus_per_worker(c, [16.0, 8.0], streaming=False) == 8.0  # not 12: a worker cannot span nodes
+    assert (
+        auto_cpus_per_worker(c, [16.0, 8.0], streaming=False) == 8.0
+    )  # not 12: a worker cannot span nodes
     assert auto_cpus_per_worker(replace(c, num_workers=3), [16.0, 8.0], streaming=False) == 8.0
     assert auto_cpus_per_worker(replace(c, num_workers=4), [2.0], streaming=False) == 0.5
-    assert auto_cpus_per_worker(c, [], streaming=False) == 1.0  # no node yet (autoscaling from zero)
+    assert (
+        auto_cpus_per_worker(c, [], streaming=False) == 1.0
+    )  # no node yet (autoscaling from zero)
     assert auto_cpus_per_worker(c, [4.0], streaming=True) == 1.0
 
 
@@ -299,14 +463,18 @@ def test_a_best_epoch_below_the_noisy_input_is_a_warning():
 
     assert below_input_warning({"val_psnr": 27.0, "input_psnr": 20.0}) is None
     assert below_input_warning({"val_psnr": None, "input_psnr": 20.0}) is None
-    assert "below the noisy input's 20.00 dB" in below_input_warning({"val_psnr": 18.5, "input_psnr": 20.0})
+    assert "below the noisy input's 20.00 dB" in below_input_warning(
+        {"val_psnr": 18.5, "input_psnr": 20.0}
+    )
     # a val mix with clean images: their input PSNR is infinite (capped at 100 dB), the loss is fair
     mixed = {"val_psnr": 36.0, "input_psnr": 38.7, "val_loss": 0.015, "input_loss": 0.04}
     assert below_input_warning(mixed) is None
     assert "val loss 0.0500 is above" in below_input_warning({**mixed, "val_loss": 0.05})
 
 
-def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_clean_set(dataset, cluster, tmp_path):
+def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_clean_set(
+    dataset, cluster, tmp_path
+):
     torch.manual_seed(6)
     blind = build_model("swift", 8).eval()
     with torch.no_grad():
@@ -317,26 +485,52 @@ def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_cl
     clean = tmp_path / "clean"
     for i in range(6):
         write(clean / f"{i}.png", png_bytes(rgb(40, 56, seed=100 + i)))
-    run_ingest(IngestConfig(low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)),
-               log=quiet)
+    run_ingest(
+        IngestConfig(
+            low=None, high=str(clean), out=str(tmp_path / "clean-ds"), split=(1.0, 0.0, 0.0)
+        ),
+        log=quiet,
+    )
     lines: list[str] = []
-    mix = dict(degrade="low-light:exposure=0.1-0.3", synthetic_data=str(tmp_path / "clean-ds"), synthetic_share=0.5)
-    run = run_train(cfg(dataset, tmp_path, "glob", model="swift-global", epochs=1, num_workers=1, lr=1e-12,
-                        init=str(tmp_path / "blind"), **mix), log=lines.append)
+    mix = dict(
+        degrade="low-light:exposure=0.1-0.3",
+        synthetic_data=str(tmp_path / "clean-ds"),
+        synthetic_share=0.5,
+    )
+    run = run_train(
+        cfg(
+            dataset,
+            tmp_path,
+            "glob",
+            model="swift-global",
+            epochs=1,
+            num_workers=1,
+            lr=1e-12,
+            init=str(tmp_path / "blind"),
+            **mix,
+        ),
+        log=lines.append,
+    )
     assert any("50% of the patches from 1 shard(s) of" in line for line in lines)
     model, config = load_model(run["model_dir"])
     assert config["model"] == "swift-global" and config["width"] == 8
     x = torch.rand(1, 3, 32, 48) * 0.8 + 0.1
-    with torch.no_grad():  # (almost) no step taken: the blind network, its global path still at zero
+    with (
+        torch.no_grad()
+    ):  # (almost) no step taken: the blind network, its global path still at zero
         assert torch.allclose(model(x), blind(x), atol=1e-4)
     # val is the real pairs' (sigma 25 noise: ~20 dB), not inputs darkened by --degrade (under 12 dB)
     rows = history(tmp_path / "glob")
     assert 17 < float(rows[0]["input_psnr"]) < 24
-    for kw, message in ((dict(degrade=None), "--synthetic-data needs --degrade"),
-                        (dict(synthetic_share=1.5), "--synthetic-share must be between 0 and 1"),
-                        (dict(synthetic_data=str(tmp_path / "nothing")), "--synthetic-data"),
-                        (dict(in_memory="no"), "trains from memory")):
+    for kw, message in (
+        (dict(degrade=None), "--synthetic-data needs --degrade"),
+        (dict(synthetic_share=1.5), "--synthetic-share must be between 0 and 1"),
+        (dict(synthetic_data=str(tmp_path / "nothing")), "--synthetic-data"),
+        (dict(in_memory="no"), "trains from memory"),
+    ):
         with pytest.raises(TrainError, match=message):
-            run_train(cfg(dataset, tmp_path, "bad", model="swift-global", **{**mix, **kw}), log=quiet)
+            run_train(
+                cfg(dataset, tmp_path, "bad", model="swift-global", **{**mix, **kw}), log=quiet
+            )
     with pytest.raises(TrainError, match="holds clean images only"):
         run_train(cfg(str(tmp_path / "clean-ds"), tmp_path, "bad", model="swift", **mix), log=quiet)
