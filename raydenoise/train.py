@@ -40,6 +40,7 @@ import numpy as np
 from .console import console
 from .dataset import DatasetError, iter_shard_rows, read_manifest
 from .images import object_column
+from .networks import DEFAULT_WIDTH, NETWORKS
 from .patches import augment_pair
 from .report import json_safe, to_json
 from .session import StartRay, check_shared_paths, ensure_ray, work_nodes
@@ -52,23 +53,9 @@ from .storage import (
     open_store,
 )
 
+# Per network (networks.NETWORKS): epochs, batch size, patch size, lr, loss and schedule.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The seed notebook: BCE, Adam 1e-3, batch 2, 10 epochs, full images, no augmentation.
-    "seed-ae": dict(
-        epochs=10, batch_size=2, patch_size=None, lr=1e-3, loss="bce", schedule="constant"
-    ),
-    "unet": dict(
-        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
-    ),
-    "swift": dict(
-        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
-    ),
-    "swift-cond": dict(
-        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
-    ),
-    "swift-global": dict(
-        epochs=20, batch_size=8, patch_size=128, lr=1e-3, loss="charbonnier", schedule="cosine"
-    ),
+    name: dict(net.training) for name, net in NETWORKS.items()
 }
 PATCHES_PER_IMAGE = (
     4  # default random patches per train image per epoch (one decode feeds them all when streaming)
@@ -737,7 +724,7 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
     if not cfg.init:
         return cfg
     config = init_model_config(cfg.init, cfg.s3_endpoint)
-    width = config.get("width") or 32
+    width = config.get("width") or DEFAULT_WIDTH
     # A blind swift may start a conditioned one (its head gets a zero weight for the level plane).
     # A blind swift may also become the local network of a swift-global (its global path starts at zero).
     fits = config["model"] == cfg.model or (config["model"], cfg.model) in (
@@ -882,13 +869,13 @@ def _check_resume(cfg: TrainConfig, storage: Store) -> None:
         return
     try:
         old = json.loads(run.read_bytes(configs[-1]))
-        old_model, old_width = old["model"], old.get("width") or 32
+        old_model, old_width = old["model"], old.get("width") or DEFAULT_WIDTH
     except Exception:
         return  # unreadable: Ray Train's own restore decides
-    if (old_model, old_width) != (cfg.model, cfg.width or 32):
+    if (old_model, old_width) != (cfg.model, cfg.width or DEFAULT_WIDTH):
         raise TrainError(
             f"run {run.root} was trained as --model {old_model} --width {old_width}; this command asks for --model "
-            f"{cfg.model} --width {cfg.width or 32}. Re-running a name resumes it: use the same model, or a new --name"
+            f"{cfg.model} --width {cfg.width or DEFAULT_WIDTH}. Re-running a name resumes it: use the same model, or a new --name"
         )
 
 
