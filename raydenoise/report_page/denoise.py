@@ -68,12 +68,17 @@ def _gain(r: dict[str, Any]) -> float | None:
     return float(r["psnr"]) - float(r["input_psnr"])
 
 
+Batches = Callable[[list[str]], Iterator[Any]]  # a report's columns, a RecordBatch at a time
+ROW_COLUMNS = ["key", "status", "width", "height", "seconds", "psnr", "input_psnr", "ssim",
+               "input_noise", "output_noise", "change", "error", "note"]  # fmt: skip
+
+
 def denoise_page(
     *,
     title: str,
     summary: dict[str, Any],
     facts: dict[str, Any],
-    batches: Callable[[list[str]], Iterator[Any]],
+    batches: Batches,
     comparisons: list[Comparison],
     links: Callable[[str], tuple[str, str] | None],
     where: dict[str, str],
@@ -81,93 +86,13 @@ def denoise_page(
     """denoise's report.html. ``batches(columns)``: the report's rows as pyarrow RecordBatches,
     read again for each pass (memory does not grow with the report); ``links(key)``: hrefs of a
     row's input and output relative to the page, or None."""
-    import pyarrow.compute as pc
-
-    def column(name: str, other: str | None = None) -> Callable[[], Iterator[np.ndarray]]:
-        def values() -> Iterator[np.ndarray]:
-            for b in batches(["status", name] + ([other] if other else [])):
-                done = pc.fill_null(
-                    pc.is_in(b.column("status"), pc.cast(np.array(DONE), b.column("status").type)),
-                    False,
-                )
-                v = (
-                    pc.filter(b.column(name), done)
-                    .to_numpy(zero_copy_only=False)
-                    .astype(np.float64)
-                )
-                if other:
-                    v = v - pc.filter(b.column(other), done).to_numpy(zero_copy_only=False).astype(
-                        np.float64
-                    )
-                yield np.nan_to_num(v, nan=np.nan, posinf=np.nan, neginf=np.nan)
-
-        return values
-
-    plots = []
-    gain = histogram(column("psnr", "input_psnr"))
-    if gain:
-        plots.append(
-            svg_histogram(
-                "PSNR gain per image (output − input, dB)", "dB gained", [("gain", *gain)]
-            )
-        )
-    levels = [
-        (n, *h)
-        for n, h in (
-            ("input", histogram(column("input_noise"))),
-            ("output", histogram(column("output_noise"))),
-        )
-        if h
-    ]
-    if levels:
-        plots.append(
-            svg_histogram("Estimated noise level per image (0–255)", "noise level σ", levels)
-        )
-    change = histogram(column("change"))
-    if change:
-        plots.append(
-            svg_histogram(
-                "Change per image: RMS of output − input (0–255)",
-                "RMS change",
-                [("change", *change)],
-            )
-        )
-    (mp, secs), (when, secs2) = _sample_times(batches)
-    if when.size:
-        plots.append(
-            svg_scatter(
-                "Time per image over the run",
-                "seconds since the first image finished",
-                "s",
-                when - when.min(),
-                secs2,
-            )
-        )
-    plots.append(svg_scatter("Time per image by size", "megapixels", "s", mp, secs))
-    nodes = summary.get("nodes") or {}
-    plots.append(svg_bars("Images per node", {n[:12]: c for n, c in nodes.items()}))
+    plots, scored = _plots(batches, summary)
 
     def rows() -> Iterator[dict[str, Any]]:
-        for b in batches(
-            [
-                "key",
-                "status",
-                "width",
-                "height",
-                "seconds",
-                "psnr",
-                "input_psnr",
-                "ssim",
-                "input_noise",
-                "output_noise",
-                "change",
-                "error",
-                "note",
-            ]
-        ):
+        for b in batches(ROW_COLUMNS):
             yield from b.to_pylist()
 
-    ranked = _gain if gain else (lambda r: r.get("input_noise"))
+    ranked = _gain if scored else (lambda r: r.get("input_noise"))
     chosen, total = select_rows(rows, ranked)
     table = []
     embedded = {c.key for c in comparisons}
@@ -176,29 +101,71 @@ def denoise_page(
         r["gain"] = _gain(r)
         r["note"] = r.get("error") or r.get("note")
         table.append([r.get(c) for c in TABLE_COLUMNS])
-        if r["key"] not in embedded and r.get("status") in DONE:
-            link = links(r["key"])
-            if link:
-                link_map[r["key"]] = link
+        link = links(r["key"]) if r["key"] not in embedded and r.get("status") in DONE else None
+        if link:
+            link_map[r["key"]] = link
     statuses = sorted({r[1] for r in table if r[1]})
     # columns no row has a value for (no reference: no PSNR) are left out
-    shown = [
-        i for i, c in enumerate(TABLE_COLUMNS) if i < 2 or any(r[i] is not None for r in table)
-    ]
-    table = [[r[i] for i in shown] for r in table]
+    shown = [i for i in range(len(TABLE_COLUMNS)) if i < 2 or any(r[i] is not None for r in table)]
     return render_page(
         title=title,
         summary_words=denoise_words(summary),
         facts=facts,
         plots=plots,
         columns=[TABLE_COLUMNS[i] for i in shown],
-        rows=table,
+        rows=[[r[i] for i in shown] for r in table],
         total_rows=total,
         comparisons=comparisons,
         links=link_map,
         where=where,
         statuses=statuses,
     )
+
+
+def _done_values(batches: Batches, name: str, minus: str | None = None):
+    """A streaming pass: ``name`` (minus ``minus``) of the ok and skipped rows, as float64
+    arrays, non-finite values as NaN."""
+    import pyarrow.compute as pc
+
+    def values() -> Iterator[np.ndarray]:
+        for b in batches(["status", name] + ([minus] if minus else [])):
+            status = b.column("status")
+            done = pc.fill_null(pc.is_in(status, pc.cast(np.array(DONE), status.type)), False)
+            v = pc.filter(b.column(name), done).to_numpy(zero_copy_only=False).astype(np.float64)
+            if minus:
+                other = pc.filter(b.column(minus), done).to_numpy(zero_copy_only=False)
+                v = v - other.astype(np.float64)
+            yield np.nan_to_num(v, nan=np.nan, posinf=np.nan, neginf=np.nan)
+
+    return values
+
+
+def _plots(batches: Batches, summary: dict[str, Any]) -> tuple[list[str], bool]:
+    """(the page's SVG plots, whether rows were scored against a reference)."""
+    plots = []
+    gain = histogram(_done_values(batches, "psnr", "input_psnr"))
+    if gain:
+        title = "PSNR gain per image (output − input, dB)"
+        plots.append(svg_histogram(title, "dB gained", [("gain", *gain)]))
+    noise = (("input", "input_noise"), ("output", "output_noise"))
+    levels = [(n, *h) for n, c in noise if (h := histogram(_done_values(batches, c)))]
+    if levels:
+        title = "Estimated noise level per image (0–255)"
+        plots.append(svg_histogram(title, "noise level σ", levels))
+    change = histogram(_done_values(batches, "change"))
+    if change:
+        title = "Change per image: RMS of output − input (0–255)"
+        plots.append(svg_histogram(title, "RMS change", [("change", *change)]))
+    (mp, secs), (when, secs2) = _sample_times(batches)
+    if when.size:
+        since = "seconds since the first image finished"
+        plots.append(
+            svg_scatter("Time per image over the run", since, "s", when - when.min(), secs2)
+        )
+    plots.append(svg_scatter("Time per image by size", "megapixels", "s", mp, secs))
+    nodes = summary.get("nodes") or {}
+    plots.append(svg_bars("Images per node", {n[:12]: c for n, c in nodes.items()}))
+    return plots, gain is not None
 
 
 def _sample_times(

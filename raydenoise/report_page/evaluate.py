@@ -49,34 +49,7 @@ def evaluate_page(
             f" The model beats the best of {', '.join(baselines)} on {wins:,} of {int(np.isfinite(gains).sum()):,} "
             f"images (median gain {np.nanmedian(gains):+.2f} dB)."
         )
-    hist_series = []
-    finite = [v for row in per_image.values() for v in row.values() if math.isfinite(v)]
-    if finite:
-        edges = np.linspace(min(finite), max(finite) + 1e-9, BINS + 1)
-        for m in methods:
-            vals = np.array(
-                [row[m] for row in per_image.values() if m in row and math.isfinite(row[m])]
-            )
-            hist_series.append((m, np.histogram(vals, edges)[0], edges))
-    plots = [
-        svg_histogram("PSNR per image, by method", "PSNR (dB)", hist_series[:3]),
-        *[
-            svg_histogram(f"PSNR per image: {m}", "PSNR (dB)", [s])
-            for s in hist_series[3:]
-            for m in [s[0]]
-        ],
-    ]
-    g = histogram(lambda: iter([gains]))
-    if g:
-        plots.append(
-            svg_histogram("Model minus the best baseline, per image", "dB", [("gain", *g)])
-        )
-    plots.append(
-        svg_bars(
-            "Mean seconds per image (x1000 = ms)",
-            {m: round(1000 * (table[m].get("seconds") or 0)) for m in methods},
-        )
-    )
+    plots = _plots(table, per_image, gains)
     columns = ["key", "status", *[f"psnr {m}" for m in methods], "gain over best baseline"]
     rows = [
         [i, "ok", *[per_image[i].get(m) for m in methods], float(gains[k])]
@@ -86,19 +59,7 @@ def evaluate_page(
     if len(rows) > TABLE_ROWS:  # the worst and best gains
         keep = sorted(set(order[: TABLE_ROWS // 2]) | set(order[-TABLE_ROWS // 2 :]))
         rows = [rows[k] for k in keep]
-    metric_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>"
-        + "".join(
-            f"<td>{'–' if table[m].get(k) is None else format(table[m][k], fmt)}</td>"
-            for k, fmt in (("psnr", ".2f"), ("ssim", ".3f"), ("mae", ".4f"), ("seconds", ".3f"))
-        )
-        + f"<td>{table[m].get('images', 0)}</td></tr>"
-        for m in methods
-    )
-    extra = (
-        "<h2>Methods</h2><table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE</th>"
-        f"<th>s/image</th><th>images</th></tr>{metric_rows}</table>"
-    )
+    extra = _methods_table(table)
     return render_page(
         title=title,
         summary_words=words,
@@ -114,6 +75,41 @@ def evaluate_page(
         crop_names=crop_names,
         extra_html=extra,
     )
+
+
+def _plots(table: dict[str, dict[str, Any]], per_image: dict[str, dict[str, float]],
+           gains: np.ndarray) -> list[str]:  # fmt: skip
+    """PSNR per image by method (three methods per plot), the model's gain over the best
+    baseline, and the mean time per method."""
+    methods = list(table)
+    series = []
+    finite = [v for row in per_image.values() for v in row.values() if math.isfinite(v)]
+    if finite:
+        edges = np.linspace(min(finite), max(finite) + 1e-9, BINS + 1)
+        for m in methods:
+            vals = [row[m] for row in per_image.values() if m in row and math.isfinite(row[m])]
+            series.append((m, np.histogram(np.array(vals), edges)[0], edges))
+    plots = [svg_histogram("PSNR per image, by method", "PSNR (dB)", series[:3])]
+    plots += [svg_histogram(f"PSNR per image: {s[0]}", "PSNR (dB)", [s]) for s in series[3:]]
+    g = histogram(lambda: iter([gains]))
+    if g:
+        title = "Model minus the best baseline, per image"
+        plots.append(svg_histogram(title, "dB", [("gain", *g)]))
+    ms = {m: round(1000 * (table[m].get("seconds") or 0)) for m in methods}
+    plots.append(svg_bars("Mean seconds per image (x1000 = ms)", ms))
+    return plots
+
+
+def _methods_table(table: dict[str, dict[str, Any]]) -> str:
+    cells = (("psnr", ".2f"), ("ssim", ".3f"), ("mae", ".4f"), ("seconds", ".3f"))
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>"
+        + "".join(f"<td>{'–' if v.get(k) is None else format(v[k], fmt)}</td>" for k, fmt in cells)
+        + f"<td>{v.get('images', 0)}</td></tr>"
+        for m, v in table.items()
+    )
+    return ("<h2>Methods</h2><table><tr><th>method</th><th>PSNR (dB)</th><th>SSIM</th>"
+            f"<th>MAE</th><th>s/image</th><th>images</th></tr>{rows}</table>")  # fmt: skip
 
 
 def extremes(per_image: dict[str, dict[str, float]], n: int = 2) -> list[tuple[str, str]]:
