@@ -66,7 +66,7 @@ MAX_WIDTH = 1024
 def check_config(config: Any, where: str) -> dict:
     """A model config.json's content, checked: a JSON object naming a known ``model`` and an
     integer ``width`` (or none, for the default). ArtifactError says what is wrong."""
-    from .models import MODEL_NAMES
+    from .networks import MODEL_NAMES
 
     if not isinstance(config, dict):
         raise ArtifactError(

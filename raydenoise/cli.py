@@ -23,13 +23,13 @@ from .evaluate import (
 )
 from .images import DEFAULT_MAX_PIXELS, MIN_TILE, ImageError
 from .ingest import IngestConfig, IngestError, run_ingest
+from .networks import NETWORKS
 from .noise import NoiseSpecError
 from .pairing import parse_split
 from .session import RayJoinError, ensure_ray
 from .storage import StorageError
 from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
 from .train import (
-    MODEL_DEFAULTS,
     PATCHES_PER_IMAGE,
     TrainError,
     init_model_config,
@@ -338,12 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        choices=sorted(MODEL_DEFAULTS),
+        choices=sorted(NETWORKS),
         default=None,
-        help="network to train (required unless --init gives it): swift (efficient, recommended), "
-        "swift-cond (swift conditioned on the noise level: --strength/--sigma apply), "
-        "swift-global (swift steered by the whole image: exposure, colour, tone; for low light), "
-        "unet, seed-ae (the notebook's autoencoder)",
+        help="network to train (required unless --init gives it): "
+        + "; ".join(f"{name} ({net.summary})" for name, net in NETWORKS.items()),
     )
     p.add_argument(
         "--storage-path", required=True, help="folder or s3:// prefix for runs and checkpoints"
@@ -728,7 +726,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if model is None:
         if not args.init:
             raise TrainError(
-                "give --model (swift, swift-cond, swift-global, unet or seed-ae), or --init with a model to start from"
+                f"give --model ({', '.join(NETWORKS)}), or --init with a model to start from"
             )
         model = init_model_config(args.init, args.s3_endpoint)["model"]
     cfg = resolve_config(

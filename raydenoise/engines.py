@@ -51,14 +51,15 @@ class NetInfo:
 
 
 def torch_info(model_name: str, width: int | None, conditioned: bool, context: int = 0) -> NetInfo:
-    from .inference import FORWARD_BYTES_PER_PIXEL, MARGINS, STRIDES
+    from .networks import NETWORKS
 
+    net = NETWORKS[model_name]
     return NetInfo(
         model_name,
         conditioned,
-        MARGINS.get(model_name, 128),
-        STRIDES.get(model_name, 16),
-        FORWARD_BYTES_PER_PIXEL.get(model_name, 32) * (width or 32),
+        net.margin,
+        net.stride,
+        net.bytes_per_pixel_per_width * (width or net.width),
         context,
     )
 

@@ -5,8 +5,8 @@ as the network's receptive field, on a grid aligned to the network's downsamplin
 only the tile's own region is kept. A pixel's output then depends on exactly the same input
 pixels as in a single pass, so tiled and untiled outputs agree to float rounding (~1e-6).
 
-Memory: a forward pass needs about ``FORWARD_BYTES_PER_PIXEL[model] * width`` bytes per input
-pixel (measured on CPU under ``inference_mode``: unet 800 B/px, swift 490 B/px and seed-ae
+Memory: a forward pass needs about ``bytes_per_pixel_per_width * width`` bytes per input
+pixel (``networks.NETWORKS``) (measured on CPU under ``inference_mode``: unet 800 B/px, swift 490 B/px and seed-ae
 260 B/px at width 32). Without an explicit ``tile``, an image whose pass would need more than the Denoiser's
 ``memory_budget`` is tiled automatically with the largest tiles that fit. Tiles are converted
 from and to uint8 one at a time, so beyond the pass itself an image costs ~2 bytes per sample.
@@ -30,24 +30,6 @@ from .noise_level import BLIND_SIGMA, estimate_sigma, strength_problem
 # torch is imported where a torch network runs (engines.TorchEngine): an actor running an ONNX
 # graph with ONNX Runtime never loads it.
 
-# Context (pixels) each side that covers the network's receptive field, a multiple of its stride.
-# seed-ae: 5 convs at scales 1, 1/2, 1/4, 1/2, 1 plus pooling/upsampling reach ~16 px.
-# unet: ~30 3x3 convs across scales 1, 1/2, 1/4 reach ~64 px.
-# swift: measured by back-propagating from one output pixel: its inputs lie within 88 px.
-# swift-global: its local swift's (the global path sees the whole image's thumbnail, given to every tile).
-MARGINS = {"seed-ae": 32, "unet": 96, "swift": 112, "swift-cond": 112, "swift-global": 112}
-# Tiles start on multiples of the network's total downsampling, so they see the same grid as
-# the whole image: 4 for seed-ae and unet (2 x 2), 16 for swift (pixel-unshuffle, then 3 x 2).
-STRIDES = {"seed-ae": 4, "unet": 4, "swift": 16, "swift-cond": 16, "swift-global": 16}
-# Peak bytes per input pixel of one forward pass, per unit of model width (see the module doc;
-# rounded up from the measurement).
-FORWARD_BYTES_PER_PIXEL = {
-    "seed-ae": 9,
-    "unet": 28,
-    "swift": 16,
-    "swift-cond": 16,
-    "swift-global": 16,
-}
 GiB = 1 << 30
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("seed-ae", "unet", "swift", "swift-cond", "swift-global")
+from .networks import MODEL_NAMES, network  # noqa: F401  (MODEL_NAMES: the names, re-exported)
+
 LEVEL_SCALE = 50.0  # a noise level (0-255 scale) enters a conditioned network divided by this
 CONTEXT_SIZE = (
     32  # a global network sees the whole image as a CONTEXT_SIZE x CONTEXT_SIZE thumbnail
@@ -326,18 +327,18 @@ class SwiftGlobal(nn.Module):
 
 
 def build_model(name: str, width: int | None = None) -> nn.Module:
-    """``seed-ae``, ``unet`` or ``swift``; ValueError naming the choices for anything else."""
-    if name == "seed-ae":
-        return SeedAE(width or 32)
-    if name == "unet":
-        return UNet(width or 32)
-    if name == "swift":
-        return Swift(width or 32)
-    if name == "swift-cond":
-        return Swift(width or 32, conditioned=True)
-    if name == "swift-global":
-        return SwiftGlobal(width or 32)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    """The network ``name`` of ``networks.NETWORKS`` at ``width`` (default: its own);
+    ValueError naming the choices for an unknown name."""
+    spec = network(name)
+    return _CLASSES[spec.cls](width or spec.width, **spec.options)
+
+
+_CLASSES: dict[str, type[nn.Module]] = {
+    "SeedAE": SeedAE,
+    "UNet": UNet,
+    "Swift": Swift,
+    "SwiftGlobal": SwiftGlobal,
+}
 
 
 def is_conditioned(model: nn.Module) -> bool:

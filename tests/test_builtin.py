@@ -64,11 +64,33 @@ def test_the_denoiser_leaves_clean_photos_alone_and_takes_a_level():
     )  # grayscale too
 
 
+BRIGHT_BAND = 0.12  # see MODELS.md, builtin:low-light: the measured shifts are 0.02-0.10
+
+
 @pytest.mark.parametrize("name, at_least", [("seed-ae", 6.0), ("low-light", 12.0)])
 def test_the_low_light_models_ship_and_brighten_a_dark_noisy_photo(name, at_least):
     """A LOL-like capture (darkened, gamma, shot and read noise) of a photo no model saw."""
     assert name in builtin_names()
     assert gain(f"builtin:{name}", photo(), "low-light") > at_least
+
+
+def test_the_low_light_model_sees_the_whole_image_and_leaves_well_exposed_photos_near_their_brightness():
+    """builtin:low-light is a swift-global: tiled and untiled outputs agree (the whole image's
+    context reaches every tile), and a photo that is already well exposed is not pushed to
+    white: its mean brightness moves by at most BRIGHT_BAND (of full scale)."""
+
+    model, config = load_model_uri("builtin:low-light", None)
+    assert config["model"] == "swift-global"
+    dark = apply_noise(photo(), parse_noise("low-light"), np.random.default_rng(1))
+    whole = Denoiser(model, config["model"])(dark)
+    tiled = Denoiser(model, config["model"], tile=96)(dark)
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+    for name in ("astronaut", "coffee", "chelsea"):  # means 0.37-0.49 of full scale
+        bright = np.ascontiguousarray(getattr(skdata, name)()[:256, :256])
+        out = Denoiser(model, config["model"])(bright)
+        shift = (out.astype(np.float64).mean() - bright.astype(np.float64).mean()) / 255
+        assert abs(shift) <= BRIGHT_BAND, (name, shift)
+        assert (out >= 250).mean() < (bright >= 250).mean() + 0.02  # no new blown highlights
 
 
 def test_unknown_builtin_names_the_available_ones():
