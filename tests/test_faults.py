@@ -358,7 +358,7 @@ def test_6_alpha_is_carried_through_and_16_bit_stays_16_bit(cluster, model_dir, 
     tifffile.imwrite(buf, deep, photometric="rgb")
     write(tmp_path / "in" / "deep.tif", buf.getvalue())
     buf = io.BytesIO()
-    tifffile.imwrite(buf, deep.astype(np.float32) / 65535)
+    tifffile.imwrite(buf, deep.astype(np.float32) / 65535, photometric="rgb")
     write(tmp_path / "in" / "float.tif", buf.getvalue())
     r = denoise(
         "--input",
