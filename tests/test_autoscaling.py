@@ -119,16 +119,24 @@ def test_the_test_clusters_node_types_are_cluster_yamls():
     assert {t["node_config"]["InstanceType"] for t in types.values()} <= set(INSTANCES)
 
 
-def active_nodes(c: LocalCluster) -> dict[str, int]:
-    """{node type: count} of the active nodes, from `ray status` (the autoscaler's view)."""
-    r = subprocess.run(
-        [RAY, "status", "--address", c.address],
-        capture_output=True,
-        text=True,
-        env=c.env,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+def active_nodes(c: LocalCluster, wait_s: float = 60.0) -> dict[str, int]:
+    """{node type: count} of the active nodes, from `ray status` (the autoscaler's view). Just
+    after the cluster starts, the autoscaler may not have reported yet (no "Active:" section):
+    asked again for up to ``wait_s``."""
+    deadline = time.time() + wait_s
+    while True:
+        r = subprocess.run(
+            [RAY, "status", "--address", c.address],
+            capture_output=True,
+            text=True,
+            env=c.env,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        if "Active:" in r.stdout:
+            break
+        assert time.time() < deadline, f"the autoscaler reported no nodes: {r.stdout[-2000:]}"
+        time.sleep(1)
     section = r.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
     return {
         m.group(2): int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+(\S+)\s*$", section, re.M)
