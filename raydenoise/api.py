@@ -163,22 +163,13 @@ def load_model(
     resolved = resolve_model_uri(uri, endpoint)
     chosen = choose_engine(engine, resolved, str(device).startswith("cuda"))
     if is_onnx(resolved):
-        onnx_graph = read_onnx(resolved, endpoint)
-        spec = check_onnx(onnx_graph, uri)
-        return Model(
-            None,
-            {"model": spec["meta"].get("name", "onnx"), "onnx": spec},
-            uri,
-            device=device,
-            tile=tile,
-            strength=strength,
-            sigma=sigma,
-            engine=chosen,
-            graph=onnx_graph,
-            tta=tta,
-        )
-    module, config = load_model_uri(resolved, endpoint)
-    graph = export_onnx(module, config) if chosen == "onnxruntime" else None
+        data = read_onnx(resolved, endpoint)
+        spec = check_onnx(data, uri)
+        module, config = None, {"model": spec["meta"].get("name", "onnx"), "onnx": spec}
+        graph: bytes | None = data
+    else:
+        module, config = load_model_uri(resolved, endpoint)
+        graph = export_onnx(module, config) if chosen == "onnxruntime" else None
     return Model(
         module,
         config,

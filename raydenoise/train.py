@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .artifacts import unwrap
 from .console import console
 from .dataset import DatasetError, iter_shard_rows, read_manifest
 from .images import object_column
@@ -420,7 +421,7 @@ def train_fn_per_worker(config: dict) -> None:
         n, total_loss, pixels = _all_reduce_sum([seen, loss_sum, pixels], w.device)
         if stop and n == 0:
             break  # the time limit fell between epochs: the previous epoch's checkpoint is the last
-        scored = w.ema if w.ema is not None else _unwrap(w.model)
+        scored = w.ema if w.ema is not None else unwrap(w.model)
         metrics = _epoch_metrics(w, data, scored, epoch, n, total_loss, pixels, seconds, t_start)
         w.history.append(metrics)
         if w.rank == 0:
@@ -434,12 +435,6 @@ def train_fn_per_worker(config: dict) -> None:
         _save_checkpoint(w, scored, epoch, metrics)
         if stop:
             break
-
-
-def _unwrap(model):
-    from .artifacts import unwrap
-
-    return unwrap(model)
 
 
 def _setup(config: dict) -> _Worker:
@@ -592,7 +587,7 @@ def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
         loss.backward()
         optimizer.step()
         if w.ema is not None and cfg.ema is not None:
-            _update_ema(w.ema, _unwrap(model), cfg.ema)
+            _update_ema(w.ema, unwrap(model), cfg.ema)
         loss_sum += loss.item() * low.shape[0]
         seen += low.shape[0]
         pixels += low.shape[0] * low.shape[2] * low.shape[3]
