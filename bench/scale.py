@@ -6,6 +6,9 @@ For N tiny PNGs in a local folder (1,000 per sub-folder), measured on the driver
 - ``dry-run``: ``raydenoise denoise --dry-run`` with no outputs yet (every input to do);
 - ``dry-run, all done``: the same with an output for every input (hard links), as a fully resumed
   job plans it: the two listings merged as sorted streams;
+- ``dry-run --format jpeg``: the dry run over the all-done state with every output renamed
+  (N.png -> N.jpg): the inputs sorted by output name (5,000 in memory, the rest in sorted runs
+  on local disk), merged with the output listing, and sorted back into input order;
 - ``resumed job``: the real ``denoise`` (not a dry run) over the same folders after a completed
   run: its report (OUTPUT/_report/report.parquet, one completion row per output with the size
   and tag listed for it, as a finished run leaves it) vouches for every output, so the job plans,
@@ -82,15 +85,21 @@ def completed_report(out_uri: str, env: dict | None = None) -> None:
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 from raydenoise import report as rpt
+from raydenoise.artifacts import resolve_model_uri
+from raydenoise.denoise import DenoiseConfig, made_by, model_spec
 from raydenoise.parts import Writer
 from raydenoise.storage import open_store
 out = open_store(sys.argv[1])
 rep = open_store(out.uri("_report"))
+# What made the outputs, as the job records it: builtin:denoise with the default options (the
+# outputs are hard links to the inputs, so the input's size and tag are the output's).
+cfg = DenoiseConfig(input="", output=sys.argv[1])
+stamp = made_by(cfg, model_spec(cfg, resolve_model_uri(cfg.model, None), None))
 with Writer(rep, "report.parquet", rpt.SCHEMA) as w:
     for e in out.iter_entries():
         if not e.key.startswith("_report/"):
             w.write(rpt.blank_row(e.key, status="ok", width=8, height=8, seconds=0.01, output_bytes=e.size,
-                                  output_tag=e.tag))
+                                  output_tag=e.tag, input_bytes=e.size, input_tag=e.tag, **stamp))
 rep.write_bytes("summary.json", json.dumps({{"run": ""}}).encode())
 """
     subprocess.run(
@@ -142,6 +151,23 @@ def run(label: str, n: int, inp: str, out: str, env: dict | None = None) -> list
             }
         )
         print(rows[-1], flush=True)
+    # --format renames every output (N.png -> N.jpg): the inputs are sorted by output name on
+    # local disk (an external sort) to merge them with the output listing, and sorted back.
+    rss, s, text = measure(
+        [str(EXE), "denoise", "--input", inp, "--output", out, "--dry-run", "--format", "jpeg"],
+        env,
+    )
+    assert f"{n:,} to do" in text, text
+    rows.append(
+        {
+            "where": label,
+            "objects": n,
+            "case": "dry-run --format jpeg",
+            "peak_rss_mb": round(rss, 1),
+            "seconds": round(s, 2),
+        }
+    )
+    print(rows[-1], flush=True)
     rss, s, text = measure(
         [str(EXE), "denoise", "--input", inp, "--output", out, "--model", "builtin:denoise"], env
     )

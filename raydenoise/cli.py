@@ -26,6 +26,7 @@ from .ingest import IngestConfig, IngestError, run_ingest
 from .networks import NETWORKS
 from .noise import NoiseSpecError
 from .pairing import parse_split
+from .plan import FORMATS, KEEP
 from .session import RayJoinError, ensure_ray
 from .storage import StorageError
 from .synth import DEFAULT_CLEAN, SynthConfig, run_synth
@@ -550,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
         "quality, estimated from its quantization tables; lossless inputs stay lossless)",
     )
     p.add_argument(
+        "--format",
+        choices=(KEEP, *FORMATS),
+        default=KEEP,
+        help="the outputs' format (default keep: each input's own, at its key). Another format "
+        "renames each output to the format's extension (a/b.bmp -> a/b.png); inputs whose outputs "
+        "would share a name are listed in the report, all but the first left out. JPEG and WebP "
+        "are 8-bit (JPEG drops transparency, noted per image); PNG and TIFF keep 16 bits",
+    )
+    p.add_argument(
         "--other-model",
         choices=("redo", "refuse"),
         default="redo",
@@ -790,6 +800,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         other_model=args.other_model,
         quality=args.quality,
+        format=args.format,
         engine=args.engine,
         tta=args.tta,
         onnx_margin=args.onnx_margin,

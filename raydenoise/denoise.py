@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +48,19 @@ from .images import (
 )
 from .noise_level import BLIND_SIGMA, strength_problem
 from .plan import (
+    FORMATS,
+    KEEP,
     OTHER_MODEL_WHY,
+    PILLOW_FORMAT,
     REPORT_DIR,
+    Item,
     other_maker,
+    output_key,
     select,
     trusted,
     with_earlier,
     with_outputs,
+    with_renamed_outputs,
 )
 from .report import EXCLUDED, NOT_DONE
 from .runlock import LockHeld, RunLock
@@ -148,6 +155,7 @@ class DenoiseConfig:
     quality: int | None = (
         None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
     )
+    format: str = KEEP  # the outputs' format: "keep" (each input's own) or a key of plan.FORMATS
     engine: str = "auto"  # "torch", "onnxruntime" or "auto" (engines.choose_engine)
     tta: bool = False  # self-ensemble: the mean of 8 flips/rotations (8x the time)
     onnx_margin: int | None = (
@@ -178,6 +186,8 @@ def made_by(cfg: DenoiseConfig, spec: ModelSpec) -> dict[str, str]:
         "engine": spec.engine,
         "tta": cfg.tta,
     }
+    if cfg.format != KEEP:  # (absent otherwise: the outputs of earlier versions stay vouched for)
+        options["format"] = cfg.format
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     return {"model": spec.uri, "made_by": digest}
 
@@ -205,6 +215,10 @@ def check_config(cfg: DenoiseConfig) -> None:
         )
     if cfg.quality is not None and not 1 <= cfg.quality <= 100:
         raise DenoiseError(f"--quality must be 1-100, not {cfg.quality}")
+    if cfg.format != KEEP and cfg.format not in FORMATS:
+        raise DenoiseError(
+            f"--format must be one of {', '.join((KEEP, *FORMATS))}, not {cfg.format!r}"
+        )
     from .engines import ENGINES
 
     if cfg.engine not in ENGINES:
@@ -243,6 +257,7 @@ class _Stores:
         run_dir: str = "",
         stamp: dict[str, str] | None = None,
         quality: int | None = None,
+        fmt: str = KEEP,
     ):
         self.inp = cached_store(input_uri, endpoint)
         self.out = cached_store(output_uri, endpoint)
@@ -251,6 +266,11 @@ class _Stores:
         self.max_pixels, self.run_dir = max_pixels, run_dir
         self.stamp = stamp or {}  # "model", "made_by": what makes this run's outputs (see made_by)
         self.quality = quality  # --quality of lossy outputs (None: the input's)
+        self.fmt = fmt  # --format of the outputs (KEEP: each input's own)
+
+    def out_key(self, key: str) -> str:
+        """Where the output of the input ``key`` goes (plan.output_key)."""
+        return output_key(key, self.fmt)
 
     def work(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
         """The work rows (runfiles.WORK_SCHEMA: key, skip, the existing output's listed size and
@@ -382,7 +402,8 @@ def _verify_existing(state: dict[str, Any], st: _Stores, pixels: bool = False) -
     is decoded, of the input's size). Otherwise the state is turned into work to redo (or
     ``fatal`` when the storage failed). ``pixels``: keep the decoded output, to score it.
     A plain RGB PNG is validated without decoding (every chunk's CRC, the whole zlib stream)."""
-    key, uri = state["key"], st.out.uri(state["key"])
+    key = st.out_key(state["key"])
+    uri = st.out.uri(key)
     try:
         data = st.out.read_bytes(key)
         state["out_md5"] = md5_hex(data)
@@ -480,7 +501,7 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     """Encode and write one denoised image (atomically), score it against the reference, and
     return its report row."""
     t0 = time.perf_counter()
-    key = state["key"]
+    key, out_key = state["key"], st.out_key(state["key"])
     row = rpt.blank_row(key, note=state["note"] or None, node=state["node"] or None)
     if not (state["error"] or state["fatal"]):
         row.update(
@@ -497,26 +518,29 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
                     quality=state["quality"],
                     subsampling=state["subsampling"],
                 )
+                fmt = state["format"] if st.fmt == KEEP else PILLOW_FORMAT[st.fmt]
                 data = encode_like(
                     output,
                     state["alpha"] if state["has_alpha"] else None,
                     state["gray"],
-                    state["format"],
+                    fmt,
                     keep,
                     st.quality,
                 )
+                row["note"] = _conversion_note(state, fmt, row["note"])
             except Exception as exc:
-                state["error"] = f"cannot encode the output as {state['format']}: {exc}"
+                state["error"] = f"cannot encode the output as {fmt}: {exc}"
             else:
                 try:
-                    st.out.write_bytes(key, data)
+                    st.out.write_bytes(out_key, data)
                     row.update(
                         output_bytes=len(data),
                         output_md5=md5_hex(data),
-                        output_tag=st.out.written_tag(key, data),
+                        output_tag=st.out.written_tag(out_key, data),
                     )
                 except Exception as exc:
-                    _storage_failure(state, exc, st.out.uri(key), f"cannot write {st.out.uri(key)}")
+                    uri = st.out.uri(out_key)
+                    _storage_failure(state, exc, uri, f"cannot write {uri}")
         elif state["listed_bytes"] >= 0 and state["out_md5"]:  # verified: what the listing showed
             row.update(
                 output_bytes=state["listed_bytes"],
@@ -552,6 +576,17 @@ def finish_one(state: dict[str, Any], st: _Stores) -> dict[str, Any]:
     row["seconds"] = state["seconds"] + time.perf_counter() - t0
     row["finished"] = time.time()
     return row
+
+
+def _conversion_note(state: dict[str, Any], fmt: str, note: str | None) -> str | None:
+    """What an output in another format (--format) could not keep of its input, added to the
+    row's note: JPEG has no transparency; JPEG and WebP have 8 bits per channel."""
+    lost = []
+    if state["has_alpha"] and fmt == "JPEG":
+        lost.append("the alpha channel was dropped (JPEG has none)")
+    if state["output"].dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        lost.append(f"16-bit input written with 8 bits per channel ({fmt})")
+    return "; ".join(x for x in (note, *lost) if x) or None
 
 
 def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -884,11 +919,11 @@ def _plan(
 
     earlier = () if cfg.overwrite else runfiles.earlier_rows(rep, run_dir + "earlier-")
     planned = _Planned(runfiles.Plan(rep, run_dir))
-    with planned.plan as plan:
-        items = with_outputs(
-            select(inp.iter_entries(), cfg.include_hidden), None if cfg.overwrite else outputs()
-        )
-        for item in with_earlier(items, earlier):
+    with (
+        planned.plan as plan,
+        _items(cfg, inp, None if cfg.overwrite else outputs(), earlier) as items,
+    ):
+        for item in items:
             if item.excluded:
                 plan.row(rpt.blank_row(item.key, status=EXCLUDED, note=item.excluded))
                 planned.excluded += 1
@@ -940,6 +975,23 @@ def _plan(
     if partials and not out.is_s3:
         out.remove_partials(partials)
     return planned
+
+
+@contextlib.contextmanager
+def _items(
+    cfg: DenoiseConfig, inp: Store, outputs: Iterable[Entry] | None, earlier: Iterable[dict]
+) -> Iterator[Iterator[Item]]:
+    """The inputs in key order (plan.select), each with its existing output (from the sorted
+    output listing) and the earlier report's row. With --format renaming the outputs, the merge
+    with the outputs sorts the inputs by output key in a local temporary folder (bounded memory)."""
+    items = select(inp.iter_entries(), cfg.include_hidden)
+    if cfg.format == KEEP:
+        yield with_earlier(with_outputs(items, outputs), earlier)
+        return
+    with tempfile.TemporaryDirectory(prefix="raydenoise-plan-") as tmp:
+        yield with_earlier(
+            with_renamed_outputs(items, outputs, cfg.format, open_store(tmp)), earlier
+        )
 
 
 def run_denoise(
@@ -1165,6 +1217,7 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels,
         "run_dir": plan.dir,
         "stamp": stamp,
         "quality": cfg.quality,
+        "fmt": cfg.format,
     }
     actor_kwargs = {
         "spec": spec,
@@ -1258,9 +1311,10 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
         counters[label] = counters.get(label, 0) + 1
         images = {}
         for name, store in (("input", inp), ("output", out), ("reference", ref)):
+            key = output_key(r["key"], cfg.format) if name == "output" else r["key"]
             try:
                 images[name] = (
-                    decode_rgb8(store.read_bytes(r["key"]), max_pixels=None) if store else None
+                    decode_rgb8(store.read_bytes(key), max_pixels=None) if store else None
                 )
             except Exception:
                 images[name] = None
@@ -1272,7 +1326,7 @@ def _write_report(summary, cfg, inp: Store, out: Store, ref: Store | None, rep: 
             return None
         pair = (
             report_page.relative_link(page_folder, inp.key_path(key)),
-            report_page.relative_link(page_folder, out.key_path(key)),
+            report_page.relative_link(page_folder, out.key_path(output_key(key, cfg.format))),
         )
         return pair if all(pair) else None  # type: ignore[return-value]
 
@@ -1332,25 +1386,24 @@ def dry_run(
     examples: dict[str, str] = {}
     todo_bytes, sample = 0, []  # type: tuple[int, list[str]]
     try:
-        for item in with_earlier(
-            with_outputs(select(inp.iter_entries(), cfg.include_hidden), outputs), earlier
-        ):
-            counts["inputs"] += 1
-            if item.excluded:
-                excluded[item.excluded] += 1
-                examples.setdefault(item.excluded, item.key)
-            elif item.existing is not None and other_maker(item, fingerprint):
-                counts["redo"] += 1
-                todo_bytes += item.size
-            elif not cfg.reference and trusted(item, fingerprint):
-                counts["trusted"] += 1
-            elif item.existing is not None:
-                counts["existing"] += 1
-            else:
-                counts["to_do"] += 1
-                todo_bytes += item.size
-                if len(sample) < SAMPLE:
-                    sample.append(item.key)
+        with _items(cfg, inp, outputs, earlier) as items:
+            for item in items:
+                counts["inputs"] += 1
+                if item.excluded:
+                    excluded[item.excluded] += 1
+                    examples.setdefault(item.excluded, item.key)
+                elif item.existing is not None and other_maker(item, fingerprint):
+                    counts["redo"] += 1
+                    todo_bytes += item.size
+                elif not cfg.reference and trusted(item, fingerprint):
+                    counts["trusted"] += 1
+                elif item.existing is not None:
+                    counts["existing"] += 1
+                else:
+                    counts["to_do"] += 1
+                    todo_bytes += item.size
+                    if len(sample) < SAMPLE:
+                        sample.append(item.key)
     except StorageError as exc:
         raise DenoiseError(str(exc)) from None
     plan_s = time.time() - t_start

@@ -399,7 +399,11 @@ def encode_like(
     write keep their format, the rest become PNG bytes."""
     fmt = (fmt or "PNG").upper()
     if rgb.dtype == np.uint16:
-        return _encode16(rgb, alpha, gray, fmt, keep)
+        if fmt in ("PNG", "TIFF"):
+            return _encode16(rgb, alpha, gray, fmt, keep)
+        # A format of 8 bits per channel (an output format chosen with --format): rounded down.
+        rgb = _to8(rgb)
+        alpha = None if alpha is None else _to8(alpha)
     im = Image.fromarray(rgb)
     if gray:
         im = im.convert("L")
@@ -407,7 +411,9 @@ def encode_like(
         im.putalpha(Image.fromarray(alpha))  # L -> LA, RGB -> RGBA
     meta = {k: v for k, v in (("exif", keep.exif), ("icc_profile", keep.icc)) if v}
     if fmt in ("JPEG", "MPO"):
-        sub = keep.subsampling if keep.subsampling in (0, 1, 2) and not gray else 0
+        # A JPEG input's own chroma subsampling; another input made JPEG (--format jpeg): 4:2:0.
+        sub = keep.subsampling if keep.subsampling in (0, 1, 2) else 2
+        sub = 0 if gray else sub
         return _save(
             im.convert("L" if gray else "RGB"),
             "JPEG",
@@ -427,6 +433,11 @@ def encode_like(
         return _save(im, fmt, meta)
     except (KeyError, OSError, ValueError):
         return _save(im, "PNG", meta)
+
+
+def _to8(pixels: np.ndarray) -> np.ndarray:
+    """16-bit pixels to 8 bits, rounded (65535 -> 255)."""
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _encode16(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, keep: Keep) -> bytes:

@@ -8,9 +8,13 @@ keys.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
+import pyarrow as pa
+
+from .parts import external_sort
 from .storage import HIDDEN_REASON, PARTIAL_REASON, Entry, left_out_reason
 
 REPORT_DIR = "_report"  # denoise's report folder, OUTPUT/_report by default
@@ -30,6 +34,32 @@ class Item:
     size: int = 0  # the input's bytes
     earlier: dict | None = None  # an earlier run's report row for this key (see trusted)
     tag: str = ""  # the input's listed tag (S3 ETag, local modification time)
+
+
+KEEP = "keep"  # --format keep: each output in its input's format, at the input's key
+# --format NAME: the extensions of each output format; the first is given to renamed outputs.
+FORMATS = {
+    "png": (".png",),
+    "jpeg": (".jpg", ".jpeg"),
+    "webp": (".webp",),
+    "tiff": (".tif", ".tiff"),
+}
+PILLOW_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+
+
+def output_key(key: str, fmt: str = KEEP) -> str:
+    """The key of an input's output: the input's key (``keep``), or its name with the format's
+    extension in place of its own (``a/b.bmp`` -> ``a/b.png``); a name that already ends in
+    one of the format's extensions (any case) keeps it."""
+    if fmt == KEEP:
+        return key
+    exts = FORMATS[fmt]
+    head, name = posixpath.split(key)
+    stem, ext = posixpath.splitext(name)
+    if ext.lower() in exts:
+        return key
+    name = (stem if ext else name) + exts[0]
+    return f"{head}/{name}" if head else name
 
 
 def _report_folder(key: str) -> str | None:
@@ -89,6 +119,77 @@ def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iter
             yield replace(item, existing=out)
         else:
             yield item
+
+
+SORT_ROWS = 5_000  # inputs sorted in memory at a time when --format renames outputs
+_SORT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("excluded", pa.string()),
+        ("size", pa.int64()),
+        ("tag", pa.string()),
+        ("out_key", pa.string()),
+        ("out_size", pa.int64()),
+        ("out_tag", pa.string()),
+    ]
+)
+
+
+def with_renamed_outputs(
+    items: Iterable[Item],
+    outputs: Iterable[Entry] | None,
+    fmt: str,
+    scratch,
+    run_rows: int = SORT_ROWS,
+) -> Iterator[Item]:
+    """with_outputs when ``--format`` renames outputs (output_key): the inputs are sorted by
+    output key (an external sort: ``run_rows`` at a time in memory, the rest in sorted runs on
+    the ``scratch`` store), merged with the output listing, then sorted back into input order.
+    Inputs whose outputs would share a key (``img.bmp`` and ``img.tif`` -> ``img.png``): the
+    first in key order is kept, each other one is left out with a reason naming it."""
+
+    def rows() -> Iterator[dict]:
+        for i in items:
+            yield {
+                "key": i.key,
+                "excluded": i.excluded,
+                "size": i.size,
+                "tag": i.tag,
+                "out_key": "" if i.excluded else output_key(i.key, fmt),
+                "out_size": -1,
+                "out_tag": "",
+            }
+
+    def merged(by_output: Iterable[dict]) -> Iterator[dict]:
+        it = iter(outputs if outputs is not None else ())
+        out = next(it, None)
+        taken, first = None, ""  # the output key last given out, and to which input
+        for r in by_output:
+            if r["excluded"]:
+                yield r
+                continue
+            if r["out_key"] == taken:
+                r["excluded"] = (
+                    f"its output {r['out_key']} would also be made from {first} (--format {fmt}); "
+                    "rename one of them"
+                )
+                yield r
+                continue
+            taken, first = r["out_key"], r["key"]
+            while out is not None and out.key < r["out_key"]:
+                out = next(it, None)
+            if out is not None and out.key == r["out_key"]:
+                r["out_size"], r["out_tag"] = out.size, out.tag
+            yield r
+
+    by_output = external_sort(
+        rows(), lambda r: (r["out_key"], r["key"]), scratch, "by-output-", _SORT_SCHEMA, run_rows
+    )
+    for r in external_sort(
+        merged(by_output), lambda r: r["key"], scratch, "by-input-", _SORT_SCHEMA, run_rows
+    ):
+        existing = None if r["out_size"] < 0 else Entry(r["out_key"], r["out_size"], r["out_tag"])
+        yield Item(r["key"], r["excluded"], existing, r["size"], tag=r["tag"])
 
 
 def with_earlier(items: Iterable[Item], rows: Iterable[dict]) -> Iterator[Item]:

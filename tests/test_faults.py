@@ -1225,3 +1225,54 @@ def test_outputs_keep_exif_icc_and_stay_lossy_at_the_inputs_quality(cluster, mod
     assert b"VP8L" not in (tmp_path / "out" / "lossy.webp").read_bytes()[:64]
     again = run_denoise(DenoiseConfig(**{**cfg.__dict__, "quality": 50}), log=lambda m: None)
     assert again["ok"] == 2 and jpeg_quality(Image.open(tmp_path / "out" / "phone.jpg")) == 50
+
+
+def test_format_renames_outputs_refuses_shared_names_and_is_part_of_what_made_them(
+    cluster, model_dir, tmp_path
+):
+    """--format jpeg: every output becomes NAME.jpg (a .jpeg input keeps its name); img.bmp and
+    img.tif would both make img.jpg: the first keeps it, the other is an excluded row naming
+    both; transparency and 16 bits that JPEG cannot hold are noted per image; a rerun trusts
+    the renamed outputs; --format png then writes PNGs (16 bits kept) and leaves the JPEGs."""
+    from raydenoise.images import decode_for_denoise
+
+    rgba = np.dstack([rgb(40, 48, seed=1), np.full((40, 48), 200, np.uint8)])
+    write(tmp_path / "in" / "alpha.png", png_bytes(rgba))
+    write(tmp_path / "in" / "deep.png", png16_bytes(rgb(40, 48, seed=2).astype(np.uint16) * 257))
+    for name, fmt in (("img.bmp", "BMP"), ("img.tif", "TIFF"), ("sub/x.jpeg", "JPEG")):
+        buf = io.BytesIO()
+        Image.fromarray(rgb(40, 48, seed=3)).save(buf, fmt)
+        write(tmp_path / "in" / name, buf.getvalue())
+    cfg = DenoiseConfig(
+        input=str(tmp_path / "in"),
+        output=str(tmp_path / "out"),
+        model=str(model_dir),
+        workers=1,
+        format="jpeg",
+    )
+    first = run_denoise(cfg, log=lambda m: None)
+    assert first["ok"] == 4 and first["excluded"] == 1
+    out = tmp_path / "out"
+    assert sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and "_report" not in p.parts
+    ) == [
+        "alpha.jpg",
+        "deep.jpg",
+        "img.jpg",
+        "sub/x.jpeg",
+    ]
+    for name in ("alpha.jpg", "deep.jpg", "img.jpg", "sub/x.jpeg"):
+        assert Image.open(out / name).format == "JPEG"
+    rows = report(out / "_report")
+    assert rows["img.tif"]["status"] == "excluded"
+    assert "img.jpg" in rows["img.tif"]["note"] and "img.bmp" in rows["img.tif"]["note"]
+    assert "alpha channel was dropped" in rows["alpha.png"]["note"]
+    assert "16-bit" in rows["deep.png"]["note"]
+    again = run_denoise(cfg, log=lambda m: None)
+    assert again["ok"] == 0 and again["skipped"] == 4 and again["trusted"] == 4
+    as_png = run_denoise(DenoiseConfig(**{**cfg.__dict__, "format": "png"}), log=lambda m: None)
+    assert as_png["ok"] == 4 and (out / "img.jpg").exists()
+    assert decode_for_denoise((out / "deep.png").read_bytes(), None).rgb.dtype == np.uint16
+    assert Image.open(out / "sub/x.png").format == "PNG"

@@ -55,3 +55,46 @@ def test_with_outputs_merges_two_sorted_listings():
         ".h.png": (HIDDEN, None),
     }
     assert [i.key for i in with_outputs(iter([Item("a")]), None)] == ["a"]
+
+
+def test_output_key_gives_the_formats_extension():
+    from raydenoise.plan import output_key
+
+    assert output_key("a/b.bmp", "keep") == "a/b.bmp"
+    assert output_key("a/b.bmp", "png") == "a/b.png"
+    assert output_key("a/B.JPEG", "jpeg") == "a/B.JPEG"  # already one of the format's extensions
+    assert output_key("c.tar.gz", "tiff") == "c.tar.tif"
+    assert output_key("noext", "webp") == "noext.webp"
+    assert output_key(".hidden", "png") == ".hidden.png"
+    assert output_key("caf\\xe9.bmp", "png") == "caf\\xe9.png"  # escaped names stay escaped
+
+
+def test_renamed_outputs_merge_in_output_order_and_refuse_shared_names(tmp_path):
+    """--format png: a.bmp and a.tif would both make a.png (the first keeps it, the other is
+    left out naming it); a.c.bmp's output a.c.png sorts before a.png although its input sorts
+    after a.bmp; existing outputs are found under the new names; the inputs come back in key
+    order, with an external sort that spills to disk (run_rows=2)."""
+    from raydenoise.plan import with_renamed_outputs
+    from raydenoise.storage import open_store
+
+    keys = ("a.bmp", "a.c.bmp", "a.tif", "b.png", "d/e.jpg", ".h.bmp")
+    outputs = entries("a.c.png", "a.png", "b.png", "zz.png")
+    items = list(
+        with_renamed_outputs(
+            select(entries(*keys), include_hidden=False),
+            outputs,
+            "png",
+            open_store(str(tmp_path)),
+            run_rows=2,
+        )
+    )
+    assert [i.key for i in items] == sorted(keys)
+    got = {i.key: (i.excluded, i.existing.key if i.existing else None) for i in items}
+    assert got[".h.bmp"] == (HIDDEN, None)
+    assert got["a.bmp"] == ("", "a.png")
+    assert got["a.c.bmp"] == ("", "a.c.png")
+    assert got["b.png"] == ("", "b.png")
+    assert got["d/e.jpg"] == ("", None)
+    why, existing = got["a.tif"]
+    assert existing is None and "a.png" in why and "a.bmp" in why and "rename" in why
+    assert all(i.size == 1 and i.tag == "t" for i in items)
