@@ -4,8 +4,10 @@ mistakes reported before Ray starts, counts that read right."""
 import argparse
 import io
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -211,15 +213,24 @@ def test_a_denoise_run_shows_our_lines_and_progress_and_sends_ray_logs_to_a_file
             tmp_path / f"in/{i}.png", png_bytes(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
         )
     logs = tmp_path / "logs"
+    ray_tmp = tempfile.mkdtemp(prefix="rdn-")  # short: Ray's socket paths must fit 107 bytes
     r = run_cli(
         "denoise",
         "--input",
         str(tmp_path / "in"),
         "--output",
         str(tmp_path / "out"),
-        env={"RAY_ADDRESS": "", "RAYDENOISE_LOG_DIR": str(logs)},
+        env={"RAY_ADDRESS": "", "RAYDENOISE_LOG_DIR": str(logs), "RAY_TMPDIR": ray_tmp},
     )
     assert r.returncode == 0, r.stderr
+    # Every Ray process the command started (GCS, raylet, agents, workers: all name its session
+    # folder under RAY_TMPDIR) ends with it, within seconds.
+    deadline, left = time.monotonic() + 10, ["?"]
+    while left and time.monotonic() < deadline:
+        left = _processes_naming(ray_tmp)
+        time.sleep(0.2)
+    assert not left, left
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     lines = r.stdout.strip().splitlines()
     assert all(line.startswith("denoise: ") for line in lines), lines
     assert not r.stderr.strip(), r.stderr  # Ray's warnings and C++ lines went to the log file
@@ -230,3 +241,17 @@ def test_a_denoise_run_shows_our_lines_and_progress_and_sends_ray_logs_to_a_file
     path = Path(announced.split("go to ")[1].split(" (")[0])
     assert path.parent == logs and path.exists() and path.stat().st_size > 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def _processes_naming(text: str) -> list[str]:
+    """The command lines of the running processes that contain ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(f"{proc.name}: {cmd[:200]}")
+    return found
