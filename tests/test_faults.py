@@ -535,7 +535,7 @@ def test_9_storage_that_fails_writes_stops_the_image_not_silently():
             return self.store.uri(key)
 
     st = _Stores.__new__(_Stores)
-    st.ref, st.quality, st.stamp = None, None, {}
+    st.ref, st.quality, st.stamp, st.fmt = None, None, {}, "keep"
     for err, status in ((errno.ENOSPC, NOT_DONE), (errno.EACCES, "error")):
         st.out = FullDisk(open_store("/tmp/x"), err)
         state = {
