@@ -63,9 +63,9 @@ def make_images(root: Path, n: int) -> None:
 def plain_loop(model_dir: str, src: Path, dst: Path) -> float:
     import torch
 
-    from raydenoise.artifacts import load_model_uri
-    from raydenoise.models import is_conditioned
-    from raydenoise.noise_level import estimate_sigma
+    from raydenoise.imaging.noise_level import estimate_sigma
+    from raydenoise.models.architectures import is_conditioned
+    from raydenoise.models.artifacts import load_model_uri
 
     model, _ = load_model_uri(str(model_dir), None)
     dst.mkdir(parents=True)
@@ -85,9 +85,9 @@ def plain_loop(model_dir: str, src: Path, dst: Path) -> float:
 def plain_fast_loop(model_dir: str, src: Path, dst: Path) -> float:
     """The same loop with raydenoise's in-process pieces (Denoiser's channels-last inference mode,
     its PNG encoder): what is left of the speed-up is the pipeline's own."""
-    from raydenoise.artifacts import load_model_uri
-    from raydenoise.images import encode_like
-    from raydenoise.inference import Denoiser
+    from raydenoise.imaging.encode import encode_like
+    from raydenoise.models.artifacts import load_model_uri
+    from raydenoise.models.inference import Denoiser
 
     model, config = load_model_uri(str(model_dir), None)
     denoiser = Denoiser(model, config["model"], width=config.get("width"))
@@ -100,7 +100,7 @@ def plain_fast_loop(model_dir: str, src: Path, dst: Path) -> float:
 
 
 def nlm_rate(src: Path, n: int) -> float:
-    from raydenoise.evaluate import nl_means
+    from raydenoise.jobs.evaluate import nl_means
 
     files = sorted(src.iterdir())[:n]
     t0 = time.perf_counter()
@@ -129,8 +129,8 @@ def main() -> None:
 
     import torch
 
-    from raydenoise.artifacts import save_model_dir
-    from raydenoise.models import build_model
+    from raydenoise.models.architectures import build_model
+    from raydenoise.models.artifacts import save_model_dir
 
     work = Path(tempfile.mkdtemp(prefix="raydenoise-bench-denoise-"))
     src = work / "noisy"

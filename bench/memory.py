@@ -48,9 +48,10 @@ def one(model_dir: str, photo: str, mode: str) -> None:
     """Child process: report {"peak_mb", "seconds", "tile"} as JSON on stdout."""
     import torch
 
-    from raydenoise.artifacts import load_model
-    from raydenoise.images import decode_for_denoise, encode_like
-    from raydenoise.inference import Denoiser
+    from raydenoise.imaging.encode import encode_like
+    from raydenoise.imaging.images import decode_for_denoise
+    from raydenoise.models.artifacts import load_model
+    from raydenoise.models.inference import Denoiser
 
     torch.set_num_threads(1)  # what a 1-CPU actor gets
     model, config = load_model(model_dir)
@@ -97,8 +98,8 @@ def main() -> None:
         return
     import torch
 
-    from raydenoise.artifacts import save_model_dir
-    from raydenoise.models import build_model
+    from raydenoise.models.architectures import build_model
+    from raydenoise.models.artifacts import save_model_dir
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:

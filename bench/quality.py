@@ -48,12 +48,12 @@ HERE = Path(__file__).resolve().parent
 
 def method_fn(name: str):
     """name -> f(noisy uint8, sigma or None) -> uint8."""
-    from raydenoise.noise_level import estimate_sigma
+    from raydenoise.imaging.noise_level import estimate_sigma
 
     if name == "input":
         return lambda noisy, sigma: noisy
     if name == "nlm":
-        from raydenoise.evaluate import nl_means
+        from raydenoise.jobs.evaluate import nl_means
 
         return lambda noisy, sigma: nl_means(noisy)
     if name in ("bm3d", "bm3d-est"):
@@ -74,8 +74,8 @@ def method_fn(name: str):
             return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
         return run
-    from raydenoise.artifacts import load_model_uri, resolve_model_uri
-    from raydenoise.inference import Denoiser
+    from raydenoise.models.artifacts import load_model_uri, resolve_model_uri
+    from raydenoise.models.inference import Denoiser
 
     uri, _, given = name.partition("+")
     model, config = load_model_uri(resolve_model_uri(uri, None), None)
@@ -90,7 +90,7 @@ def method_fn(name: str):
 def score(fn, inputs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
     """Mean PSNR/SSIM/MAE of ``fn(input)`` (uint8 in, uint8 out) against ``refs``, and its
     seconds per image."""
-    from raydenoise.metrics import all_metrics
+    from raydenoise.imaging.metrics import all_metrics
 
     rows, t0 = [], time.perf_counter()
     for x, ref in zip(inputs, refs):
@@ -166,7 +166,7 @@ def main() -> None:
 def bsds_part(args) -> dict:
     import torch
 
-    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.imaging.noise import apply_noise, parse_noise
 
     torch.set_num_threads(1)  # every method on one core, so seconds per image compare
     files, cleans = bsds_test(args, args.limit)
@@ -189,7 +189,7 @@ def bsds_part(args) -> dict:
 
 
 def bsds_test(args, limit: int | None) -> tuple[list[Path], list[np.ndarray]]:
-    from raydenoise.images import decode_rgb8
+    from raydenoise.imaging.images import decode_rgb8
 
     files = sorted((Path(args.bsds) / "test").glob("*.jpg"))[:limit]
     return files, [decode_rgb8(f.read_bytes()) for f in files]
@@ -197,8 +197,8 @@ def bsds_test(args, limit: int | None) -> tuple[list[Path], list[np.ndarray]]:
 
 def estimator_part(args) -> dict:
     """estimate_sigma / true sigma on every bsds500/test photo, Gaussian noise 5-50."""
-    from raydenoise.noise import apply_noise, parse_noise
-    from raydenoise.noise_level import estimate_sigma
+    from raydenoise.imaging.noise import apply_noise, parse_noise
+    from raydenoise.imaging.noise_level import estimate_sigma
 
     _, cleans = bsds_test(args, None)
     rows = []
@@ -261,7 +261,7 @@ def estimator_part(args) -> dict:
 
 def jpeg_part(args) -> dict:
     """Gaussian noise (sigma 5-25), then JPEG (quality 75-90), drawn per photo."""
-    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.imaging.noise import apply_noise, parse_noise
 
     _, cleans = bsds_test(args, args.limit)
     spec = parse_noise("gaussian:5-25,jpeg=75-90")
@@ -271,8 +271,8 @@ def jpeg_part(args) -> dict:
 
 def gray_part(args) -> dict:
     """Grayscale photos (one channel) with Gaussian noise sigma 25."""
-    from raydenoise.noise import apply_noise, parse_noise
-    from raydenoise.patches import to_gray
+    from raydenoise.imaging.noise import apply_noise, parse_noise
+    from raydenoise.imaging.patches import to_gray
 
     _, cleans = bsds_test(args, args.limit)
     grays = [to_gray(c) for c in cleans]
@@ -287,7 +287,7 @@ def gray_part(args) -> dict:
 
 def real_part(args) -> dict:
     """Real camera noise: ``*_real.*`` crops against their ``*_mean.*`` references."""
-    from raydenoise.images import decode_rgb8
+    from raydenoise.imaging.images import decode_rgb8
 
     root = Path(args.real)
     reals = sorted(p for p in root.glob("*_real.*"))[:: args.real_every]
@@ -322,8 +322,8 @@ def lol_part(args) -> dict:
     """LOL eval15 (or any folder of low/ + normal/ pairs): enhanced low vs normal, 8-bit outputs."""
     import torch
 
-    from raydenoise.evaluate import gamma_curve
-    from raydenoise.images import decode_rgb8
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.jobs.evaluate import gamma_curve
 
     torch.set_num_threads(1)
     root = Path(args.lol)
@@ -366,10 +366,10 @@ def lowlight_part(args) -> dict:
     low-light model must not push a bright photo to white)."""
     import torch
 
-    from raydenoise.evaluate import gamma_curve
-    from raydenoise.images import decode_rgb8
-    from raydenoise.noise import apply_noise, parse_noise
-    from raydenoise.synth import image_seed
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.imaging.noise import apply_noise, parse_noise
+    from raydenoise.jobs.evaluate import gamma_curve
+    from raydenoise.jobs.synth import image_seed
 
     torch.set_num_threads(1)
     files = sorted((Path(args.bsds) / "test").glob("*"))[: args.limit]
@@ -427,10 +427,11 @@ def models_part() -> dict:
 
     import torch
 
-    from raydenoise.artifacts import BUILTIN, builtin_names, load_model_uri
-    from raydenoise.engines import OrtEngine, export_onnx
-    from raydenoise.inference import Denoiser
-    from raydenoise.models import macs_per_megapixel
+    from raydenoise.models.architectures import macs_per_megapixel
+    from raydenoise.models.artifacts import BUILTIN, builtin_names, load_model_uri
+    from raydenoise.models.engines import OrtEngine
+    from raydenoise.models.inference import Denoiser
+    from raydenoise.models.onnx_graph import export_onnx
 
     image = np.random.default_rng(0).integers(0, 256, (321, 481, 3), dtype=np.uint8)
     all_threads = os.cpu_count() or 1

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def make_report(path: Path, n: int) -> None:
-    from raydenoise import report as rpt
+    from raydenoise.ledger import report as rpt
 
     rng = np.random.default_rng(0)
     writer = pq.ParquetWriter(str(path), rpt.SCHEMA)
@@ -62,7 +62,7 @@ def make_report(path: Path, n: int) -> None:
 def comparisons() -> list:
     from skimage import data
 
-    from raydenoise import report_page
+    from raydenoise.ledger import report_page
 
     rng = np.random.default_rng(1)
     out = []
@@ -110,10 +110,10 @@ def main() -> None:
     )
     ap.add_argument("--rows", default="1000,200000")
     args = ap.parse_args()
-    from raydenoise import report as rpt
-    from raydenoise import report_page
-    from raydenoise.parts import iter_batches
-    from raydenoise.storage import open_store
+    from raydenoise.ledger import report as rpt
+    from raydenoise.ledger import report_page
+    from raydenoise.storage.parts import iter_batches
+    from raydenoise.storage.store import open_store
 
     cmp = comparisons()
     results = []

@@ -84,11 +84,11 @@ def completed_report(out_uri: str, env: dict | None = None) -> None:
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from raydenoise import report as rpt
-from raydenoise.artifacts import resolve_model_uri
-from raydenoise.denoise import DenoiseConfig, made_by, model_spec
-from raydenoise.parts import Writer
-from raydenoise.storage import open_store
+from raydenoise.ledger import report as rpt
+from raydenoise.models.artifacts import resolve_model_uri
+from raydenoise.jobs.denoise import DenoiseConfig, made_by, model_spec
+from raydenoise.storage.parts import Writer
+from raydenoise.storage.store import open_store
 out = open_store(sys.argv[1])
 rep = open_store(out.uri("_report"))
 # What made the outputs, as the job records it: builtin:denoise with the default options (the
@@ -127,7 +127,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]
 
 BEFORE = """
 import sys
-from raydenoise.storage import open_store
+from raydenoise.storage.store import open_store
 inputs = open_store(sys.argv[1]).list_keys()
 existing = set(open_store(sys.argv[2]).list_keys())
 print(len(inputs), len(existing))

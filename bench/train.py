@@ -40,7 +40,7 @@ def quiet(msg: str) -> None:
 
 
 def ingest(low: str | None, high: str, out: Path, split) -> str:
-    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.jobs.ingest import IngestConfig, run_ingest
 
     if not (out / "manifest.json").exists():
         run_ingest(IngestConfig(low=low, high=high, out=str(out), split=split), log=quiet)
@@ -52,7 +52,7 @@ def clean_set(bsds: Path, work: Path) -> str:
 
 
 def paired_set(bsds: Path, work: Path, noise: str) -> str:
-    from raydenoise.synth import SynthConfig, run_synth
+    from raydenoise.jobs.synth import SynthConfig, run_synth
 
     pairs = work / f"pairs-{noise.replace(':', '')}"
     if not (pairs / "high").exists():
@@ -72,9 +72,9 @@ def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
     all cores, no data work inside the timed loop."""
     import torch
 
-    from raydenoise.images import decode_rgb8
-    from raydenoise.models import build_model
-    from raydenoise.train import _loss_fn
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.jobs.train.scoring import _loss_fn
+    from raydenoise.models.architectures import build_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
 def through_train(model_name: str, data: str, work: Path, name: str, steps: int, **kw) -> dict:
     """Second-epoch megapixels/s of `raydenoise train` (training steps only) and of the whole
     epoch including val and checkpoint."""
-    from raydenoise.train import resolve_config, run_train
+    from raydenoise.jobs.train import resolve_config, run_train
 
     cfg = resolve_config(
         model_name,
@@ -170,11 +170,11 @@ def throughput(bsds: Path, work: Path, log) -> list[dict]:
 
 def score(model_dir: str, bsds: Path, sigmas, limit: int) -> dict:
     """Mean PSNR/SSIM of the model (and of the noisy input) on the first `limit` test photos."""
-    from raydenoise.artifacts import load_model
-    from raydenoise.images import decode_rgb8
-    from raydenoise.inference import Denoiser
-    from raydenoise.metrics import all_metrics
-    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.imaging.metrics import all_metrics
+    from raydenoise.imaging.noise import apply_noise, parse_noise
+    from raydenoise.models.artifacts import load_model
+    from raydenoise.models.inference import Denoiser
 
     model, config = load_model(model_dir)
     den = Denoiser(model, config["model"], width=config.get("width"))
@@ -200,7 +200,7 @@ def score(model_dir: str, bsds: Path, sigmas, limit: int) -> dict:
 
 
 def quality(bsds: Path, work: Path, budget: float, limit: int, log) -> list[dict]:
-    from raydenoise.train import resolve_config, run_train
+    from raydenoise.jobs.train import resolve_config, run_train
 
     runs = [
         (

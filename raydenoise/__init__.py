@@ -13,12 +13,12 @@ from ._version import __version__
 # The job functions are bound last, so that `raydenoise.denoise` is the function, not the
 # submodule of the same name.
 from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
-from .denoise import DenoiseConfig, DenoiseError
-from .evaluate import EvaluateConfig, EvaluateError
-from .ingest import IngestConfig, IngestError
-from .storage import StorageError
-from .synth import SynthConfig
-from .train import TrainConfig, TrainError
+from .jobs.denoise import DenoiseConfig, DenoiseError
+from .jobs.evaluate import EvaluateConfig, EvaluateError
+from .jobs.ingest import IngestConfig, IngestError
+from .jobs.synth import SynthConfig
+from .jobs.train import TrainConfig, TrainError
+from .storage.errors import StorageError
 
 __all__ = [
     "ArtifactError",
@@ -46,7 +46,7 @@ __all__ = [
 
 def __getattr__(name: str):  # PEP 562: ArtifactError lives beside torch code, loaded on first use
     if name == "ArtifactError":
-        from .artifacts import ArtifactError
+        from .models.artifacts import ArtifactError
 
         return ArtifactError
     raise AttributeError(f"module 'raydenoise' has no attribute {name!r}")

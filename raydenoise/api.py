@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from .denoise import DenoiseConfig, run_denoise
-from .evaluate import EvaluateConfig, run_evaluate
-from .ingest import IngestConfig, IngestResult, run_ingest
+from .jobs.denoise import DenoiseConfig, run_denoise
+from .jobs.evaluate import EvaluateConfig, run_evaluate
+from .jobs.ingest import IngestConfig, IngestResult, run_ingest
+from .jobs.synth import SynthConfig, SynthResult, run_synth
+from .jobs.train import TrainConfig, resolve_config, run_train
 from .session import ensure_ray
-from .synth import SynthConfig, SynthResult, run_synth
-from .train import TrainConfig, resolve_config, run_train
 
 Log = Callable[[str], None]
 
@@ -67,8 +67,9 @@ class Model:
         graph: bytes | None = None,
         tta: bool = False,
     ):
-        from .engines import OrtEngine, TorchEngine, graph_parameters
-        from .inference import Denoiser
+        from .models.engines import OrtEngine, TorchEngine
+        from .models.inference import Denoiser
+        from .models.onnx_graph import graph_parameters
 
         self.name, self.config, self.network, self.engine = name, config, config["model"], engine
         runner: OrtEngine | TorchEngine
@@ -102,7 +103,7 @@ class Model:
     def noise_level(image: np.ndarray) -> float:
         """The estimated noise level of a uint8 image, as the standard deviation of its noise on
         the 0-255 scale (what a conditioned network is given by default)."""
-        from .noise_level import estimate_sigma
+        from .imaging.noise_level import estimate_sigma
 
         return estimate_sigma(image)
 
@@ -140,7 +141,7 @@ def load_model(
     """Load a model: ``builtin:NAME`` (see :func:`builtin_models`), a model folder
     (``config.json`` + ``model.safetensors``, as ``train`` writes to ``RUN/model``), an
     ``s3://`` prefix holding one, or an ``.onnx`` graph file (any image-to-image graph, see
-    ``raydenoise.engines``). ``tile``: process images in tiles of this many pixels (default:
+    ``raydenoise.models.engines``). ``tile``: process images in tiles of this many pixels (default:
     whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
     or ``"cuda"``. ``engine``: ``"torch"``, ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime on
     CPUs, torch on GPUs). ``tta``: average the 8 flips/rotations. ``strength``/``sigma``: see
@@ -149,9 +150,16 @@ def load_model(
     graph that breaks the contract)."""
     import os
 
-    from .artifacts import ArtifactError, is_onnx, load_model_uri, read_onnx, resolve_model_uri
-    from .engines import check_onnx, choose_engine, export_onnx
-    from .storage import endpoint_from_env
+    from .models.artifacts import (
+        ArtifactError,
+        is_onnx,
+        load_model_uri,
+        read_onnx,
+        resolve_model_uri,
+    )
+    from .models.engines import choose_engine
+    from .models.onnx_graph import check_onnx, export_onnx
+    from .storage.store import endpoint_from_env
 
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
@@ -188,7 +196,7 @@ def builtin_models() -> dict[str, dict[str, Any]]:
     """``{"builtin:NAME": card}`` for every model shipped in the package (task, headline score)."""
     import json
 
-    from .artifacts import BUILTIN, CONFIG, builtin_dir, builtin_names
+    from .models.artifacts import BUILTIN, CONFIG, builtin_dir, builtin_names
 
     return {
         BUILTIN + n: json.loads((builtin_dir(BUILTIN + n) / CONFIG).read_text()).get("card", {})
@@ -265,7 +273,7 @@ def train(
     defaults fill what is not given, as on the command line. Raises ``TrainError``."""
     if config is None:
         if model is None and values.get("init"):
-            from .train import init_model_config
+            from .jobs.train import init_model_config
 
             model = init_model_config(values["init"], values.get("s3_endpoint"))["model"]
         if model is None:

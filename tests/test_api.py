@@ -8,8 +8,8 @@ import pytest
 from skimage import data as skdata
 
 import raydenoise
-from raydenoise.metrics import psnr
-from raydenoise.noise import apply_noise, parse_noise
+from raydenoise.imaging.metrics import psnr
+from raydenoise.imaging.noise import apply_noise, parse_noise
 
 from conftest import png_bytes, write
 

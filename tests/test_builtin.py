@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from raydenoise.artifacts import ArtifactError, builtin_names, load_model_uri
-from raydenoise.images import decode_rgb8
-from raydenoise.inference import Denoiser
-from raydenoise.metrics import psnr
-from raydenoise.noise import apply_noise, parse_noise
+from raydenoise.imaging.images import decode_rgb8
+from raydenoise.imaging.metrics import psnr
+from raydenoise.imaging.noise import apply_noise, parse_noise
+from raydenoise.models.artifacts import ArtifactError, builtin_names, load_model_uri
+from raydenoise.models.inference import Denoiser
 
 from conftest import png_bytes, run_cli, write
 
@@ -175,12 +175,12 @@ def test_a_wheel_built_from_the_repo_carries_the_weights(tmp_path):
         names = set(z.namelist())
         for name in builtin_names():
             assert {
-                f"raydenoise/weights/{name}/config.json",
-                f"raydenoise/weights/{name}/model.safetensors",
+                f"raydenoise/models/weights/{name}/config.json",
+                f"raydenoise/models/weights/{name}/model.safetensors",
             } <= names
         z.extractall(tmp_path / "unpacked")
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import raydenoise.artifacts as a; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import raydenoise.models.artifacts as a; "
         "assert a.__file__.startswith(sys.argv[1]), a.__file__; m, c = a.load_model_uri('builtin:denoise', None); "
         "print(c['model'])"
     )

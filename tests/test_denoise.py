@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from raydenoise.artifacts import save_model_dir
-from raydenoise.denoise import DenoiseConfig, DenoiseError, run_denoise
-from raydenoise.images import decode_rgb8
-from raydenoise.metrics import psnr
-from raydenoise.models import build_model
+from raydenoise.imaging.images import decode_rgb8
+from raydenoise.imaging.metrics import psnr
+from raydenoise.jobs.denoise import DenoiseConfig, DenoiseError, run_denoise
+from raydenoise.models.architectures import build_model
+from raydenoise.models.artifacts import save_model_dir
 
 from conftest import jpeg_bytes, png_bytes, rgb, run_cli, write
 
@@ -210,7 +210,7 @@ def test_s3_prefix_to_s3_with_missing_reference(s3_server, cluster, model_dir):
 
 
 def test_plan_workers():
-    from raydenoise.denoise import plan_workers
+    from raydenoise.jobs.denoise import plan_workers
 
     def plan(**kw):
         return plan_workers(
@@ -238,7 +238,7 @@ def test_plan_workers():
 
 
 def test_report_counts_images_per_node():
-    from raydenoise import report as rpt
+    from raydenoise.ledger import report as rpt
 
     rows = [
         rpt.blank_row("a", status="ok", node="n1"),
@@ -303,8 +303,8 @@ def test_strength_and_sigma(cluster, model_dir, tmp_path):
 
 
 def test_evaluate_table_model_vs_input_vs_nl_means(cluster, model_dir, tmp_path):
-    from raydenoise.evaluate import EvaluateConfig, EvaluateError, run_evaluate
-    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.jobs.evaluate import EvaluateConfig, EvaluateError, run_evaluate
+    from raydenoise.jobs.ingest import IngestConfig, run_ingest
 
     for i in range(6):
         clean = rgb(24, 32, seed=i)

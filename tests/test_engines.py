@@ -1,4 +1,4 @@
-"""Inference engines (raydenoise.engines): ONNX export, ONNX Runtime against torch, the contract
+"""Inference engines (raydenoise.models.engines): ONNX export, ONNX Runtime against torch, the contract
 a foreign ONNX graph must meet, and self-ensemble."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from raydenoise.artifacts import load_model_uri
-from raydenoise.engines import EngineError, OrtEngine, check_onnx, export_onnx
-from raydenoise.inference import Denoiser
+from raydenoise.models.artifacts import load_model_uri
+from raydenoise.models.engines import EngineError, OrtEngine
+from raydenoise.models.inference import Denoiser
+from raydenoise.models.onnx_graph import check_onnx, export_onnx
 
 from conftest import rgb
 
@@ -107,7 +108,7 @@ def test_a_foreign_graph_that_meets_the_contract_runs_and_others_are_refused_wit
 
 def test_tta_is_the_mean_of_the_eight_transformed_passes():
     torch.manual_seed(0)
-    from raydenoise.models import build_model
+    from raydenoise.models.architectures import build_model
 
     model = build_model("seed-ae", 8).eval()
     image = rgb(24, 36)
@@ -132,8 +133,8 @@ def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_g
     """`raydenoise export` then `denoise --model m.onnx` (ONNX Runtime) on a folder and on S3:
     outputs within one level of the torch engine's; a graph with a fixed input size stops the
     job before any worker starts, saying what was expected."""
-    from raydenoise.denoise import DenoiseConfig, DenoiseError, run_denoise
-    from raydenoise.images import decode_rgb8
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.jobs.denoise import DenoiseConfig, DenoiseError, run_denoise
 
     from conftest import png_bytes, run_cli, write
 
@@ -215,7 +216,7 @@ def test_an_exported_graph_is_kept_between_jobs_in_a_private_cache(tmp_path, mon
     is not used."""
     import os
 
-    from raydenoise import engines
+    from raydenoise.models import engines
 
     monkeypatch.setenv("RAYDENOISE_CACHE_DIR", str(tmp_path / "cache"))
     first = engines.prepare_graph("builtin:seed-ae", None, "onnxruntime")

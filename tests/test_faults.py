@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from raydenoise.artifacts import CONFIG, WEIGHTS, save_model_dir
-from raydenoise.denoise import DenoiseConfig, DenoiseError, run_denoise
-from raydenoise.images import decode_rgb8
-from raydenoise.models import build_model
+from raydenoise.imaging.images import decode_rgb8
+from raydenoise.jobs.denoise import DenoiseConfig, DenoiseError, run_denoise
+from raydenoise.models.architectures import build_model
+from raydenoise.models.artifacts import CONFIG, WEIGHTS, save_model_dir
 
 from conftest import (
     BUCKET,
@@ -69,7 +69,7 @@ def noisy_images(folder: Path, n: int, h: int = 40, w: int = 56) -> dict[str, by
 
 def ingested_pairs(root: Path, n: int, h: int, w: int, split, **kw) -> str:
     """n generated low/high pairs under root, ingested to root/ds; returns the data set path."""
-    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.jobs.ingest import IngestConfig, run_ingest
 
     for i in range(n):
         write(root / "low" / f"{i}.png", png_bytes(rgb(h, w, seed=i)))
@@ -224,7 +224,7 @@ def strict_json(text: str):
 
 
 def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
-    from raydenoise.ingest import IngestConfig, run_ingest
+    from raydenoise.jobs.ingest import IngestConfig, run_ingest
 
     ingested_pairs(tmp_path, 6, 32, 32, (1.0, 0.0, 0.0))
     r = run_cli(
@@ -271,7 +271,7 @@ def test_4_empty_val_split_gives_no_metrics_never_nan(cluster, tmp_path):
             f"--split={bad}",
         )
         assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr
-    from raydenoise.ingest import IngestError
+    from raydenoise.jobs.ingest import IngestError
 
     with pytest.raises(IngestError, match="finite"):  # the Python API checks too
         run_ingest(
@@ -313,7 +313,7 @@ def test_5_diverged_weights_are_refused_before_any_work(cluster, tmp_path):
 
 
 def test_5_a_model_that_overflows_on_an_image_gives_error_rows_not_black_images():
-    from raydenoise.inference import Denoiser, NonFiniteOutput
+    from raydenoise.models.inference import Denoiser, NonFiniteOutput
 
     model = build_model("unet", 8).eval()
     with torch.no_grad():
@@ -374,7 +374,7 @@ def test_6_alpha_is_carried_through_and_16_bit_stays_16_bit(cluster, model_dir, 
     clean_failure(r, "1 of 7 images failed", "float.tif")
     rows = report(tmp_path / "out" / "_report")
     assert rows["float.tif"]["status"] == "error" and "32-bit" in rows["float.tif"]["error"]
-    from raydenoise.images import decode_for_denoise
+    from raydenoise.imaging.images import decode_for_denoise
 
     out16 = decode_for_denoise((tmp_path / "out" / "deep.png").read_bytes()).rgb
     assert (tmp_path / "out" / "deep.png").read_bytes()[24] == 16 and out16.dtype == np.uint16
@@ -520,9 +520,10 @@ def test_9_storage_that_fails_writes_stops_the_image_not_silently():
     to stop (not an error row); a per-object failure is that image's error."""
     import errno
 
-    from raydenoise.denoise import _new_state, _Stores, finish_one
-    from raydenoise.report import NOT_DONE
-    from raydenoise.storage import open_store
+    from raydenoise.jobs.denoise.image import finish_one
+    from raydenoise.jobs.denoise.state import _new_state, _Stores
+    from raydenoise.ledger.report import NOT_DONE
+    from raydenoise.storage.store import open_store
 
     class FullDisk:
         def __init__(self, store, err):
@@ -751,7 +752,7 @@ def test_10_evaluate_on_a_damaged_or_vanished_shard_names_it(cluster, model_dir,
 
 
 def test_10_resuming_a_run_with_another_model_names_both(cluster, tmp_path):
-    from raydenoise.train import TrainError, resolve_config, run_train
+    from raydenoise.jobs.train import TrainError, resolve_config, run_train
 
     ingested_pairs(tmp_path, 4, 32, 32, (0.75, 0.25, 0.0))
     common = dict(
@@ -775,7 +776,7 @@ def test_10_resuming_a_run_with_another_model_names_both(cluster, tmp_path):
 def test_11_large_images_are_tiled_automatically_and_the_pixel_limit_is_a_flag(
     cluster, model_dir, tmp_path
 ):
-    from raydenoise.inference import Denoiser
+    from raydenoise.models.inference import Denoiser
 
     model = build_model("unet", 8).eval()
     d = Denoiser(model, "unet", width=8, memory_budget=8 * 1024 * 1024)  # 8 MiB: ~0.04 MP untiled
@@ -800,7 +801,7 @@ def test_11_large_images_are_tiled_automatically_and_the_pixel_limit_is_a_flag(
 def test_11_large_image_gate_bounds_concurrent_holders(tmp_path):
     import threading
 
-    from raydenoise.inference import LargeImageGate
+    from raydenoise.models.inference import LargeImageGate
 
     gate = LargeImageGate(folder=str(tmp_path / "locks"), poll_s=0.01)
     big = int(gate.fraction * gate.total // 2)  # two fit at once
@@ -825,7 +826,8 @@ def test_1_resume_check_unit(tmp_path):
     """read_one on an image whose output exists: a complete output of the input's size is trusted
     without decoding the input (its header gives the size; no reference); a truncated one, or one
     of another size (with or without a reference), is redone."""
-    from raydenoise.denoise import _Stores, read_one
+    from raydenoise.jobs.denoise.image import read_one
+    from raydenoise.jobs.denoise.state import _Stores
 
     image = rgb(20, 30)
     write(tmp_path / "in" / "a.png", png_bytes(image))
@@ -1143,8 +1145,8 @@ def test_file_names_that_are_not_utf8_are_processed_and_kept_byte_for_byte(
     """``caf\\xe9.png`` (Latin-1, as old zips leave it) and a name with a backslash, beside plain
     ones: denoise, a dry run, ingest and synth process them, the outputs keep the names' bytes,
     and reports show them escaped (``caf\\\\xe9.png``)."""
-    from raydenoise.ingest import IngestConfig, run_ingest
-    from raydenoise.synth import SynthConfig, run_synth
+    from raydenoise.jobs.ingest import IngestConfig, run_ingest
+    from raydenoise.jobs.synth import SynthConfig, run_synth
 
     src = os.fsencode(tmp_path / "in")
     os.makedirs(src)
@@ -1193,7 +1195,7 @@ def test_outputs_keep_exif_icc_and_stay_lossy_at_the_inputs_quality(cluster, mod
     --quality overrides and is part of what made the output (a rerun with another redoes it)."""
     from PIL import ImageCms, JpegImagePlugin
 
-    from raydenoise.images import jpeg_quality
+    from raydenoise.imaging.metadata import jpeg_quality
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
@@ -1234,7 +1236,7 @@ def test_format_renames_outputs_refuses_shared_names_and_is_part_of_what_made_th
     img.tif would both make img.jpg: the first keeps it, the other is an excluded row naming
     both; transparency and 16 bits that JPEG cannot hold are noted per image; a rerun trusts
     the renamed outputs; --format png then writes PNGs (16 bits kept) and leaves the JPEGs."""
-    from raydenoise.images import decode_for_denoise
+    from raydenoise.imaging.images import decode_for_denoise
 
     rgba = np.dstack([rgb(40, 48, seed=1), np.full((40, 48), 200, np.uint8)])
     write(tmp_path / "in" / "alpha.png", png_bytes(rgba))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydenoise.images import ImageError, decode_rgb8, encode_png, to_png_rgb8
+from raydenoise.imaging.encode import encode_png, to_png_rgb8
+from raydenoise.imaging.images import ImageError, decode_rgb8
 
 from conftest import jpeg_bytes, png16_bytes, png_bytes, rgb
 
@@ -90,7 +91,7 @@ def test_float_images_are_rejected():
 
 
 def test_plain_png_check_accepts_valid_and_catches_every_kind_of_damage():
-    from raydenoise.images import check_plain_png
+    from raydenoise.imaging.encode import check_plain_png
 
     data = png_bytes(rgb(40, 30), compress_level=6)
     assert check_plain_png(data) == (40, 30)
@@ -108,7 +109,7 @@ def test_plain_png_check_accepts_valid_and_catches_every_kind_of_damage():
 
 
 def test_object_column_keeps_images_whole_for_any_shapes():
-    from raydenoise.images import object_column
+    from raydenoise.imaging.images import object_column
 
     same = object_column([np.zeros((2, 3, 3), np.uint8), np.ones((2, 3, 3), np.uint8)])
     mixed = object_column([np.zeros((2, 3, 3), np.uint8), np.zeros((4, 5), np.uint8)])
@@ -121,10 +122,10 @@ def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_fram
 
     from PIL import Image
 
-    from raydenoise.images import ImageError, decode_for_denoise
+    from raydenoise.imaging.images import ImageError, decode_for_denoise
 
     frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
-    from raydenoise.images import check_plain_png
+    from raydenoise.imaging.encode import check_plain_png
 
     for fmt, match in (
         ("GIF", "an animation of 3 frames"),
@@ -153,7 +154,9 @@ def test_lossy_inputs_are_read_with_their_quality_and_metadata():
 
     from PIL import Image
 
-    from raydenoise.images import _upright, decode_for_denoise, encode_like, jpeg_quality
+    from raydenoise.imaging.encode import encode_like
+    from raydenoise.imaging.images import decode_for_denoise
+    from raydenoise.imaging.metadata import _upright, jpeg_quality
 
     pixels = rgb(32, 48, seed=1)
     for q in (35, 62, 80, 91):
@@ -188,7 +191,9 @@ def test_16_bit_png_and_tiff_round_trip_at_full_precision_with_metadata():
     import tifffile
     from PIL import Image, ImageCms
 
-    from raydenoise.images import Keep, _orient, decode_for_denoise, encode_like
+    from raydenoise.imaging.encode import encode_like
+    from raydenoise.imaging.images import _orient, decode_for_denoise
+    from raydenoise.imaging.metadata import Keep
 
     rng = np.random.default_rng(3)
     deep = rng.integers(0, 65536, (6, 9, 3)).astype(np.uint16)

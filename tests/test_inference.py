@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from raydenoise.inference import Denoiser
-from raydenoise.models import build_model
+from raydenoise.models.architectures import build_model
+from raydenoise.models.inference import Denoiser
 
 
 def trained_like(name: str) -> torch.nn.Module:
@@ -77,7 +77,7 @@ def conditioned() -> torch.nn.Module:
 
 
 def test_a_conditioned_network_shares_one_estimated_level_across_tiles():
-    from raydenoise.noise_level import estimate_sigma
+    from raydenoise.imaging.noise_level import estimate_sigma
 
     rng = np.random.default_rng(0)
     img = np.clip(rng.normal(128, 20, (176, 200, 3)), 0, 255).astype(np.uint8)
@@ -124,7 +124,8 @@ def global_network() -> torch.nn.Module:
 
 
 def test_a_global_network_gives_every_tile_the_whole_images_context():
-    from raydenoise.engines import OrtEngine, export_onnx
+    from raydenoise.models.engines import OrtEngine
+    from raydenoise.models.onnx_graph import export_onnx
 
     rng = np.random.default_rng(1)
     img = (rng.random((200, 260, 3)) * np.linspace(10, 90, 260)[None, :, None]).astype(

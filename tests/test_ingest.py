@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from raydenoise.dataset import read_manifest
-from raydenoise.images import decode_rgb8
-from raydenoise.ingest import IngestConfig, IngestError, run_ingest
+from raydenoise.imaging.images import decode_rgb8
+from raydenoise.jobs.ingest import IngestConfig, IngestError, run_ingest
+from raydenoise.storage.dataset import read_manifest
 
 from conftest import jpeg_bytes, png16_bytes, png_bytes, rgb, run_cli, write
 
@@ -278,7 +278,7 @@ def test_clean_only_ingest_keeps_every_good_image_and_rejects_the_rest(
     reasons = {r["id"]: r["reason"] for r in manifest["rejected"]}
     assert set(reasons) == {"broken"} and "not an image" in reasons["broken"]
     assert "orphan" in rows and "mismatch" in rows  # alone, they are fine clean images
-    from raydenoise.evaluate import EvaluateConfig, EvaluateError, run_evaluate
+    from raydenoise.jobs.evaluate import EvaluateConfig, EvaluateError, run_evaluate
 
     with pytest.raises(EvaluateError, match="clean images only"):
         run_evaluate(
@@ -335,10 +335,10 @@ def test_pairing_streams_through_sorted_runs_with_the_same_result(mixed, monkeyp
     (SORT_ROWS, here 2) they go through sorted runs on disk, and the plan is the same."""
     import importlib
 
-    from raydenoise.storage import open_store
+    from raydenoise.storage.store import open_store
 
     ingest = importlib.import_module(
-        "raydenoise.ingest"
+        "raydenoise.jobs.ingest.plan"
     )  # the module (raydenoise.ingest is also a function)
     root, _ = mixed
     cfg = IngestConfig(

@@ -8,9 +8,9 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from raydenoise.dataset import read_manifest
-from raydenoise.ingest import IngestConfig, IngestError, run_ingest
-from raydenoise.synth import SynthConfig, run_synth
+from raydenoise.jobs.ingest import IngestConfig, IngestError, run_ingest
+from raydenoise.jobs.synth import SynthConfig, run_synth
+from raydenoise.storage.dataset import read_manifest
 
 from conftest import jpeg_bytes, png_bytes, rgb, run_cli
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydenoise.artifacts import save_model_dir
-from raydenoise.models import build_model
+from raydenoise.models.architectures import build_model
+from raydenoise.models.artifacts import save_model_dir
 
 from conftest import _free_ports, png_bytes, rgb, write
 from raynodes import kill_group

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from raydenoise.artifacts import (
+from raydenoise.imaging.metrics import all_metrics, mae, mse, psnr, ssim
+from raydenoise.models.architectures import build_model, count_parameters
+from raydenoise.models.artifacts import (
     ArtifactError,
     load_model,
     load_train_state,
     save_model_dir,
     save_optimizer,
 )
-from raydenoise.metrics import all_metrics, mae, mse, psnr, ssim
-from raydenoise.models import build_model, count_parameters
 
 
 def test_seed_ae_has_exactly_the_seed_parameter_counts():
@@ -62,7 +62,7 @@ def test_any_input_size_comes_back_the_same_size_in_range(name, size):
 
 
 def test_swift_is_under_two_million_parameters_with_a_tenth_of_the_unets_macs():
-    from raydenoise.models import macs_per_megapixel
+    from raydenoise.models.architectures import macs_per_megapixel
 
     swift, unet = build_model("swift"), build_model("unet")
     assert count_parameters(swift)["trainable"] < 2_000_000
@@ -152,7 +152,7 @@ def test_metrics_contracts():
 
 
 def test_a_blind_swift_starts_a_conditioned_one_that_then_uses_the_level():
-    from raydenoise.models import expand_state_for_levels, is_conditioned
+    from raydenoise.models.architectures import expand_state_for_levels, is_conditioned
 
     torch.manual_seed(0)
     blind = build_model("swift").eval()
@@ -179,8 +179,13 @@ def test_a_blind_swift_starts_a_conditioned_one_that_then_uses_the_level():
 
 
 def test_swift_global_starts_as_its_local_swift_and_sees_the_numpy_thumbnail():
-    from raydenoise.images import area_thumbnail
-    from raydenoise.models import CONTEXT_SIZE, context_of, local_state_for_global, takes_context
+    from raydenoise.imaging.images import area_thumbnail
+    from raydenoise.models.architectures import (
+        CONTEXT_SIZE,
+        context_of,
+        local_state_for_global,
+        takes_context,
+    )
 
     torch.manual_seed(0)
     blind = build_model("swift").eval()

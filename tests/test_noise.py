@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raydenoise.noise import NoiseSpecError, apply_noise, parse_noise
+from raydenoise.imaging.noise import NoiseSpecError, apply_noise, parse_noise
 
 
 def gray(v: int, n: int = 256) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_spec_round_trips_to_text():
 
 
 def test_ranges_draw_a_level_per_image_and_mixes_pick_a_kind():
-    from raydenoise.noise import degrade, parse_degrade
+    from raydenoise.imaging.noise import degrade, parse_degrade
 
     spec = parse_noise("gaussian:0-50")
     assert spec.params["sigma"] == (0.0, 50.0) and str(spec) == "gaussian:0-50"
@@ -95,7 +95,7 @@ def test_ranges_draw_a_level_per_image_and_mixes_pick_a_kind():
     ],
 )
 def test_bad_ranges_and_mixes_have_clear_errors(text, match):
-    from raydenoise.noise import parse_degrade
+    from raydenoise.imaging.noise import parse_degrade
 
     with pytest.raises(NoiseSpecError, match=match):
         parse_degrade(text) if "," in text else parse_noise(text)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from raydenoise.noise import apply_noise, degrade_with_level, parse_degrade, parse_noise
-from raydenoise.noise_level import estimate_noise, estimate_sigma, strength_problem
+from raydenoise.imaging.noise import apply_noise, degrade_with_level, parse_degrade, parse_noise
+from raydenoise.imaging.noise_level import estimate_noise, estimate_sigma, strength_problem
 
 
 def photos():

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from raydenoise.pairing import file_id, pair_keys, parse_split, split_of
+from raydenoise.imaging.pairing import file_id, pair_keys, parse_split, split_of
 
 SPLIT = (0.7, 0.2, 0.1)
 

@@ -5,8 +5,14 @@ import threading
 import numpy as np
 import pytest
 
-from raydenoise.noise import parse_degrade
-from raydenoise.patches import MemoryPatches, augment_pair, prefetch, steps_per_epoch, val_input
+from raydenoise.imaging.noise import parse_degrade
+from raydenoise.imaging.patches import (
+    MemoryPatches,
+    augment_pair,
+    prefetch,
+    steps_per_epoch,
+    val_input,
+)
 
 
 def photos(n=3, h=40, w=56):
@@ -128,8 +134,8 @@ def test_prefetch_passes_items_errors_and_stops_early():
 
 
 def test_a_share_of_synthesized_patches_is_grayscale_with_the_same_noise_in_every_channel():
-    from raydenoise.noise import parse_degrade
-    from raydenoise.patches import synthesize_inputs
+    from raydenoise.imaging.noise import parse_degrade
+    from raydenoise.imaging.patches import synthesize_inputs
 
     rng = np.random.default_rng(0)
     highs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(400)]
@@ -206,7 +212,7 @@ def turns(thumb):
 
 
 def test_a_global_network_gets_the_whole_inputs_thumbnail_turned_like_its_patch_and_synthetic_images_mix_in():
-    from raydenoise.images import area_thumbnail
+    from raydenoise.imaging.images import area_thumbnail
 
     rng = np.random.default_rng(3)
     real = [

@@ -1,7 +1,7 @@
 """Planning by merging sorted streams (pure: no Ray, no S3)."""
 
-from raydenoise.plan import HIDDEN, PARTIAL, REPORT, Item, select, with_outputs
-from raydenoise.storage import Entry
+from raydenoise.ledger.plan import HIDDEN, PARTIAL, REPORT, Item, select, with_outputs
+from raydenoise.storage.store import Entry
 
 
 def entries(*keys):
@@ -58,7 +58,7 @@ def test_with_outputs_merges_two_sorted_listings():
 
 
 def test_output_key_gives_the_formats_extension():
-    from raydenoise.plan import output_key
+    from raydenoise.ledger.plan import output_key
 
     assert output_key("a/b.bmp", "keep") == "a/b.bmp"
     assert output_key("a/b.bmp", "png") == "a/b.png"
@@ -74,8 +74,8 @@ def test_renamed_outputs_merge_in_output_order_and_refuse_shared_names(tmp_path)
     left out naming it); a.c.bmp's output a.c.png sorts before a.png although its input sorts
     after a.bmp; existing outputs are found under the new names; the inputs come back in key
     order, with an external sort that spills to disk (run_rows=2)."""
-    from raydenoise.plan import with_renamed_outputs
-    from raydenoise.storage import open_store
+    from raydenoise.ledger.plan import with_renamed_outputs
+    from raydenoise.storage.store import open_store
 
     keys = ("a.bmp", "a.c.bmp", "a.tif", "b.png", "d/e.jpg", ".h.bmp")
     outputs = entries("a.c.png", "a.png", "b.png", "zz.png")

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raydenoise import report as rpt
-from raydenoise import report_page as page
-from raydenoise.denoise import DenoiseConfig, run_denoise
+from raydenoise.jobs.denoise import DenoiseConfig, run_denoise
+from raydenoise.ledger import report as rpt
+from raydenoise.ledger import report_page as page
 
 from conftest import png_bytes, write
 

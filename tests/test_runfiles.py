@@ -8,10 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raydenoise import parts, runfiles
-from raydenoise import report as rpt
-from raydenoise.plan import OTHER_MODEL_WHY, Item, other_maker, trusted, with_earlier
-from raydenoise.storage import Entry, open_store
+from raydenoise.ledger import report as rpt
+from raydenoise.ledger import runfiles
+from raydenoise.ledger.plan import OTHER_MODEL_WHY, Item, other_maker, trusted, with_earlier
+from raydenoise.storage import parts
+from raydenoise.storage.store import Entry, open_store
 
 
 def rows_of(keys, **values):

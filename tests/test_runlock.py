@@ -1,4 +1,4 @@
-"""One run per output (raydenoise.runlock): the lock object, its takeover, on a folder and on S3."""
+"""One run per output (raydenoise.ledger.runlock): the lock object, its takeover, on a folder and on S3."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from raydenoise import runlock
-from raydenoise.runlock import LOCK, LockHeld, RunLock
-from raydenoise.storage import open_store
+from raydenoise.ledger import runlock
+from raydenoise.ledger.runlock import LOCK, LockHeld, RunLock
+from raydenoise.storage.store import open_store
 
 
 def _dead_pid() -> int:

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from raydenoise.storage import LIST_PAGE, LISTING_ENV, StorageError, open_store
+from raydenoise.storage.errors import StorageError
+from raydenoise.storage.store import LIST_PAGE, LISTING_ENV, open_store
 
 from conftest import PeakConcurrency
 
@@ -88,7 +89,7 @@ def test_s3_listing_pages_through_more_keys_than_one_page(s3_server, monkeypatch
 def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
     import time
 
-    from raydenoise.storage import Entry, _walk
+    from raydenoise.storage.store import Entry, _walk
 
     tree = {"": [(f"d{i:02d}/", None) for i in range(20)] + [("z.png", Entry("z.png", 1, ""))]}
     for i in range(20):
@@ -120,7 +121,7 @@ def test_a_walk_lists_sub_folders_ahead_in_parallel_and_keeps_key_order():
 
 
 def test_names_up_to_the_length_limit_are_written_through_a_temporary_that_fits(tmp_path):
-    from raydenoise.storage import is_partial, temp_name
+    from raydenoise.storage.names import is_partial, temp_name
 
     store = open_store(str(tmp_path), None)
     for name in (

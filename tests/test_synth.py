@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydenoise.images import ImageError
-from raydenoise.synth import SynthConfig, run_synth
+from raydenoise.imaging.images import ImageError
+from raydenoise.jobs.synth import SynthConfig, run_synth
 
 from conftest import png_bytes, rgb, write
 

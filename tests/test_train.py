@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from raydenoise.artifacts import load_model, save_model_dir
-from raydenoise.ingest import IngestConfig, run_ingest
-from raydenoise.models import build_model
-from raydenoise.synth import SynthConfig, run_synth
-from raydenoise.train import CRASH_ENV, TrainError, resolve_config, run_train
+from raydenoise.jobs.ingest import IngestConfig, run_ingest
+from raydenoise.jobs.synth import SynthConfig, run_synth
+from raydenoise.jobs.train import CRASH_ENV, TrainError, resolve_config, run_train
+from raydenoise.models.architectures import build_model
+from raydenoise.models.artifacts import load_model, save_model_dir
 
 from conftest import png_bytes, rgb, run_cli, write
 
@@ -289,8 +289,8 @@ def smooth(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def test_blind_training_on_clean_images_raises_psnr_at_several_sigmas(cluster, tmp_path):
-    from raydenoise.metrics import psnr
-    from raydenoise.noise import apply_noise, parse_noise
+    from raydenoise.imaging.metrics import psnr
+    from raydenoise.imaging.noise import apply_noise, parse_noise
 
     clean = tmp_path / "clean"
     for i in range(12):
@@ -442,7 +442,7 @@ def test_a_blind_swift_starts_a_level_conditioned_one_trained_on_camera_and_jpeg
 
 
 def test_auto_cpus_per_worker_fits_every_worker_on_a_node():
-    from raydenoise.train import auto_cpus_per_worker
+    from raydenoise.jobs.train import auto_cpus_per_worker
 
     c = cfg("d", "s", "n", num_workers=2)
     assert auto_cpus_per_worker(c, [2.0], streaming=False) == 1.0  # one machine: the CPUs shared
@@ -459,7 +459,7 @@ def test_auto_cpus_per_worker_fits_every_worker_on_a_node():
 
 
 def test_a_best_epoch_below_the_noisy_input_is_a_warning():
-    from raydenoise.train import below_input_warning
+    from raydenoise.jobs.train import below_input_warning
 
     assert below_input_warning({"val_psnr": 27.0, "input_psnr": 20.0}) is None
     assert below_input_warning({"val_psnr": None, "input_psnr": 20.0}) is None

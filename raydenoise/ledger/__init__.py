@@ -1,0 +1,1 @@
+"""A run's books: its plan, work files, lock, report rows and report page."""

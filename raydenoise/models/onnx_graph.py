@@ -1,0 +1,213 @@
+"""ONNX graphs: the contract a graph must meet to run as a model (check_onnx), what it declares,
+and exporting a raydenoise model to one, checked against its torch output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+EXPORT_VERSION = (
+    1  # raise when export_onnx changes what it writes: cached graphs are then made again
+)
+
+META_KEY = "raydenoise"  # ONNX metadata_props key holding a raydenoise export's NetInfo (JSON)
+
+
+class EngineError(ValueError):
+    """A model the chosen engine cannot run; the message says what was expected."""
+
+
+def _dims(value_info) -> list:
+    return [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+        for d in value_info.type.tensor_type.shape.dim
+    ]
+
+
+def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
+    """The contract an ONNX graph must meet to run as a denoiser; EngineError saying what was
+    expected and what the graph declares otherwise. Returns its input, level input (or None)
+    and output names and the raydenoise metadata ({} for a foreign graph)."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(graph)
+    except Exception as exc:
+        raise EngineError(
+            f"{where}: not an ONNX model ({str(exc).splitlines()[0][:200]})"
+        ) from None
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    expect = (
+        "expected an image-to-image graph: input float32 (N, 3, H, W) in [0, 1] with dynamic H and W "
+        "(and optionally a (N,) float32 noise level), one output of the input's shape"
+    )
+    if not inputs or len(inputs) > 2 or len(model.graph.output) != 1:
+        raise EngineError(
+            f"{where}: {len(inputs)} inputs and {len(model.graph.output)} outputs; {expect}"
+        )
+    float_type = onnx.TensorProto.FLOAT
+    image = inputs[0]
+    dims = _dims(image)
+    if image.type.tensor_type.elem_type != float_type or len(dims) != 4:
+        raise EngineError(f"{where}: input {image.name!r} is {_describe(image)}; {expect}")
+    if dims[1] != 3:
+        raise EngineError(
+            f"{where}: input {image.name!r} has {dims[1]} channel(s); raydenoise gives RGB images "
+            f"(3 channels); {expect}"
+        )
+    if isinstance(dims[2], int) or isinstance(dims[3], int):
+        raise EngineError(
+            f"{where}: input {image.name!r} has a fixed size {dims[2]}x{dims[3]}; raydenoise runs "
+            "whole images and tiles of any size: export the graph with dynamic height and width "
+            f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}"
+        )
+    meta = _raydenoise_meta(model)
+    level, context, context_size = None, None, 0
+    size = meta.get("context")
+    if len(inputs) == 2 and isinstance(size, int) and size > 0 and inputs[1].name == "context":
+        # raydenoise's global networks: the whole image's thumbnail (N, 3, size, size) beside each tile
+        cd = _dims(inputs[1])
+        if inputs[1].type.tensor_type.elem_type != float_type or cd[1:] != [3, size, size]:
+            raise EngineError(
+                f"{where}: input 'context' is {_describe(inputs[1])}, not (N, 3, {size}, {size})"
+            )
+        context, context_size = "context", size
+    elif len(inputs) == 2:
+        ld = _dims(inputs[1])
+        if inputs[1].type.tensor_type.elem_type != float_type or len(ld) != 1:
+            raise EngineError(
+                f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}"
+            )
+        level = inputs[1].name
+    out = model.graph.output[0]
+    od = _dims(out)
+    if (
+        out.type.tensor_type.elem_type != float_type
+        or len(od) != 4
+        or (isinstance(od[1], int) and od[1] != 3)
+        or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(od[2:], dims[2:])
+        )
+    ):
+        raise EngineError(
+            f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}"
+        )
+    return {
+        "input": image.name,
+        "level": level,
+        "output": out.name,
+        "meta": meta,
+        "context": context,
+        "context_size": context_size,
+    }
+
+
+def _raydenoise_meta(model) -> dict:
+    """The NetInfo a raydenoise export wrote into the graph's metadata ({} for a foreign graph)."""
+    meta = {}
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            try:
+                meta = json.loads(prop.value)
+            except ValueError:
+                meta = {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def graph_parameters(graph: bytes) -> int:
+    """The number of weights an ONNX graph holds (its initializers' elements)."""
+    import onnx
+
+    model = onnx.load_model_from_string(graph)
+    return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
+
+
+def _describe(value_info) -> str:
+    import onnx
+
+    t = value_info.type.tensor_type
+    kind = onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "not a tensor"
+    return f"{kind} of shape ({', '.join(str(d) if d is not None else '?' for d in _dims(value_info))})"
+
+
+def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: int = 17) -> bytes:
+    """The ONNX graph of a raydenoise network (dynamic batch, height and width; a conditioned
+    network gets a second input ``level``, (N,) on the 0-255 scale), its NetInfo in the
+    metadata, checked against the torch output on a test image before it is returned."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from .architectures import is_conditioned
+
+    model = model.eval()
+    cond = is_conditioned(model)
+    size = getattr(model, "context", 0)
+    from .engines import torch_info
+
+    info = torch_info(config["model"], config.get("width"), cond, size)
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    args = (x, torch.tensor([15.0])) if cond else (x,)
+    names = ["image", "level"] if cond else ["image"]
+    dynamic = {"image": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
+    if cond:
+        dynamic["level"] = {0: "n"}
+    if size:  # the thumbnail of the whole image, given beside every tile
+        args, names = (x, torch.rand(1, 3, size, size)), ["image", "context"]
+        dynamic["context"] = {0: "n"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            args,
+            buf,  # type: ignore[arg-type]
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
+    graph = onnx.load_model_from_string(buf.getvalue())
+    graph.metadata_props.add(key=META_KEY, value=json.dumps(asdict(info)))
+    data = graph.SerializeToString()
+    check_export(model, data, cond, context=size)
+    if path:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
+
+
+def check_export(
+    model, graph: bytes, conditioned: bool, tolerance: float = 1e-4, context: int = 0
+) -> float:
+    """Run the graph with ONNX Runtime and the network with torch on an odd-sized test image
+    (not a multiple of any stride); EngineError when they differ by more than ``tolerance``.
+    Returns the largest difference."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 37, 53, 3), dtype=np.float32)
+    levels = np.array([20.0], np.float32) if conditioned else None
+    from .engines import OrtEngine
+
+    engine = OrtEngine(graph, "the exported graph", threads=1)
+    with torch.inference_mode():
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        ref = (
+            (model(t, torch.from_numpy(levels)) if conditioned else model(t))
+            .permute(0, 2, 3, 1)
+            .numpy()
+        )
+    diff = float(np.abs(engine.run(x, levels) - ref).max())
+    if not diff <= tolerance:
+        raise EngineError(
+            f"the exported graph differs from the torch network by {diff:.2e} (over {tolerance:g})"
+        )
+    return diff
