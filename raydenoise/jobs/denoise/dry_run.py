@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...console import duration, plural
 from ...imaging.images import (
@@ -22,9 +22,6 @@ from ...storage.store import Store
 from .config import DenoiseConfig, DenoiseError
 from .planning import _items
 from .stages import ModelSpec
-
-if TYPE_CHECKING:
-    pass
 
 SAMPLE = 3  # inputs denoised on the driver to estimate the time
 

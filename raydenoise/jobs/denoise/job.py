@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...console import Progress, console, plural, rate
 from ...imaging.noise_level import BLIND_SIGMA
@@ -32,9 +32,6 @@ from .stages import (
     read_decode,
     write_score,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def run_denoise(

@@ -8,7 +8,6 @@ import contextlib
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ...ledger import report as rpt
 from ...ledger import runfiles
@@ -27,9 +26,6 @@ from ...ledger.report import EXCLUDED
 from ...storage.names import is_partial
 from ...storage.store import Entry, Store, open_store
 from .config import DenoiseConfig, DenoiseError
-
-if TYPE_CHECKING:
-    pass
 
 
 def check_locations(inp: Store, out: Store, ref: Store | None, rep: Store) -> None:

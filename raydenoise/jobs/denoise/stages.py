@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -14,9 +14,6 @@ from ...ledger import report as rpt
 from .config import DenoiseConfig
 from .image import denoise_states, finish_one, read_one
 from .state import _not_attempted, _pack, _short_circuit, _Stores, _this_node, _unpack
-
-if TYPE_CHECKING:
-    pass
 
 
 def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +22,6 @@ from ...ledger.plan import (
 )
 from ...storage.errors import object_error, storage_wide
 from ...storage.store import cached_store
-
-if TYPE_CHECKING:
-    pass
-
 
 _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (same ndim as images)
 
