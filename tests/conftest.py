@@ -135,13 +135,16 @@ def ray_cluster():
 # ----------------------------------------------------------------------------- S3
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+    """n distinct free loopback ports, none of them in ``avoid`` (ports chosen earlier for the
+    same cluster and not bound yet: the system may hand one of them out again)."""
     socks, ports = [], []
-    for _ in range(n):
+    while len(ports) < n:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
+        socks.append(s)  # held until all are chosen, so this call's ports differ
+        if s.getsockname()[1] not in avoid:
+            ports.append(s.getsockname()[1])
     for s in socks:
         s.close()
     return ports

@@ -94,7 +94,8 @@ class LocalCluster:
     def _start(
         self, name: str, args: list[str], prefix: list[str] | None = None, wait: bool = True
     ) -> None:
-        agent, agent_grpc, metrics, renv, nm, om = _free_ports(6)
+        # never the GCS port chosen above: it is not bound until the head starts
+        agent, agent_grpc, metrics, renv, nm, om = _free_ports(6, avoid=frozenset({self.port}))
         cmd = [
             *(prefix or []),
             RAY,
