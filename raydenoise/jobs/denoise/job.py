@@ -90,9 +90,10 @@ def run_denoise(
                 log,
                 run.stamp,
             )
+        seconds = time.time() - t0  # the work's time: the summary's and the last line's
         phases = {"checked_s": run.checked_s, "ray_s": ray_s, "t0": t0, "first": first}
-        summary = run.report(planned, parts, stopped, phases)
-        return run.conclude(summary, planned, stopped, interrupted, time.time() - t0)
+        summary = run.report(planned, parts, stopped, phases, seconds)
+        return run.conclude(summary, planned, stopped, interrupted, seconds)
     finally:
         run.lock.release()
         _remove_empty(run.created)
@@ -172,12 +173,13 @@ class _Run:
         _announce(planned, inputs, self.inp.root, self.ref is not None, self.log)
         return planned
 
-    def report(self, planned: _Planned, parts, stopped: str | None, phases: dict) -> dict:
+    def report(
+        self, planned: _Planned, parts, stopped: str | None, phases: dict, seconds: float
+    ) -> dict:
         """Assemble the report from the plan and the parts, then summary.json and report.html;
         returns the summary."""
         rep, plan = self.rep, planned.plan
         first, t0 = phases["first"], phases["t0"]
-        seconds = time.time() - t0
         try:
             parts.flush()
             runfiles.assemble(
