@@ -534,3 +534,18 @@ def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_cl
             )
     with pytest.raises(TrainError, match="holds clean images only"):
         run_train(cfg(str(tmp_path / "clean-ds"), tmp_path, "bad", model="swift", **mix), log=quiet)
+
+
+def test_each_loss_is_zero_on_a_perfect_output_and_mse_is_what_psnr_measures():
+    import torch
+
+    from raydenoise.jobs.train.scoring import _loss_fn
+
+    target = torch.rand(2, 3, 8, 8)
+    pred = (target + 0.1 * torch.randn_like(target)).clamp(0, 1)
+    for name in ("bce", "l1", "charbonnier", "mse"):
+        assert float(_loss_fn(name)(pred, target)) > float(_loss_fn(name)(target, target))
+    mse = float(_loss_fn("mse")(pred, target))
+    assert abs(mse - float(((pred - target) ** 2).mean())) < 1e-7
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        _loss_fn("l3")

@@ -106,9 +106,9 @@ def _train_command_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--loss",
-        choices=("bce", "l1", "charbonnier"),
+        choices=("bce", "l1", "charbonnier", "mse"),
         default=None,
-        help="default: bce (seed-ae), charbonnier (unet)",
+        help="default: bce (seed-ae), charbonnier (unet, swift); mse fits PSNR best (a last stage)",
     )
     p.add_argument(
         "--schedule",

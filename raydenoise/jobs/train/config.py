@@ -39,7 +39,7 @@ class TrainConfig:
     batch_size: int
     patch_size: int | None  # None: full images (a batch is cropped to its smallest image)
     lr: float
-    loss: str  # "bce" | "l1" | "charbonnier"
+    loss: str  # "bce" | "l1" | "charbonnier" | "mse"
     schedule: str  # "constant" | "cosine" (per epoch)
     width: int | None = None
     num_workers: int = 1

@@ -20,6 +20,8 @@ def _loss_fn(name: str):
         return lambda pred, target: F.binary_cross_entropy(pred.clamp(1e-7, 1 - 1e-7), target)
     if name == "l1":
         return F.l1_loss
+    if name == "mse":  # mean squared error: what PSNR measures
+        return F.mse_loss
     if name == "charbonnier":
         return lambda pred, target: torch.sqrt((pred - target) ** 2 + 1e-6).mean()
     raise ValueError(f"unknown loss {name!r}")
