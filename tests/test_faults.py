@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -539,12 +540,7 @@ def test_9_storage_that_fails_writes_stops_the_image_not_silently():
     st.ref, st.quality, st.stamp, st.fmt = None, None, {}, "keep"
     for err, status in ((errno.ENOSPC, NOT_DONE), (errno.EACCES, "error")):
         st.out = FullDisk(open_store("/tmp/x"), err)
-        state = {
-            **_new_state("a.png", False),
-            "image": rgb(8, 8),
-            "output": rgb(8, 8),
-            "format": "PNG",
-        }
+        state = replace(_new_state("a.png", False), image=rgb(8, 8), output=rgb(8, 8), format="PNG")
         row = finish_one(state, st)
         assert row["status"] == status
         assert os.strerror(err).lower() in (row["note"] or row["error"]).lower()
@@ -835,8 +831,8 @@ def test_1_resume_check_unit(tmp_path):
     write(tmp_path / "ref" / "a.png", png_bytes(image))
     st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), None, None, None)
     state = read_one("a.png", True, st)
-    assert state["skip"] and not state["error"] and (state["height"], state["width"]) == (20, 30)
-    assert state["image"].shape == (
+    assert state.skip and not state.error and (state.height, state.width) == (20, 30)
+    assert state.image.shape == (
         1,
         1,
         3,
@@ -845,18 +841,18 @@ def test_1_resume_check_unit(tmp_path):
         tmp_path / "out" / "a.png", png_bytes(rgb(10, 10))
     )  # a valid image of another size, no reference
     state = read_one("a.png", True, st)
-    assert not state["skip"] and "existing output is 10x10, the input 30x20" in state["note"]
+    assert not state.skip and "existing output is 10x10, the input 30x20" in state.note
     write(tmp_path / "out" / "a.png", png_bytes(image)[:-30])
     state = read_one("a.png", True, st)
     assert (
-        not state["skip"]
-        and "incomplete or damaged" in state["note"]
-        and state["image"].shape == (20, 30, 3)
+        not state.skip
+        and "incomplete or damaged" in state.note
+        and state.image.shape == (20, 30, 3)
     )
     write(tmp_path / "out" / "a.png", png_bytes(rgb(10, 30)))
     st = _Stores(str(tmp_path / "in"), str(tmp_path / "out"), str(tmp_path / "ref"), None, None)
     state = read_one("a.png", True, st)
-    assert not state["skip"] and "existing output is 30x10, the input 30x20" in state["note"]
+    assert not state.skip and "existing output is 30x10, the input 30x20" in state.note
 
 
 # ----------------------------------------------------------------------------- 12. a killed driver

@@ -26,7 +26,7 @@ def read_decode(batch: dict[str, np.ndarray], **store_kwargs) -> dict[str, Any]:
             if fatal
             else read_one(w["key"], w["skip"], st, w)
         )
-        fatal = fatal or state["fatal"]
+        fatal = fatal or state.fatal
         states.append(state)
     return _pack(states)
 
@@ -114,8 +114,8 @@ class ModelActor:
         denoise_states(self.denoiser, states)
         node = _this_node()
         for s in states:
-            if not (s["error"] or s["fatal"] or s["skip"]):
-                s["node"] = node  # where it was denoised (read and written by CPU tasks)
+            if s.needs_model():
+                s.node = node  # where it was denoised (read and written by CPU tasks)
         return _pack(states)
 
 
@@ -160,14 +160,14 @@ class FusedActor(ModelActor):
                 if fatal
                 else read_one(w["key"], w["skip"], self.st, w)
             )
-            if not (state["error"] or state["fatal"] or state["skip"]):
-                h, w = state["height"], state["width"]
-                with self.gate.hold(self.image_bytes(h, w, self.denoiser.pass_bytes(h, w))):
+            if state.needs_model():
+                h, wd = state.height, state.width
+                with self.gate.hold(self.image_bytes(h, wd, self.denoiser.pass_bytes(h, wd))):
                     denoise_states(self.denoiser, [state])
                     row = finish_one(state, self.st)
             else:
                 row = finish_one(state, self.st)
-            fatal = fatal or state["fatal"]
+            fatal = fatal or state.fatal
             rows.append(row)
         return rpt.table(rows)
 

@@ -1,13 +1,11 @@
-"""One image's state as it travels read -> model -> write (a dict of _STATE_COLS), the stores a
-worker opens, and the packing of states into Ray Data batches. ``error`` is the image's own
-failure (a report row with status error); ``fatal`` is a failure of the storage itself, which
-stops the job; ``note`` says something the report should keep.
-"""
+"""One image's state as it travels read -> model -> write (ImageState), the stores a worker
+opens, and the packing of states into Ray Data batches."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -29,37 +27,51 @@ _EMPTY = np.zeros((1, 1, 3), np.uint8)  # placeholder pixels of an error row (sa
 _NO_ALPHA = np.zeros((1, 1), np.uint8)  # placeholder alpha (same ndim as alpha channels)
 
 
-_STATE_COLS = (
-    "key",
-    "skip",
-    "image",
-    "alpha",
-    "has_alpha",
-    "gray",
-    "format",
-    "output",
-    "height",
-    "width",
-    "error",
-    "note",
-    "fatal",
-    "seconds",
-    "node",
-    "listed_bytes",
-    "listed_tag",
-    "out_md5",
-    "input_noise",
-    "output_noise",
-    "sigma",
-    "change",
-    "expected_md5",
-    "input_bytes",
-    "input_tag",
-    "exif",
-    "icc",
-    "quality",
-    "subsampling",
-)
+@dataclass
+class ImageState:
+    """One image as it travels read -> model -> write (a row of a Ray Data batch between the
+    staged pipeline's steps: see _pack). ``error``: the image's own failure (a report row with
+    status error); ``fatal``: a failure of the storage itself, which stops the job; ``note``:
+    something the report should keep."""
+
+    key: str
+    skip: bool  # its output exists (to verify, and to keep when complete)
+    image: np.ndarray = field(default_factory=lambda: _EMPTY)  # the decoded input
+    alpha: np.ndarray = field(default_factory=lambda: _NO_ALPHA)
+    has_alpha: bool = False
+    gray: bool = False
+    format: str = ""  # the input's format (Pillow's name)
+    output: np.ndarray = field(default_factory=lambda: _EMPTY)  # the denoised (or kept) pixels
+    height: int = 0
+    width: int = 0
+    error: str = ""
+    note: str = ""
+    fatal: str = ""
+    seconds: float = 0.0
+    node: str = ""  # the Ray node id where it was denoised
+    listed_bytes: int = -1  # the existing output's listed size and tag (-1, "": none)
+    listed_tag: str = ""
+    out_md5: str = ""  # the MD5 of the existing output, once read
+    input_noise: float = math.nan  # noise levels (0-255 scale) before and after
+    output_noise: float = math.nan
+    sigma: float = math.nan  # the level the conditioned model was given
+    change: float = math.nan  # RMS(output - input)
+    expected_md5: str = ""  # the MD5 an earlier report recorded for the existing output
+    input_bytes: int = -1
+    input_tag: str = ""
+    exif: bytes = b""  # what the output keeps of the input (imaging.metadata.Keep)
+    icc: bytes = b""
+    quality: int = 0
+    subsampling: int = -1
+
+    def failed(self) -> bool:
+        return bool(self.error or self.fatal)
+
+    def needs_model(self) -> bool:
+        return not (self.error or self.fatal or self.skip)
+
+
+_STATE_COLS = tuple(f.name for f in fields(ImageState))
 
 
 _IMAGE_COLS = ("image", "alpha", "output")
@@ -107,42 +119,21 @@ class _Stores:
             yield from runfiles.read_work(self.rep, self.run_dir, int(start), int(stop)).to_pylist()
 
 
-def _new_state(key: str, skip: bool, work: dict[str, Any] | None = None) -> dict[str, Any]:
+def _new_state(key: str, skip: bool, work: dict[str, Any] | None = None) -> ImageState:
     """``work``: the image's work row (the existing output's listed size and tag, recorded when
     it verifies; the MD5 an earlier report recorded; the input's listed tag; the plan's note)."""
     w = work or {}
     size = w.get("listed_bytes")
-    return {
-        "key": key,
-        "skip": skip,
-        "image": _EMPTY,
-        "alpha": _NO_ALPHA,
-        "has_alpha": False,
-        "gray": False,
-        "format": "",
-        "output": _EMPTY,
-        "height": 0,
-        "width": 0,
-        "error": "",
-        "note": w.get("note") or "",
-        "fatal": "",
-        "seconds": 0.0,
-        "node": _this_node(),
-        "listed_bytes": -1 if size is None else size,
-        "listed_tag": w.get("listed_tag") or "",
-        "out_md5": "",
-        "expected_md5": w.get("expected_md5") or "",
-        "input_bytes": -1,
-        "input_tag": w.get("input_tag") or "",
-        "exif": b"",
-        "icc": b"",
-        "quality": 0,
-        "subsampling": -1,
-        "input_noise": math.nan,
-        "output_noise": math.nan,
-        "sigma": math.nan,
-        "change": math.nan,
-    }
+    return ImageState(
+        key,
+        skip,
+        note=w.get("note") or "",
+        node=_this_node(),
+        listed_bytes=-1 if size is None else size,
+        listed_tag=w.get("listed_tag") or "",
+        expected_md5=w.get("expected_md5") or "",
+        input_tag=w.get("input_tag") or "",
+    )
 
 
 def _this_node() -> str:
@@ -160,42 +151,40 @@ def _this_node() -> str:
         return ""
 
 
-def _not_attempted(key: str, skip: bool, fatal: str) -> dict[str, Any]:
+def _not_attempted(key: str, skip: bool, fatal: str) -> ImageState:
     """The state of an image left alone after a storage failure earlier in its batch (each try
     would wait for the same dead storage)."""
-    return {**_new_state(key, skip), "fatal": f"not attempted after: {fatal}"}
+    return replace(_new_state(key, skip), fatal=f"not attempted after: {fatal}")
 
 
-def _storage_failure(
-    state: dict[str, Any], exc: BaseException, uri: str, what: str
-) -> dict[str, Any]:
+def _storage_failure(state: ImageState, exc: BaseException, uri: str, what: str) -> ImageState:
     """Record a read/write failure: the storage as a whole (fatal) or this object (error)."""
     if storage_wide(exc):
-        state["fatal"] = f"{uri}: {object_error(exc)}"
+        state.fatal = f"{uri}: {object_error(exc)}"
     else:
-        state["error"] = f"{what}: {object_error(exc)}"
+        state.error = f"{what}: {object_error(exc)}"
     return state
 
 
-def _pack(states: list[dict[str, Any]]) -> dict[str, Any]:
+def _pack(states: list[ImageState]) -> dict[str, Any]:
     """States -> a Ray Data batch. 16-bit pixels travel as their bytes (a uint8 view, with a
     ``<col>_u16`` flag): Ray Data cannot put uint8 and uint16 images of different blocks in one
     column."""
     batch = {
-        k: object_column([s[k] for s in states])
+        k: object_column([getattr(s, k) for s in states])
         if k in _BYTES_COLS
-        else np.array([s[k] for s in states])
+        else np.array([getattr(s, k) for s in states])
         for k in _STATE_COLS
         if k not in _IMAGE_COLS
     }
     for k in _IMAGE_COLS:
-        arrays = [np.ascontiguousarray(s[k]) for s in states]
+        arrays = [np.ascontiguousarray(getattr(s, k)) for s in states]
         batch[k] = object_column([a.view(np.uint8) for a in arrays])
         batch[f"{k}_u16"] = np.array([a.dtype == np.uint16 for a in arrays])
     return batch
 
 
-def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _unpack(batch: dict[str, np.ndarray]) -> list[ImageState]:
     n = len(batch["key"])
 
     def plain(v):
@@ -211,17 +200,17 @@ def _unpack(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         a = np.ascontiguousarray(batch[k][i])
         return a.view(np.uint16) if batch[f"{k}_u16"][i] else a
 
-    return [
-        {k: (pixels(k, i) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS}
-        for i in range(n)
-    ]
+    def row(i: int) -> dict[str, Any]:
+        return {k: (pixels(k, i) if k in _IMAGE_COLS else plain(batch[k][i])) for k in _STATE_COLS}
+
+    return [ImageState(**row(i)) for i in range(n)]
 
 
-def _short_circuit(states: list[dict[str, Any]]) -> None:
+def _short_circuit(states: list[ImageState]) -> None:
     """After a storage failure in a batch, the rest of the batch is not attempted (each try
     would wait for the same dead storage): they are marked with the same reason."""
-    fatal = next((s["fatal"] for s in states if s["fatal"]), "")
+    fatal = next((s.fatal for s in states if s.fatal), "")
     if fatal:
         for s in states:
-            if not s["fatal"] and not s["error"]:
-                s["fatal"] = f"not attempted after: {fatal}"
+            if not s.failed():
+                s.fatal = f"not attempted after: {fatal}"
