@@ -80,7 +80,7 @@ def make_tree(base: Path, n: int) -> Path:
 def completed_report(out_uri: str, env: dict | None = None) -> None:
     """OUTPUT/_report as a completed run leaves it: a completion row per output (status ok, the
     listed size and tag), written as a stream like the job writes it. The rows of a real run are
-    trusted the same way (tests/test_faults.py test_12)."""
+    trusted the same way (tests/jobs/test_faults.py test_12)."""
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})

@@ -9,10 +9,11 @@ Python API (see ``raydenoise.api``; importing the package loads neither torch no
 """
 
 from ._version import __version__
+from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
 
 # The job functions are bound last, so that `raydenoise.denoise` is the function, not the
 # submodule of the same name.
-from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
+from .errors import RaydenoiseError
 from .jobs.denoise import DenoiseConfig, DenoiseError
 from .jobs.evaluate import EvaluateConfig, EvaluateError
 from .jobs.ingest import IngestConfig, IngestError
@@ -29,6 +30,7 @@ __all__ = [
     "IngestConfig",
     "IngestError",
     "Model",
+    "RaydenoiseError",
     "StorageError",
     "SynthConfig",
     "TrainConfig",

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import RaydenoiseError
+
 StartRay = Callable[[], None]
 
 
@@ -70,7 +72,7 @@ def ensure_ray(address: str | None = None, verbose: bool = False) -> float:
     return time.perf_counter() - t0
 
 
-class RayJoinError(Exception):
+class RayJoinError(RaydenoiseError):
     """The Ray cluster asked for cannot be joined; the message names the address and why."""
 
 

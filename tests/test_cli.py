@@ -255,3 +255,51 @@ def _processes_naming(text: str) -> list[str]:
             if text in cmd:
                 found.append(f"{proc.name}: {cmd[:200]}")
     return found
+
+
+def test_user_mistakes_share_one_base_class_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Every error of ours that names a user's mistake is a RaydenoiseError (one line, exit 1);
+    anything else (a ValueError from a bug) is an internal error with its traceback (exit 2)."""
+    import importlib
+
+    import raydenoise
+    from raydenoise.cli import commands
+    from raydenoise.imaging.images import ImageError
+    from raydenoise.imaging.noise import NoiseSpecError
+    from raydenoise.models.artifacts import ArtifactError
+    from raydenoise.models.engines import EngineError
+    from raydenoise.session import RayJoinError
+    from raydenoise.storage.dataset import DatasetError
+
+    for cls in (
+        raydenoise.DenoiseError,
+        raydenoise.EvaluateError,
+        raydenoise.IngestError,
+        raydenoise.TrainError,
+        raydenoise.StorageError,
+        DatasetError,
+        ImageError,
+        NoiseSpecError,
+        ArtifactError,
+        EngineError,
+        RayJoinError,
+    ):
+        assert issubclass(cls, raydenoise.RaydenoiseError), cls
+    main = importlib.import_module("raydenoise.cli.main")  # the module (the package names main())
+    assert (raydenoise.RaydenoiseError,) == main.USER_ERRORS
+
+    def mistake(args):
+        raise raydenoise.StorageError("s3://b/x: access denied")
+
+    def bug(args):
+        raise ValueError("an index went wrong")
+
+    monkeypatch.setitem(commands.COMMANDS, "models", mistake)
+    monkeypatch.setattr(main, "COMMANDS", commands.COMMANDS)
+    assert main.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert "error: s3://b/x: access denied" in err and "Traceback" not in err
+    monkeypatch.setitem(commands.COMMANDS, "models", bug)
+    assert main.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: an index went wrong" in err and "Traceback" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..console import console
-from ..jobs.denoise import DenoiseConfig, DenoiseError, run_denoise
+from ..jobs.denoise import DenoiseConfig, run_denoise
 from ..jobs.evaluate import (
     EvaluateConfig,
     run_evaluate,
@@ -13,6 +13,7 @@ from ..jobs.evaluate import (
 from ..jobs.ingest import IngestConfig, run_ingest
 from ..jobs.synth import SynthConfig, run_synth
 from ..jobs.train import (
+    TrainConfig,
     TrainError,
     init_model_config,
     resolve_config,
@@ -20,6 +21,7 @@ from ..jobs.train import (
 )
 from ..models.networks import NETWORKS
 from ..session import ensure_ray
+from .options import config_values
 from .signals import _terminate_as_interrupt
 
 RAY_COMMANDS = ("ingest", "train", "denoise", "evaluate", "demo")
@@ -45,33 +47,14 @@ def _log(msg: str) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    cfg = SynthConfig(
-        out=args.out,
-        noise=args.noise,
-        clean=args.clean,
-        seed=args.seed,
-        limit=args.limit,
-        crop=args.crop,
-        max_side=args.max_side,
-        s3_endpoint=args.s3_endpoint,
-    )
+    cfg = SynthConfig(**config_values(SynthConfig, args))
     res = run_synth(cfg, log=_log)
     _log(f"synth: wrote {len(res.written)} pairs to {args.out} ({len(res.skipped)} skipped)")
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    cfg = IngestConfig(
-        low=args.low,
-        high=args.high,
-        out=args.out,
-        rows_per_shard=args.rows_per_shard,
-        seed=args.seed,
-        split=args.split,
-        s3_endpoint=args.s3_endpoint,
-        include_hidden=args.include_hidden,
-        dry_run=args.dry_run,
-    )
+    cfg = IngestConfig(**config_values(IngestConfig, args))
     run_ingest(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
@@ -84,74 +67,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"give --model ({', '.join(NETWORKS)}), or --init with a model to start from"
             )
         model = init_model_config(args.init, args.s3_endpoint)["model"]
-    cfg = resolve_config(
-        model,
-        data=args.data,
-        storage_path=args.storage_path,
-        name=args.name,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        lr=args.lr,
-        loss=args.loss,
-        schedule=args.schedule,
-        width=args.width,
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        max_failures=args.max_failures,
-        placement=args.placement,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        time_limit_s=args.time_limit,
-        seed=args.seed,
-        degrade=args.degrade,
-        init=args.init,
-        ema=args.ema,
-        in_memory=args.in_memory,
-        patches_per_image=args.patches_per_image,
-        s3_endpoint=args.s3_endpoint,
-        synthetic_data=args.synthetic_data,
-        synthetic_share=args.synthetic_share,
-    )
+    values = config_values(TrainConfig, args)
+    values.pop("model")
+    cfg = resolve_config(model, **values)
     run_train(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
 
-def _strength(args: argparse.Namespace) -> dict:
-    if args.strength is not None and args.sigma is not None:
-        raise DenoiseError(
-            "give --strength (a multiple of the estimated noise level) or --sigma (a fixed level), "
-            "not both"
-        )
-    return {"strength": 1.0 if args.strength is None else args.strength, "sigma": args.sigma}
-
-
 def cmd_denoise(args: argparse.Namespace) -> int:
-    cfg = DenoiseConfig(
-        input=args.input,
-        output=args.output,
-        model=args.model,
-        reference=args.reference,
-        report=args.report,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        num_gpus_per_worker=args.num_gpus_per_worker,
-        tile=args.tile,
-        overwrite=args.overwrite,
-        pipeline=args.pipeline,
-        s3_endpoint=args.s3_endpoint,
-        include_hidden=args.include_hidden,
-        max_megapixels=args.max_megapixels,
-        dry_run=args.dry_run,
-        other_model=args.other_model,
-        quality=args.quality,
-        format=args.format,
-        engine=args.engine,
-        tta=args.tta,
-        onnx_margin=args.onnx_margin,
-        onnx_multiple=args.onnx_multiple,
-        **_strength(args),
-    )
+    cfg = DenoiseConfig(**config_values(DenoiseConfig, args))
     summary = run_denoise(cfg, log=_log, start_ray=start_ray(args))
     if summary.get("failures"):
         console().error(
@@ -163,20 +87,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = EvaluateConfig(
-        data=args.data,
-        model=args.model,
-        split=args.split,
-        out=args.out,
-        workers=args.workers,
-        tile=args.tile,
-        s3_endpoint=args.s3_endpoint,
-        baselines=args.baselines,
-        dry_run=args.dry_run,
-        engine=args.engine,
-        tta=args.tta,
-        **_strength(args),
-    )
+    cfg = EvaluateConfig(**config_values(EvaluateConfig, args))
     run_evaluate(cfg, log=_log, start_ray=start_ray(args))
     return 0
 
@@ -243,12 +154,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     import posixpath
 
     from ..models.artifacts import load_model_uri, resolve_model_uri
-    from ..models.onnx_graph import export_onnx
+    from ..models.onnx_graph import EngineError, export_onnx
     from ..storage.store import endpoint_from_env, open_store
 
     endpoint = endpoint_from_env(args.s3_endpoint)
     if not args.out.lower().endswith(".onnx"):
-        raise ValueError(f"--out {args.out!r}: an ONNX graph's file name ends in .onnx")
+        raise EngineError(f"--out {args.out!r}: an ONNX graph's file name ends in .onnx")
     model, config = load_model_uri(resolve_model_uri(args.model, endpoint), endpoint)
     graph = export_onnx(model, config)  # checked against the torch output before it is written
     folder, name = posixpath.split(args.out.rstrip("/"))

@@ -8,40 +8,14 @@ import sys
 import traceback
 
 from ..console import capture, console, release
-from ..imaging.images import ImageError
-from ..imaging.noise import NoiseSpecError
-from ..jobs.denoise import DenoiseError
-from ..jobs.evaluate import (
-    EvaluateError,
-)
-from ..jobs.ingest import IngestError
-from ..jobs.train import (
-    TrainError,
-)
-from ..models.artifacts import ArtifactError
-from ..models.engines import EngineError
-from ..session import RayJoinError
-from ..storage.dataset import DatasetError
-from ..storage.errors import StorageError
+from ..errors import RaydenoiseError
 from .commands import COMMANDS, RAY_COMMANDS
 from .parser import build_parser
 from .signals import _terminate_as_interrupt
 
 # The user's mistakes (bad arguments, data, models, storage, cluster): one line, no traceback.
 # Anything else is a bug of ours and keeps its traceback.
-USER_ERRORS = (
-    IngestError,
-    DatasetError,
-    StorageError,
-    NoiseSpecError,
-    ImageError,
-    ArtifactError,
-    EngineError,
-    TrainError,
-    DenoiseError,
-    EvaluateError,
-    RayJoinError,
-)
+USER_ERRORS = (RaydenoiseError,)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import RaydenoiseError
 from .metadata import Keep, read_keep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +36,7 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 MIN_TILE = 32  # smaller tiles would be mostly margin (a tile of 32 with unet computes 49x its area)
 
 
-class ImageError(ValueError):
+class ImageError(RaydenoiseError, ValueError):
     """An input that is not a usable image; ``str()`` is the reason, without the file name."""
 
 

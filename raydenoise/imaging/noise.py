@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import RaydenoiseError
+
 KINDS = ("gaussian", "poisson-gaussian", "low-light", "camera", "jpeg")
 
 
-class NoiseSpecError(ValueError):
+class NoiseSpecError(RaydenoiseError, ValueError):
     """A ``--noise`` argument that cannot be parsed; the message says what is expected."""
 
 

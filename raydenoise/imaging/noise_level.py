@@ -161,6 +161,11 @@ def strength_problem(strength: float, sigma: float | None) -> str | None:
         return (
             f"--sigma must be a noise level from 0 to {MAX_SIGMA:g} on the 0-255 scale, not {sigma}"
         )
+    if sigma is not None and strength != 1:
+        return (
+            "give --strength (a multiple of the estimated noise level) or --sigma (a fixed "
+            "level), not both"
+        )
     return None
 
 

@@ -25,6 +25,8 @@ from ..imaging.pairing import file_id, natural_key
 from ..storage.errors import StorageError, object_error, storage_wide
 from ..storage.names import partition_hidden
 from ..storage.store import Store, open_store
+from . import options
+from .options import opt
 
 # scikit-image sample photos that ship inside the package (no network access needed).
 SKIMAGE_SAMPLES = (
@@ -45,16 +47,30 @@ SKIMAGE_SAMPLES = (
 DEFAULT_CLEAN = "skimage"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig:
-    out: str
-    noise: str
-    clean: str = DEFAULT_CLEAN
-    seed: int = 0
-    limit: int | None = None
-    crop: tuple[int, int] | None = None  # (height, width), centered
-    max_side: int | None = None  # downscale so that max(H, W) <= max_side
-    s3_endpoint: str | None = None
+    """``raydenoise synth``'s options (the command line is built from these fields)."""
+
+    out: str = opt(help="writes OUT/low/NAME.png and OUT/high/NAME.png")
+    noise: str = opt(
+        help="gaussian:SIGMA (0-255 scale), poisson-gaussian[:peak=P,read=R], "
+        "low-light[:exposure=E,gamma=G,peak=P,read=R]"
+    )
+    clean: str = opt(
+        DEFAULT_CLEAN,
+        "folder or s3:// prefix of clean photos (default: scikit-image's bundled samples)",
+    )
+    seed: int = opt(0, "noise seed (each photo's noise also depends on its name)")
+    limit: int | None = opt(
+        None, "use only the first N photos (natural order)", type=options.positive
+    )
+    crop: tuple[int, int] | None = opt(
+        None, "centered crop HEIGHT,WIDTH (after --max-side)", type=options.crop
+    )
+    max_side: int | None = opt(
+        None, "downscale so the longest side is at most N", type=options.positive
+    )
+    s3_endpoint: str | None = options.s3_endpoint()
 
 
 @dataclass(frozen=True)

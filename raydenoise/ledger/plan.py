@@ -9,14 +9,18 @@ keys.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import pyarrow as pa
 
 from ..storage.names import HIDDEN_REASON, PARTIAL_REASON, left_out_reason
 from ..storage.parts import external_sort
 from ..storage.store import Entry
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 REPORT_DIR = "_report"  # denoise's report folder, OUTPUT/_report by default
 REPORT_MARKERS = ("report.parquet", "summary.json")  # both present: a raydenoise report folder
@@ -105,21 +109,35 @@ def _item(e: Entry, include_hidden: bool, reason: str) -> Item:
     return Item(e.key, left_out_reason(e.key, include_hidden) or reason, size=e.size, tag=e.tag)
 
 
+def matching(
+    records: Iterable[T],
+    key_of: Callable[[T], str],
+    others: Iterable[U],
+    other_key: Callable[[U], str],
+) -> Iterator[tuple[T, U | None]]:
+    """Each record of a stream sorted by ``key_of``, with the element of ``others`` (sorted by
+    ``other_key``) that has the same key, or None: one pass over both sorted streams."""
+    it = iter(others)
+    other = next(it, None)
+    for record in records:
+        key = key_of(record)
+        while other is not None and other_key(other) < key:
+            other = next(it, None)
+        yield record, other if other is not None and other_key(other) == key else None
+
+
 def with_outputs(items: Iterable[Item], outputs: Iterable[Entry] | None) -> Iterator[Item]:
     """Items with the entry of each one's existing output, merging two sorted streams (the
     inputs and the output listing); ``outputs`` None: none exist (or --overwrite)."""
     if outputs is None:
         yield from items
         return
-    it = iter(outputs)
-    out = next(it, None)
-    for item in items:
-        while out is not None and out.key < item.key:
-            out = next(it, None)
-        if out is not None and out.key == item.key and not item.excluded:
-            yield replace(item, existing=out)
-        else:
-            yield item
+    for item, out in matching(items, _key, outputs, _key):
+        yield replace(item, existing=out) if out is not None and not item.excluded else item
+
+
+def _key(x: Item | Entry) -> str:
+    return x.key
 
 
 SORT_ROWS = 5_000  # inputs sorted in memory at a time when --format renames outputs
@@ -162,25 +180,19 @@ def with_renamed_outputs(
             }
 
     def merged(by_output: Iterable[dict]) -> Iterator[dict]:
-        it = iter(outputs if outputs is not None else ())
-        out = next(it, None)
         taken, first = None, ""  # the output key last given out, and to which input
-        for r in by_output:
+        for r, out in matching(by_output, _out_key, outputs or (), _key):
             if r["excluded"]:
-                yield r
-                continue
-            if r["out_key"] == taken:
+                pass
+            elif r["out_key"] == taken:
                 r["excluded"] = (
                     f"its output {r['out_key']} would also be made from {first} (--format {fmt}); "
                     "rename one of them"
                 )
-                yield r
-                continue
-            taken, first = r["out_key"], r["key"]
-            while out is not None and out.key < r["out_key"]:
-                out = next(it, None)
-            if out is not None and out.key == r["out_key"]:
-                r["out_size"], r["out_tag"] = out.size, out.tag
+            else:
+                taken, first = r["out_key"], r["key"]
+                if out is not None:
+                    r["out_size"], r["out_tag"] = out.size, out.tag
             yield r
 
     by_output = external_sort(
@@ -195,15 +207,16 @@ def with_renamed_outputs(
 
 def with_earlier(items: Iterable[Item], rows: Iterable[dict]) -> Iterator[Item]:
     """Items with an earlier run's report row of the same key, merging two sorted streams."""
-    it = iter(rows)
-    row = next(it, None)
-    for item in items:
-        while row is not None and row["key"] < item.key:
-            row = next(it, None)
-        if row is not None and row["key"] == item.key and item.existing is not None:
-            yield replace(item, earlier=row)
-        else:
-            yield item
+    for item, row in matching(items, _key, rows, _row_key):
+        yield replace(item, earlier=row) if row is not None and item.existing is not None else item
+
+
+def _out_key(r: dict) -> str:
+    return r["out_key"]
+
+
+def _row_key(r: dict) -> str:
+    return r["key"]
 
 
 OTHER_MODEL_WHY = "the existing output was made by another model or options"

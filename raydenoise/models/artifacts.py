@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from ..errors import RaydenoiseError
 from ..storage.errors import object_error
 from ..storage.jsonfile import json_safe
 from ..storage.store import cached_store
@@ -36,7 +37,7 @@ TRAIN_STATE = "train_state.json"
 RAW_WEIGHTS = "train_weights.safetensors"  # with --ema: the weights being trained (the model file holds the average)
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RaydenoiseError, ValueError):
     """A model directory that is missing files or does not match its config."""
 
 

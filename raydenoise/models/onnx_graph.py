@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RaydenoiseError
+
 EXPORT_VERSION = (
     1  # raise when export_onnx changes what it writes: cached graphs are then made again
 )
@@ -16,7 +18,7 @@ EXPORT_VERSION = (
 META_KEY = "raydenoise"  # ONNX metadata_props key holding a raydenoise export's NetInfo (JSON)
 
 
-class EngineError(ValueError):
+class EngineError(RaydenoiseError, ValueError):
     """A model the chosen engine cannot run; the message says what was expected."""
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from ..errors import RaydenoiseError
 from .store import Store, open_store
 
 MANIFEST = "manifest.json"
 
 
-class DatasetError(Exception):
+class DatasetError(RaydenoiseError):
     """A data set that is missing or is not a raydenoise data set (a user mistake)."""
 
 

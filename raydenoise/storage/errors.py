@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 
+from ..errors import RaydenoiseError
 
-class StorageError(Exception):
+
+class StorageError(RaydenoiseError):
     """A URI that cannot be listed, read or written; the message names the URI and why."""
 
 

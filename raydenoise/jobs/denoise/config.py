@@ -8,15 +8,15 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ...errors import RaydenoiseError
 from ...imaging.images import (
     DEFAULT_MAX_PIXELS,
     MIN_TILE,
 )
 from ...imaging.noise_level import strength_problem
-from ...ledger.plan import (
-    FORMATS,
-    KEEP,
-)
+from ...ledger.plan import FORMATS, KEEP, REPORT_DIR
+from .. import options
+from ..options import opt
 
 if TYPE_CHECKING:
     from .stages import ModelSpec
@@ -24,51 +24,103 @@ if TYPE_CHECKING:
     pass
 
 
-class DenoiseError(Exception):
+class DenoiseError(RaydenoiseError):
     """A user-facing failure of the whole job (bad arguments, model, storage)."""
 
 
-@dataclass(frozen=True)
-class DenoiseConfig:
-    input: str
-    output: str
-    model: str = "builtin:denoise"  # or a model folder, local or s3://
-    reference: str | None = None
-    report: str | None = None  # default: OUTPUT/_report
-    batch_size: int = 4
-    workers: int | None = None  # None: one per CPU (CPU mode) or per GPU share (GPU mode)
-    num_gpus_per_worker: float = 0.0
-    tile: int | None = None  # None: whole images, tiled automatically when one would not fit
-    overwrite: bool = False
-    pipeline: str = "auto"  # "fused" (CPU default), "staged" (GPU default); see FusedActor
-    s3_endpoint: str | None = None
-    include_hidden: bool = False  # process files and folders whose names start with '.'
-    max_megapixels: float = DEFAULT_MAX_PIXELS / 1e6  # larger inputs are refused; 0 = no limit
-    dry_run: bool = False  # list and plan only: counts and a time estimate, nothing written
-    strength: float = (
-        1.0  # x the estimated noise level (conditioned model) or blend (blind); 0 = the input
-    )
-    sigma: float | None = (
-        None  # a fixed noise level (0-255) for a conditioned model, instead of the estimate
-    )
-    other_model: str = (
-        "redo"  # outputs an earlier run made with another model or options: "redo" or "refuse"
-    )
-    quality: int | None = (
-        None  # JPEG/WebP quality of lossy outputs, 1-100 (None: the input's, estimated)
-    )
-    format: str = KEEP  # the outputs' format: "keep" (each input's own) or a key of plan.FORMATS
-    engine: str = "auto"  # "torch", "onnxruntime" or "auto" (engines.choose_engine)
-    tta: bool = False  # self-ensemble: the mean of 8 flips/rotations (8x the time)
-    onnx_margin: int | None = (
-        None  # an .onnx model's receptive field (pixels each side), for tiling
-    )
-    onnx_multiple: int | None = (
-        None  # an .onnx model's size multiple (tiles start on multiples of it)
-    )
-
-
 OTHER_MODEL = ("redo", "refuse")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenoiseConfig:
+    """``raydenoise denoise``'s options (the command line is built from these fields)."""
+
+    input: str = opt(help="folder or s3:// prefix of images (recursive)")
+    output: str = opt(help="outputs at the same relative keys, same formats")
+    model: str = opt(
+        "builtin:denoise",
+        "builtin:NAME (see `raydenoise models`; default builtin:denoise), or a model folder "
+        "(config.json + model.safetensors), local or s3://",
+    )
+    reference: str | None = opt(
+        None, "clean images at the same relative keys: adds PSNR/MSE/MAE/SSIM"
+    )
+    report: str | None = opt(None, f"where the report goes (default: OUTPUT/{REPORT_DIR})")
+    batch_size: int = opt(
+        4,
+        "images per Ray Data batch (default 4); on GPUs, equal-size images share a forward pass",
+        type=options.positive,
+    )
+    workers: int | None = opt(
+        None,
+        "model actors (default: one per CPU, or as many as the GPUs allow with "
+        "--num-gpus-per-worker)",
+        type=options.positive,
+    )
+    num_gpus_per_worker: float = opt(
+        0.0, "GPUs per model actor, e.g. 1 or 0.5 (default 0: CPU)", type=options.finite(0)
+    )
+    tile: int | None = options.tile_size(
+        f"process images in tiles of this size (pixels, at least {MIN_TILE}); default: whole "
+        "images, tiled automatically when one would not fit in a worker's memory"
+    )
+    strength: float = options.strength()
+    sigma: float | None = options.sigma()
+    overwrite: bool = opt(
+        False,
+        "redo every image whose output already exists (by default an output is kept when the "
+        "earlier report says this input was made into it by the same model and options, and it "
+        "is unchanged since)",
+    )
+    engine: str = options.engine()
+    tta: bool = options.tta()
+    onnx_margin: int | None = opt(
+        None,
+        "for an .onnx --model: the context (pixels each side) its outputs depend on, so tiles of "
+        "large images join exactly (default: from the graph's raydenoise metadata, else 64)",
+    )
+    onnx_multiple: int | None = opt(
+        None,
+        "for an .onnx --model: the size multiple its input needs (tiles start on multiples of "
+        "it; default: from the graph's metadata, else 8)",
+    )
+    quality: int | None = opt(
+        None,
+        "JPEG/WebP quality of lossy outputs, 1-100 (default: a lossy input stays lossy at its "
+        "own quality, estimated from its quantization tables; lossless inputs stay lossless)",
+    )
+    format: str = opt(
+        KEEP,
+        "the outputs' format (default keep: each input's own, at its key). Another format "
+        "renames each output to the format's extension (a/b.bmp -> a/b.png); inputs whose "
+        "outputs would share a name are listed in the report, all but the first left out. JPEG "
+        "and WebP are 8-bit (JPEG drops transparency, noted per image); PNG and TIFF keep 16 bits",
+        choices=(KEEP, *FORMATS),
+    )
+    other_model: str = opt(
+        "redo",
+        "outputs an earlier run made with another model or options: redo them (default), or "
+        "refuse to start, naming both models",
+        choices=OTHER_MODEL,
+    )
+    max_megapixels: float = opt(
+        DEFAULT_MAX_PIXELS / 1e6,
+        f"refuse larger inputs (default {DEFAULT_MAX_PIXELS / 1e6:.1f}, Pillow's guard against "
+        "decompression bombs); raise it for large images you trust, 0 = no limit",
+        type=options.finite(0),
+    )
+    include_hidden: bool = options.include_hidden()
+    dry_run: bool = options.dry_run(
+        "list and plan only (no Ray, nothing written): how many inputs would be done, found "
+        "done, or excluded and why, and a rough time estimate from a few inputs denoised here"
+    )
+    pipeline: str = opt(
+        "auto",
+        "fused: each actor reads, denoises and writes (CPU default); staged: separate read, "
+        "model and write stages (GPU default)",
+        choices=("auto", "fused", "staged"),
+    )
+    s3_endpoint: str | None = options.s3_endpoint()
 
 
 def made_by(cfg: DenoiseConfig, spec: ModelSpec) -> dict[str, str]:

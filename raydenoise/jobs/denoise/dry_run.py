@@ -19,11 +19,10 @@ from ...ledger.plan import (
 )
 from ...storage.errors import StorageError, object_error
 from ...storage.store import Store
+from ..outline import DRY_RUN_SAMPLE, Estimate
 from .config import DenoiseConfig, DenoiseError
 from .planning import _items
 from .stages import ModelSpec
-
-SAMPLE = 3  # inputs denoised on the driver to estimate the time
 
 
 def dry_run(
@@ -66,7 +65,7 @@ def dry_run(
                 else:
                     counts["to_do"] += 1
                     todo_bytes += item.size
-                    if len(sample) < SAMPLE:
+                    if len(sample) < DRY_RUN_SAMPLE:
                         sample.append(item.key)
     except StorageError as exc:
         raise DenoiseError(str(exc)) from None
@@ -158,17 +157,16 @@ def _estimate(
     denoiser = Denoiser(
         engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta
     )
-    seconds = pixels = size = used = 0
+    estimate, size = Estimate(), [0]  # seconds per megapixel; the sample's bytes
     with one_thread() if spec.engine == "torch" else contextlib.nullcontext():
         for key in sample:
-            seconds, pixels, size, used = _time_one(
-                key, inp, denoiser, max_pixels, (seconds, pixels, size, used)
-            )
-    if not used or not pixels:
+            _time_one(key, inp, denoiser, max_pixels, estimate, size)
+    s_per_mp = estimate.per_unit()
+    if s_per_mp is None:
         return {"note": "none of the sampled inputs could be decoded"}
-    s_per_mp, mp_per_mb = seconds / (pixels / 1e6), (pixels / 1e6) / (size / 1e6)
+    mp_per_mb = estimate.units / (size[0] / 1e6)
     return {
-        "sampled": used,
+        "sampled": estimate.sampled,
         "seconds_per_megapixel": s_per_mp,
         "megapixels_per_mb": mp_per_mb,
         "cpu_seconds": s_per_mp * mp_per_mb * todo_bytes / 1e6,
@@ -176,20 +174,17 @@ def _estimate(
     }
 
 
-def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, acc: tuple) -> tuple:
-    """``acc`` (seconds, pixels, bytes, images) plus one sampled input; an input that cannot be
-    read or decoded (it would fail in the job) is no measure and leaves ``acc`` as it was."""
-    seconds, pixels, size, used = acc
+def _time_one(
+    key: str, inp: Store, denoiser, max_pixels: int | None, estimate: Estimate, size: list[int]
+) -> None:
+    """One sampled input's model time added to ``estimate`` (in megapixels) and its bytes to
+    ``size``; an input that cannot be read or decoded (it would fail in the job) is no measure."""
     try:
         data = inp.read_bytes(key)
         image = decode_for_denoise(data, max_pixels).rgb
     except Exception:
-        return acc
+        return
     t0 = time.perf_counter()
     denoiser(image)
-    return (
-        seconds + time.perf_counter() - t0,
-        pixels + image.shape[0] * image.shape[1],
-        size + len(data),
-        used + 1,
-    )
+    estimate.add(time.perf_counter() - t0, image.shape[0] * image.shape[1] / 1e6)
+    size[0] += len(data)

@@ -15,10 +15,12 @@ from ...ledger.plan import (
     REPORT_DIR,
 )
 from ...ledger.report import NOT_DONE
+from ...ledger.run import RunLedger
 from ...ledger.runlock import LockHeld, RunLock
-from ...session import StartRay, check_shared_paths, ensure_ray
+from ...session import StartRay
 from ...storage.errors import StorageError, last_error_line, object_error
 from ...storage.store import Store, endpoint_from_env, open_store
+from ..outline import Job, Phases, run_job
 from .config import DenoiseConfig, DenoiseError, check_config, made_by
 from .dry_run import dry_run
 from .outputs import _write_report
@@ -26,7 +28,6 @@ from .planning import _plan, _Planned, check_locations
 from .stages import (
     FusedActor,
     ModelActor,
-    ModelSpec,
     model_spec,
     plan_workers,
     read_decode,
@@ -50,67 +51,77 @@ def run_denoise(
     rows are written as parts while the job runs and the report is merged from them at the end
     (raydenoise.ledger.runfiles). A fully resumed job (every output vouched for) does not start Ray.
     """
-    t_start = time.time()
-    check_config(cfg)
-    run = _Run(cfg, log, t_start)
-    try:
-        run.open_and_check()
-        if cfg.dry_run:
-            return dry_run(
-                cfg,
-                run.inp,
-                run.out,
-                run.rep,
-                run.spec,
-                run.max_pixels,
-                log,
-                t_start,
-                run.stamp["made_by"],
-            )
-        run.lock.acquire()
-    except (LockHeld, StorageError, DenoiseError) as exc:
-        _remove_empty(run.created)
-        raise DenoiseError(str(exc)) from None
-    try:
-        planned = run.plan()
-        parts = runfiles.Parts(run.rep, run.run_dir)
-        stopped, interrupted, first, t0, ray_s = None, False, None, time.time(), 0.0
-        if planned.plan.n_work:
-            ray_s = (start_ray or ensure_ray)() or 0.0
-            stopped, interrupted, first, t0 = _run_work(
-                cfg,
-                planned.plan,
-                parts,
-                run.inp,
-                run.out,
-                run.ref,
-                run.rep,
-                run.spec,
-                run.max_pixels,
-                log,
-                run.stamp,
-            )
-        seconds = time.time() - t0  # the work's time: the summary's and the last line's
-        phases = {"checked_s": run.checked_s, "ray_s": ray_s, "t0": t0, "first": first}
-        summary = run.report(planned, parts, stopped, phases, seconds)
-        return run.conclude(summary, planned, stopped, interrupted, seconds)
-    finally:
-        run.lock.release()
-        _remove_empty(run.created)
+    return run_job(_Run(cfg, log), cfg.dry_run, start_ray)
 
 
-class _Run:
-    """One denoise run as the driver holds it: its stores, model, fingerprint and lock, and the
-    steps of its outline (open and check, plan, report, conclude)."""
+class _Run(Job[dict[str, Any]]):
+    """One denoise run in the job outline: its stores, model, fingerprint and lock; check (open
+    and check), prepare (lock, plan), the work on Ray, then the report and the last line."""
 
-    def __init__(self, cfg: DenoiseConfig, log: Callable[[str], None], t_start: float):
-        self.cfg, self.log, self.t_start = cfg, log, t_start
+    error = DenoiseError
+
+    def __init__(self, cfg: DenoiseConfig, log: Callable[[str], None]):
+        self.cfg, self.log = cfg, log
         self.endpoint = endpoint_from_env(cfg.s3_endpoint)
         self.max_pixels = int(cfg.max_megapixels * 1e6) or None
-        self.run_id = runfiles.new_run_id()
-        self.run_dir = f"{runfiles.RUNS}/{self.run_id}/"
         self.created: list[str] = []  # local folders this run made (removed if it writes nothing)
-        self.checked_s = 0.0
+        self.lock: RunLock | None = None
+
+    def check(self) -> None:
+        check_config(self.cfg)
+        self.open_and_check()
+
+    def dry_run(self, phases: Phases) -> dict[str, Any]:
+        return dry_run(
+            self.cfg,
+            self.inp,
+            self.out,
+            self.rep,
+            self.spec,
+            self.max_pixels,
+            self.log,
+            phases.t_start,
+            self.stamp["made_by"],
+        )
+
+    def prepare(self) -> bool:
+        assert self.lock is not None
+        try:
+            self.lock.acquire()
+        except (LockHeld, StorageError) as exc:
+            raise DenoiseError(str(exc)) from None
+        self.planned = self.plan()
+        return self.planned.plan.n_work > 0
+
+    def shared_paths(self):
+        from ...models.artifacts import BUILTIN
+
+        reads = {
+            "--input": self.inp.root,
+            "--reference": self.ref.root if self.ref else None,
+            "--model": None if self.spec.uri.startswith(BUILTIN) else self.spec.uri,
+        }
+        return reads, {"--output": self.out.root, "--report": self.rep.root}
+
+    def abandon(self) -> None:
+        self.ledger.abandon()
+
+    def work(self, phases: Phases) -> dict[str, Any]:
+        planned = self.planned
+        stopped, interrupted, first, t0 = None, False, None, time.time()
+        if planned.plan.n_work:
+            stopped, interrupted, first, t0 = _run_work(self)
+        seconds = time.time() - t0  # the work's time: the summary's and the last line's
+        first_s = t0 - phases.t_start + first[0] if first else None
+        summary = self.report(
+            planned, stopped, phases.record("first_result_s", first_s), first, seconds
+        )
+        return self.conclude(summary, planned, stopped, interrupted, seconds)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+        _remove_empty(self.created)
 
     def open_and_check(self) -> None:
         """Stores, locations and the model, checked before anything is written (a dry run stops
@@ -141,20 +152,21 @@ class _Run:
             self.stamp = made_by(cfg, self.spec)
         except (StorageError, ArtifactError, EngineError) as exc:
             raise DenoiseError(str(exc)) from None
-        self.lock = RunLock(self.rep, self.run_id, self.out.root)
+        self.ledger = RunLedger(self.rep)
+        self.lock = RunLock(self.rep, self.ledger.run_id, self.out.root)
 
     def plan(self) -> _Planned:
         """The run's plan (planning._plan), refused when another model's outputs are in the way
         (--other-model refuse) or nothing is left to denoise; the counts are announced."""
-        cfg, rep, out = self.cfg, self.rep, self.out
+        cfg, out = self.cfg, self.out
         try:
-            planned = _plan(cfg, self.inp, out, rep, self.run_dir, self.stamp)
+            planned = _plan(cfg, self.inp, out, self.ledger, self.stamp)
         except StorageError as exc:
-            runfiles.remove_run(rep, self.run_dir)
+            self.ledger.abandon()
             raise DenoiseError(str(exc)) from None
         inputs = planned.to_do + planned.existing + planned.trusted + planned.redo
         if not inputs or planned.refused:
-            runfiles.remove_run(rep, self.run_dir)
+            self.ledger.abandon()
         if planned.refused and planned.refused_example:
             key, other = planned.refused_example
             raise DenoiseError(
@@ -169,51 +181,44 @@ class _Run:
                 f"{self.inp.root}: no files to denoise"
                 + (f" ({planned.excluded} excluded: {ex[0]}: {ex[1]} ...)" if ex else "")
             )
-        self.checked_s = time.time() - self.t_start
         _announce(planned, inputs, self.inp.root, self.ref is not None, self.log)
         return planned
 
     def report(
-        self, planned: _Planned, parts, stopped: str | None, phases: dict, seconds: float
+        self, planned: _Planned, stopped: str | None, phases: dict, first, seconds: float
     ) -> dict:
-        """Assemble the report from the plan and the parts, then summary.json and report.html;
-        returns the summary."""
+        """Assemble the report from the plan and the parts (the ledger), then summary.json and report.html;
+        returns the summary. ``first``: (seconds, rows) from the work's start to its first
+        result."""
         rep, plan = self.rep, planned.plan
-        first, t0 = phases["first"], phases["t0"]
         try:
-            parts.flush()
-            runfiles.assemble(
-                rep,
+            summary = self.ledger.assemble(
                 plan,
-                parts,
                 f"not processed: job stopped ({stopped})"
                 if stopped
                 else "not processed: no result came back from the cluster; rerun to do it",
+                seconds,
             )
-            summary = runfiles.summarize(rep, seconds)
             summary.update(
-                stopped=stopped, run=self.run_id, trusted=planned.trusted, engine=self.spec.engine
+                stopped=stopped,
+                run=self.ledger.run_id,
+                trusted=planned.trusted,
+                engine=self.spec.engine,
             )
             if first and seconds > first[0] and not stopped:
                 # Throughput once the actors are up (start-up = actor processes, imports, model load).
                 summary["startup_s"] = round(first[0], 3)
                 summary["steady_images_per_s"] = (plan.n_work - first[1]) / (seconds - first[0])
-            # Where the time to the first result goes: checks (arguments, listing, plan, model), joining
-            # Ray, and the pipeline's start (actors, imports, model load) to the first finished image.
-            summary["phases"] = {
-                "check_s": round(phases["checked_s"], 3),
-                "ray_init_s": round(phases["ray_s"], 3),
-                "first_result_s": round(t0 - self.t_start + first[0], 3) if first else None,
-            }
+            summary["phases"] = phases
             summary["report"] = rep.root
             _write_report(summary, self.cfg, self.inp, self.out, self.ref, rep)
         except Exception as exc:
             raise DenoiseError(
                 f"{'stopped: ' + stopped + '; ' if stopped else ''}the report could not be written to "
                 f"{rep.root} ({object_error(exc)}); the outputs written are complete and the report "
-                f"parts written so far are in {rep.uri(self.run_dir)}; rerun to resume"
+                f"parts written so far are in {rep.uri(self.ledger.dir)}; rerun to resume"
             ) from None
-        runfiles.remove_runs(rep, self.run_id)
+        self.ledger.close()
         return summary
 
     def conclude(
@@ -277,34 +282,21 @@ def _remove_empty(folders: list[str]) -> None:
             os.rmdir(folder)
 
 
-def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels, log, stamp):
+def _run_work(run: _Run):
     """The Ray part of a run: the plan's work through the model actors, report rows into parts."""
     import ray
 
-    from ...models.artifacts import BUILTIN
-
-    not_shared = check_shared_paths(
-        reads={
-            "--input": inp.root,
-            "--reference": ref.root if ref else None,
-            "--model": None if spec.uri.startswith(BUILTIN) else spec.uri,
-        },
-        writes={"--output": out.root, "--report": rep.root},
-    )
-    if not_shared:
-        runfiles.remove_run(rep, plan.dir)
-        raise DenoiseError(not_shared)
-    staged, workers, cpus = _workers(cfg, rep, plan, log)
-    autoscale = workers == 0
+    cfg, plan, spec, ref = run.cfg, run.planned.plan, run.spec, run.ref
+    staged, workers, cpus = _workers(cfg, run.ledger, run.log)
     store_kwargs = {
-        "input_uri": inp.root,
-        "output_uri": out.root,
+        "input_uri": run.inp.root,
+        "output_uri": run.out.root,
         "reference_uri": ref.root if ref else None,
         "endpoint": spec.endpoint,
-        "max_pixels": max_pixels,
-        "report_uri": rep.root,
+        "max_pixels": run.max_pixels,
+        "report_uri": run.rep.root,
         "run_dir": plan.dir,
-        "stamp": stamp,
+        "stamp": run.stamp,
         "quality": cfg.quality,
         "fmt": cfg.format,
     }
@@ -322,7 +314,7 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels,
     )
     pool = (
         ray.data.ActorPoolStrategy(min_size=1, max_size=None)
-        if autoscale
+        if workers == 0  # none can run yet: the pool grows as the autoscaler adds nodes
         else ray.data.ActorPoolStrategy(size=workers)
     )
     if staged:
@@ -346,10 +338,10 @@ def _run_work(cfg, plan, parts, inp, out, ref, rep, spec: ModelSpec, max_pixels,
             compute=pool,
             fn_constructor_kwargs={**actor_kwargs, "store_kwargs": store_kwargs},
         )
-    return _collect(ds, plan.n_work, parts, inp)
+    return _collect(ds, plan.n_work, run.ledger, run.inp)
 
 
-def _workers(cfg: DenoiseConfig, rep: Store, plan, log) -> tuple[bool, int, float]:
+def _workers(cfg: DenoiseConfig, ledger: RunLedger, log) -> tuple[bool, int, float]:
     """(staged?, model actors, CPUs each) on the cluster as it is now (plan_workers); 0 actors:
     none can run yet, the pool grows as the autoscaler adds nodes. Too few GPUs: DenoiseError."""
     import ray
@@ -363,7 +355,7 @@ def _workers(cfg: DenoiseConfig, rep: Store, plan, log) -> tuple[bool, int, floa
             "runs none): waiting for the autoscaler to add worker nodes; the model actors grow with them"
         )
     elif cfg.num_gpus_per_worker and cluster.get("GPU", 0) < cfg.num_gpus_per_worker * workers:
-        runfiles.remove_run(rep, plan.dir)
+        ledger.abandon()
         raise DenoiseError(
             f"{workers} workers x {cfg.num_gpus_per_worker:g} GPUs: the cluster has "
             f"{cluster.get('GPU', 0):g}"
@@ -375,7 +367,7 @@ def _workers(cfg: DenoiseConfig, rep: Store, plan, log) -> tuple[bool, int, floa
     return staged, workers, cpus
 
 
-def _collect(ds, total: int, parts: runfiles.Parts, inp: Store):
+def _collect(ds, total: int, ledger: RunLedger, inp: Store):
     """Stream report rows from the dataset into report parts, showing progress and errors. Stops
     at the first storage failure (a ``not-done`` row from a worker), at Ctrl-C, or when Ray
     itself fails; returns (stop reason or None, interrupted?, (seconds, rows) to the first
@@ -388,7 +380,7 @@ def _collect(ds, total: int, parts: runfiles.Parts, inp: Store):
         try:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 first = first or (time.time() - t0, block.num_rows)
-                parts.add(block)
+                ledger.add(block)
                 status = block.column("status")
                 for i in pc.indices_nonzero(
                     pc.fill_null(pc.equal(status, "error"), False)

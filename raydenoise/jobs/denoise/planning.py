@@ -23,6 +23,7 @@ from ...ledger.plan import (
     with_renamed_outputs,
 )
 from ...ledger.report import EXCLUDED
+from ...ledger.run import RunLedger
 from ...storage.names import is_partial
 from ...storage.store import Entry, Store, open_store
 from .config import DenoiseConfig, DenoiseError
@@ -70,7 +71,7 @@ class _Planned:
 
 
 def _plan(
-    cfg: DenoiseConfig, inp: Store, out: Store, rep: Store, run_dir: str, stamp: dict[str, str]
+    cfg: DenoiseConfig, inp: Store, out: Store, ledger: RunLedger, stamp: dict[str, str]
 ) -> _Planned:
     """Merge the input listing, the output listing and the earlier runs' report rows as sorted
     streams (raydenoise.ledger.plan) into the run's plan files: memory does not grow with the number of
@@ -88,8 +89,8 @@ def _plan(
             else:
                 yield e
 
-    earlier = () if cfg.overwrite else runfiles.earlier_rows(rep, run_dir + "earlier-")
-    planned = _Planned(runfiles.Plan(rep, run_dir))
+    earlier = () if cfg.overwrite else ledger.earlier_rows()
+    planned = _Planned(ledger.new_plan())
     with (
         planned.plan as plan,
         _items(cfg, inp, None if cfg.overwrite else outputs(), earlier) as items,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import RaydenoiseError
+from .. import options
+from ..options import opt
+
 # --baselines name -> the method's name in the table
 BASELINES = {"identity": "noisy input", "nlm": "nl-means", "bm3d": "cbm3d", "gamma": "gamma"}
 
@@ -11,29 +15,46 @@ BASELINES = {"identity": "noisy input", "nlm": "nl-means", "bm3d": "cbm3d", "gam
 DEFAULT_BASELINES = ("identity", "nlm")
 
 
-class EvaluateError(Exception):
+class EvaluateError(RaydenoiseError):
     """A user-facing failure: missing data, empty split, bad model."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
-    data: str
-    model: str
-    split: str = "test"
-    out: str | None = None  # default: MODEL/eval/<split>
-    workers: int | None = None  # None: one per CPU, at most one per shard
-    tile: int | None = None
-    s3_endpoint: str | None = None
-    baselines: tuple[str, ...] = DEFAULT_BASELINES
-    dry_run: bool = False  # read the manifest, check the model, time a few pairs; nothing written
-    strength: float = (
-        1.0  # as denoise --strength: x the estimated noise level (or blend); 0 = the input
+    """``raydenoise evaluate``'s options (the command line is built from these fields)."""
+
+    data: str = opt(help="ingest output (folder or s3:// prefix with manifest.json)")
+    model: str = opt(
+        help="builtin:NAME, or a model folder (config.json + model.safetensors), local or s3://"
     )
-    sigma: float | None = (
-        None  # as denoise --sigma: a fixed noise level (0-255) for a conditioned model
+    split: str = opt(
+        "test", "which split to score (default test)", choices=("train", "val", "test")
     )
-    engine: str = "auto"  # as denoise --engine: torch, onnxruntime or auto
-    tta: bool = False  # as denoise --tta: the mean of 8 flips/rotations
+    out: str | None = opt(
+        None, "where table.csv/table.json/per_image.csv go (default: MODEL/eval/SPLIT)"
+    )
+    workers: int | None = opt(
+        None,
+        "scoring actors (default: one per CPU, at most one per shard)",
+        type=options.positive,
+    )
+    tile: int | None = options.tile_size("tile size in pixels (default: automatic)")
+    strength: float = options.strength()
+    sigma: float | None = options.sigma()
+    engine: str = options.engine()
+    tta: bool = options.tta()
+    baselines: tuple[str, ...] = opt(
+        DEFAULT_BASELINES,
+        "comma-separated methods scored beside the model: identity (the noisy input), nlm "
+        "(Non-Local Means), bm3d (CBM3D; needs `pip install bm3d`), gamma (a gamma curve, for "
+        "low light). Default: identity,nlm",
+        type=options.parsed_by(lambda text: parse_baselines(text)),
+    )
+    dry_run: bool = options.dry_run(
+        "check the data set and the model and time a few pairs here, then stop: the pairs and "
+        "shards of the split and a time estimate; starts no Ray, writes nothing"
+    )
+    s3_endpoint: str | None = options.s3_endpoint()
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:

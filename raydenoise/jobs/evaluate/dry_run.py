@@ -9,11 +9,10 @@ from typing import Any
 from ...console import duration, plural
 from ...storage.dataset import iter_shard_rows
 from ...storage.errors import object_error
+from ..outline import DRY_RUN_SAMPLE
 from .config import EvaluateConfig, EvaluateError
 from .scorer import _ROW_KEYS, Scorer
 from .table import _mean
-
-SAMPLE = 3  # pairs scored on the driver by --dry-run to estimate the time
 
 
 def dry_run(
@@ -89,15 +88,17 @@ def dry_run(
 
 
 def _sample(scorer: Scorer, shard: str) -> tuple[dict[str, list], int]:
-    """Score the first SAMPLE pairs of a shard here: (their rows, how many)."""
+    """Score the first DRY_RUN_SAMPLE pairs of a shard here: (their rows, how many)."""
     rows: dict[str, list] = {k: [] for k in _ROW_KEYS}
     sampled = 0
     try:
-        for shard_rows in iter_shard_rows(scorer.store, shard, ("id", "low", "high"), SAMPLE):
-            for pid, lb, hb in shard_rows[: SAMPLE - sampled]:
+        for shard_rows in iter_shard_rows(
+            scorer.store, shard, ("id", "low", "high"), DRY_RUN_SAMPLE
+        ):
+            for pid, lb, hb in shard_rows[: DRY_RUN_SAMPLE - sampled]:
                 scorer._score_pair(str(pid), lb, hb, rows)
                 sampled += 1
-            if sampled >= SAMPLE:
+            if sampled >= DRY_RUN_SAMPLE:
                 break
     except Exception as exc:
         raise EvaluateError(

@@ -13,11 +13,12 @@ from typing import Any
 
 from ...console import Progress, console, plural
 from ...imaging.noise_level import BLIND_SIGMA, strength_problem
-from ...session import StartRay, check_shared_paths, ensure_ray
+from ...session import StartRay
 from ...storage.dataset import DatasetError, iter_shard_rows, read_manifest
 from ...storage.errors import StorageError, last_error_line
 from ...storage.jsonfile import to_json
 from ...storage.store import Store, endpoint_from_env, open_store
+from ..outline import Job, Phases, run_job
 from .baselines import BASELINE_FNS
 from .config import BASELINES, EvaluateConfig, EvaluateError, check_baselines
 from .dry_run import dry_run
@@ -33,70 +34,91 @@ def run_evaluate(
     Raises EvaluateError for bad arguments, data or model (before any work), and after writing
     the tables when some pairs or shards could not be scored (they are listed in table.json).
     """
-    t_start = time.time()
-    _check_args(cfg)
-    methods = ["model"] + [BASELINES[b] for b in cfg.baselines]
-    setup = _open(cfg)
-    if cfg.dry_run:
+    return run_job(_Evaluate(cfg, log), cfg.dry_run, start_ray)
+
+
+class _Evaluate(Job[dict[str, Any]]):
+    """An evaluate run in the job outline: check the arguments, data set, model and output;
+    then the scoring pipeline on Ray, the tables and the page."""
+
+    error = EvaluateError
+
+    def __init__(self, cfg: EvaluateConfig, log: Callable[[str], None]):
+        self.cfg, self.log = cfg, log
+        self.methods = ["model"] + [BASELINES[b] for b in cfg.baselines]
+
+    def check(self) -> None:
+        _check_args(self.cfg)
+        self.setup = _open(self.cfg)
+
+    def dry_run(self, phases: Phases) -> dict[str, Any]:
+        setup = self.setup
         return dry_run(
-            cfg,
+            self.cfg,
             setup.manifest,
             setup.shards,
-            methods,
+            self.methods,
             setup.data_uri,
             setup.model_uri,
             setup.endpoint,
             setup.out,
-            log,
-            t_start,
+            self.log,
+            phases.t_start,
             (setup.engine, setup.graph),
         )
-    check_s = time.time() - t_start
-    ray_s = (start_ray or ensure_ray)() or 0.0
-    ds, expected = _pipeline(cfg, setup, methods, log)
-    scores = _Scores(methods)
-    scores.collect(ds, setup.out, expected, t_start)
-    table = {m: scores.sums[m].table() for m in methods}
-    setup.out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
-    phases = {
-        "check_s": round(check_s, 3),
-        "ray_init_s": round(ray_s, 3),
-        "first_score_s": round(scores.first_s, 3) if scores.first_s else None,
-    }
-    errors_list = sorted(scores.errors)
-    setup.out.write_bytes(
-        "table.json",
-        to_json(
-            {
-                "table": table,
-                "config": asdict(cfg),
-                "data_run": setup.manifest["run"],
-                "pairs_expected": expected,
-                "errors": errors_list,
-                "errors_total": scores.n_errors,
-                "phases": phases,
-            }
-        ),
-    )
-    _write_page(
-        cfg,
-        table,
-        scores.per_image,
-        setup.out,
-        setup.data_uri,
-        setup.shards,
-        (setup.model_uri, setup.endpoint, setup.engine, setup.graph),
-    )
-    log(format_table(table, cfg.split))
-    log(f"evaluate: wrote {setup.out.uri('table.csv')}, table.json, per_image.csv and report.html")
-    if scores.n_errors:
-        for e in errors_list[:10]:
-            console().error(f"evaluate: {e}")
-        raise EvaluateError(
-            f"{scores.n_errors} problems (listed above and in {setup.out.uri('table.json')}); the "
-            f"table covers {scores.ids.count} of {expected} pairs"
+
+    def shared_paths(self):
+        from ...models.artifacts import BUILTIN
+
+        uri = self.setup.model_uri
+        return {
+            "--data": self.setup.data_uri,
+            "--model": None if uri.startswith(BUILTIN) else uri,
+        }, {}
+
+    def work(self, phases: Phases) -> dict[str, Any]:
+        cfg, setup, methods = self.cfg, self.setup, self.methods
+        ds, expected = _pipeline(cfg, setup, methods, self.log)
+        scores = _Scores(methods)
+        scores.collect(ds, setup.out, expected, phases.t_start)
+        table = {m: scores.sums[m].table() for m in methods}
+        setup.out.write_bytes("table.csv", _csv([{"method": m, **v} for m, v in table.items()]))
+        errors_list = sorted(scores.errors)
+        setup.out.write_bytes(
+            "table.json",
+            to_json(
+                {
+                    "table": table,
+                    "config": asdict(cfg),
+                    "data_run": setup.manifest["run"],
+                    "pairs_expected": expected,
+                    "errors": errors_list,
+                    "errors_total": scores.n_errors,
+                    "phases": phases.record("first_score_s", scores.first_s),
+                }
+            ),
         )
-    return table
+        _write_page(
+            cfg,
+            table,
+            scores.per_image,
+            setup.out,
+            setup.data_uri,
+            setup.shards,
+            (setup.model_uri, setup.endpoint, setup.engine, setup.graph),
+        )
+        self.log(format_table(table, cfg.split))
+        self.log(
+            f"evaluate: wrote {setup.out.uri('table.csv')}, table.json, per_image.csv and report.html"
+        )
+        if scores.n_errors:
+            for e in errors_list[:10]:
+                console().error(f"evaluate: {e}")
+            raise EvaluateError(
+                f"{scores.n_errors} problems (listed above and in {setup.out.uri('table.json')}); the "
+                f"table covers {scores.ids.count} of {expected} pairs"
+            )
+        return table
 
 
 def _check_args(cfg: EvaluateConfig) -> None:
@@ -180,18 +202,7 @@ def _pipeline(cfg: EvaluateConfig, setup: _Setup, methods: list[str], log) -> tu
     """The scoring dataset (one Scorer actor per CPU, a shard per block) and the pairs expected."""
     import ray
 
-    from ...models.artifacts import BUILTIN
-
     model_uri = setup.model_uri
-    not_shared = check_shared_paths(
-        reads={
-            "--data": setup.data_uri,
-            "--model": None if model_uri.startswith(BUILTIN) else model_uri,
-        },
-        writes={},
-    )
-    if not_shared:
-        raise EvaluateError(not_shared)
     shards = setup.shards
     workers = cfg.workers or max(1, min(len(shards), int(ray.cluster_resources().get("CPU", 1))))
     expected = setup.manifest["counts"].get(cfg.split, 0)

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ...errors import RaydenoiseError
+from .. import options
+from ..options import opt
+
 SCHEMA_VERSION = 2  # 2: low and low_file may be null (clean-only data sets)
 
 
@@ -39,7 +43,7 @@ COLUMN_DOCS = {
 }
 
 
-class IngestError(Exception):
+class IngestError(RaydenoiseError):
     """A user-facing failure of the whole ingest (bad arguments, nothing valid, storage)."""
 
 
@@ -47,19 +51,34 @@ class _StorageFailed(Exception):
     """A shard task met a failure of the storage itself (its message names the object)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IngestConfig:
-    low: str | None  # None: a clean-only data set (train it with --degrade)
-    high: str
-    out: str
-    rows_per_shard: int = 128
-    seed: int = 42
-    split: tuple[float, float, float] = (0.7, 0.2, 0.1)
-    s3_endpoint: str | None = None
-    include_hidden: bool = False  # files and folders whose names start with '.'
-    dry_run: bool = (
-        False  # list and pair only: counts per split, rejections, an estimate; nothing written
+    """``raydenoise ingest``'s options (the command line is built from these fields)."""
+
+    low: str | None = opt(
+        None,
+        "folder or s3:// prefix of degraded images; leave it out for a clean-only data set "
+        "(train it with --degrade)",
     )
+    high: str = opt(help="folder or s3:// prefix of clean images, same relative paths")
+    out: str = opt(help="folder or s3:// prefix for shards and manifest.json")
+    rows_per_shard: int = opt(
+        128,
+        "pairs per Parquet shard (default 128; a shard is one unit of parallel work)",
+        type=options.positive,
+    )
+    seed: int = opt(
+        42, "split seed: a pair's split depends only on its name and this seed (default 42)"
+    )
+    split: tuple[float, float, float] = opt(
+        (0.7, 0.2, 0.1), "train,val,test fractions (default 0.7,0.2,0.1)", type=options.split
+    )
+    include_hidden: bool = options.include_hidden()
+    dry_run: bool = options.dry_run(
+        "list and pair only (no Ray, nothing written): pairs per split, shards, rejected files "
+        "and why, and a rough time estimate from a few pairs converted here"
+    )
+    s3_endpoint: str | None = options.s3_endpoint()
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,3 @@ class IngestResult:
     manifest: dict  # empty for a dry run
     out: str
     plan: dict | None = None  # a dry run's summary
-
-
-SAMPLE = 3  # pairs read and converted on the driver by --dry-run to estimate the time

@@ -4,15 +4,17 @@ from a few pairs.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
 
-from ...console import duration, plural
+from ...console import plural
 from ...imaging.pairing import SPLITS
 from ...storage.store import (
     Store,
 )
+from ..outline import Estimate, Phases
 from .config import IngestConfig
 from .plan import _ShardPlan
 from .shards import _read, process_pair
@@ -26,7 +28,7 @@ def _dry_run(
     high: Store,
     out: Store,
     log: Callable[[str], None],
-    t_start: float,
+    phases: Phases,
 ) -> dict:
     """What an ingest would do, without Ray and without writing: the pairs per split, the shards,
     every rejection known from the listing (by reason, with an example), and the time per pair
@@ -39,19 +41,9 @@ def _dry_run(
         why = r["reason"].split(":")[0]
         reasons[why] += 1
         examples.setdefault(why, r["file"])
-    seconds, sampled = 0.0, 0
+    estimate = Estimate()
     for p in plan.sample:
-        t0 = time.perf_counter()
-        try:
-            hd, _ = _read(high, p.high_key)
-            ld, _ = _read(low, p.low_key or "") if low is not None else (hd, None)
-            if hd is None or ld is None or process_pair(ld, hd)[0] is None:
-                continue
-        except Exception:
-            continue
-        seconds += time.perf_counter() - t0
-        sampled += 1
-    per_pair = seconds / sampled if sampled else None
+        estimate.time(functools.partial(_convert_one, p, low, high))
     summary = {
         "dry_run": True,
         "pairs": plan.n,
@@ -60,10 +52,10 @@ def _dry_run(
         "rejected": len(rejected),
         "rejected_by_reason": dict(reasons),
         "rejected_examples": examples,
-        "sampled": sampled,
-        "seconds_per_pair": per_pair,
-        "cpu_seconds": per_pair * plan.n if per_pair is not None else None,
-        "plan_s": round(time.time() - t_start, 3),
+        "sampled": estimate.sampled,
+        "seconds_per_pair": estimate.per_unit(),
+        "cpu_seconds": estimate.cpu_seconds(plan.n),
+        "plan_s": round(time.time() - phases.t_start, 3),
     }
     log(
         f"ingest --dry-run: {plural(plan.n, 'pair')} ("
@@ -78,10 +70,16 @@ def _dry_run(
             else ""
         )
     )
-    if per_pair is not None:
-        log(
-            f"ingest --dry-run: estimate: {per_pair:.3f} s per pair to read, check and convert ({sampled} sampled): "
-            f"about {duration(per_pair * plan.n)} on one CPU, divided by the CPUs of the cluster that runs it"
-        )
+    log(estimate.line("ingest", "pair", "pair to read, check and convert", plan.n))
     log("ingest --dry-run: nothing was written")
     return summary
+
+
+def _convert_one(p, low: Store | None, high: Store) -> float | None:
+    """Read, check and convert one pair as the job would: 1 (a pair), or None when it would be
+    rejected."""
+    hd, _ = _read(high, p.high_key)
+    ld, _ = _read(low, p.low_key or "") if low is not None else (hd, None)
+    if hd is None or ld is None or process_pair(ld, hd)[0] is None:
+        return None
+    return 1

@@ -14,7 +14,8 @@ from ...ledger.runfiles import Positional
 from ...storage.names import left_out_reason
 from ...storage.parts import external_sort
 from ...storage.store import Store, open_store
-from .config import SAMPLE, IngestConfig
+from ..outline import DRY_RUN_SAMPLE
+from .config import IngestConfig
 
 SORT_ROWS = 5_000  # keys sorted in memory at a time while pairing (more go to sorted runs on disk)
 
@@ -44,7 +45,7 @@ class _ShardPlan:
     def add(self, pair: Pair) -> None:
         self.n += 1
         self.splits[pair.split] += 1
-        if len(self.sample) < SAMPLE:
+        if len(self.sample) < DRY_RUN_SAMPLE:
             self.sample.append(pair)
         self.buf[pair.split].append(pair)
         if len(self.buf[pair.split]) == self.rows_per_shard:

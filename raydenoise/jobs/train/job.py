@@ -5,16 +5,16 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
 from ...console import console
-from ...session import StartRay, check_shared_paths, ensure_ray
+from ...session import StartRay
 from ...storage.errors import last_error_line
 from ...storage.jsonfile import to_json
 from ...storage.store import Store, endpoint_from_env, open_store
+from ..outline import Job, Phases, run_job
 from .checks import _check_resources, _preflight
 from .config import CRASH_ENV, TrainConfig, TrainError, _apply_init
 from .data import pyarrow_filesystem, read_decode_augment
@@ -31,41 +31,88 @@ def run_train(
     """Train; returns a summary (best metrics, paths). Raises TrainError for user-facing failures.
     The configuration, data set, ``--init`` model and storage are checked before Ray starts
     (``start_ray``, default :func:`ensure_ray`)."""
-    t_start = time.time()
-    cfg = replace(
-        cfg,
-        s3_endpoint=endpoint_from_env(cfg.s3_endpoint),
-        inject_crash=cfg.inject_crash or os.environ.get(CRASH_ENV),
-    )
-    cfg = _apply_init(cfg)
-    manifest, data, storage = _preflight(cfg)
-    check_s = time.time() - t_start
-    ray_s = (start_ray or ensure_ray)() or 0.0
-    import ray
+    return run_job(_Train(cfg, log), False, start_ray)
 
-    _check_shared(cfg, data.root, storage.root)
-    plan = plan_data(cfg, manifest, data, log)
-    streaming = plan["mode"] == "stream"
-    nodes = node_cpus()
-    if cfg.cpus_per_worker is None:
-        cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, nodes, streaming))
-    if nodes or ray.cluster_resources().get("GPU", 0):
-        _check_resources(cfg, streaming)
-    else:
-        log(
-            "train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
-            "to add worker nodes"
+
+class _Train(Job[dict]):
+    """A training run in the job outline: check the configuration, data set, ``--init`` model
+    and storage; then the TorchTrainer on Ray, and the best model, curves and summary."""
+
+    error = TrainError
+
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None]):
+        self.cfg, self.log = cfg, log
+
+    def check(self) -> None:
+        cfg = replace(
+            self.cfg,
+            s3_endpoint=endpoint_from_env(self.cfg.s3_endpoint),
+            inject_crash=self.cfg.inject_crash or os.environ.get(CRASH_ENV),
         )
-    # Workers run in their own directories: give them resolved URIs, never relative paths.
-    cfg = replace(
-        cfg,
-        data=data.root,
-        storage_path=storage.root,
-        synthetic_data=cfg.synthetic_data and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
-    )
-    datasets = _stream_dataset(cfg, plan, data.root) if streaming else {}
-    events = _event_queue()
-    trainer = _trainer(cfg, plan, manifest, data, storage, datasets, events)
+        self.cfg = _apply_init(cfg)
+        self.manifest, self.data, self.storage = _preflight(self.cfg)
+
+    def shared_paths(self):
+        """Every node must read the data and --init and write the storage path."""
+        cfg = self.cfg
+        reads = {
+            "--data": self.data.root,
+            "--synthetic-data": cfg.synthetic_data
+            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+            "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init,
+        }
+        return reads, {"--storage-path": self.storage.root}
+
+    def work(self, phases: Phases) -> dict:
+        import ray
+
+        cfg, manifest, data, storage, log = (
+            self.cfg,
+            self.manifest,
+            self.data,
+            self.storage,
+            self.log,
+        )
+        plan = plan_data(cfg, manifest, data, log)
+        streaming = plan["mode"] == "stream"
+        nodes = node_cpus()
+        if cfg.cpus_per_worker is None:
+            cfg = replace(cfg, cpus_per_worker=auto_cpus_per_worker(cfg, nodes, streaming))
+        if nodes or ray.cluster_resources().get("GPU", 0):
+            _check_resources(cfg, streaming)
+        else:
+            log(
+                "train: the cluster has no CPUs or GPUs for work yet (its head runs none): waiting for the autoscaler "
+                "to add worker nodes"
+            )
+        # Workers run in their own directories: give them resolved URIs, never relative paths.
+        cfg = replace(
+            cfg,
+            data=data.root,
+            storage_path=storage.root,
+            synthetic_data=cfg.synthetic_data
+            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+        )
+        datasets = _stream_dataset(cfg, plan, data.root) if streaming else {}
+        events = _event_queue()
+        trainer = _trainer(cfg, plan, manifest, data, storage, datasets, events)
+        _announce(cfg, manifest, plan, storage, log)
+        pump = _EventPump(events, cfg, log)
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # TrainingFailedError carries the worker's traceback
+            raise TrainError(f"training failed: {last_error_line(exc)}") from exc
+        finally:
+            pump.close()
+        if result.error:
+            raise TrainError(f"training failed: {last_error_line(result.error)}")
+        first_s = pump.t0 - phases.t_start + pump.first_epoch_s if pump.first_epoch_s else None
+        return _finalize(
+            cfg, storage, result, log, phases.record("first_epoch_s", first_s), pump.workers
+        )
+
+
+def _announce(cfg: TrainConfig, manifest: dict, plan: dict, storage: Store, log) -> None:
     if not plan["val_shards"]:
         log(
             f"train: {cfg.data} has no val split: val metrics stay empty and the best checkpoint is chosen by "
@@ -78,38 +125,6 @@ def run_train(
         + (f", from {cfg.init}" if cfg.init else "")
         + f" -> {storage.uri(cfg.name)}"
     )
-    pump = _EventPump(events, cfg, log)
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # TrainingFailedError carries the worker's traceback
-        raise TrainError(f"training failed: {last_error_line(exc)}") from exc
-    finally:
-        pump.close()
-    if result.error:
-        raise TrainError(f"training failed: {last_error_line(result.error)}")
-    phases = {
-        "check_s": round(check_s, 3),
-        "ray_init_s": round(ray_s, 3),
-        "first_epoch_s": round(pump.t0 - t_start + pump.first_epoch_s, 3)
-        if pump.first_epoch_s
-        else None,
-    }
-    return _finalize(cfg, storage, result, log, phases, pump.workers)
-
-
-def _check_shared(cfg: TrainConfig, data_root: str, storage_root: str) -> None:
-    """Every node must read the data and --init and write the storage path (session)."""
-    not_shared = check_shared_paths(
-        reads={
-            "--data": data_root,
-            "--synthetic-data": cfg.synthetic_data
-            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
-            "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init,
-        },
-        writes={"--storage-path": storage_root},
-    )
-    if not_shared:
-        raise TrainError(not_shared)
 
 
 def _stream_dataset(cfg: TrainConfig, plan: dict, data_uri: str) -> dict[str, Any]:

@@ -77,12 +77,19 @@ def test_jpeg_kinds_and_levels():
     )  # JPEG removed part of the noise: the level is measured, not the requested 20
     _, level = degrade_with_level(clean, parse_degrade("gaussian:20"), rng)
     assert level == 20
-    for text, match in (
+    assert str(parse_noise("gaussian:0-25,jpeg=75-95")) == "gaussian:jpeg=75-95,sigma=0-25"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
         ("jpeg", "quality"),
         ("jpeg:q=0", "1 to 100"),
         ("camera:jpeg=120", "1 to 100"),
         ("camera:gain=2", "takes"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            parse_degrade(text)
-    assert str(parse_noise("gaussian:0-25,jpeg=75-95")) == "gaussian:jpeg=75-95,sigma=0-25"
+    ],
+)
+def test_a_bad_degradation_is_refused_saying_why(text, match):
+
+    with pytest.raises(ValueError, match=match):
+        parse_degrade(text)

@@ -18,7 +18,7 @@ from raydenoise.models.inference import Denoiser
 
 from conftest import png_bytes, run_cli, write
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def photo() -> np.ndarray:

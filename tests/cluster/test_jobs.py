@@ -18,7 +18,7 @@ from conftest import _free_ports, png_bytes, rgb, write
 from raynodes import kill_group
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 # Ray's token authentication, with a token of this test's own (nothing read from or written to ~/.ray).
 ENV = {

@@ -98,3 +98,13 @@ def test_renamed_outputs_merge_in_output_order_and_refuse_shared_names(tmp_path)
     why, existing = got["a.tif"]
     assert existing is None and "a.png" in why and "a.bmp" in why and "rename" in why
     assert all(i.size == 1 and i.tag == "t" for i in items)
+
+
+def test_matching_pairs_two_sorted_streams_in_one_pass():
+    from raydenoise.ledger.plan import matching
+
+    records = ["a", "b", "b", "d", "f"]
+    others = [("b", 1), ("c", 2), ("d", 3), ("e", 4), ("g", 5)]
+    got = list(matching(iter(records), str, iter(others), lambda o: o[0]))
+    assert got == [("a", None), ("b", ("b", 1)), ("b", ("b", 1)), ("d", ("d", 3)), ("f", None)]
+    assert list(matching(["a"], str, [], str)) == [("a", None)]

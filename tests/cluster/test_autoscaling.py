@@ -26,7 +26,7 @@ from conftest import png_bytes, rgb
 from raynodes import RAY, LocalCluster
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # vCPUs and GPUs of the AWS instance types cluster.yaml uses; a new type there must be added here.
 INSTANCES = {"m5.2xlarge": (8, 0), "m5.4xlarge": (16, 0), "g5.2xlarge": (8, 1)}
 CPU_SCALE = 8

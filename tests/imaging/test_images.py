@@ -117,31 +117,41 @@ def test_object_column_keeps_images_whole_for_any_shapes():
     assert mixed.shape == (2,) and mixed[1].shape == (4, 5)
 
 
-def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_frame():
+@pytest.mark.parametrize(
+    "fmt, match",
+    [
+        ("GIF", "an animation of 3 frames"),
+        ("PNG", "an animation of 3 frames"),
+        ("TIFF", "a multi-page file of 3 frames"),
+    ],
+)
+def test_animations_and_multi_page_files_are_refused_not_cut_to_their_first_frame(fmt, match):
     import io
 
     from PIL import Image
 
+    from raydenoise.imaging.encode import check_plain_png
     from raydenoise.imaging.images import ImageError, decode_for_denoise
 
     frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
-    from raydenoise.imaging.encode import check_plain_png
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError, match=match):
+        decode_for_denoise(buf.getvalue())
+    with pytest.raises(ImageError, match=match):
+        to_png_rgb8(buf.getvalue())  # ingest too
+    if fmt == "PNG":
+        assert check_plain_png(buf.getvalue()) is None  # the fast path hands an APNG to the decoder
 
-    for fmt, match in (
-        ("GIF", "an animation of 3 frames"),
-        ("PNG", "an animation of 3 frames"),
-        ("TIFF", "a multi-page file of 3 frames"),
-    ):
-        buf = io.BytesIO()
-        frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
-        with pytest.raises(ImageError, match=match):
-            decode_for_denoise(buf.getvalue())
-        with pytest.raises(ImageError, match=match):
-            to_png_rgb8(buf.getvalue())  # ingest too
-        if fmt == "PNG":
-            assert (
-                check_plain_png(buf.getvalue()) is None
-            )  # the fast path hands an APNG to the decoder
+
+def test_a_single_frame_of_a_multi_frame_format_is_an_image():
+    import io
+
+    from PIL import Image
+
+    from raydenoise.imaging.images import decode_for_denoise
+
+    frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200, 90)]
     one = io.BytesIO()
     frames[0].save(one, "GIF")
     assert decode_for_denoise(one.getvalue()).rgb.shape == (8, 10, 3)  # a single-frame GIF is fine
