@@ -130,11 +130,11 @@ class Estimate:
         per = self.per_unit()
         return None if per is None else per * units
 
-    def line(self, job: str, what: str, unit: str, units: float) -> str:
-        """The dry run's estimate as one line."""
+    def line(self, job: str, what: str, unit: str, units: float) -> str | None:
+        """The dry run's estimate as one line (None: no item could be measured)."""
         per, total = self.per_unit(), self.cpu_seconds(units)
         if per is None or total is None:
-            return f"{job} --dry-run: no estimate (none of the sampled {what} could be processed)"
+            return None
         return (
             f"{job} --dry-run: estimate: {per:.3f} s per {unit} ({plural(self.sampled, what)} "
             f"sampled): about {duration(total)} on one CPU, divided by the CPUs of the cluster "

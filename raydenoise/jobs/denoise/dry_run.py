@@ -157,14 +157,14 @@ def _estimate(
     denoiser = Denoiser(
         engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta
     )
-    estimate, size = Estimate(), [0]  # seconds per megapixel; the sample's bytes
+    estimate, size = Estimate(), 0  # seconds per megapixel; the sample's bytes
     with one_thread() if spec.engine == "torch" else contextlib.nullcontext():
         for key in sample:
-            _time_one(key, inp, denoiser, max_pixels, estimate, size)
+            size += _time_one(key, inp, denoiser, max_pixels, estimate)
     s_per_mp = estimate.per_unit()
     if s_per_mp is None:
         return {"note": "none of the sampled inputs could be decoded"}
-    mp_per_mb = estimate.units / (size[0] / 1e6)
+    mp_per_mb = estimate.units / (size / 1e6)
     return {
         "sampled": estimate.sampled,
         "seconds_per_megapixel": s_per_mp,
@@ -174,17 +174,15 @@ def _estimate(
     }
 
 
-def _time_one(
-    key: str, inp: Store, denoiser, max_pixels: int | None, estimate: Estimate, size: list[int]
-) -> None:
-    """One sampled input's model time added to ``estimate`` (in megapixels) and its bytes to
-    ``size``; an input that cannot be read or decoded (it would fail in the job) is no measure."""
+def _time_one(key: str, inp: Store, denoiser, max_pixels: int | None, estimate: Estimate) -> int:
+    """One sampled input's model time added to ``estimate`` (in megapixels); returns its bytes.
+    An input that cannot be read or decoded (it would fail in the job) is no measure: 0."""
     try:
         data = inp.read_bytes(key)
         image = decode_for_denoise(data, max_pixels).rgb
     except Exception:
-        return
+        return 0
     t0 = time.perf_counter()
     denoiser(image)
     estimate.add(time.perf_counter() - t0, image.shape[0] * image.shape[1] / 1e6)
-    size[0] += len(data)
+    return len(data)

@@ -187,8 +187,8 @@ class _Run(Job[dict[str, Any]]):
     def report(
         self, planned: _Planned, stopped: str | None, phases: dict, first, seconds: float
     ) -> dict:
-        """Assemble the report from the plan and the parts (the ledger), then summary.json and report.html;
-        returns the summary. ``first``: (seconds, rows) from the work's start to its first
+        """Assemble the report from the plan and the parts (the ledger), then summary.json and
+        report.html; returns the summary. ``first``: (seconds, rows) from the work's start to its first
         result."""
         rep, plan = self.rep, planned.plan
         try:

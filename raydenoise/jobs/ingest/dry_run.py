@@ -70,7 +70,9 @@ def _dry_run(
             else ""
         )
     )
-    log(estimate.line("ingest", "pair", "pair to read, check and convert", plan.n))
+    line = estimate.line("ingest", "pair", "pair to read, check and convert", plan.n)
+    if line:
+        log(line)
     log("ingest --dry-run: nothing was written")
     return summary
 

@@ -135,7 +135,8 @@ class _Ingest(Job[IngestResult]):
 
     def _nothing_valid(self) -> IngestError:
         """No shard has a row: the error, the first rejections shown."""
-        low, high, rejected = self.low, self.high, self.rejected
+        low, high, out, rejected = self.low, self.high, self.out, self.rejected
+        assert out is not None
         for r in rejected[:20]:
             console().error(f"  {r['file']}: {r['reason']}")
         return IngestError(
@@ -144,7 +145,7 @@ class _Ingest(Job[IngestResult]):
                 if low
                 else f"no valid images in {high.root}"
             )
-            + f"; nothing written to {self.cfg.out}"
+            + f"; nothing written to {out.root}"
             + (
                 f" ({len(rejected)} files rejected, reasons above)"
                 if rejected

@@ -51,14 +51,17 @@ class _Train(Job[dict]):
         )
         self.cfg = _apply_init(cfg)
         self.manifest, self.data, self.storage = _preflight(self.cfg)
+        # resolved once: every node must read it, and workers get the resolved URI
+        self.synthetic_root = (
+            cfg.synthetic_data and open_store(cfg.synthetic_data, cfg.s3_endpoint).root
+        )
 
     def shared_paths(self):
         """Every node must read the data and --init and write the storage path."""
         cfg = self.cfg
         reads = {
             "--data": self.data.root,
-            "--synthetic-data": cfg.synthetic_data
-            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+            "--synthetic-data": self.synthetic_root,
             "--init": None if (cfg.init or "").startswith("builtin:") else cfg.init,
         }
         return reads, {"--storage-path": self.storage.root}
@@ -90,8 +93,7 @@ class _Train(Job[dict]):
             cfg,
             data=data.root,
             storage_path=storage.root,
-            synthetic_data=cfg.synthetic_data
-            and open_store(cfg.synthetic_data, cfg.s3_endpoint).root,
+            synthetic_data=self.synthetic_root,
         )
         datasets = _stream_dataset(cfg, plan, data.root) if streaming else {}
         events = _event_queue()
