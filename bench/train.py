@@ -73,7 +73,7 @@ def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
     import torch
 
     from raydenoise.imaging.images import decode_rgb8
-    from raydenoise.jobs.train.scoring import _loss_fn
+    from raydenoise.jobs.train.scoring import loss_fn
     from raydenoise.models.architectures import build_model
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -91,10 +91,10 @@ def plain_loop(model_name: str, bsds: Path, steps: int) -> float:
     torch.manual_seed(0)
     model = build_model(model_name).train()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loss_fn = _loss_fn("charbonnier")
+    criterion = loss_fn("charbonnier")
 
     def step(low, high):
-        loss = loss_fn(model(low), high)
+        loss = criterion(model(low), high)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -33,6 +33,9 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # never to AWS: no test may reach a non-loopback address.
 os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray Train's controller polls its workers every 2 s (so a run ends up to 2 s after its last
+# epoch, and a dead worker is noticed as late); the test runs poll every 0.2 s.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Exported ONNX graphs are cached between jobs (engines.prepare_graph): in a folder of this test
 # session, never the user's own cache.
 os.environ["RAYDENOISE_CACHE_DIR"] = os.path.join(

@@ -641,7 +641,12 @@ def test_9_s3_server_stopping_mid_run_stops_the_job_and_a_rerun_resumes(
             "--address",
             cluster,
         ]
-        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # One attempt per S3 call (botocore's standard setting; its default is several, with
+        # backoff): the job meets the stopped server at once instead of ~25 s later.
+        once = {**os.environ, "AWS_MAX_ATTEMPTS": "1"}
+        run = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=once
+        )
         fs = server.fs()
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -25,6 +25,8 @@ PATCHES_PER_IMAGE = (
 )
 
 
+# The training losses (scoring.loss_fn has one function per name); mse is what PSNR measures.
+LOSSES = ("bce", "l1", "charbonnier", "mse")
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
 
 
@@ -73,7 +75,7 @@ class TrainConfig:
     loss: str = _network_default(
         "the training loss (mse fits PSNR best: a last stage)",
         "loss",
-        choices=("bce", "l1", "charbonnier", "mse"),
+        choices=LOSSES,
     )
     schedule: str = _network_default(
         "learning-rate schedule per epoch", "schedule", choices=("constant", "cosine")

@@ -8,23 +8,24 @@ import math
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import LOSSES, TrainConfig
 from .data import to_tensors
 
 
-def _loss_fn(name: str):
+def loss_fn(name: str):
+    """The training loss called ``name`` (one of config.LOSSES)."""
     import torch
     import torch.nn.functional as F
 
-    if name == "bce":
-        return lambda pred, target: F.binary_cross_entropy(pred.clamp(1e-7, 1 - 1e-7), target)
-    if name == "l1":
-        return F.l1_loss
-    if name == "mse":  # mean squared error: what PSNR measures
-        return F.mse_loss
-    if name == "charbonnier":
-        return lambda pred, target: torch.sqrt((pred - target) ** 2 + 1e-6).mean()
-    raise ValueError(f"unknown loss {name!r}")
+    losses = {
+        "bce": lambda pred, target: F.binary_cross_entropy(pred.clamp(1e-7, 1 - 1e-7), target),
+        "l1": F.l1_loss,
+        "charbonnier": lambda pred, target: torch.sqrt((pred - target) ** 2 + 1e-6).mean(),
+        "mse": F.mse_loss,  # mean squared error: what PSNR measures
+    }
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}")
+    return losses[name]
 
 
 def _all_reduce_sum(values: list[float], device) -> list[float]:

@@ -18,7 +18,7 @@ from ...models.artifacts import unwrap
 from .config import TrainConfig
 from .data import _stream_batches, share_of, to_tensors, val_items
 from .events import _emit
-from .scoring import _all_reduce_sum, _loss_fn, _update_ema, evaluate, format_metrics, lr_at
+from .scoring import _all_reduce_sum, _update_ema, evaluate, format_metrics, loss_fn, lr_at
 
 
 def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
@@ -136,7 +136,7 @@ def _setup(config: dict) -> _Worker:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
     if cfg.init:
-        _load_init(model, cfg)
+        load_init(model, cfg)
     ema = copy.deepcopy(model) if cfg.ema else None
     history: list[dict] = []
     start_epoch, elapsed_before = 0, 0.0
@@ -165,7 +165,7 @@ def _setup(config: dict) -> _Worker:
                    context, history, start_epoch, elapsed_before)  # fmt: skip
 
 
-def _load_init(model, cfg: TrainConfig) -> None:
+def load_init(model, cfg: TrainConfig) -> None:
     """--init's weights into ``model``: a blind swift may start a conditioned one (the level
     plane at zero) or be the local network of a global one (the global path at zero)."""
     from ...models.architectures import (
@@ -223,9 +223,9 @@ def _load_data(w: _Worker) -> _Data:
     def val():
         return kept if kept is not None else stream()
 
-    loss_fn = _loss_fn(cfg.loss)
+    criterion = loss_fn(cfg.loss)
     # The noisy input's own scores: the reference line in curves.png and the summary.
-    baseline = evaluate(None, val(), loss_fn, w.device) if shards else {}
+    baseline = evaluate(None, val(), criterion, w.device) if shards else {}
     shard = ray.train.get_dataset_shard("train") if memory is None else None
     return _Data(memory, shard, val, baseline, steps)
 
@@ -238,7 +238,7 @@ def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
     from ...imaging.patches import prefetch
 
     cfg, device, model, optimizer = w.cfg, w.device, w.model, w.optimizer
-    loss_fn = _loss_fn(cfg.loss)
+    criterion = loss_fn(cfg.loss)
     use_amp = cfg.amp and device.type == "cuda"
     model.train()
     t0 = time.time()
@@ -264,7 +264,7 @@ def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
             group["lr"] = lr_at(cfg, progress)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = model(low, *aux)
-        loss = loss_fn(pred.float(), high)
+        loss = criterion(pred.float(), high)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -284,7 +284,7 @@ def _epoch_metrics(w: _Worker, data: _Data, scored, epoch: int, n: float, total_
     """The epoch's metrics: val scores of ``scored`` (the EMA copy or the network), the train
     loss over all ranks, throughput; FloatingPointError when the loss diverged."""
     cfg = w.cfg
-    val_metrics = evaluate(scored, data.val(), _loss_fn(cfg.loss), w.device)
+    val_metrics = evaluate(scored, data.val(), loss_fn(cfg.loss), w.device)
     train_loss = total_loss / max(n, 1)
     if not math.isfinite(train_loss):
         raise FloatingPointError(
