@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ...console import Progress, console, plural, rate
@@ -52,6 +53,17 @@ def run_denoise(
     (raydenoise.ledger.runfiles). A fully resumed job (every output vouched for) does not start Ray.
     """
     return run_job(_Run(cfg, log), cfg.dry_run, start_ray)
+
+
+@dataclass
+class _Outcome:
+    """What the work on Ray came to: why it stopped (None: it finished), whether Ctrl-C ended
+    it, (seconds, rows done) from the work's start to its first result, and its seconds."""
+
+    stopped: str | None = None
+    interrupted: bool = False
+    first: tuple[float, int] | None = None
+    seconds: float = 0.0
 
 
 class _Run(Job[dict[str, Any]]):
@@ -107,16 +119,13 @@ class _Run(Job[dict[str, Any]]):
         self.ledger.abandon()
 
     def work(self, phases: Phases) -> dict[str, Any]:
-        planned = self.planned
-        stopped, interrupted, first, t0 = None, False, None, time.time()
-        if planned.plan.n_work:
-            stopped, interrupted, first, t0 = _run_work(self)
-        seconds = time.time() - t0  # the work's time: the summary's and the last line's
-        first_s = t0 - phases.t_start + first[0] if first else None
-        summary = self.report(
-            planned, stopped, phases.record("first_result_s", first_s), first, seconds
-        )
-        return self.conclude(summary, planned, stopped, interrupted, seconds)
+        outcome, t0 = _Outcome(), time.time()
+        if self.planned.plan.n_work:
+            outcome.stopped, outcome.interrupted, outcome.first, t0 = _run_work(self)
+        outcome.seconds = time.time() - t0  # the work's time: the summary's and the last line's
+        first_s = t0 - phases.t_start + outcome.first[0] if outcome.first else None
+        summary = self.report(outcome, phases.record("first_result_s", first_s))
+        return self.conclude(summary, outcome)
 
     def close(self) -> None:
         if self.lock is not None:
@@ -184,12 +193,15 @@ class _Run(Job[dict[str, Any]]):
         _announce(planned, inputs, self.inp.root, self.ref is not None, self.log)
         return planned
 
-    def report(
-        self, planned: _Planned, stopped: str | None, phases: dict, first, seconds: float
-    ) -> dict:
+    def report(self, outcome: _Outcome, phases: dict) -> dict:
         """Assemble the report from the plan and the parts (the ledger), then summary.json and
-        report.html; returns the summary. ``first``: (seconds, rows) from the work's start to its first
-        result."""
+        report.html; returns the summary."""
+        planned, stopped, first, seconds = (
+            self.planned,
+            outcome.stopped,
+            outcome.first,
+            outcome.seconds,
+        )
         rep, plan = self.rep, planned.plan
         try:
             summary = self.ledger.assemble(
@@ -221,13 +233,12 @@ class _Run(Job[dict[str, Any]]):
         self.ledger.close()
         return summary
 
-    def conclude(
-        self, summary: dict, planned: _Planned, stopped, interrupted: bool, seconds: float
-    ) -> dict:
+    def conclude(self, summary: dict, outcome: _Outcome) -> dict:
         """The last line: done, or stopped (DenoiseError) or interrupted (KeyboardInterrupt)
         with the report of what was done."""
+        planned, stopped, seconds = self.planned, outcome.stopped, outcome.seconds
         done, rep, n_work = summary["ok"], self.rep, planned.plan.n_work
-        if interrupted:
+        if outcome.interrupted:
             self.log(
                 f"denoise: interrupted; {done} written; report of what was done in {rep.root}; rerun to resume"
             )
@@ -287,7 +298,7 @@ def _run_work(run: _Run):
     import ray
 
     cfg, plan, spec, ref = run.cfg, run.planned.plan, run.spec, run.ref
-    staged, workers, cpus = _workers(cfg, run.ledger, run.log)
+    staged, workers, cpus = _workers(cfg, run.ledger, run.log, plan.n_work)
     store_kwargs = {
         "input_uri": run.inp.root,
         "output_uri": run.out.root,
@@ -341,13 +352,17 @@ def _run_work(run: _Run):
     return _collect(ds, plan.n_work, run.ledger, run.inp)
 
 
-def _workers(cfg: DenoiseConfig, ledger: RunLedger, log) -> tuple[bool, int, float]:
-    """(staged?, model actors, CPUs each) on the cluster as it is now (plan_workers); 0 actors:
-    none can run yet, the pool grows as the autoscaler adds nodes. Too few GPUs: DenoiseError."""
+def _workers(cfg: DenoiseConfig, ledger: RunLedger, log, n_work: int) -> tuple[bool, int, float]:
+    """(staged?, model actors, CPUs each) on the cluster as it is now (plan_workers), never more
+    actors than pieces of work (an idle actor costs a process, imports and a model load); 0
+    actors: none can run yet, the pool grows as the autoscaler adds nodes. Too few GPUs:
+    DenoiseError."""
     import ray
 
     cluster = ray.cluster_resources()
     staged, workers, cpus = plan_workers(cfg, cluster)
+    # fused: an actor takes a slice of the plan at a time; staged: an image at a time
+    workers = min(workers, n_work if staged else runfiles.slicing(n_work)[0])
     autoscale = workers == 0  # nothing to run on yet: the pool grows as the autoscaler adds nodes
     if autoscale:
         log(
