@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test test-fast check bench clean browser
+.PHONY: setup demo test test-fast check bench bench-smoke clean browser
 
 $(BIN)/raydenoise: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,10 @@ test: setup browser check
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+
+# Every benchmark command at its smallest size (that each still runs; no figures).
+bench-smoke: setup
+	bench/smoke.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -81,7 +81,7 @@ def comparisons() -> list:
 
 
 def open_in_chromium(page: Path) -> dict:
-    sys.path.insert(0, str(HERE.parent / "tests"))
+    sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "ledger")]
     from test_report_page import _browser
 
     browser = _browser()

@@ -47,7 +47,8 @@ def estimate_sigma(image: np.ndarray) -> float:
         raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
     if image.dtype == np.uint16:  # a 16-bit image, on the same 0-255 scale
         image = image.astype(np.float32) / 257.0
-    return _image_level(image)
+    with _one_blas_thread():
+        return _image_level(image)
 
 
 def estimate_noise(noise: np.ndarray) -> float:
@@ -55,7 +56,22 @@ def estimate_noise(noise: np.ndarray) -> float:
     (H, W, C), the noisy photo minus the clean one, 0-255 scale), computed from the noise alone:
     it has no texture to leave out, so one PCA per channel on a sample of patches suffices
     (training calls it for every patch whose level is not a known Gaussian sigma)."""
-    return _noise_level(noise)
+    with _one_blas_thread():
+        return _noise_level(noise)
+
+
+def _one_blas_thread():
+    """The covariance products and eigenvalues on one BLAS thread: matrices of 49 x 49 gain
+    nothing from more, and on a machine whose cores are busy OpenBLAS's waiting threads made one
+    estimate take 7-12 s instead of 0.2 (numpy's BLAS uses every core outside Ray's workers)."""
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _planes(image: np.ndarray) -> list[np.ndarray]:

@@ -93,3 +93,23 @@ def test_a_bad_degradation_is_refused_saying_why(text, match):
 
     with pytest.raises(ValueError, match=match):
         parse_degrade(text)
+
+
+def test_the_estimate_runs_its_blas_products_on_one_thread(monkeypatch):
+    """On a machine whose cores are busy, OpenBLAS's threads turned one estimate into 7-12 s;
+    the estimate limits them to one, and restores the caller's setting afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from raydenoise.imaging import noise_level
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+    real = noise_level._image_level
+    monkeypatch.setattr(
+        noise_level, "_image_level", lambda image: seen.append(blas_threads()) or real(image)
+    )
+    before = blas_threads()
+    assert noise_level.estimate_sigma(np.full((32, 32), 128.0)) >= 0.0
+    assert seen == [{1}] and blas_threads() == before
