@@ -24,7 +24,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from train import prepare  # noqa: E402  (bench/train.py: synthesize + ingest, shared)
+from train import ingest, quiet  # noqa: E402  (bench/train.py: ingest once, shared)
+
+
+def prepare(bsds: Path, work: Path, noise: str, log) -> tuple[str, str]:
+    """Synthesize + ingest bsds500/train (train/val 90/10) and bsds500/test (all test)."""
+    from raydenoise.jobs.synth import SynthConfig, run_synth
+
+    tag = noise.replace(":", "")
+    out = []
+    for part, split in (("train", (0.9, 0.1, 0.0)), ("test", (0.0, 0.0, 1.0))):
+        pairs = work / f"{tag}-{part}-pairs"
+        if not (pairs / "high").exists():
+            run_synth(
+                SynthConfig(out=str(pairs), clean=str(bsds / part), noise=noise, seed=1), log=quiet
+            )
+        out.append(
+            ingest(str(pairs / "low"), str(pairs / "high"), work / f"{tag}-{part}-ds", split)
+        )
+    log(f"data ready: {noise}")
+    return out[0], out[1]
 
 
 def cli(*args: str) -> None:

@@ -4,6 +4,7 @@
 # Results go to a temporary folder; bench/out/ is left as it is (bench/memory.py and
 # bench/report_page.py print theirs). Parts that need data this machine may not have (BSDS500,
 # PolyU, LOL, Chromium) say so and are skipped; the run fails if any command that ran failed.
+# Names as arguments run only those parts: bench/smoke.sh quality train
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,9 +14,11 @@ LOL=${LOL:-/work/data/lol/dataset/test}
 T=$(mktemp -d /tmp/raydenoise-bench-smoke-XXXXXX)
 failed=()
 
+ONLY=" $* "
 run() {  # run NAME COMMAND...: time it, keep its log, remember a failure
     local name=$1
     shift
+    if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
     local t0=$SECONDS
     if "$@" >"$T/$name.log" 2>&1; then
         echo "bench-smoke: $name ok ($((SECONDS - t0)) s)"

@@ -19,7 +19,7 @@ def noise_sigma(x: np.ndarray) -> float:
 
 
 def nl_means(noisy: np.ndarray) -> np.ndarray:
-    """scikit-image Non-Local Means on a uint8 RGB image -> uint8 RGB."""
+    """scikit-image Non-Local Means on a uint8 RGB (or grayscale (H, W)) image -> the same."""
     from skimage.restoration import denoise_nl_means
 
     x = noisy.astype(np.float32) / 255
@@ -31,17 +31,19 @@ def nl_means(noisy: np.ndarray) -> np.ndarray:
         fast_mode=True,
         patch_size=5,
         patch_distance=6,
-        channel_axis=-1,
+        channel_axis=-1 if x.ndim == 3 else None,
     )
     return np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
 
 
 def cbm3d(noisy: np.ndarray) -> np.ndarray:
-    """CBM3D (``bm3d`` package) on a uint8 RGB image -> uint8 RGB, sigma estimated per image."""
+    """CBM3D (``bm3d`` package) on a uint8 RGB image -> uint8 RGB, sigma estimated per image;
+    BM3D on a grayscale (H, W) one."""
     import bm3d
 
     x = noisy.astype(np.float32) / 255
-    y = bm3d.bm3d_rgb(x, sigma_psd=max(noise_sigma(x), 1e-3))
+    sigma = max(noise_sigma(x), 1e-3)
+    y = bm3d.bm3d_rgb(x, sigma_psd=sigma) if x.ndim == 3 else bm3d.bm3d(x, sigma_psd=sigma)
     return np.clip(np.rint(y * 255), 0, 255).astype(np.uint8)
 
 
