@@ -16,6 +16,10 @@ Same files, same run, in this order per model:
            Ray's own start-up and the report. Then the same command once more: every output
            already exists and the report vouches for it, so it is kept unread and Ray is not
            started: the whole command's seconds ("resume_command_s").
+  baseline  with --baseline REV: the same `raydenoise denoise` command run by the code of git
+           revision REV (a temporary worktree, its default engine, on the same files and the same
+           weights: a built-in's folder is given as a folder), so a change is measured against
+           what users had, side by side in one run.
 Non-Local Means (scikit-image, as in `raydenoise evaluate`) runs in one process on the first
 --nlm-images files: it is the seed notebook's classical baseline.
 Throughput does not depend on the weights, so the models are freshly initialized.
@@ -124,6 +128,12 @@ def main() -> None:
         help="--engine values to run the raydenoise job with, side by side (auto = onnxruntime on CPU)",
     )
     ap.add_argument("--nlm-images", type=int, default=10)
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also run the denoise command of this git revision on the same files and weights",
+    )
     ap.add_argument("--out", default=str(HERE / "out" / "denoise.json"))
     args = ap.parse_args()
 
@@ -145,12 +155,34 @@ def main() -> None:
     }
     exe = str(Path(sys.executable).parent / "raydenoise")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    runs = {engine: (exe, env, ["--engine", engine]) for engine in args.engines.split(",")}
+    if args.baseline:
+        base = work / "baseline-code"
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(HERE.parent),
+                "worktree",
+                "add",
+                "--detach",
+                str(base),
+                args.baseline,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        # its package first on the path, run as `python -m raydenoise` (the console script
+        # names today's module layout)
+        runs["baseline"] = (sys.executable, {**env, "PYTHONPATH": str(base)}, [])
     for name in args.models.split(","):
         torch.manual_seed(0)
         if name.startswith("builtin:"):
-            model_dir = (
-                name  # the shipped weights (builtin:denoise is conditioned on the noise level)
-            )
+            # the shipped weights (builtin:denoise is conditioned on the noise level), as a
+            # folder so that a baseline revision runs the same weights
+            from raydenoise.models.artifacts import builtin_dir
+
+            model_dir = str(builtin_dir(name))
         else:
             model_dir = str(work / f"model-{name}")
             save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
@@ -162,12 +194,13 @@ def main() -> None:
             "plain_megapixels_per_s": mp / plain_s,
             "plain_fast_images_per_s": args.images / fast_s,
         }
-        for engine in args.engines.split(","):
+        for engine, (program, run_env, extra) in runs.items():
             out = work / f"ray-{tag}-{engine}"
             t0 = time.perf_counter()
+            command = [program] if program == exe else [program, "-m", "raydenoise"]
             proc = subprocess.run(
                 [
-                    exe,
+                    *command,
                     "denoise",
                     "--input",
                     str(src),
@@ -175,13 +208,12 @@ def main() -> None:
                     str(out),
                     "--model",
                     model_dir,
-                    "--engine",
-                    engine,
+                    *extra,
                     *(["--workers", str(args.workers)] if args.workers else []),
                 ],
                 capture_output=True,
                 text=True,
-                env=env,
+                env=run_env,
             )
             ray_e2e = time.perf_counter() - t0
             if proc.returncode != 0:
@@ -191,7 +223,7 @@ def main() -> None:
             assert summary["ok"] == args.images, summary
             # The same command again: every output is vouched for by the report (a resume).
             t1 = time.perf_counter()
-            again = subprocess.run(proc.args, capture_output=True, text=True, env=env)
+            again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
             resume_s = time.perf_counter() - t1
             assert again.returncode == 0, again.stderr[-3000:]
             rerun = json.loads((out / "_report" / "summary.json").read_text())
@@ -219,12 +251,24 @@ def main() -> None:
             r["onnxruntime_vs_torch_steady"] = (r["onnxruntime"]["images_per_s_steady"] or 0) / (
                 r["torch"]["images_per_s_steady"] or 1
             )
+        if "baseline" in r:
+            for engine in runs:
+                if engine != "baseline":
+                    for k in ("pipeline", "steady"):
+                        r[f"{engine}_vs_baseline_{k}"] = (r[engine][f"images_per_s_{k}"] or 0) / (
+                            r["baseline"][f"images_per_s_{k}"] or 1
+                        )
         results["models"][name] = r
         print(name, json.dumps(r, indent=1), flush=True)
     results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+    if args.baseline:
+        subprocess.run(
+            ["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(base)],
+            capture_output=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -4,10 +4,13 @@ Kinds (the ``--noise`` argument), each optionally followed by ``:`` and paramete
 - ``gaussian:SIGMA`` — additive white Gaussian noise, SIGMA on the 0-255 scale.
 - ``poisson-gaussian[:peak=P,read=R]`` — shot noise with P photo-electrons at full white
   (default 30) plus Gaussian read noise R on the 0-255 scale (default 5).
-- ``low-light[:exposure=E,gamma=G,peak=P,read=R]`` — LOL-like capture: the image is darkened by a
-  gamma curve (default G drawn per image from 1.6..2.2) and an exposure drop (default E drawn
-  per image from 0.15..0.35; LOL's low images average about 5% of full scale), then shot noise with P electrons at full white (default 1000)
-  and Gaussian read noise R on the 0-255 scale (default 2.0) are added, then quantized to 8 bits.
+- ``low-light[:exposure=E,gamma=G,peak=P,read=R,cast=C]`` — LOL-like capture: the image is darkened
+  by a gamma curve (default G drawn per image from 1.6..2.2) and an exposure drop (default E drawn
+  per image from 0.15..0.35; LOL's low images average about 5% of full scale), optionally given a
+  colour cast (red and blue multiplied by gains C drawn independently per image, green kept; e.g.
+  ``cast=0.6-1.35``, the 5-95th percentiles of LOL our485's low/normal channel ratios), then shot
+  noise with P electrons at full white (default 1000) and Gaussian read noise R on the 0-255
+  scale (default 2.0) are added, then quantized to 8 bits.
 - ``camera[:peak=P,read=R]`` — a camera's noise after its processing: the photo is taken back to
   linear light (gamma 2.2), divided by white-balance gains (red 1.6-2.4, blue 1.3-2.0, drawn per
   image) to raw, given shot noise (P electrons at full white, default 200) and read noise (R on
@@ -92,7 +95,7 @@ def _value(text: str, spec: str, name: str) -> float | tuple[float, float]:
 _ALLOWED = {
     "gaussian": {"sigma", "jpeg"},
     "poisson-gaussian": {"peak", "read", "jpeg"},
-    "low-light": {"exposure", "gamma", "peak", "read", "jpeg"},
+    "low-light": {"exposure", "gamma", "peak", "read", "cast", "jpeg"},
     "camera": {"peak", "read", "jpeg"},
     "jpeg": {"q"},
 }
@@ -118,7 +121,7 @@ def parse_noise(text: str) -> NoiseSpec:
             allowed = ", ".join(sorted(_ALLOWED[kind]))
             raise NoiseSpecError(f"{text!r}: {kind} takes {allowed}, not {name!r}")
         params[name] = _value(value, text, name)
-    for key in ("exposure", "peak"):
+    for key in ("exposure", "peak", "cast"):
         if key in params and _low(params[key]) <= 0:
             raise NoiseSpecError(f"{text!r}: {key} must be > 0")
     if kind == "jpeg" and "q" not in params:
@@ -215,6 +218,9 @@ def _apply(
         exposure = get("exposure", (0.15, 0.35))
         peak = get("peak", 1000.0)
         dark = exposure * np.power(x, gamma)
+        if "cast" in spec.params and x.shape[-1] == 3:
+            gains = np.array([get("cast", 1.0), 1.0, get("cast", 1.0)], np.float32)
+            dark = np.clip(dark * gains, 0.0, 1.0)
         y = rng.poisson(dark * peak).astype(np.float32) / peak
         y += rng.normal(0.0, get("read", 2.0) / 255.0, size=x.shape).astype(np.float32)
     elif spec.kind == "camera":

@@ -24,6 +24,7 @@ import numpy as np
 
 PATCH = 7  # pixels per side of the patches whose covariance is analysed
 MAX_PATCHES = 20_000  # per channel: larger images are sampled on a coarser grid (the estimate needs far fewer)
+REPORT_PATCHES = 10_000  # per channel for a level that is only reported (estimate_sigma's doc)
 MIN_PATCHES = 500  # below this many unclipped patches, clipped ones are used too
 NOISE_PATCHES = (
     2_500  # per channel for estimate_noise (a training patch's noise): fast, within a few %
@@ -33,7 +34,7 @@ MAX_SIGMA = 255.0  # --sigma, on the 0-255 scale
 MAX_ROUNDS = 6  # of weak-texture selection (it settles in 2-4)
 
 
-def estimate_sigma(image: np.ndarray) -> float:
+def estimate_sigma(image: np.ndarray, patches: int = MAX_PATCHES) -> float:
     """The noise level of ``image`` (uint8, uint16 or float on the 0-255 scale, (H, W) or (H, W, C)) as
     the standard deviation of its noise on the 0-255 scale; 0.0 for an image too small to hold
     a patch (under 7 x 7 pixels). ValueError for an array that is not 2-D or 3-D.
@@ -42,13 +43,18 @@ def estimate_sigma(image: np.ndarray) -> float:
     photos from sigma 5 to 50). Noise that neighbouring pixels share (a camera's demosaicking,
     JPEG) reads lower than its per-pixel spread: the estimator sees its finest-grained part only.
     A conditioned denoiser is trained on the level this estimator reads of each training noise
-    (``estimate_noise``), so the two agree."""
+    (``estimate_noise``), so the two agree.
+
+    ``patches`` (per channel) trades precision for time: ``REPORT_PATCHES`` takes half the
+    default's time and reads within 3.5 % of it (0.2 on the 0-255 scale for a clean photo; 60
+    noisy bsds500/train photos, sigma 0-50), enough for a figure that is only reported (denoise's
+    residual level of each output), not for the level a network is given."""
     if image.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
     if image.dtype == np.uint16:  # a 16-bit image, on the same 0-255 scale
         image = image.astype(np.float32) / 257.0
     with _one_blas_thread():
-        return _image_level(image)
+        return _image_level(image, patches)
 
 
 def estimate_noise(noise: np.ndarray) -> float:
@@ -78,8 +84,8 @@ def _planes(image: np.ndarray) -> list[np.ndarray]:
     return [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
 
 
-def _image_level(image: np.ndarray) -> float:
-    return _sigma([_plane_variance(p) for p in _planes(image)])
+def _image_level(image: np.ndarray, patches: int) -> float:
+    return _sigma([_plane_variance(p, patches) for p in _planes(image)])
 
 
 def _noise_level(noise: np.ndarray) -> float:
@@ -109,8 +115,8 @@ def _patches(plane: np.ndarray, max_patches: int = MAX_PATCHES) -> np.ndarray | 
     return view.reshape(-1, PATCH * PATCH).astype(np.float32)
 
 
-def _plane_variance(plane: np.ndarray) -> float | None:
-    cols = _patches(plane)
+def _plane_variance(plane: np.ndarray, patches: int) -> float | None:
+    cols = _patches(plane, patches)
     if cols is None:
         return None
     texture = _gradient_energy(cols)
@@ -139,11 +145,13 @@ def _plane_variance(plane: np.ndarray) -> float | None:
 
 def _gradient_energy(cols: np.ndarray) -> np.ndarray:
     """For every flattened PATCH x PATCH window, the sum of its squared horizontal and vertical
-    neighbour differences (computed on the sampled windows alone)."""
-    x = cols.reshape(-1, PATCH, PATCH)
-    gh = np.square(x[:, :, 1:] - x[:, :, :-1]).sum(axis=(1, 2))
-    gv = np.square(x[:, 1:, :] - x[:, :-1, :]).sum(axis=(1, 2))
-    return gh + gv
+    neighbour differences (computed on the sampled windows alone). On the flat rows: a
+    horizontal neighbour is the next element but across a row's end, a vertical one PATCH
+    elements on; dot products instead of square-then-sum (a third of the time)."""
+    across = cols[:, 1:] - cols[:, :-1]
+    across[:, PATCH - 1 :: PATCH] = 0.0  # from a row's last pixel to the next row's first
+    down = cols[:, PATCH:] - cols[:, :-PATCH]
+    return np.einsum("ij,ij->i", across, across) + np.einsum("ij,ij->i", down, down)
 
 
 def _smallest_variance(cols: np.ndarray) -> float:

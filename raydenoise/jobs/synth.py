@@ -54,7 +54,7 @@ class SynthConfig:
     out: str = opt(help="writes OUT/low/NAME.png and OUT/high/NAME.png")
     noise: str = opt(
         help="gaussian:SIGMA (0-255 scale), poisson-gaussian[:peak=P,read=R], "
-        "low-light[:exposure=E,gamma=G,peak=P,read=R]"
+        "low-light[:exposure=E,gamma=G,peak=P,read=R,cast=C]"
     )
     clean: str = opt(
         DEFAULT_CLEAN,

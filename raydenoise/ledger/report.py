@@ -4,7 +4,8 @@ A report row is a dict with ``key``, ``width``, ``height``, ``status``, ``error`
 ``seconds``, ``node`` (the Ray node id of the machine that processed the image) and, with a reference, ``psnr``, ``mse``, ``mae``, ``ssim`` of the output and
 ``input_psnr`` ... ``input_ssim`` of the input, all against the reference; ``input_noise`` and
 ``output_noise`` (the estimated noise level of the input and of the output, standard deviation
-on the 0-255 scale, no reference needed), ``change`` (the RMS difference of output and input,
+on the 0-255 scale, no reference needed; the output's from half as many patches,
+``noise_level.REPORT_PATCHES``), ``change`` (the RMS difference of output and input,
 0-255 scale), ``finished`` (Unix time the row was made) and ``sigma`` (the level a conditioned network was
 given); ``output_bytes``,
 ``output_md5`` and ``output_tag`` (what a listing shows for the output: S3 ETag, local

@@ -45,6 +45,22 @@ def test_low_light_is_far_darker_and_noisy_relative_to_signal():
     assert abs(flat.mean() - 255 * 0.2 * (128 / 255) ** 2) < 1.0
 
 
+def test_low_light_cast_tints_red_and_blue_per_image_and_keeps_gray_photos():
+    spec = parse_noise("low-light:exposure=0.5,gamma=1,peak=100000,read=0,cast=0.5-1.5")
+    means = [
+        apply_noise(gray(200, 64), spec, np.random.default_rng(s)).reshape(-1, 3).mean(0)
+        for s in range(6)
+    ]
+    ratios = np.array([m / m[1] for m in means])  # green is never cast
+    assert np.all((ratios[:, [0, 2]] > 0.45) & (ratios[:, [0, 2]] < 1.55))
+    assert ratios[:, 0].std() > 0.05 and not np.allclose(ratios[:, 0], ratios[:, 2], atol=0.02)
+    plain = parse_noise("low-light:exposure=0.5,gamma=1,peak=100000,read=0")
+    base = apply_noise(gray(200, 64), plain, np.random.default_rng(0)).reshape(-1, 3).mean(0)
+    assert np.allclose(base / base[1], 1.0, atol=0.02)
+    mono = apply_noise(np.full((32, 32, 1), 200, np.uint8), spec, np.random.default_rng(0))
+    assert mono.shape == (32, 32, 1)
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
@@ -53,6 +69,7 @@ def test_low_light_is_far_darker_and_noisy_relative_to_signal():
         ("gaussian:abc", "must be a number"),
         ("low-light:brightness=2", "takes"),
         ("poisson-gaussian:peak=0", "must be > 0"),
+        ("low-light:cast=0-1.2", "must be > 0"),
         ("gaussian:-3", ">= 0"),
     ],
 )

@@ -23,6 +23,24 @@ def test_estimate_is_within_15_percent_of_the_true_sigma(sigma):
         assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.15)
 
 
+def test_the_report_reading_is_close_to_the_full_one_and_the_texture_measure_is_exact():
+    from raydenoise.imaging import noise_level
+
+    for i, clean in enumerate(photos()):
+        for sigma in (0, 5, 25):
+            noisy = apply_noise(clean, parse_noise(f"gaussian:{sigma}"), np.random.default_rng(i))
+            full = estimate_sigma(noisy)
+            report = estimate_sigma(noisy, noise_level.REPORT_PATCHES)
+            assert abs(report - full) <= max(0.035 * full, 0.2), (i, sigma, full, report)
+    # the gradient energy of flattened windows equals the square-and-sum over each window
+    cols = np.random.default_rng(0).random((50, 49), np.float32) * 255
+    x = cols.reshape(-1, 7, 7)
+    naive = np.square(np.diff(x, axis=2)).sum(axis=(1, 2)) + np.square(np.diff(x, axis=1)).sum(
+        axis=(1, 2)
+    )
+    assert np.allclose(noise_level._gradient_energy(cols), naive, rtol=1e-5)
+
+
 def test_clean_photos_read_almost_no_noise_and_grayscale_reads_like_its_channel():
     for clean in photos():
         assert estimate_sigma(clean) < 2.5
@@ -115,7 +133,7 @@ def test_the_estimate_runs_its_blas_products_on_one_thread(monkeypatch):
     seen = []
     real = noise_level._image_level
     monkeypatch.setattr(
-        noise_level, "_image_level", lambda image: seen.append(threads()) or real(image)
+        noise_level, "_image_level", lambda *args: seen.append(threads()) or real(*args)
     )
     before = threads()
     assert noise_level.estimate_sigma(np.full((32, 32), 128.0)) >= 0.0

@@ -112,7 +112,7 @@ def _redo(state: ImageState, note: str) -> None:
 def denoise_states(denoiser: Denoiser, states: list[ImageState]) -> None:
     """Run the model on every state that needs it (in place). A failure on one image (NaN output,
     out of memory) becomes that image's error; the others go on."""
-    from ...imaging.noise_level import estimate_sigma
+    from ...imaging.noise_level import REPORT_PATCHES, estimate_sigma
 
     todo = [s for s in states if s.needs_model()]
     if not todo:
@@ -133,7 +133,7 @@ def denoise_states(denoiser: Denoiser, states: list[ImageState]) -> None:
     for s, out in zip(todo, results):
         s.output = out
         if not s.error:
-            s.output_noise = estimate_sigma(out)
+            s.output_noise = estimate_sigma(out, REPORT_PATCHES)
             s.change = _rms_change(s.image, out)
             s.sigma = denoiser.level_for(s.input_noise) if denoiser.conditioned else math.nan
     share = (time.perf_counter() - t0) / len(todo)
