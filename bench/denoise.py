@@ -28,6 +28,7 @@ Throughput does not depend on the weights, so the models are freshly initialized
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from baseline import checkout  # bench/baseline.py (this folder is on the path when run)
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -155,120 +157,109 @@ def main() -> None:
     }
     exe = str(Path(sys.executable).parent / "raydenoise")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    runs = {engine: (exe, env, ["--engine", engine]) for engine in args.engines.split(",")}
-    if args.baseline:
-        base = work / "baseline-code"
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(HERE.parent),
-                "worktree",
-                "add",
-                "--detach",
-                str(base),
-                args.baseline,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        # its package first on the path, run as `python -m raydenoise` (the console script
-        # names today's module layout)
-        runs["baseline"] = (sys.executable, {**env, "PYTHONPATH": str(base)}, [])
-    for name in args.models.split(","):
-        torch.manual_seed(0)
-        if name.startswith("builtin:"):
-            # the shipped weights (builtin:denoise is conditioned on the noise level), as a
-            # folder so that a baseline revision runs the same weights
-            from raydenoise.models.artifacts import builtin_dir
+    with contextlib.ExitStack() as stack:  # the baseline worktree, removed however the run ends
+        runs = {engine: ([exe], env, ["--engine", engine]) for engine in args.engines.split(",")}
+        if args.baseline:
+            base = stack.enter_context(checkout(args.baseline, work / "baseline-code"))
+            # its package first on the path, run as a module (the console script names today's
+            # module layout)
+            runs["baseline"] = (
+                [sys.executable, "-m", "raydenoise"],
+                {**env, "PYTHONPATH": str(base)},
+                [],
+            )
+        for name in args.models.split(","):
+            torch.manual_seed(0)
+            if name.startswith("builtin:"):
+                # the shipped weights (builtin:denoise is conditioned on the noise level), as a
+                # folder so that a baseline revision runs the same weights
+                from raydenoise.models.artifacts import builtin_dir
 
-            model_dir = str(builtin_dir(name))
-        else:
-            model_dir = str(work / f"model-{name}")
-            save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
-        tag = name.replace(":", "-")
-        plain_s = plain_loop(model_dir, src, work / f"plain-{tag}")
-        fast_s = plain_fast_loop(model_dir, src, work / f"fast-{tag}")
-        r = {
-            "plain_images_per_s": args.images / plain_s,
-            "plain_megapixels_per_s": mp / plain_s,
-            "plain_fast_images_per_s": args.images / fast_s,
-        }
-        for engine, (program, run_env, extra) in runs.items():
-            out = work / f"ray-{tag}-{engine}"
-            t0 = time.perf_counter()
-            command = [program] if program == exe else [program, "-m", "raydenoise"]
-            proc = subprocess.run(
-                [
-                    *command,
-                    "denoise",
-                    "--input",
-                    str(src),
-                    "--output",
-                    str(out),
-                    "--model",
-                    model_dir,
-                    *extra,
-                    *(["--workers", str(args.workers)] if args.workers else []),
-                ],
-                capture_output=True,
-                text=True,
-                env=run_env,
-            )
-            ray_e2e = time.perf_counter() - t0
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
-            summary = json.loads((out / "_report" / "summary.json").read_text())
-            assert summary["ok"] == args.images, summary
-            # The same command again: every output is vouched for by the report (a resume).
-            t1 = time.perf_counter()
-            again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
-            resume_s = time.perf_counter() - t1
-            assert again.returncode == 0, again.stderr[-3000:]
-            rerun = json.loads((out / "_report" / "summary.json").read_text())
-            assert rerun["skipped"] == args.images, rerun
-            e = {
-                "images_per_s_end_to_end": args.images / ray_e2e,
-                "images_per_s_pipeline": args.images / summary["seconds"],
-                "megapixels_per_s_pipeline": mp / summary["seconds"],
-                "startup_s": summary.get("startup_s"),
-                "images_per_s_steady": summary.get("steady_images_per_s"),
-                # the whole second command: every output vouched for, kept unread, Ray not started
-                "resume_command_s": resume_s,
-                "resume_trusted": rerun.get("trusted"),
+                model_dir = str(builtin_dir(name))
+            else:
+                model_dir = str(work / f"model-{name}")
+                save_model_dir(model_dir, build_model(name).eval(), {"model": name, "width": None})
+            tag = name.replace(":", "-")
+            plain_s = plain_loop(model_dir, src, work / f"plain-{tag}")
+            fast_s = plain_fast_loop(model_dir, src, work / f"fast-{tag}")
+            r = {
+                "plain_images_per_s": args.images / plain_s,
+                "plain_megapixels_per_s": mp / plain_s,
+                "plain_fast_images_per_s": args.images / fast_s,
             }
-            e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / r["plain_images_per_s"]
-            e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r["plain_images_per_s"]
-            e["speedup_pipeline_vs_plain_fast"] = (
-                e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
-            )
-            r[engine] = e
-        if "torch" in r and "onnxruntime" in r:
-            r["onnxruntime_vs_torch_pipeline"] = (
-                r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
-            )
-            r["onnxruntime_vs_torch_steady"] = (r["onnxruntime"]["images_per_s_steady"] or 0) / (
-                r["torch"]["images_per_s_steady"] or 1
-            )
-        if "baseline" in r:
-            for engine in runs:
-                if engine != "baseline":
-                    for k in ("pipeline", "steady"):
-                        r[f"{engine}_vs_baseline_{k}"] = (r[engine][f"images_per_s_{k}"] or 0) / (
-                            r["baseline"][f"images_per_s_{k}"] or 1
-                        )
-        results["models"][name] = r
-        print(name, json.dumps(r, indent=1), flush=True)
-    results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    if args.baseline:
-        subprocess.run(
-            ["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(base)],
-            capture_output=True,
-        )
+            for engine, (command, run_env, extra) in runs.items():
+                out = work / f"ray-{tag}-{engine}"
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [
+                        *command,
+                        "denoise",
+                        "--input",
+                        str(src),
+                        "--output",
+                        str(out),
+                        "--model",
+                        model_dir,
+                        *extra,
+                        *(["--workers", str(args.workers)] if args.workers else []),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=run_env,
+                )
+                ray_e2e = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    print(proc.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
+                summary = json.loads((out / "_report" / "summary.json").read_text())
+                assert summary["ok"] == args.images, summary
+                # The same command again: every output is vouched for by the report (a resume).
+                t1 = time.perf_counter()
+                again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
+                resume_s = time.perf_counter() - t1
+                assert again.returncode == 0, again.stderr[-3000:]
+                rerun = json.loads((out / "_report" / "summary.json").read_text())
+                assert rerun["skipped"] == args.images, rerun
+                e = {
+                    "images_per_s_end_to_end": args.images / ray_e2e,
+                    "images_per_s_pipeline": args.images / summary["seconds"],
+                    "megapixels_per_s_pipeline": mp / summary["seconds"],
+                    "startup_s": summary.get("startup_s"),
+                    "images_per_s_steady": summary.get("steady_images_per_s"),
+                    # the whole second command: every output vouched for, kept unread, Ray not started
+                    "resume_command_s": resume_s,
+                    "resume_trusted": rerun.get("trusted"),
+                }
+                e["speedup_pipeline_vs_plain"] = (
+                    e["images_per_s_pipeline"] / r["plain_images_per_s"]
+                )
+                e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r[
+                    "plain_images_per_s"
+                ]
+                e["speedup_pipeline_vs_plain_fast"] = (
+                    e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+                )
+                r[engine] = e
+            if "torch" in r and "onnxruntime" in r:
+                r["onnxruntime_vs_torch_pipeline"] = (
+                    r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
+                )
+                r["onnxruntime_vs_torch_steady"] = (
+                    r["onnxruntime"]["images_per_s_steady"] or 0
+                ) / (r["torch"]["images_per_s_steady"] or 1)
+            if "baseline" in r:
+                for engine in runs:
+                    if engine != "baseline":
+                        for k in ("pipeline", "steady"):
+                            r[f"{engine}_vs_baseline_{k}"] = (
+                                r[engine][f"images_per_s_{k}"] or 0
+                            ) / (r["baseline"][f"images_per_s_{k}"] or 1)
+            results["models"][name] = r
+            print(name, json.dumps(r, indent=1), flush=True)
+        results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -14,6 +14,7 @@ Each run starts its own local Ray instance, as a user's first command does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from baseline import checkout  # bench/baseline.py (this folder is on the path when run)
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,12 +133,8 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rd-startup-"))
-    base = work / "baseline"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.baseline],
-        check=True,
-        capture_output=True,
-    )
+    stack = contextlib.ExitStack()  # the baseline worktree, removed in the finally below
+    base = stack.enter_context(checkout(args.baseline, work / "baseline"))
     versions = {"before": (base, []), "after": (ROOT, [])}
     head = None
     if args.warm:
@@ -179,10 +177,7 @@ def main() -> None:
 
             os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=60)
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-            capture_output=True,
-        )
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
     summary = {}
     for name, rows in results.items():
