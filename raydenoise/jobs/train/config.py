@@ -126,7 +126,9 @@ class TrainConfig:
     synthetic_data: str | None = opt(
         None,
         "a second ingest output whose clean images get --degrade inputs, mixed with --data's "
-        "real pairs (e.g. LOL pairs + synthetic low light from clean photos); val stays --data's",
+        "real pairs (e.g. LOL pairs + synthetic low light from clean photos); its val split, "
+        "synthesized with a fixed seed, is scored beside --data's and the checkpoint is chosen on "
+        "both (weighted as --synthetic-share mixes them)",
         metavar="DATA",
     )
     synthetic_share: float = opt(

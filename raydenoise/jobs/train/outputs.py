@@ -51,6 +51,11 @@ def curves_png(history: list[dict], title: str) -> bytes:
     )
     if history and history[-1].get("input_psnr") is not None:
         b.axhline(history[-1]["input_psnr"], ls="--", color="gray", label="noisy input")
+    if any(h.get("synthetic_val_psnr") is not None for h in history):
+        b.plot(epochs, [_nan(h.get("synthetic_val_psnr")) for h in history], "s-",
+               color="tab:purple", label="model, synthetic val")  # fmt: skip
+        b.axhline(_nan(history[-1].get("synthetic_input_psnr")), ls=":", color="tab:purple",
+                  label="synthetic input")  # fmt: skip
     if history and history[-1].get("val_psnr") is None:
         b.text(
             0.5, 0.5, "no val split", ha="center", va="center", transform=b.transAxes, color="gray"

@@ -53,6 +53,23 @@ def memory_budget(num_workers: int) -> float:
     return 0.5 * ray.cluster_resources().get("memory", 4 * 2**30) / max(num_workers, 1)
 
 
+def _describe_mix(cfg: TrainConfig, synthetic: list[str], synthetic_val: list[str]) -> str:
+    """The data line's tail: where the synthetic patches come from and what chooses the model."""
+    if not synthetic:
+        return f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""
+    share = cfg.synthetic_share
+    made = (
+        f"; {share:.0%} of the patches from {len(synthetic)} shard(s) of {cfg.synthetic_data} "
+        f"with inputs synthesized on the fly: {cfg.degrade}"
+    )
+    if synthetic_val:
+        made += (
+            f"; val: {len(synthetic_val)} shard(s) of its val split besides the real pairs' "
+            f"(checkpoint chosen on both, weighted {1 - share:.0%}/{share:.0%})"
+        )
+    return made
+
+
 def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
     """Choose the data path: ``memory`` (every worker decodes its share of the train and val
     splits once and cuts patches from memory) when it fits ``memory_budget`` or --in-memory yes;
@@ -61,9 +78,11 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
     val = [s["path"] for s in manifest["shards"] if s["split"] == "val"]
     paired = not manifest.get("clean_only")
     synthetic: list[str] = []
+    synthetic_val: list[str] = []
     if cfg.synthetic_data is not None:
         extra = read_manifest(cfg.synthetic_data, cfg.s3_endpoint)
         synthetic = [s["path"] for s in extra["shards"] if s["split"] == "train"]
+        synthetic_val = [s["path"] for s in extra["shards"] if s["split"] == "val"]
     mode, why = "stream", "--in-memory no"
     if cfg.in_memory != "no":
         budget = memory_budget(cfg.num_workers)
@@ -78,7 +97,10 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
         ) / cfg.num_workers
         if synthetic:
             need += decoded_bytes(
-                open_store(cfg.synthetic_data or "", cfg.s3_endpoint), synthetic, False, budget
+                open_store(cfg.synthetic_data or "", cfg.s3_endpoint),
+                synthetic + synthetic_val,
+                False,
+                budget,
             )
         if synthetic and need > budget:
             raise TrainError(
@@ -102,13 +124,7 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
     ppi = (
         (cfg.patches_per_image or PATCHES_PER_IMAGE) if cfg.patch_size else 1
     )  # full images: one per image
-    if synthetic:
-        made = (
-            f"; {cfg.synthetic_share:.0%} of the patches from {len(synthetic)} shard(s) of {cfg.synthetic_data} "
-            f"with inputs synthesized on the fly: {cfg.degrade}"
-        )
-    else:
-        made = f"; inputs synthesized on the fly: {cfg.degrade}" if cfg.degrade else ""
+    made = _describe_mix(cfg, synthetic, synthetic_val)
     log(
         f"train: data path: {mode} ({why}); {ppi} patch{'es' * (ppi > 1)} per image per epoch"
         + made
@@ -119,6 +135,7 @@ def plan_data(cfg: TrainConfig, manifest: dict, data: Store, log) -> dict:
         "val_shards": val,
         "paired": paired,
         "synthetic_shards": synthetic,
+        "synthetic_val_shards": synthetic_val,
         "train_images": manifest["counts"]["train"],
         "patches_per_image": ppi,
     }

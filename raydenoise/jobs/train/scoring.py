@@ -92,10 +92,13 @@ def _num(value, fmt: str, unit: str = "") -> str:
 
 def format_metrics(m: dict) -> str:
     """One line of an epoch's metrics; val metrics show '-' when there is no val split."""
-    return (
+    line = (
         f"train_loss {_num(m.get('train_loss'), '.4f')}  val_loss {_num(m.get('val_loss'), '.4f')}  "
         f"val_psnr {_num(m.get('val_psnr'), '.2f', ' dB')}  val_ssim {_num(m.get('val_ssim'), '.3f')}"
     )
+    if "synthetic_val_psnr" in m:  # --synthetic-data's own val split
+        line += f"  synthetic_val_psnr {_num(m['synthetic_val_psnr'], '.2f', ' dB')}"
+    return line
 
 
 def _update_ema(ema, model, decay: float) -> None:

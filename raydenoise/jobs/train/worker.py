@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ...models.artifacts import unwrap
@@ -85,6 +85,9 @@ class _Data:
     val: Callable[[], Any]  # this rank's val pairs (a list in memory, else a fresh stream)
     baseline: dict  # the noisy input's own val scores
     steps: int  # batches per epoch
+    # --synthetic-data's val split with its inputs synthesized (seeded), and the input's scores
+    synthetic_val: list = field(default_factory=list)
+    synthetic_baseline: dict = field(default_factory=dict)
 
 
 def train_fn_per_worker(config: dict) -> None:
@@ -198,9 +201,9 @@ def _load_data(w: _Worker) -> _Data:
     steps = steps_per_epoch(config["train_images"], config["patches_per_image"], w.world,
                             cfg.batch_size)  # fmt: skip
     memory = None
+    extra = replace(cfg, data=cfg.synthetic_data or cfg.data) if synthetic_shards else cfg
     if config["mode"] == "memory":
         t0 = time.time()
-        extra = replace(cfg, data=cfg.synthetic_data or cfg.data) if synthetic_shards else cfg
         shards = config["train_shards"]
         pairs = [(low, high) for _, low, high in share_of(cfg, shards, w.rank, w.world, paired)]
         clean = [high for _, _, high in share_of(extra, synthetic_shards, w.rank, w.world, False)]
@@ -227,7 +230,15 @@ def _load_data(w: _Worker) -> _Data:
     # The noisy input's own scores: the reference line in curves.png and the summary.
     baseline = evaluate(None, val(), criterion, w.device) if shards else {}
     shard = ray.train.get_dataset_shard("train") if memory is None else None
-    return _Data(memory, shard, val, baseline, steps)
+    data = _Data(memory, shard, val, baseline, steps)
+    if config.get("synthetic_val_shards"):
+        # The clean set's val split, its inputs made by --degrade with a seed per image: the
+        # domain the real pairs do not show (ordinary photos made dark), scored every epoch too.
+        data.synthetic_val = list(
+            val_items(extra, config["synthetic_val_shards"], w.rank, w.world, False, w.specs)
+        )
+        data.synthetic_baseline = evaluate(None, data.synthetic_val, criterion, w.device)
+    return data
 
 
 def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
@@ -293,10 +304,24 @@ def _epoch_metrics(w: _Worker, data: _Data, scored, epoch: int, n: float, total_
         )
     # what keeps the best checkpoint: val loss, or train loss when there is no val split
     select = val_metrics["val_loss"] if val_metrics["val_loss"] is not None else train_loss
+    synthetic: dict[str, Any] = {}
+    if data.synthetic_baseline:
+        scores = evaluate(scored, data.synthetic_val, loss_fn(cfg.loss), w.device)
+        synthetic = {k.replace("val_", "synthetic_val_"): v for k, v in scores.items()}
+        synthetic["synthetic_input_psnr"] = data.synthetic_baseline.get("val_psnr")
+        if scores["val_loss"] is not None:  # both domains, weighted as training mixes them
+            share = cfg.synthetic_share
+            real = val_metrics["val_loss"]
+            select = (
+                scores["val_loss"]
+                if real is None
+                else (1 - share) * real + share * scores["val_loss"]
+            )
     return {
         "epoch": epoch + 1,
         "train_loss": train_loss,
         **val_metrics,
+        **synthetic,
         "select_loss": select,
         "input_psnr": data.baseline.get("val_psnr"),
         "input_loss": data.baseline.get("val_loss"),
