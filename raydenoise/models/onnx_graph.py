@@ -3,7 +3,10 @@ and exporting a raydenoise model to one, checked against its torch output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -136,12 +139,25 @@ def _describe(value_info) -> str:
     return f"{kind} of shape ({', '.join(str(d) if d is not None else '?' for d in _dims(value_info))})"
 
 
+@contextlib.contextmanager
+def legacy_exporter() -> Iterator[None]:
+    """Around ``torch.onnx.export(..., dynamo=False)``: torch's TorchScript exporter, chosen on
+    purpose (the torch.export one needs onnxscript, not a dependency of ours, and the graphs it
+    makes were not checked against our tiling contract). Only its two deprecation notices are
+    silenced, by their text; any other warning is shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="You are using the legacy TorchScript-based ONNX export"
+        )
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        yield
+
+
 def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: int = 17) -> bytes:
     """The ONNX graph of a raydenoise network (dynamic batch, height and width; a conditioned
     network gets a second input ``level``, (N,) on the 0-255 scale), its NetInfo in the
     metadata, checked against the torch output on a test image before it is returned."""
     import io
-    import warnings
 
     import onnx
     import torch
@@ -164,8 +180,7 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
         args, names = (x, torch.rand(1, 3, size, size)), ["image", "context"]
         dynamic["context"] = {0: "n"}
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with legacy_exporter():
         torch.onnx.export(
             model,
             args,
