@@ -14,7 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import _free_ports, png_bytes, rgb, write
+
+# Starts a `ray start --head` cluster and runs the CLI in subprocesses: not the quick loop.
+pytestmark = pytest.mark.slow
 
 
 def _answers(url: str) -> bool:

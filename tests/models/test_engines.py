@@ -145,6 +145,7 @@ def test_tta_is_the_mean_of_the_eight_transformed_passes():
     assert not np.array_equal(got, den(image))  # the ensemble is not the single pass
 
 
+@pytest.mark.slow  # a denoise job on Ray, local and S3
 def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_graph_is_refused_first(
     ray_cluster, s3_server, tmp_path
 ):
