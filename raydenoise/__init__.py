@@ -9,46 +9,46 @@ Python API (see ``raydenoise.api``; importing the package loads neither torch no
 """
 
 from ._version import __version__
-from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
 
-# The job functions are bound last, so that `raydenoise.denoise` is the function, not the
-# submodule of the same name.
-from .errors import RaydenoiseError
-from .jobs.denoise import DenoiseConfig, DenoiseError
-from .jobs.evaluate import EvaluateConfig, EvaluateError
-from .jobs.ingest import IngestConfig, IngestError
-from .jobs.synth import SynthConfig
-from .jobs.train import TrainConfig, TrainError
-from .storage.errors import StorageError
+# What each public name is, and the module it comes from. Loaded on first use (PEP 562), so that
+# importing one part of the package (a Ray worker unpickling a job's stage, the CLI's parser) does
+# not import every job and what they import (SciPy, PyArrow, the Ray Data and Train APIs).
+_LAZY = {
+    "Model": "api",
+    "builtin_models": "api",
+    "denoise": "api",
+    "evaluate": "api",
+    "ingest": "api",
+    "load_model": "api",
+    "synth": "api",
+    "train": "api",
+    "RaydenoiseError": "errors",
+    "DenoiseConfig": "jobs.denoise",
+    "DenoiseError": "jobs.denoise",
+    "EvaluateConfig": "jobs.evaluate",
+    "EvaluateError": "jobs.evaluate",
+    "IngestConfig": "jobs.ingest",
+    "IngestError": "jobs.ingest",
+    "SynthConfig": "jobs.synth",
+    "TrainConfig": "jobs.train",
+    "TrainError": "jobs.train",
+    "StorageError": "storage.errors",
+    "ArtifactError": "models.artifacts",  # beside torch code
+}
 
-__all__ = [
-    "ArtifactError",
-    "DenoiseConfig",
-    "DenoiseError",
-    "EvaluateConfig",
-    "EvaluateError",
-    "IngestConfig",
-    "IngestError",
-    "Model",
-    "RaydenoiseError",
-    "StorageError",
-    "SynthConfig",
-    "TrainConfig",
-    "TrainError",
-    "__version__",
-    "builtin_models",
-    "denoise",
-    "evaluate",
-    "ingest",
-    "load_model",
-    "synth",
-    "train",
-]
+__all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str):  # PEP 562: ArtifactError lives beside torch code, loaded on first use
-    if name == "ArtifactError":
-        from .models.artifacts import ArtifactError
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raydenoise' has no attribute {name!r}")
+    import importlib
 
-        return ArtifactError
-    raise AttributeError(f"module 'raydenoise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

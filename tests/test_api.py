@@ -29,6 +29,45 @@ def test_importing_the_package_loads_neither_torch_nor_ray():
     assert r.stdout.split() == [raydenoise.__version__, "False", "False"], r.stdout + r.stderr
 
 
+@pytest.mark.parametrize(
+    "module, heavy",
+    [
+        # what a denoise worker imports when it unpickles its actor, before its first image
+        ("raydenoise.jobs.denoise.stages", ["scipy.stats", "scipy.ndimage", "onnx", "torch"]),
+        # the command line, before it checks anything
+        ("raydenoise.cli.main", ["scipy.stats", "scipy.ndimage", "onnx", "torch", "ray"]),
+    ],
+)
+def test_the_start_up_path_imports_nothing_heavy_it_does_not_use(module, heavy):
+    """Each of these took 0.4-0.8 s of the first image (BENCHMARKS.md, start-up): the package's
+    names load lazily, SSIM loads SciPy on first use, and workers check a graph through ONNX
+    Runtime rather than the onnx package."""
+    code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_a_worker_loads_a_graph_and_denoises_without_onnx_or_scipy_stats(tmp_path):
+    """What a denoise actor does before its first image, in a fresh process: the engine from the
+    graph the driver prepared, then one noisy image through the Denoiser (noise-level estimate
+    included)."""
+    from raydenoise.models.engines import prepare_graph
+
+    (tmp_path / "g.onnx").write_bytes(prepare_graph("builtin:denoise", None, "onnxruntime"))
+    code = (
+        "import sys, numpy as np\n"
+        "from raydenoise.models.engines import make_engine\n"
+        "from raydenoise.models.inference import Denoiser\n"
+        f"graph = open({str(tmp_path / 'g.onnx')!r}, 'rb').read()\n"
+        "engine = make_engine('builtin:denoise', None, 'onnxruntime', graph, threads=1)\n"
+        "img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)\n"
+        "assert Denoiser(engine)(img).shape == img.shape\n"
+        "print([m for m in ('onnx', 'scipy.stats', 'torch') if m in sys.modules])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
 def test_load_model_denoises_arrays_in_three_lines():
     clean, noisy = noisy_photo()
     model = raydenoise.load_model("builtin:denoise")

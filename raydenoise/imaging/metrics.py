@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 METRIC_NAMES = ("psnr", "mse", "mae", "ssim")
 
@@ -40,6 +39,8 @@ def psnr(pred: np.ndarray, target: np.ndarray) -> float:
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     """Structural similarity (scikit-image, Gaussian-free 7x7 window, data range 1.0), mean
     over channels for color images."""
+    from skimage.metrics import structural_similarity  # SciPy's ndimage: 0.4 s, on first use
+
     p, t = _check(pred, target)
     if min(p.shape[:2]) < 7:
         raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {p.shape[:2]}")

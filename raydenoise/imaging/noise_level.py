@@ -128,7 +128,7 @@ def _plane_variance(plane: np.ndarray, patches: int) -> float | None:
     variance = _smallest_variance(cols)
     means = cols.mean(axis=1)
     for _ in range(MAX_ROUNDS):
-        weak = texture < variance * _texture_threshold()
+        weak = texture < variance * TEXTURE_THRESHOLD
         # Noise near black or white is partly clipped away: use patches two sigmas clear of both.
         margin = 2.0 * math.sqrt(variance)
         clear = weak & (means > margin) & (means < 255.0 - margin)
@@ -165,16 +165,13 @@ def _smallest_variance(cols: np.ndarray) -> float:
     return smallest / (1.0 - math.sqrt(cols.shape[1] / len(cols))) ** 2
 
 
-@functools.lru_cache(maxsize=1)
-def _texture_threshold() -> float:
-    """A patch of pure noise with variance 1 has a gradient energy (sum of squared horizontal
-    and vertical differences) of about a gamma(r/2, 2 tr / r) variable, r = 49 pixels and
-    tr = 168 difference terms; a patch above its 99th percentile has texture."""
-    from scipy.stats import gamma
-
-    r = PATCH * PATCH
-    terms = 2 * 2 * PATCH * (PATCH - 1)  # trace of Dh'Dh + Dv'Dv
-    return float(gamma.ppf(0.99, a=r / 2, scale=2 * terms / r))
+# A patch of pure noise with variance 1 has a gradient energy (sum of squared horizontal and
+# vertical differences) of about a gamma(r/2, 2 tr / r) variable, r = PATCH**2 = 49 pixels and
+# tr = 4 PATCH (PATCH - 1) = 168 difference terms; a patch above its 99th percentile has texture.
+# The percentile, scipy.stats.gamma.ppf(0.99, a=24.5, scale=336/49), written out: importing
+# scipy.stats costs every worker 0.75 s before its first image (tests/imaging/test_noise_level.py
+# checks the number against SciPy).
+TEXTURE_THRESHOLD = 256.8667690576394
 
 
 def strength_problem(strength: float, sigma: float | None) -> str | None:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,17 +25,23 @@ class EngineError(RaydenoiseError, ValueError):
     """A model the chosen engine cannot run; the message says what was expected."""
 
 
-def _dims(value_info) -> list:
-    return [
-        d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
-        for d in value_info.type.tensor_type.shape.dim
-    ]
+@dataclass(frozen=True)
+class GraphArg:
+    """One input or output of a graph as the contract sees it, whoever read it (the ``onnx``
+    package on the driver, ONNX Runtime's session in a worker, which need not import onnx)."""
+
+    name: str
+    kind: str  # "float", "int64", ... for a tensor; "not a tensor" otherwise
+    dims: list  # int for a fixed size, str for a named dynamic one, None for an unnamed one
+
+    def describe(self) -> str:
+        shape = ", ".join(str(d) if d is not None else "?" for d in self.dims)
+        return f"{self.kind} of shape ({shape})"
 
 
 def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
-    """The contract an ONNX graph must meet to run as a denoiser; EngineError saying what was
-    expected and what the graph declares otherwise. Returns its input, level input (or None)
-    and output names and the raydenoise metadata ({} for a foreign graph)."""
+    """The contract an ONNX graph must meet to run as a denoiser (check_contract), read from its
+    bytes with the ``onnx`` package; EngineError when it is not an ONNX model."""
     import onnx
 
     try:
@@ -44,21 +50,53 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
         raise EngineError(
             f"{where}: not an ONNX model ({str(exc).splitlines()[0][:200]})"
         ) from None
+
+    def arg(value_info) -> GraphArg:
+        t = value_info.type.tensor_type
+        kind = (
+            onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "not a tensor"
+        )
+        dims = [
+            d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim
+        ]
+        return GraphArg(value_info.name, kind, dims)
+
     init = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init]
+    inputs = [arg(i) for i in model.graph.input if i.name not in init]
+    meta = {p.key: p.value for p in model.metadata_props}
+    return check_contract(inputs, [arg(o) for o in model.graph.output], meta, where)
+
+
+def check_session(session, where: str) -> dict[str, Any]:
+    """check_contract on what an ONNX Runtime session declares (its inputs, outputs and
+    metadata): the same contract as check_onnx, without importing the ``onnx`` package."""
+
+    def arg(node) -> GraphArg:
+        kind = node.type  # "tensor(float)", "seq(tensor(float))", ...
+        inner = kind[len("tensor(") : -1] if kind.startswith("tensor(") else "not a tensor"
+        return GraphArg(node.name, inner, list(node.shape or []))
+
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    inputs = [arg(i) for i in session.get_inputs()]
+    return check_contract(inputs, [arg(o) for o in session.get_outputs()], meta, where)
+
+
+def check_contract(
+    inputs: list[GraphArg], outputs: list[GraphArg], meta: dict[str, str], where: str
+) -> dict[str, Any]:
+    """The contract an ONNX graph must meet to run as a denoiser; EngineError saying what was
+    expected and what the graph declares otherwise. Returns its input, level input (or None)
+    and output names and the raydenoise metadata ({} for a foreign graph)."""
     expect = (
         "expected an image-to-image graph: input float32 (N, 3, H, W) in [0, 1] with dynamic H and W "
         "(and optionally a (N,) float32 noise level), one output of the input's shape"
     )
-    if not inputs or len(inputs) > 2 or len(model.graph.output) != 1:
-        raise EngineError(
-            f"{where}: {len(inputs)} inputs and {len(model.graph.output)} outputs; {expect}"
-        )
-    float_type = onnx.TensorProto.FLOAT
+    if not inputs or len(inputs) > 2 or len(outputs) != 1:
+        raise EngineError(f"{where}: {len(inputs)} inputs and {len(outputs)} outputs; {expect}")
     image = inputs[0]
-    dims = _dims(image)
-    if image.type.tensor_type.elem_type != float_type or len(dims) != 4:
-        raise EngineError(f"{where}: input {image.name!r} is {_describe(image)}; {expect}")
+    dims = image.dims
+    if image.kind != "float" or len(dims) != 4:
+        raise EngineError(f"{where}: input {image.name!r} is {image.describe()}; {expect}")
     if dims[1] != 3:
         raise EngineError(
             f"{where}: input {image.name!r} has {dims[1]} channel(s); raydenoise gives RGB images "
@@ -70,28 +108,26 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
             "whole images and tiles of any size: export the graph with dynamic height and width "
             f"(e.g. torch.onnx.export(..., dynamic_axes=...)); {expect}"
         )
-    meta = _raydenoise_meta(model)
+    info = _raydenoise_meta(meta)
     level, context, context_size = None, None, 0
-    size = meta.get("context")
+    size = info.get("context")
     if len(inputs) == 2 and isinstance(size, int) and size > 0 and inputs[1].name == "context":
         # raydenoise's global networks: the whole image's thumbnail (N, 3, size, size) beside each tile
-        cd = _dims(inputs[1])
-        if inputs[1].type.tensor_type.elem_type != float_type or cd[1:] != [3, size, size]:
+        if inputs[1].kind != "float" or inputs[1].dims[1:] != [3, size, size]:
             raise EngineError(
-                f"{where}: input 'context' is {_describe(inputs[1])}, not (N, 3, {size}, {size})"
+                f"{where}: input 'context' is {inputs[1].describe()}, not (N, 3, {size}, {size})"
             )
         context, context_size = "context", size
     elif len(inputs) == 2:
-        ld = _dims(inputs[1])
-        if inputs[1].type.tensor_type.elem_type != float_type or len(ld) != 1:
+        if inputs[1].kind != "float" or len(inputs[1].dims) != 1:
             raise EngineError(
-                f"{where}: second input {inputs[1].name!r} is {_describe(inputs[1])}; {expect}"
+                f"{where}: second input {inputs[1].name!r} is {inputs[1].describe()}; {expect}"
             )
         level = inputs[1].name
-    out = model.graph.output[0]
-    od = _dims(out)
+    out = outputs[0]
+    od = out.dims
     if (
-        out.type.tensor_type.elem_type != float_type
+        out.kind != "float"
         or len(od) != 4
         or (isinstance(od[1], int) and od[1] != 3)
         or any(
@@ -99,27 +135,24 @@ def check_onnx(graph: bytes, where: str) -> dict[str, Any]:
         )
     ):
         raise EngineError(
-            f"{where}: output {out.name!r} is {_describe(out)}, not an image like the input; {expect}"
+            f"{where}: output {out.name!r} is {out.describe()}, not an image like the input; {expect}"
         )
     return {
         "input": image.name,
         "level": level,
         "output": out.name,
-        "meta": meta,
+        "meta": info,
         "context": context,
         "context_size": context_size,
     }
 
 
-def _raydenoise_meta(model) -> dict:
+def _raydenoise_meta(props: dict[str, str]) -> dict:
     """The NetInfo a raydenoise export wrote into the graph's metadata ({} for a foreign graph)."""
-    meta = {}
-    for prop in model.metadata_props:
-        if prop.key == META_KEY:
-            try:
-                meta = json.loads(prop.value)
-            except ValueError:
-                meta = {}
+    try:
+        meta = json.loads(props.get(META_KEY, "{}"))
+    except ValueError:
+        meta = {}
     return meta if isinstance(meta, dict) else {}
 
 
@@ -129,14 +162,6 @@ def graph_parameters(graph: bytes) -> int:
 
     model = onnx.load_model_from_string(graph)
     return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
-
-
-def _describe(value_info) -> str:
-    import onnx
-
-    t = value_info.type.tensor_type
-    kind = onnx.TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "not a tensor"
-    return f"{kind} of shape ({', '.join(str(d) if d is not None else '?' for d in _dims(value_info))})"
 
 
 @contextlib.contextmanager

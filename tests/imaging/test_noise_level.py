@@ -5,7 +5,13 @@ import pytest
 import skimage.data
 
 from raydenoise.imaging.noise import apply_noise, degrade_with_level, parse_degrade, parse_noise
-from raydenoise.imaging.noise_level import estimate_noise, estimate_sigma, strength_problem
+from raydenoise.imaging.noise_level import (
+    PATCH,
+    TEXTURE_THRESHOLD,
+    estimate_noise,
+    estimate_sigma,
+    strength_problem,
+)
 
 
 def photos():
@@ -14,6 +20,15 @@ def photos():
         skimage.data.coffee()[::2, ::2],
         skimage.data.chelsea(),
     ]
+
+
+def test_the_texture_threshold_is_the_gamma_percentile_it_stands_for():
+    from scipy.stats import gamma
+
+    r, terms = PATCH * PATCH, 4 * PATCH * (PATCH - 1)
+    assert (
+        pytest.approx(gamma.ppf(0.99, a=r / 2, scale=2 * terms / r), rel=1e-12) == TEXTURE_THRESHOLD
+    )
 
 
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
