@@ -74,6 +74,7 @@ class _Worker:
     history: list[dict]
     start_epoch: int
     elapsed_before: float
+    criterion: Any  # the training loss (scoring.loss_fn(cfg.loss)), also what val scores
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _setup(config: dict) -> _Worker:
     _emit(config, None, worker=worker)
     specs = parse_degrade(cfg.degrade) if cfg.degrade else None
     return _Worker(config, cfg, specs, rank, world, device, model, ema, optimizer, conditioned,
-                   context, history, start_epoch, elapsed_before)  # fmt: skip
+                   context, history, start_epoch, elapsed_before, loss_fn(cfg.loss))  # fmt: skip
 
 
 def load_init(model, cfg: TrainConfig) -> None:
@@ -226,7 +227,7 @@ def _load_data(w: _Worker) -> _Data:
     def val():
         return kept if kept is not None else stream()
 
-    criterion = loss_fn(cfg.loss)
+    criterion = w.criterion
     # The noisy input's own scores: the reference line in curves.png and the summary.
     baseline = evaluate(None, val(), criterion, w.device) if shards else {}
     shard = ray.train.get_dataset_shard("train") if memory is None else None
@@ -248,8 +249,7 @@ def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
 
     from ...imaging.patches import prefetch
 
-    cfg, device, model, optimizer = w.cfg, w.device, w.model, w.optimizer
-    criterion = loss_fn(cfg.loss)
+    cfg, device, model, optimizer, criterion = w.cfg, w.device, w.model, w.optimizer, w.criterion
     use_amp = cfg.amp and device.type == "cuda"
     model.train()
     t0 = time.time()
@@ -295,7 +295,7 @@ def _epoch_metrics(w: _Worker, data: _Data, scored, epoch: int, n: float, total_
     """The epoch's metrics: val scores of ``scored`` (the EMA copy or the network), the train
     loss over all ranks, throughput; FloatingPointError when the loss diverged."""
     cfg = w.cfg
-    val_metrics = evaluate(scored, data.val(), loss_fn(cfg.loss), w.device)
+    val_metrics = evaluate(scored, data.val(), w.criterion, w.device)
     train_loss = total_loss / max(n, 1)
     if not math.isfinite(train_loss):
         raise FloatingPointError(
@@ -306,7 +306,7 @@ def _epoch_metrics(w: _Worker, data: _Data, scored, epoch: int, n: float, total_
     select = val_metrics["val_loss"] if val_metrics["val_loss"] is not None else train_loss
     synthetic: dict[str, Any] = {}
     if data.synthetic_baseline:
-        scores = evaluate(scored, data.synthetic_val, loss_fn(cfg.loss), w.device)
+        scores = evaluate(scored, data.synthetic_val, w.criterion, w.device)
         synthetic = {k.replace("val_", "synthetic_val_"): v for k, v in scores.items()}
         synthetic["synthetic_input_psnr"] = data.synthetic_baseline.get("val_psnr")
         if scores["val_loss"] is not None:  # both domains, weighted as training mixes them
