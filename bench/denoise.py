@@ -8,7 +8,7 @@ Same files, same run, in this order per model:
            -> encode PNG -> write; timed from the first read to the last write;
   plain-fast  the same loop with raydenoise's in-process Denoiser and encoder (no Ray), which
            separates the speed of the pipeline from that of the inference kernels;
-  ray      `raydenoise denoise --engine E` for each of --engines (torch, onnxruntime), one fused
+  ray      `raydenoise denoise --engine E` for each of --engines (torch, onnxruntime, torch-bf16), one fused
            actor per CPU by default, as a subprocess with
            its own local Ray; "pipeline" is the job's own timing (summary.json `seconds`: from
            submitting the dataset to the last row, actor start-up included), "steady" the rate

@@ -30,7 +30,7 @@ For each sigma, every photo gets Gaussian noise seeded by (sigma, index), clippe
 `bm3d-est` always gets the estimate; NLM (scikit-image) gets the estimate, as `raydenoise
 evaluate` does. A method is `input`, `nlm`, `bm3d`, `bm3d-est`, `builtin:NAME` or a model folder
 (blind: the level is estimated per image), or either of the last two with `+sigma` (a conditioned
-model given the true sigma).
+model given the true sigma), `+tta` (self-ensemble) or `+bf16` (the torch-bf16 engine).
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ def method_fn(name: str):
     uri, _, given = name.partition("+")
     model, config = load_model_uri(resolve_model_uri(uri, None), None)
     den = Denoiser(model, config["model"], width=config.get("width"), tta=given == "tta")
+    if given == "bf16":  # NAME+bf16: the torch-bf16 engine (CPUs with bfloat16 units only)
+        from raydenoise.models.engines import make_engine
+
+        den = Denoiser(make_engine(resolve_model_uri(uri, None), None, "torch-bf16", None))
     if given == "sigma":
         return lambda noisy, sigma: Denoiser(
             model, config["model"], width=config.get("width"), sigma=sigma
@@ -422,14 +426,15 @@ def matmul_peak_gflops(threads: int) -> float:
 
 def models_part() -> dict:
     """Parameters, GMAC/MP and CPU MP/s (1 thread and all threads) of every built-in, for each
-    engine (torch, ONNX Runtime), and as a fraction of the CPU's measured matmul peak."""
+    engine (torch, ONNX Runtime, torch-bf16 where the CPU has bfloat16 units), and as a fraction of
+    the CPU's measured matmul peak (float32)."""
     import os
 
     import torch
 
     from raydenoise.models.architectures import macs_per_megapixel
     from raydenoise.models.artifacts import BUILTIN, builtin_names, load_model_uri
-    from raydenoise.models.engines import OrtEngine
+    from raydenoise.models.engines import OrtEngine, TorchEngine, fast_bf16_cpu
     from raydenoise.models.inference import Denoiser
     from raydenoise.models.onnx_graph import export_onnx
 
@@ -452,6 +457,10 @@ def models_part() -> dict:
                 "torch": Denoiser(model, config["model"], width=config.get("width")),
                 "onnxruntime": Denoiser(OrtEngine(graph, name, threads=threads)),
             }
+            if fast_bf16_cpu():  # bfloat16 only where the CPU computes it natively
+                engines["torch-bf16"] = Denoiser(
+                    TorchEngine(model, config["model"], width=config.get("width"), bf16=True)
+                )
             for engine, den in engines.items():
                 den(image)  # warm-up
                 t0, n = time.perf_counter(), 0

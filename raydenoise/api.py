@@ -77,7 +77,9 @@ class Model:
             assert graph is not None, "an ONNX Runtime model needs its graph"
             runner = OrtEngine(graph, name, device)
         else:
-            runner = TorchEngine(module, self.network, device, config.get("width"))
+            runner = TorchEngine(
+                module, self.network, device, config.get("width"), bf16=engine == "torch-bf16"
+            )
         self._denoiser = Denoiser(runner, tile=tile, strength=strength, sigma=sigma, tta=tta)
         self.conditioned = self._denoiser.conditioned
         self.module = module  # the torch network (None for an .onnx graph)
@@ -143,8 +145,9 @@ def load_model(
     ``s3://`` prefix holding one, or an ``.onnx`` graph file (any image-to-image graph, see
     ``raydenoise.models.engines``). ``tile``: process images in tiles of this many pixels (default:
     whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
-    or ``"cuda"``. ``engine``: ``"torch"``, ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime on
-    CPUs, torch on GPUs). ``tta``: average the 8 flips/rotations. ``strength``/``sigma``: see
+    or ``"cuda"``. ``engine``: ``"torch"``, ``"torch-bf16"`` (its convolutions in bfloat16: faster on
+    CPUs with bfloat16 units, refused on others), ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime
+    on CPUs, torch on GPUs). ``tta``: average the 8 flips/rotations. ``strength``/``sigma``: see
     :class:`Model` (ValueError when out of range, or ``sigma`` for a blind network). Loads
     weights with safetensors only (no pickle). Raises ``ArtifactError`` (``EngineError`` for a
     graph that breaks the contract)."""

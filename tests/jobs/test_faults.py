@@ -1098,6 +1098,13 @@ def test_a_resume_keeps_only_outputs_this_run_would_make(cluster, model_dir, tmp
     sh.rmtree(tmp_path / "out" / "_report")
     unknown, rows = run(other, strength=0.5)
     assert unknown["ok"] == 3 and all("no earlier report" in r["note"] for r in rows.values())
+    # another engine (bfloat16 where the CPU has the units for it) makes other pixels: redone
+    from raydenoise.models.engines import fast_bf16_cpu
+
+    engine = "torch-bf16" if fast_bf16_cpu() else "torch"
+    other_engine, rows = run(other, strength=0.5, engine=engine)
+    assert other_engine["ok"] == 3 and other_engine["engine"] == engine
+    assert run(other, strength=0.5, engine=engine)[0]["trusted"] == 3
 
 
 def test_two_runs_into_one_output_the_second_is_refused_and_the_first_completes(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from raydenoise.models.artifacts import load_model_uri
-from raydenoise.models.engines import EngineError, OrtEngine
+from raydenoise.models.engines import EngineError, OrtEngine, fast_bf16_cpu
 from raydenoise.models.inference import Denoiser
 from raydenoise.models.onnx_graph import check_onnx, export_onnx, legacy_exporter
 
@@ -261,6 +261,47 @@ def test_an_exported_builtin_runs_through_denoise_on_local_and_s3_and_a_broken_g
             ),
             **quiet,
         )
+
+
+def test_torch_bf16_is_refused_where_it_cannot_run_fast_or_at_all(monkeypatch):
+    """bfloat16 on a CPU without bfloat16 units is emulated and slower than float32: refused on
+    the driver (choose_engine) and in a worker (TorchEngine), saying what to use; an ONNX graph
+    is never run by torch."""
+    from raydenoise.models import engines
+
+    monkeypatch.setattr(engines, "fast_bf16_cpu", lambda: False)
+    with pytest.raises(EngineError, match="no bfloat16 units.*--engine auto"):
+        engines.choose_engine("torch-bf16", "builtin:denoise", use_gpu=False)
+    with pytest.raises(EngineError, match="no bfloat16 units"):
+        engines.make_engine("builtin:seed-ae", None, "torch-bf16", None)
+    with pytest.raises(EngineError, match="m.onnx is an ONNX graph.*not torch-bf16"):
+        engines.choose_engine("torch-bf16", "m.onnx", use_gpu=False)
+    assert engines.choose_engine("torch-bf16", "builtin:denoise", use_gpu=True) == "torch-bf16"
+
+
+@pytest.mark.skipif(
+    not fast_bf16_cpu(),
+    reason="this CPU has no bfloat16 units (AMX or AVX-512 BF16): torch-bf16 is refused here",
+)
+def test_torch_bf16_outputs_are_within_one_level_of_float32_on_a_real_photo():
+    """The same network with its convolutions in bfloat16 (autocast): every 8-bit output within
+    one level of the float32 engine's, whole and tiled, PSNR within 0.02 dB."""
+    from skimage import data
+
+    from raydenoise.imaging.metrics import psnr
+    from raydenoise.models.engines import make_engine
+
+    clean = data.astronaut()[::2, ::2]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25, clean.shape), 0, 255).astype(
+        np.uint8
+    )
+    f32 = make_engine("builtin:denoise", None, "torch", None)
+    b16 = make_engine("builtin:denoise", None, "torch-bf16", None)
+    assert (f32.kind, b16.kind) == ("torch", "torch-bf16")
+    for tile in (None, 96):
+        a, b = Denoiser(f32, tile=tile)(noisy), Denoiser(b16, tile=tile)(noisy)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        assert abs(psnr(a / 255, clean / 255) - psnr(b / 255, clean / 255)) < 0.02
 
 
 def test_an_exported_graph_is_kept_between_jobs_in_a_private_cache(tmp_path, monkeypatch):

@@ -142,7 +142,7 @@ def _estimate(
     megapixels (estimated from the inputs' bytes, at the sample's megapixels per byte)."""
     if not sample:
         return {"note": "nothing to do"}
-    from ...models.engines import make_engine
+    from ...models.engines import TORCH_ENGINES, make_engine
     from ...models.inference import Denoiser, one_thread
 
     engine = make_engine(
@@ -158,7 +158,7 @@ def _estimate(
         engine, tile=spec.tile, strength=spec.strength, sigma=spec.sigma, tta=spec.tta
     )
     estimate, size = Estimate(), 0  # seconds per megapixel; the sample's bytes
-    with one_thread() if spec.engine == "torch" else contextlib.nullcontext():
+    with one_thread() if spec.engine in TORCH_ENGINES else contextlib.nullcontext():
         for key in sample:
             size += _time_one(key, inp, denoiser, max_pixels, estimate)
     s_per_mp = estimate.per_unit()

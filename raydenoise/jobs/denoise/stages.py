@@ -37,7 +37,7 @@ class ModelSpec:
 
     uri: str  # builtin:NAME, a model folder or an .onnx file (resolved)
     endpoint: str | None
-    engine: str  # "torch" or "onnxruntime" (engines.choose_engine)
+    engine: str  # "torch", "torch-bf16" or "onnxruntime" (engines.choose_engine)
     graph: bytes | None = None  # the ONNX graph for onnxruntime (engines.prepare_graph)
     tile: int | None = None
     strength: float = 1.0
@@ -53,10 +53,12 @@ def model_spec(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> Mode
     raydenoise model exported and checked against its torch output) so a bad model fails
     before any actor starts."""
     from ...models.artifacts import BUILTIN, load_model_uri
-    from ...models.engines import choose_engine, prepare_graph
+    from ...models.engines import TORCH_ENGINES, choose_engine, prepare_graph
 
     engine = choose_engine(cfg.engine, model_uri, cfg.num_gpus_per_worker > 0)
-    if engine == "torch" and not model_uri.startswith(BUILTIN):  # a built-in's weights are tested
+    if engine in TORCH_ENGINES and not model_uri.startswith(
+        BUILTIN
+    ):  # a built-in's weights are tested
         load_model_uri(model_uri, endpoint)
     return ModelSpec(
         model_uri,

@@ -160,7 +160,7 @@ def _open(cfg: EvaluateConfig) -> _Setup:
         resolve_model_uri,
         takes_level,
     )
-    from ...models.engines import EngineError, choose_engine, prepare_graph
+    from ...models.engines import TORCH_ENGINES, EngineError, choose_engine, prepare_graph
 
     endpoint = endpoint_from_env(cfg.s3_endpoint)
     try:
@@ -173,7 +173,7 @@ def _open(cfg: EvaluateConfig) -> _Setup:
         data_uri = open_store(cfg.data, endpoint).root
         model_uri = resolve_model_uri(cfg.model, endpoint)
         engine = choose_engine(cfg.engine, model_uri, use_gpu=False)
-        if engine == "torch":
+        if engine in TORCH_ENGINES:
             load_model_uri(model_uri, endpoint)
         graph = prepare_graph(model_uri, endpoint, engine)
         if cfg.sigma is not None and not takes_level(model_uri, endpoint):
