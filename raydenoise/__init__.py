@@ -8,7 +8,20 @@ Python API (see ``raydenoise.api``; importing the package loads neither torch no
     raydenoise.denoise(input="photos/", output="clean/")   # a whole folder or bucket, with Ray
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
+
+if TYPE_CHECKING:  # type checkers and editors see the names as if imported here
+    from .api import Model, builtin_models, denoise, evaluate, ingest, load_model, synth, train
+    from .errors import RaydenoiseError
+    from .jobs.denoise import DenoiseConfig, DenoiseError
+    from .jobs.evaluate import EvaluateConfig, EvaluateError
+    from .jobs.ingest import IngestConfig, IngestError
+    from .jobs.synth import SynthConfig
+    from .jobs.train import TrainConfig, TrainError
+    from .models.artifacts import ArtifactError
+    from .storage.errors import StorageError
 
 # What each public name is, and the module it comes from. Loaded on first use (PEP 562), so that
 # importing one part of the package (a Ray worker unpickling a job's stage, the CLI's parser) does
@@ -36,7 +49,29 @@ _LAZY = {
     "ArtifactError": "models.artifacts",  # beside torch code
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [  # the names of _LAZY and the version (tests/test_api.py checks they agree)
+    "ArtifactError",
+    "DenoiseConfig",
+    "DenoiseError",
+    "EvaluateConfig",
+    "EvaluateError",
+    "IngestConfig",
+    "IngestError",
+    "Model",
+    "RaydenoiseError",
+    "StorageError",
+    "SynthConfig",
+    "TrainConfig",
+    "TrainError",
+    "__version__",
+    "builtin_models",
+    "denoise",
+    "evaluate",
+    "ingest",
+    "load_model",
+    "synth",
+    "train",
+]
 
 
 def __getattr__(name: str):

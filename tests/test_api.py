@@ -23,6 +23,11 @@ def db(img, ref):
     return psnr(img.astype(np.float32) / 255, ref.astype(np.float32) / 255)
 
 
+def test_every_public_name_is_listed_and_loads():
+    assert set(raydenoise.__all__) == {"__version__", *raydenoise._LAZY}
+    assert all(getattr(raydenoise, name) is not None for name in raydenoise.__all__)
+
+
 def test_importing_the_package_loads_neither_torch_nor_ray():
     code = "import sys, raydenoise; print(raydenoise.__version__, 'torch' in sys.modules, 'ray' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

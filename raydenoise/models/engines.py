@@ -26,10 +26,8 @@ import numpy as np
 from .onnx_graph import EXPORT_VERSION, EngineError, check_onnx, check_session, export_onnx
 
 ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime")
-TORCH_ENGINES = (
-    "torch",
-    "torch-bf16",
-)  # torch-bf16: the same network, its convolutions in bfloat16
+# The engines that run raydenoise's torch networks; torch-bf16: its convolutions in bfloat16.
+TORCH_ENGINES = ("torch", "torch-bf16")
 # A graph raydenoise did not export: tiles get this much context each side unless told, and
 # start on multiples of this many pixels (common U-Nets downsample 8x).
 DEFAULT_ONNX_MARGIN, DEFAULT_ONNX_MULTIPLE = 64, 8
