@@ -81,9 +81,9 @@ def method_fn(name: str):
     model, config = load_model_uri(resolve_model_uri(uri, None), None)
     den = Denoiser(model, config["model"], width=config.get("width"), tta=given == "tta")
     if given == "bf16":  # NAME+bf16: the torch-bf16 engine (CPUs with bfloat16 units only)
-        from raydenoise.models.engines import make_engine
+        from raydenoise.models.engines import TorchEngine
 
-        den = Denoiser(make_engine(resolve_model_uri(uri, None), None, "torch-bf16", None))
+        den = Denoiser(TorchEngine(model, config["model"], width=config.get("width"), bf16=True))
     if given == "sigma":
         return lambda noisy, sigma: Denoiser(
             model, config["model"], width=config.get("width"), sigma=sigma

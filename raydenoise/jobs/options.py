@@ -18,6 +18,7 @@ from typing import Any
 from ..imaging.images import MIN_TILE
 from ..imaging.noise_level import MAX_SIGMA, MAX_STRENGTH
 from ..imaging.pairing import parse_split
+from ..models.engines import ENGINES
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def engine() -> Any:
         "torch on GPUs); torch-bf16: torch with its convolutions in bfloat16, 1.6x faster per core on "
         "CPUs with bfloat16 units (AMX, AVX-512 BF16) for about 0.01 dB, refused on others. An "
         ".onnx --model runs with ONNX Runtime",
-        choices=("auto", "torch", "torch-bf16", "onnxruntime"),
+        choices=ENGINES,
     )
 
 

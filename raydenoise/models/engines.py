@@ -86,11 +86,8 @@ class TorchEngine:
         # bfloat16 autocast: convolutions and matrix products in bfloat16, the rest (and every
         # sum) in float32. On CPUs with bfloat16 units (AMX, AVX-512 BF16) 1.6x faster per core
         # than float32 for 0.01 dB (BENCHMARKS.md); elsewhere emulated and slower, so refused.
-        if bf16 and self.device.type == "cpu" and not fast_bf16_cpu():
-            raise EngineError(
-                "--engine torch-bf16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where "
-                "bfloat16 is slower than float32; use --engine auto"
-            )
+        if bf16 and self.device.type == "cpu":
+            check_bf16_cpu()
         self.bf16 = bf16
         self.kind = "torch-bf16" if bf16 else "torch"
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
@@ -231,12 +228,18 @@ def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
         return "onnxruntime"
     if engine == "auto":
         return "torch" if use_gpu else "onnxruntime"
-    if engine == "torch-bf16" and not use_gpu and not fast_bf16_cpu():
-        raise EngineError(  # checked here first, before any worker starts (workers check again)
+    if engine == "torch-bf16" and not use_gpu:
+        check_bf16_cpu()  # here first, before any worker starts (TorchEngine checks again)
+    return engine
+
+
+def check_bf16_cpu() -> None:
+    """EngineError when this CPU would only emulate bfloat16 (slower than float32)."""
+    if not fast_bf16_cpu():
+        raise EngineError(
             "--engine torch-bf16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where "
             "bfloat16 is slower than float32; use --engine auto"
         )
-    return engine
 
 
 def fast_bf16_cpu() -> bool:

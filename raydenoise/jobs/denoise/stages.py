@@ -56,9 +56,8 @@ def model_spec(cfg: DenoiseConfig, model_uri: str, endpoint: str | None) -> Mode
     from ...models.engines import TORCH_ENGINES, choose_engine, prepare_graph
 
     engine = choose_engine(cfg.engine, model_uri, cfg.num_gpus_per_worker > 0)
-    if engine in TORCH_ENGINES and not model_uri.startswith(
-        BUILTIN
-    ):  # a built-in's weights are tested
+    # a built-in's weights are tested; others are loaded here so a bad folder fails first
+    if engine in TORCH_ENGINES and not model_uri.startswith(BUILTIN):
         load_model_uri(model_uri, endpoint)
     return ModelSpec(
         model_uri,
