@@ -18,6 +18,7 @@ from .images import (
     decode_for_ingest,
 )
 from .metadata import JPEG_QUALITY, Keep
+from .png import metadata_chunks, write_png8
 
 
 def encode_like(
@@ -32,7 +33,7 @@ def encode_like(
     was grayscale, the input's alpha channel re-attached unchanged, its EXIF (orientation 1) and
     ICC profile carried (``keep``). A lossy input stays lossy: JPEG at the input's estimated
     quality and chroma subsampling, lossy WebP at WEBP_QUALITY; ``quality`` (1-100) overrides
-    both. PNG is lossless at zlib level 1, lossless WebP stays lossless; other formats Pillow can
+    both. PNG is lossless (png.write_png8), lossless WebP stays lossless; other formats Pillow can
     write keep their format, the rest become PNG bytes."""
     keep = keep or Keep()
     fmt = (fmt or "PNG").upper()
@@ -42,6 +43,12 @@ def encode_like(
         # A format of 8 bits per channel (an output format chosen with --format): rounded down.
         rgb = _to8(rgb)
         alpha = None if alpha is None else _to8(alpha)
+    if fmt == "PNG":  # raydenoise's own writer: 5-8x Pillow's speed, files no larger (png.py)
+        planes = [np.asarray(Image.fromarray(rgb).convert("L")) if gray else rgb]
+        if alpha is not None:
+            planes.append(alpha)
+        pixels = planes[0] if len(planes) == 1 else np.dstack(planes)
+        return write_png8(pixels, icc=keep.icc, exif=keep.exif)
     im = Image.fromarray(rgb)
     if gray:
         im = im.convert("L")
@@ -64,9 +71,6 @@ def encode_like(
         if quality or keep.quality:
             return _save(im, "WEBP", meta, quality=quality or keep.quality)
         return _save(im, "WEBP", meta, lossless=True)
-    if fmt == "PNG":
-        # Lossless at every level; level 1 encodes ~3x faster than Pillow's default 6.
-        return _save(im, "PNG", meta, compress_level=PNG_COMPRESS_LEVEL)
     try:
         return _save(im, fmt, meta)
     except (KeyError, OSError, ValueError):
@@ -114,21 +118,8 @@ def _encode16(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, fmt: str, k
 def _png_with(png: bytes, keep: Keep) -> bytes:
     """PNG bytes with an iCCP chunk (the ICC profile) and an eXIf chunk (EXIF) after IHDR."""
 
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + tag
-            + body
-            + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-        )
-
-    extra = b""
-    if keep.icc:
-        extra += chunk(b"iCCP", b"icc\0\0" + zlib.compress(keep.icc))
-    if keep.exif:
-        extra += chunk(b"eXIf", keep.exif[6:])
     end_ihdr = 8 + 8 + 13 + 4
-    return png[:end_ihdr] + extra + png[end_ihdr:]
+    return png[:end_ihdr] + metadata_chunks(keep.icc, keep.exif) + png[end_ihdr:]
 
 
 def _save(im: Image.Image, fmt: str, meta: dict[str, bytes], **options) -> bytes:
@@ -159,9 +150,7 @@ def encode_png(arr: np.ndarray) -> bytes:
     """Lossless PNG bytes of an ``uint8`` (H, W, 3) or (H, W) array."""
     if arr.dtype != np.uint8:
         raise ValueError(f"encode_png needs uint8 pixels, got {arr.dtype}")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
+    return write_png8(arr)
 
 
 def check_plain_png(

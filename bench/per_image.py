@@ -1,0 +1,125 @@
+"""Where the time of one denoised image goes, in one process, as a CPU `denoise` actor spends it.
+
+    .venv/bin/python bench/per_image.py --bsds ../shared/data/bsds500 --images 10
+
+On noisy 400x600 photos (``bsds500/train`` photos resized, Gaussian noise σ 15 stored as 8 bits,
+as the job benchmark's inputs): decoding, the input's noise-level estimate (which conditions the
+network), the network of ``builtin:denoise`` per engine at one thread (level given), the
+output's estimate (the report's residual level), and PNG encoding of the output by Pillow at
+zlib level 1 (what raydenoise used before) and by raydenoise's writer (imaging/png.py), side by
+side, with their file sizes. Every figure is the best of ``--repeats`` per image, averaged over
+the images (milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def best_ms(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0
+
+
+def pillow_png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bsds", default="../shared/data/bsds500")
+    ap.add_argument("--images", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engines", default="onnxruntime,torch,torch-bf16")
+    ap.add_argument("--out", default=str(HERE / "out" / "per_image.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    from raydenoise.imaging.encode import encode_like
+    from raydenoise.imaging.images import decode_rgb8
+    from raydenoise.imaging.noise_level import REPORT_PATCHES, estimate_sigma
+    from raydenoise.models.engines import EngineError, make_engine, prepare_graph
+    from raydenoise.models.inference import Denoiser
+
+    files = sorted(Path(args.bsds, "train").glob("*.jpg"))[: args.images]
+    if not files:
+        sys.exit(f"no photos in {args.bsds}/train")
+    rng = np.random.default_rng(0)
+    noisy = []
+    for f in files:
+        clean = np.asarray(Image.open(f).convert("RGB").resize((600, 400), Image.BICUBIC))
+        noisy.append(
+            np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).round().astype(np.uint8)
+        )
+    files_png = [pillow_png(x) for x in noisy]
+
+    rows: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        rows.setdefault(name, []).append(value)
+
+    outputs = []
+    graph = prepare_graph("builtin:denoise", None, "onnxruntime")
+    engines = {}
+    for name in args.engines.split(","):
+        try:
+            engine = make_engine(
+                "builtin:denoise", None, name, graph if name == "onnxruntime" else None, threads=1
+            )
+        except EngineError as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        engines[name] = Denoiser(engine, sigma=15.0)
+        engines[name](noisy[0])  # warm-up
+    for x, data in zip(noisy, files_png):
+        add("decode", best_ms(lambda: decode_rgb8(data), args.repeats))
+        add("input estimate", best_ms(lambda: estimate_sigma(x), args.repeats))
+        out = None
+        for name, den in engines.items():
+            add(f"network, {name}", best_ms(lambda: den(x), args.repeats))
+            out = den(x)
+        assert out is not None
+        outputs.append(out)
+        add("output estimate", best_ms(lambda: estimate_sigma(out, REPORT_PATCHES), args.repeats))
+        add("encode, Pillow level 1", best_ms(lambda: pillow_png(out), args.repeats))
+        add(
+            "encode, raydenoise",
+            best_ms(lambda: encode_like(out, None, False, "PNG"), args.repeats),
+        )
+        add("kB, Pillow level 1", len(pillow_png(out)) / 1000)
+        add("kB, raydenoise", len(encode_like(out, None, False, "PNG")) / 1000)
+        back = np.asarray(Image.open(io.BytesIO(encode_like(out, None, False, "PNG"))))
+        assert np.array_equal(back, out), "the PNG writer must be lossless"
+
+    result = {k: round(float(np.mean(v)), 2) for k, v in rows.items()}
+    result["encode speed-up"] = round(
+        result["encode, Pillow level 1"] / result["encode, raydenoise"], 2
+    )
+    result["size ratio"] = round(result["kB, raydenoise"] / result["kB, Pillow level 1"], 3)
+    result["images"] = len(noisy)
+    for k, v in result.items():
+        print(f"{k:28s} {v}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
