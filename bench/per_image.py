@@ -9,6 +9,11 @@ output's estimate (the report's residual level), and PNG encoding of the output 
 zlib level 1 (what raydenoise used before) and by raydenoise's writer (imaging/png.py), side by
 side, with their file sizes. Every figure is the best of ``--repeats`` per image, averaged over
 the images (milliseconds).
+
+``--actor``: also the whole path of one image through a CPU actor's own functions (read_one,
+denoise_states, finish_one: read, decode, both estimates, the network, encode, write), per
+engine, in one process alone and in two processes at once (as the job's two actors run on a
+2-core machine): milliseconds per image, each process over ``--images`` images after one warm-up.
 """
 
 from __future__ import annotations
@@ -49,8 +54,15 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engines", default="onnxruntime,torch,torch-bf16")
+    ap.add_argument(
+        "--actor", action="store_true", help="also the actor path, alone and two at once"
+    )
+    ap.add_argument("--actor-run", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "out" / "per_image.json"))
     args = ap.parse_args()
+    if args.actor_run:
+        print(json.dumps(actor_ms(*args.actor_run)))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from raydenoise.imaging.encode import encode_like
@@ -115,10 +127,64 @@ def main() -> None:
     )
     result["size ratio"] = round(result["kB, raydenoise"] / result["kB, Pillow level 1"], 3)
     result["images"] = len(noisy)
+    if args.actor:
+        result.update(actor_part(noisy, [e for e in args.engines.split(",") if e in engines]))
     for k, v in result.items():
         print(f"{k:28s} {v}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+def actor_ms(engine: str, folder: str) -> float:
+    """Milliseconds per image of a CPU actor's path (the job's own functions, no Ray) over the
+    PNGs in ``folder``/in, written to ``folder``/out-PID; the first image is a warm-up."""
+    from raydenoise.jobs.denoise.image import denoise_states, finish_one, read_one
+    from raydenoise.jobs.denoise.stages import ModelActor, ModelSpec
+    from raydenoise.jobs.denoise.state import _Stores
+    from raydenoise.models.engines import prepare_graph
+
+    spec = ModelSpec(
+        "builtin:denoise", None, engine, prepare_graph("builtin:denoise", None, engine)
+    )
+    actor = ModelActor(spec, False)
+    stores = _Stores(f"{folder}/in", f"{folder}/out-{os.getpid()}", None, None, None)
+    keys = sorted(os.listdir(f"{folder}/in"))
+
+    def one(key: str) -> None:
+        state = read_one(key, False, stores)
+        denoise_states(actor.denoiser, [state])
+        row = finish_one(state, stores)
+        assert row["status"] == "ok", row
+
+    one(keys[0])
+    t0 = time.perf_counter()
+    for key in keys[1:]:
+        one(key)
+    return (time.perf_counter() - t0) / max(len(keys) - 1, 1) * 1000.0
+
+
+def actor_part(noisy: list[np.ndarray], engines: list[str]) -> dict:
+    import subprocess
+    import tempfile
+
+    result = {}
+    with tempfile.TemporaryDirectory() as folder:
+        os.makedirs(f"{folder}/in")
+        for i, x in enumerate(noisy):
+            Path(folder, "in", f"{i:03d}.png").write_bytes(pillow_png(x))
+        cmd = [sys.executable, __file__, "--actor-run"]
+        for engine in engines:
+            alone = subprocess.run(
+                [*cmd, engine, folder], capture_output=True, text=True, check=True
+            )
+            result[f"actor, {engine}, alone"] = round(json.loads(alone.stdout.splitlines()[-1]), 1)
+            procs = [
+                subprocess.Popen([*cmd, engine, folder], stdout=subprocess.PIPE, text=True)
+                for _ in range(2)
+            ]
+            both = [json.loads(p.communicate()[0].splitlines()[-1]) for p in procs]
+            result[f"actor, {engine}, two at once"] = round(float(np.mean(both)), 1)
+    return result
 
 
 if __name__ == "__main__":
