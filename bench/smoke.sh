@@ -46,6 +46,8 @@ if [ -d "$BSDS/test" ]; then
     run quality "$PY" bench/quality.py --bsds "$BSDS" --parts bsds,estimator,jpeg,gray,models \
         --limit 2 --sigmas 0,25 --methods input,builtin:denoise,nlm,bm3d --out "$T/quality.json"
     run per_image "$PY" bench/per_image.py --bsds "$BSDS" --images 2 --repeats 1 --actor --engines onnxruntime --out "$T/per_image.json"
+    run train-precision "$PY" bench/train.py --bsds "$BSDS" --only precision --rounds 1 \
+        --workdir "$T/train-precision" --out "$T/train-precision.json"
     run train "$PY" bench/train.py --bsds "$BSDS" --only quality --budget 15 --test-limit 2 \
         --workdir "$T/train" --out "$T/train.json"
     run evaluate "$PY" bench/evaluate.py --bsds "$BSDS" --noises gaussian:25 --budget 10 \

@@ -10,6 +10,10 @@ throughput  Training megapixels/s through `raydenoise train` (second epoch, trai
             batch (8 x 128 x 128), same loss and optimizer. Measured for `swift` and `unet`, and
             for the layouts a user can choose: 1 worker x N threads (the default), N DDP workers
             x 1 thread (global batch kept at 8), and the streaming data path.
+precision   `raydenoise train` of `swift-cond` (builtin:denoise's network) with --precision fp32
+            and bf16 (bfloat16 autocast on a CPU with bfloat16 units), alternating, --rounds
+            each: second-epoch training megapixels/s and the val loss after the two epochs
+            (same seed, same patches).
 quality     Equal wall-clock budget (--budget s of `--time-limit` each, the same machine, one
             after the other) on bsds500/train: today's recipe (`unet` on `synth --noise
             gaussian:25` pairs, the streaming data path with 1 CPU as before this benchmark's
@@ -168,6 +172,27 @@ def throughput(bsds: Path, work: Path, log) -> list[dict]:
     return out
 
 
+def precision(bsds: Path, work: Path, rounds: int, log) -> list[dict]:
+    from raydenoise.models.engines import fast_bf16_cpu
+
+    if not fast_bf16_cpu():
+        log("precision: this CPU has no bfloat16 units; nothing to compare")
+        return []
+    data = clean_set(bsds, work)
+    out = []
+    for r in range(rounds):
+        for prec in ("fp32", "bf16"):
+            name = f"prec-{prec}-{r}"
+            res = through_train(
+                "swift-cond", data, work, name, 30, num_workers=1, precision=prec, seed=r
+            )
+            rows = list(csv.DictReader(open(work / "runs" / name / "metrics.csv")))
+            row = {"precision": prec, "round": r, **res, "val_loss": float(rows[-1]["val_loss"])}
+            log(f"precision {row}")
+            out.append(row)
+    return out
+
+
 def score(model_dir: str, bsds: Path, sigmas, limit: int) -> dict:
     """Mean PSNR/SSIM of the model (and of the noisy input) on the first `limit` test photos."""
     from raydenoise.imaging.images import decode_rgb8
@@ -259,7 +284,8 @@ def main() -> None:
     ap.add_argument(
         "--test-limit", type=int, default=68, help="bsds500/test photos scored (first N by name)"
     )
-    ap.add_argument("--only", choices=("throughput", "quality"), default=None)
+    ap.add_argument("--only", choices=("throughput", "precision", "quality"), default=None)
+    ap.add_argument("--rounds", type=int, default=2, help="runs per precision (precision part)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(HERE / "out" / "train.json"))
     args = ap.parse_args()
@@ -281,6 +307,15 @@ def main() -> None:
             log_to_driver=False,
         )
         results["throughput"] = throughput(bsds, work, log)
+    if args.only in (None, "precision"):
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+            )
+        results["precision"] = precision(bsds, work, args.rounds, log)
     if args.only in (None, "quality"):
         if not ray.is_initialized():
             ray.init(

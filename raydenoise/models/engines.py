@@ -233,12 +233,14 @@ def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
     return engine
 
 
-def check_bf16_cpu() -> None:
-    """EngineError when this CPU would only emulate bfloat16 (slower than float32)."""
+def check_bf16_cpu(option: str = "--engine torch-bf16") -> None:
+    """EngineError when this CPU would only emulate bfloat16 (slower than float32); ``option``
+    is what asked for it (the message names it and what to use instead)."""
     if not fast_bf16_cpu():
+        instead = "--engine auto" if option.startswith("--engine") else "--precision auto"
         raise EngineError(
-            "--engine torch-bf16: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where "
-            "bfloat16 is slower than float32; use --engine auto"
+            f"{option}: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where "
+            f"bfloat16 is slower than float32; use {instead}"
         )
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -435,3 +436,25 @@ def test_a_swift_global_trains_on_real_pairs_mixed_with_synthetic_ones_from_a_cl
             )
     with pytest.raises(TrainError, match="holds clean images only"):
         run_train(cfg(str(tmp_path / "clean-ds"), tmp_path, "bad", model="swift", **mix), log=quiet)
+
+
+def test_precision_bf16_trains_where_the_cpu_has_bfloat16_units_and_is_refused_elsewhere(
+    dataset, cluster, tmp_path, monkeypatch
+):
+    from raydenoise.models import engines
+
+    if engines.fast_bf16_cpu():  # this CPU computes bfloat16: a bf16 run trains and says so
+        out = run_train(
+            cfg(dataset, tmp_path / "runs", "bf16", epochs=1, precision="bf16",
+                max_steps_per_epoch=2, num_workers=1),
+            log=quiet,
+        )  # fmt: skip
+        config = json.loads((Path(out["model_dir"]) / "config.json").read_text())
+        assert config["train_config"]["precision"] == "bf16"
+        assert math.isfinite(float(history(tmp_path / "runs/bf16")[-1]["val_loss"]))
+    monkeypatch.setattr(engines, "fast_bf16_cpu", lambda: False)
+    with pytest.raises(
+        TrainError, match="--precision bf16: this CPU has no bfloat16 units.*--precision auto"
+    ):
+        run_train(cfg(dataset, tmp_path / "runs", "nobf16", precision="bf16"), log=quiet)
+    assert not (tmp_path / "runs/nobf16").exists()  # refused before anything was written

@@ -77,3 +77,11 @@ def test_a_blind_swift_starts_a_level_conditioned_one_that_equals_it_at_every_le
     with torch.no_grad():
         for sigma in (0.0, 30.0):
             assert torch.allclose(cond(x, torch.tensor([sigma])), blind(x), atol=1e-5)
+
+
+def test_bf16_autocast_runs_on_gpus_by_default_and_on_cpus_only_when_asked():
+    from raydenoise.jobs.train.worker import autocast_bf16
+
+    assert autocast_bf16("auto", "cuda") and not autocast_bf16("auto", "cpu")
+    assert autocast_bf16("bf16", "cpu") and autocast_bf16("bf16", "cuda")
+    assert not autocast_bf16("fp32", "cuda") and not autocast_bf16("fp32", "cpu")

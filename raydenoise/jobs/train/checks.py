@@ -10,7 +10,7 @@ from ...models.networks import DEFAULT_WIDTH
 from ...storage.dataset import DatasetError, read_manifest
 from ...storage.errors import StorageError
 from ...storage.store import Store, open_store
-from .config import TrainConfig, TrainError
+from .config import PRECISIONS, TrainConfig, TrainError
 
 
 def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
@@ -33,6 +33,17 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
         raise TrainError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), not {cfg.ema}")
     if cfg.in_memory not in ("auto", "yes", "no"):
         raise TrainError(f"--in-memory must be auto, yes or no, not {cfg.in_memory!r}")
+    if cfg.precision not in PRECISIONS:
+        raise TrainError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}"
+        )
+    if cfg.precision == "bf16" and not cfg.use_gpu:
+        from ...models.engines import EngineError, check_bf16_cpu
+
+        try:  # here first, before Ray starts (each worker checks its own CPU again)
+            check_bf16_cpu("--precision bf16")
+        except EngineError as exc:
+            raise TrainError(str(exc)) from None
     if cfg.patches_per_image is not None and cfg.patches_per_image < 1:
         raise TrainError("--patches-per-image must be at least 1")
     if cfg.width is not None and not 1 <= cfg.width <= 1024:

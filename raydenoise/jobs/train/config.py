@@ -27,6 +27,7 @@ PATCHES_PER_IMAGE = (
 
 # The training losses (scoring.loss_fn has one function per name); mse is what PSNR measures.
 LOSSES = ("bce", "l1", "charbonnier", "mse")
+PRECISIONS = ("auto", "fp32", "bf16")  # --precision: what the forward pass computes in
 CRASH_ENV = "RAYDENOISE_INJECT_CRASH"  # "EPOCH:RANK:MARKER_FILE" -> one hard worker crash (tests)
 
 
@@ -115,7 +116,12 @@ class TrainConfig:
         flag="--time-limit",
         metavar="SECONDS",
     )
-    amp: bool = True  # bf16 autocast, only ever on GPU
+    precision: str = opt(
+        "auto",
+        "auto: bfloat16 autocast on GPUs, float32 on CPUs; bf16: on CPUs too, where they have "
+        "bfloat16 units (AMX or AVX-512 BF16: ~1.4x faster steps; refused elsewhere); fp32: never",
+        choices=PRECISIONS,
+    )
     degrade: str | None = opt(
         None,
         "train from the clean side: each patch's noisy input is synthesized at every step, e.g. "

@@ -33,6 +33,12 @@ def _maybe_crash(spec: str | None, epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def autocast_bf16(precision: str, device_type: str) -> bool:
+    """Whether the forward pass runs under bfloat16 autocast (--precision): on GPUs unless fp32,
+    on CPUs only when asked (bf16; the CPU's bfloat16 units were checked before)."""
+    return precision == "bf16" or (precision == "auto" and device_type == "cuda")
+
+
 def _restore(checkpoint, cfg: TrainConfig, model, ema) -> str:
     """Load a Ray Train checkpoint's weights into ``model`` (and the EMA copy); returns the
     local copy's folder (the optimizer state is read from it next)."""
@@ -137,6 +143,10 @@ def _setup(config: dict) -> _Worker:
     device = ray.train.torch.get_device()
     if device.type == "cpu":  # the model gets every CPU this worker reserved
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker or 1)))
+        if cfg.precision == "bf16":  # this worker's CPU, which may not be the driver's
+            from ...models.engines import check_bf16_cpu
+
+            check_bf16_cpu("--precision bf16")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
     if cfg.init:
@@ -250,7 +260,7 @@ def _train_epoch(w: _Worker, data: _Data, epoch: int, t_start: float):
     from ...imaging.patches import prefetch
 
     cfg, device, model, optimizer, criterion = w.cfg, w.device, w.model, w.optimizer, w.criterion
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = autocast_bf16(cfg.precision, device.type)
     model.train()
     t0 = time.time()
     loss_sum, seen, step, pixels, stop = 0.0, 0, 0, 0.0, False
