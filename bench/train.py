@@ -270,6 +270,20 @@ def quality(bsds: Path, work: Path, budget: float, limit: int, log) -> list[dict
     return out
 
 
+def start_ray() -> None:
+    """A local Ray on all this machine's CPUs, quiet, unless one is running (a part that ends
+    shuts its own down: throughput does)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,8 +304,6 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "out" / "train.json"))
     args = ap.parse_args()
 
-    import ray
-
     work = Path(args.workdir or tempfile.mkdtemp(prefix="raydenoise-bench-train-"))
     bsds = Path(args.bsds)
 
@@ -300,30 +312,13 @@ def main() -> None:
 
     results: dict = {"cpus": os.cpu_count(), "gpu": None}
     if args.only in (None, "throughput"):
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            logging_level="ERROR",
-            log_to_driver=False,
-        )
+        start_ray()
         results["throughput"] = throughput(bsds, work, log)
     if args.only in (None, "precision"):
-        if not ray.is_initialized():
-            ray.init(
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                logging_level="ERROR",
-                log_to_driver=False,
-            )
+        start_ray()
         results["precision"] = precision(bsds, work, args.rounds, log)
     if args.only in (None, "quality"):
-        if not ray.is_initialized():
-            ray.init(
-                num_cpus=os.cpu_count(),
-                include_dashboard=False,
-                logging_level="ERROR",
-                log_to_driver=False,
-            )
+        start_ray()
         results["quality"] = quality(bsds, work, args.budget, args.test_limit, log)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

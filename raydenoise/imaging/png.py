@@ -6,7 +6,7 @@ per-row filter choice and zlib. Here every row gets PNG's Average filter (comput
 on whole images at once), and the stream is compressed with Intel ISA-L's zlib-compatible
 deflate (``isal``), falling back to the standard library's zlib where ``isal`` is not installed:
 3-4 ms for the same photo, and files no larger than Pillow's (smaller for photos that keep some
-noise): bench/encode.py.
+noise): bench/per_image.py.
 
 The file is standard PNG (IHDR, optional iCCP and eXIf, one IDAT, IEND), read by every decoder.
 """

@@ -233,11 +233,10 @@ def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
     return engine
 
 
-def check_bf16_cpu(option: str = "--engine torch-bf16") -> None:
-    """EngineError when this CPU would only emulate bfloat16 (slower than float32); ``option``
-    is what asked for it (the message names it and what to use instead)."""
+def check_bf16_cpu(option: str = "--engine torch-bf16", instead: str = "--engine auto") -> None:
+    """EngineError when this CPU would only emulate bfloat16 (slower than float32), naming the
+    ``option`` that asked for it and what to use ``instead``."""
     if not fast_bf16_cpu():
-        instead = "--engine auto" if option.startswith("--engine") else "--precision auto"
         raise EngineError(
             f"{option}: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where "
             f"bfloat16 is slower than float32; use {instead}"

@@ -41,7 +41,7 @@ def _preflight(cfg: TrainConfig) -> tuple[dict, Store, Store]:
         from ...models.engines import EngineError, check_bf16_cpu
 
         try:  # here first, before Ray starts (each worker checks its own CPU again)
-            check_bf16_cpu("--precision bf16")
+            check_bf16_cpu("--precision bf16", "--precision auto")
         except EngineError as exc:
             raise TrainError(str(exc)) from None
     if cfg.patches_per_image is not None and cfg.patches_per_image < 1:

@@ -146,7 +146,7 @@ def _setup(config: dict) -> _Worker:
         if cfg.precision == "bf16":  # this worker's CPU, which may not be the driver's
             from ...models.engines import check_bf16_cpu
 
-            check_bf16_cpu("--precision bf16")
+            check_bf16_cpu("--precision bf16", "--precision auto")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width)
     if cfg.init:
