@@ -4,7 +4,8 @@
 
 On noisy 400x600 photos (``bsds500/train`` photos resized, Gaussian noise σ 15 stored as 8 bits,
 as the job benchmark's inputs): decoding, the input's noise-level estimate (which conditions the
-network), the network of ``builtin:denoise`` per engine at one thread (level given), the
+network), the network of ``builtin:denoise`` per engine at one thread (level given; ONNX Runtime also with
+the network exported as trained, without ``models/folding.py``'s inference form), the
 output's estimate (the report's residual level), and PNG encoding of the output by Pillow at
 zlib level 1 (what raydenoise used before) and by raydenoise's writer (imaging/png.py), side by
 side, with their file sizes. Every figure is the best of ``--repeats`` per image, averaged over
@@ -68,8 +69,10 @@ def main() -> None:
     from raydenoise.imaging.encode import encode_like
     from raydenoise.imaging.images import decode_rgb8
     from raydenoise.imaging.noise_level import REPORT_PATCHES, estimate_sigma
-    from raydenoise.models.engines import EngineError, make_engine, prepare_graph
+    from raydenoise.models.artifacts import load_model_uri
+    from raydenoise.models.engines import EngineError, OrtEngine, make_engine, prepare_graph
     from raydenoise.models.inference import Denoiser
+    from raydenoise.models.onnx_graph import export_onnx
 
     files = sorted(Path(args.bsds, "train").glob("*.jpg"))[: args.images]
     if not files:
@@ -99,7 +102,12 @@ def main() -> None:
             print(f"{name}: skipped ({exc})")
             continue
         engines[name] = Denoiser(engine, sigma=15.0)
-        engines[name](noisy[0])  # warm-up
+        if name == "onnxruntime":  # the same network exported as trained, without folding
+            model, config = load_model_uri("builtin:denoise", None)
+            trained = OrtEngine(export_onnx(model, config, fold=False), "unfolded", threads=1)
+            engines["onnxruntime, unfolded"] = Denoiser(trained, sigma=15.0)
+    for den in engines.values():
+        den(noisy[0])  # warm-up
     for x, data in zip(noisy, files_png):
         add("decode", best_ms(lambda: decode_rgb8(data), args.repeats))
         add("input estimate", best_ms(lambda: estimate_sigma(x), args.repeats))
@@ -126,6 +134,10 @@ def main() -> None:
     )
     result["size ratio"] = round(result["kB, raydenoise"] / result["kB, Pillow level 1"], 3)
     result["images"] = len(noisy)
+    if "network, onnxruntime, unfolded" in result:
+        result["network speed-up of folding"] = round(
+            result["network, onnxruntime, unfolded"] / result["network, onnxruntime"], 3
+        )
     if args.actor:
         result.update(actor_part(noisy, [e for e in args.engines.split(",") if e in engines]))
     for k, v in result.items():

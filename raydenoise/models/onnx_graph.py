@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import RaydenoiseError
 
 EXPORT_VERSION = (
-    1  # raise when export_onnx changes what it writes: cached graphs are then made again
+    2  # raise when export_onnx changes what it writes: cached graphs are then made again
 )
 
 META_KEY = "raydenoise"  # ONNX metadata_props key holding a raydenoise export's NetInfo (JSON)
@@ -178,16 +178,22 @@ def legacy_exporter() -> Iterator[None]:
         yield
 
 
-def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: int = 17) -> bytes:
+def export_onnx(
+    model, config: dict[str, Any], path: str | None = None, opset: int = 17, fold: bool = True
+) -> bytes:
     """The ONNX graph of a raydenoise network (dynamic batch, height and width; a conditioned
     network gets a second input ``level``, (N,) on the 0-255 scale), its NetInfo in the
-    metadata, checked against the torch output on a test image before it is returned."""
+    metadata, checked against the torch output on a test image before it is returned. What is
+    exported is the network's inference form (``folding.inference_form``: the same function in
+    fewer operations; ``fold=False`` exports the network as trained, for bench/per_image.py);
+    the check compares it with the network as trained."""
     import io
 
     import onnx
     import torch
 
     from .architectures import is_conditioned
+    from .folding import inference_form
 
     model = model.eval()
     cond = is_conditioned(model)
@@ -207,7 +213,7 @@ def export_onnx(model, config: dict[str, Any], path: str | None = None, opset: i
     buf = io.BytesIO()
     with legacy_exporter():
         torch.onnx.export(
-            model,
+            inference_form(model) if fold else model,
             args,
             buf,  # type: ignore[arg-type]
             input_names=names,
