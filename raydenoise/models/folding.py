@@ -10,7 +10,7 @@ and the same for its feed-forward half. At inference the per-channel factors are
 - the channel split of SimpleGate becomes two convs of half the width (no Slice of a
   full-resolution tensor, no copy).
 
-Exported to ONNX and run by ONNX Runtime on one CPU thread this is about 6% faster than the
+Exported to ONNX and run by ONNX Runtime on one CPU thread this is 1.14x faster than the
 trained form (BENCHMARKS.md); the output is the same function up to float32 rounding
 (``export_onnx`` checks the graph against the trained network before it is written). Pure torch:
 no Ray here.
