@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .architectures import LayerNorm2d, _NAFBlock
@@ -76,7 +75,7 @@ class _FoldedBlock(nn.Module):
     def __init__(self, block: _NAFBlock):
         super().__init__()
         ch = block.beta.shape[1]
-        self.ch, self.eps = ch, block.norm1.eps
+        self.norm = LayerNorm2d(ch, block.norm1.eps)  # its affine stays the identity: folded below
         expand_w, expand_b = _after_norm(block.norm1, block.expand)
         ffn_w, ffn_b = _after_norm(block.norm2, block.ffn_in)
         dw_w, dw_b = block.depthwise.weight, _bias(block.depthwise)
@@ -92,14 +91,10 @@ class _FoldedBlock(nn.Module):
         self.project = _before_scale(block.project, block.beta)
         self.ffn_out = _before_scale(block.ffn_out, block.gamma)
 
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.ch,), None, None, self.eps)
-        return y.permute(0, 3, 1, 2)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self._norm(x)
+        n = self.norm(x)
         x = x + self.project(
             self.depthwise_a(self.expand_a(n)) * self.depthwise_b(self.expand_b(n))
         )
-        n = self._norm(x)
+        n = self.norm(x)
         return x + self.ffn_out(self.ffn_a(n) * self.ffn_b(n))
