@@ -282,9 +282,9 @@ class SwiftGlobal(nn.Module):
     multiple = 16
     context = CONTEXT_SIZE
 
-    def __init__(self, width: int = 32, features: int = 64):
+    def __init__(self, width: int = 32, features: int = 64, middle: int = 2):
         super().__init__()
-        self.local = Swift(width)
+        self.local = Swift(width, middle=middle)
         self.encoder = nn.Sequential(
             nn.Conv2d(6, 16, 3, stride=2, padding=1),
             nn.GELU(),
@@ -370,6 +370,27 @@ def local_state_for_global(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     ).shape[1:2] != (12,):
         return None
     return {f"local.{k}": v for k, v in state.items()}
+
+
+def deepen_state(
+    state: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor] | None:
+    """``state`` of a network that ``model`` deepens (networks.Network.deepens), completed with
+    ``model``'s own fresh blocks (whose residual scales start at zero, so the deeper network
+    starts exactly at the shallower one's output); None when ``state`` lacks anything but whole
+    blocks of ``model`` or has keys ``model`` does not."""
+    own = model.state_dict()
+    missing = set(own) - set(state)
+    if not missing or set(state) - set(own):
+        return None
+    blocks = {name for name, module in model.named_modules() if isinstance(module, _NAFBlock)}
+    new = {k.rsplit(".", 1)[0] for k in missing}
+    new_blocks = {b for b in blocks if any(m == b or m.startswith(b + ".") for m in new)}
+    if any(k.startswith(b + ".") for b in new_blocks for k in state) or not all(
+        any(m == b or m.startswith(b + ".") for b in new_blocks) for m in new
+    ):
+        return None
+    return {**own, **state}
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

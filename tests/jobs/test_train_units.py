@@ -79,6 +79,46 @@ def test_a_blind_swift_starts_a_level_conditioned_one_that_equals_it_at_every_le
             assert torch.allclose(cond(x, torch.tensor([sigma])), blind(x), atol=1e-5)
 
 
+def test_a_network_starts_the_deeper_one_it_deepens_exactly_and_not_the_other_way(tmp_path):
+    """--init of a swift-global-deep from a swift-global: its 4 new middle blocks start as the
+    identity, so before any step the deeper network gives the shallower one's output; a deeper
+    network cannot start a shallower one."""
+    from raydenoise.jobs.train.config import TrainError, _apply_init
+    from raydenoise.jobs.train.worker import load_init
+
+    torch.manual_seed(6)
+    shallow = build_model("swift-global", 8).eval()
+    with torch.no_grad():
+        for key, p in shallow.named_parameters():
+            p.normal_(0, 0.3 if key.endswith(("beta", "gamma")) else 0.05)
+    save_model_dir(tmp_path / "shallow", shallow, {"model": "swift-global", "width": 8})
+    deep = build_model("swift-global-deep", 8).eval()
+    assert len(deep.local.middle) == 6 and len(shallow.local.middle) == 2
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert not torch.allclose(deep(x), shallow(x), atol=1e-3)
+    cfg = _apply_init(
+        resolve_config(
+            "swift-global-deep",
+            data="d",
+            storage_path="s",
+            name="n",
+            init=str(tmp_path / "shallow"),
+        )
+    )
+    assert cfg.width == 8
+    load_init(deep, cfg)
+    with torch.no_grad():
+        assert torch.equal(deep(x), shallow(x))
+    save_model_dir(tmp_path / "deep", deep, {"model": "swift-global-deep", "width": 8})
+    with pytest.raises(TrainError, match="is a swift-global-deep of width 8.*--model swift-global"):
+        _apply_init(
+            resolve_config(
+                "swift-global", data="d", storage_path="s", name="n", init=str(tmp_path / "deep")
+            )
+        )
+
+
 def test_bf16_autocast_runs_on_gpus_by_default_and_on_cpus_only_when_asked():
     from raydenoise.jobs.train.worker import autocast_bf16
 

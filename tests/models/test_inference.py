@@ -113,9 +113,9 @@ def test_strength_zero_returns_the_input_bit_for_bit_and_blind_models_blend():
     assert np.array_equal(Denoiser(conditioned(), "swift-cond", sigma=0.0)(images[0]), images[0])
 
 
-def global_network() -> torch.nn.Module:
+def global_network(name: str = "swift-global") -> torch.nn.Module:
     """A swift-global whose global path matters (its zero-initialized heads given weights)."""
-    model = trained_like("swift-global")
+    model = trained_like(name)
     with torch.no_grad():
         model.adjust.weight.normal_(0, 0.3)
         model.adjust.bias.copy_(torch.tensor([1.0] + [0.0] * 13))
@@ -123,25 +123,27 @@ def global_network() -> torch.nn.Module:
     return model
 
 
-def test_a_global_network_gives_every_tile_the_whole_images_context():
+@pytest.mark.parametrize("name", ["swift-global", "swift-global-deep"])
+def test_a_global_network_gives_every_tile_the_whole_images_context(name):
     from raydenoise.models.engines import OrtEngine
+    from raydenoise.models.networks import network
     from raydenoise.models.onnx_graph import export_onnx
 
     rng = np.random.default_rng(1)
     img = (rng.random((200, 260, 3)) * np.linspace(10, 90, 260)[None, :, None]).astype(
         np.uint8
     )  # dark to grey
-    model = global_network()
-    whole = Denoiser(model, "swift-global").run_many([img])[0]
-    tiled = Denoiser(model, "swift-global", tile=64).run_many([img])[0]
+    model = global_network(name)
+    whole = Denoiser(model, name).run_many([img])[0]
+    tiled = Denoiser(model, name, tile=64).run_many([img])[0]
     assert np.abs(whole.astype(int) - tiled).max() <= 1  # exact up to rounding
     # ... which it could not be if each tile saw only itself: a tile run alone sees another context
-    alone = Denoiser(model, "swift-global").run_many([np.ascontiguousarray(img[:, :64])])[0]
+    alone = Denoiser(model, name).run_many([np.ascontiguousarray(img[:, :64])])[0]
     assert np.abs(alone.astype(int) - whole[:, :64]).max() > 10
     # the same through an ONNX graph (the context an input of its own) and ONNX Runtime
-    graph = export_onnx(model, {"model": "swift-global", "width": 32})
-    engine = OrtEngine(graph, "swift-global.onnx", threads=1)
-    assert engine.info.context == 32 and engine.info.margin == 112
+    graph = export_onnx(model, {"model": name, "width": 32})
+    engine = OrtEngine(graph, f"{name}.onnx", threads=1)
+    assert engine.info.context == 32 and engine.info.margin == network(name).margin
     for tile in (None, 64):
         out = Denoiser(engine, tile=tile).run_many([img])[0]
         assert np.abs(out.astype(int) - whole).max() <= 1

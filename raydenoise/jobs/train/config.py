@@ -202,9 +202,11 @@ def _apply_init(cfg: TrainConfig) -> TrainConfig:
     width = config.get("width") or DEFAULT_WIDTH
     # A blind swift may start a conditioned one (its head gets a zero weight for the level plane).
     # A blind swift may also become the local network of a swift-global (its global path starts at zero).
-    fits = config["model"] == cfg.model or (config["model"], cfg.model) in (
-        ("swift", "swift-cond"),
-        ("swift", "swift-global"),
+    # A network may also start one that deepens it (networks.Network.deepens).
+    fits = (
+        config["model"] == cfg.model
+        or (config["model"], cfg.model) in (("swift", "swift-cond"), ("swift", "swift-global"))
+        or NETWORKS[cfg.model].deepens == config["model"]
     )
     if not fits or (cfg.width is not None and cfg.width != width):
         raise TrainError(

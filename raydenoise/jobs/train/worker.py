@@ -181,8 +181,10 @@ def _setup(config: dict) -> _Worker:
 
 def load_init(model, cfg: TrainConfig) -> None:
     """--init's weights into ``model``: a blind swift may start a conditioned one (the level
-    plane at zero) or be the local network of a global one (the global path at zero)."""
+    plane at zero) or be the local network of a global one (the global path at zero), and a
+    network may start a deeper one (its new blocks the identity)."""
     from ...models.architectures import (
+        deepen_state,
         expand_state_for_levels,
         is_conditioned,
         local_state_for_global,
@@ -196,7 +198,8 @@ def load_init(model, cfg: TrainConfig) -> None:
         local = local_state_for_global(state)
         if local is not None:
             state = {**model.state_dict(), **local}
-    model.load_state_dict(state)
+    deeper = deepen_state(state, model)
+    model.load_state_dict(state if deeper is None else deeper)
 
 
 def _load_data(w: _Worker) -> _Data:
