@@ -20,6 +20,9 @@ Same files, same run, in this order per model:
            revision REV (a temporary worktree, its default engine, on the same files and the same
            weights: a built-in's folder is given as a folder), so a change is measured against
            what users had, side by side in one run.
+  --repeats N  every job (each engine and the baseline) N times, the order reversed every
+           other round, and the median of each figure: one run's figures depend on what ran
+           just before it (file caches, a previous Ray's leftovers).
 Non-Local Means (scikit-image, as in `raydenoise evaluate`) runs in one process on the first
 --nlm-images files: it is the seed notebook's classical baseline.
 Throughput does not depend on the weights, so the models are freshly initialized.
@@ -33,6 +36,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,6 +119,60 @@ def nlm_rate(src: Path, n: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
+def job_figures(run, name: str, engine: str, model_dir: str, src: Path, work: Path, args, r: dict,
+                round_: int) -> dict:  # fmt: skip
+    """One `raydenoise denoise` run of ``engine`` (``run``: its command, environment and extra
+    flags) and the same command again (a resume): the job's figures; ``r``: the plain loops'."""
+    command, run_env, extra = run
+    mp = args.images * 400 * 600 / 1e6
+    out = work / f"ray-{name.replace(':', '-')}-{engine}-{round_}"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            *command,
+            "denoise",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--model",
+            model_dir,
+            *extra,
+            *(["--workers", str(args.workers)] if args.workers else []),
+        ],
+        capture_output=True,
+        text=True,
+        env=run_env,
+    )
+    ray_e2e = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
+    summary = json.loads((out / "_report" / "summary.json").read_text())
+    assert summary["ok"] == args.images, summary
+    # The same command again: every output is vouched for by the report (a resume).
+    t1 = time.perf_counter()
+    again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
+    resume_s = time.perf_counter() - t1
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((out / "_report" / "summary.json").read_text())
+    assert rerun["skipped"] == args.images, rerun
+    e = {
+        "images_per_s_end_to_end": args.images / ray_e2e,
+        "images_per_s_pipeline": args.images / summary["seconds"],
+        "megapixels_per_s_pipeline": mp / summary["seconds"],
+        "startup_s": summary.get("startup_s"),
+        "images_per_s_steady": summary.get("steady_images_per_s"),
+        # the whole second command: every output vouched for, kept unread, Ray not started
+        "resume_command_s": resume_s,
+        "resume_trusted": rerun.get("trusted"),
+    }
+    e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / r["plain_images_per_s"]
+    e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r["plain_images_per_s"]
+    e["speedup_pipeline_vs_plain_fast"] = e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+    return e
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,6 +193,12 @@ def main() -> None:
         default=None,
         metavar="REV",
         help="also run the denoise command of this git revision on the same files and weights",
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each job, alternating their order; the median of each figure",
     )
     ap.add_argument("--out", default=str(HERE / "out" / "denoise.json"))
     args = ap.parse_args()
@@ -187,59 +251,22 @@ def main() -> None:
                 "plain_megapixels_per_s": mp / plain_s,
                 "plain_fast_images_per_s": args.images / fast_s,
             }
-            for engine, (command, run_env, extra) in runs.items():
-                out = work / f"ray-{tag}-{engine}"
-                t0 = time.perf_counter()
-                proc = subprocess.run(
-                    [
-                        *command,
-                        "denoise",
-                        "--input",
-                        str(src),
-                        "--output",
-                        str(out),
-                        "--model",
-                        model_dir,
-                        *extra,
-                        *(["--workers", str(args.workers)] if args.workers else []),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=run_env,
-                )
-                ray_e2e = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
-                summary = json.loads((out / "_report" / "summary.json").read_text())
-                assert summary["ok"] == args.images, summary
-                # The same command again: every output is vouched for by the report (a resume).
-                t1 = time.perf_counter()
-                again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
-                resume_s = time.perf_counter() - t1
-                assert again.returncode == 0, again.stderr[-3000:]
-                rerun = json.loads((out / "_report" / "summary.json").read_text())
-                assert rerun["skipped"] == args.images, rerun
-                e = {
-                    "images_per_s_end_to_end": args.images / ray_e2e,
-                    "images_per_s_pipeline": args.images / summary["seconds"],
-                    "megapixels_per_s_pipeline": mp / summary["seconds"],
-                    "startup_s": summary.get("startup_s"),
-                    "images_per_s_steady": summary.get("steady_images_per_s"),
-                    # the whole second command: every output vouched for, kept unread, Ray not started
-                    "resume_command_s": resume_s,
-                    "resume_trusted": rerun.get("trusted"),
+            # Each run --repeats times, the order reversed every other round (a run's figures
+            # depend on what ran before it: caches, Ray's leftovers), then the median of each figure.
+            trials: dict[str, list[dict]] = {engine: [] for engine in runs}
+            for round_ in range(args.repeats):
+                order = list(runs.items()) if round_ % 2 == 0 else list(runs.items())[::-1]
+                for engine, run in order:
+                    trials[engine].append(
+                        job_figures(run, name, engine, model_dir, src, work, args, r, round_)
+                    )
+            for engine in runs:
+                r[engine] = {
+                    k: statistics.median(t[k] for t in trials[engine])
+                    for k in trials[engine][0]
+                    if all(t[k] is not None for t in trials[engine])
                 }
-                e["speedup_pipeline_vs_plain"] = (
-                    e["images_per_s_pipeline"] / r["plain_images_per_s"]
-                )
-                e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r[
-                    "plain_images_per_s"
-                ]
-                e["speedup_pipeline_vs_plain_fast"] = (
-                    e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
-                )
-                r[engine] = e
+                r[engine]["runs"] = len(trials[engine])
             if "torch" in r and "onnxruntime" in r:
                 r["onnxruntime_vs_torch_pipeline"] = (
                     r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]

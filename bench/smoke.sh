@@ -33,7 +33,7 @@ skip() { echo "bench-smoke: $1 skipped ($2)"; }
 
 run ingest "$PY" bench/ingest.py --sizes 10 --out "$T/ingest.json"
 run denoise "$PY" bench/denoise.py --images 4 --models seed-ae --engines torch,onnxruntime \
-    --nlm-images 1 --baseline HEAD --out "$T/denoise.json"
+    --nlm-images 1 --baseline HEAD --repeats 2 --out "$T/denoise.json"
 run memory "$PY" bench/memory.py --size 800x600 --modes auto,untiled
 run scale "$PY" bench/scale.py --sizes 1000 --dir "$T/scale" --out "$T/scale.json"
 run startup "$PY" bench/startup.py --baseline HEAD --images 2 --repeats 1 --out "$T/startup.json"
