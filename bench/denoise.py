@@ -143,6 +143,7 @@ def job_figures(run, name: str, engine: str, model_dir: str, src: Path, work: Pa
         capture_output=True,
         text=True,
         env=run_env,
+        cwd=work,  # a neutral folder: `python -m` puts the working directory first on sys.path
     )
     ray_e2e = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -152,7 +153,7 @@ def job_figures(run, name: str, engine: str, model_dir: str, src: Path, work: Pa
     assert summary["ok"] == args.images, summary
     # The same command again: every output is vouched for by the report (a resume).
     t1 = time.perf_counter()
-    again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env)
+    again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env, cwd=work)
     resume_s = time.perf_counter() - t1
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((out / "_report" / "summary.json").read_text())
@@ -232,6 +233,18 @@ def main() -> None:
                 {**env, "PYTHONPATH": str(base)},
                 [],
             )
+            # Before 2026-12-02 these runs started in the repository, whose own package then came
+            # first on the path: the "baseline" ran today's code. Check which package runs.
+            where = subprocess.run(
+                [sys.executable, "-c", "import raydenoise; print(raydenoise.__file__)"],
+                env=runs["baseline"][1],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if not Path(where).resolve().is_relative_to(base.resolve()):
+                raise SystemExit(f"the baseline would run {where}, not the code of {args.baseline}")
         for name in args.models.split(","):
             torch.manual_seed(0)
             if name.startswith("builtin:"):
@@ -267,6 +280,10 @@ def main() -> None:
                     if all(t[k] is not None for t in trials[engine])
                 }
                 r[engine]["runs"] = len(trials[engine])
+                for k in ("pipeline", "steady"):
+                    r[engine][f"each_run_images_per_s_{k}"] = [
+                        t[f"images_per_s_{k}"] for t in trials[engine]
+                    ]
             if "torch" in r and "onnxruntime" in r:
                 r["onnxruntime_vs_torch_pipeline"] = (
                     r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
