@@ -146,7 +146,7 @@ def load_model(
     ``raydenoise.models.engines``). ``tile``: process images in tiles of this many pixels (default:
     whole images, tiled automatically when one would not fit in memory). ``device``: ``"cpu"``
     or ``"cuda"``. ``engine``: ``"torch"``, ``"torch-bf16"`` (its convolutions in bfloat16: faster on
-    CPUs whose bfloat16 units measure faster than float32, refused on others), ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime
+    most CPUs with bfloat16 units, refused on others), ``"onnxruntime"`` or ``"auto"`` (ONNX Runtime
     on CPUs, torch on GPUs). ``tta``: average the 8 flips/rotations. ``strength``/``sigma``: see
     :class:`Model` (ValueError when out of range, or ``sigma`` for a blind network). Loads
     weights with safetensors only (no pickle). Raises ``ArtifactError`` (``EngineError`` for a

@@ -179,7 +179,7 @@ def engine() -> Any:
         "what runs the network: onnxruntime (ONNX Runtime; raydenoise's models are exported to "
         "ONNX once per job), torch, or auto (default: ONNX Runtime on CPUs, where it is faster, "
         "torch on GPUs); torch-bf16: torch with its convolutions in bfloat16 for about 0.01 dB, up "
-        "to 1.6x faster per core on CPUs whose bfloat16 units measure faster, refused on others. An "
+        "to 1.6x faster per core on CPUs with bfloat16 units (slower on some), refused on others. An "
         ".onnx --model runs with ONNX Runtime",
         choices=ENGINES,
     )

@@ -17,7 +17,6 @@ margin and size multiple come from the metadata or are given (``--onnx-margin``,
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 from dataclasses import dataclass
@@ -86,7 +85,8 @@ class TorchEngine:
         self.device = torch.device(device)
         # bfloat16 autocast: convolutions and matrix products in bfloat16, the rest (and every
         # sum) in float32, for 0.01 dB. Up to 1.6x faster per core than float32 where the CPU's
-        # bfloat16 units make it so (BENCHMARKS.md); refused where they do not (fast_bf16_cpu).
+        # bfloat16 units make it so (not on every CPU that has them: BENCHMARKS.md); refused on
+        # CPUs without them, where it is emulated.
         if bf16 and self.device.type == "cpu":
             check_bf16_cpu()
         self.bf16 = bf16
@@ -235,34 +235,22 @@ def choose_engine(engine: str, model_uri: str, use_gpu: bool) -> str:
 
 
 def check_bf16_cpu(option: str = "--engine torch-bf16", instead: str = "--engine auto") -> None:
-    """EngineError when bfloat16 would be slower than float32 on this CPU (emulated, or units
-    that measure no faster), naming the ``option`` that asked for it and what to use ``instead``."""
+    """EngineError when this CPU would only emulate bfloat16 (slower than float32), naming the
+    ``option`` that asked for it and what to use ``instead``."""
     if not fast_bf16_cpu():
-        if not bf16_units():
-            why = "has no bfloat16 units (AMX or AVX-512 BF16), where bfloat16 is emulated"
-        else:
-            fp32, bf16 = bf16_timings()
-            why = (
-                f"computes bfloat16 no faster than float32 (a swift block: {bf16 * 1e3:.1f} ms in "
-                f"bfloat16 vs {fp32 * 1e3:.1f} ms in float32, measured now)"
-            )
-        raise EngineError(f"{option}: this CPU {why}; use {instead}")
-
-
-# bfloat16 must beat float32 by this much to be used: its units differ by CPU (on an AMD EPYC
-# with AVX-512 BF16 a swift network ran 1.6x faster; on an Intel Xeon with AVX-512 BF16 and no
-# AMX, 1.13x slower: BENCHMARKS.md), so it is measured rather than read from the CPU's flags.
-BF16_MIN_SPEEDUP = 1.1
+        raise EngineError(
+            f"{option}: this CPU has no bfloat16 units (AMX or AVX-512 BF16), where bfloat16 is "
+            f"emulated and slower than float32; use {instead}"
+        )
 
 
 def fast_bf16_cpu() -> bool:
-    """Whether bfloat16 is faster than float32 on this CPU: it has bfloat16 units (AMX tiles or
-    AVX-512 BF16, as torch sees them) and a swift block runs BF16_MIN_SPEEDUP times faster under
-    bfloat16 autocast (measured once per process, ~0.1 s)."""
-    if not bf16_units():
-        return False
-    fp32, bf16 = bf16_timings()
-    return fp32 >= BF16_MIN_SPEEDUP * bf16
+    """Whether this CPU computes bfloat16 natively (bf16_units). Units do not guarantee a gain:
+    a swift network ran 1.6x faster than float32 on an AMD EPYC with AVX-512 BF16 and 1.13x
+    slower on an Intel Xeon with AVX-512 BF16 and no AMX (BENCHMARKS.md), so bfloat16 stays
+    opt-in. (Timing it once per process was tried: a driver and its workers, on differently
+    loaded cores and thread counts, reached different answers.)"""
+    return bf16_units()
 
 
 def bf16_units() -> bool:
@@ -273,33 +261,6 @@ def bf16_units() -> bool:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except Exception:  # an older torch without these probes: assume not
         return False
-
-
-@functools.lru_cache(maxsize=1)
-def bf16_timings() -> tuple[float, float]:
-    """Seconds of one forward pass of a swift block (width 32, 96 x 96, channels-last, this
-    process's threads) in float32 and under bfloat16 autocast: the best of 5, alternating."""
-    import time
-
-    import torch
-
-    from .architectures import _NAFBlock
-
-    torch.manual_seed(0)
-    block = _NAFBlock(32).eval()
-    with torch.no_grad():
-        block.beta.fill_(0.5)
-        block.gamma.fill_(0.5)
-    x = torch.rand(1, 32, 96, 96).contiguous(memory_format=torch.channels_last)
-    best = {False: float("inf"), True: float("inf")}
-    with torch.inference_mode():
-        for _ in range(6):  # the first round warms both up
-            for bf16 in (False, True):
-                t0 = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    block(x)
-                best[bf16] = min(best[bf16], time.perf_counter() - t0)
-    return best[False], best[True]
 
 
 def prepare_graph(model_uri: str, endpoint: str | None, engine: str) -> bytes | None:

@@ -153,3 +153,33 @@ def test_the_estimate_runs_its_blas_products_on_one_thread(monkeypatch):
     before = threads()
     assert noise_level.estimate_sigma(np.full((32, 32), 128.0)) >= 0.0
     assert seen == [{1}] and threads() == before
+
+
+def test_a_subsets_covariance_updated_by_the_rows_that_change_equals_one_computed_afresh():
+    """Later rounds of the weak-texture selection change few patches: the covariance updated by
+    the rows entering and leaving gives the variance a fresh computation gives (and a subset
+    that changed by more than a quarter is computed afresh)."""
+    from raydenoise.imaging import noise_level
+
+    rng = np.random.default_rng(3)
+    cols = (rng.normal(100, 8, (4000, 49)) + rng.normal(0, 30, (4000, 1))).astype(np.float32)
+    subset = noise_level._SubsetCovariance(cols)
+    mask = rng.random(4000) < 0.6
+    for step in range(5):
+        got = subset.smallest_variance(mask)
+        fresh = noise_level._smallest_variance(cols[mask])
+        assert got == pytest.approx(fresh, rel=1e-4), step
+        assert 50 < got < 80  # the noise's variance (8^2), not the rows' offsets
+        flip = rng.random(4000) < (0.02 if step < 3 else 0.5)  # small changes, then a large one
+        mask = mask ^ flip
+    # a small change is an update about the same centre, a large one a fresh computation
+    subset.smallest_variance(mask)  # half the rows changed last: computed afresh
+    centre = subset.centre
+    small = mask.copy()
+    small[np.flatnonzero(small)[:5]] = False
+    assert subset.smallest_variance(small) == pytest.approx(
+        noise_level._smallest_variance(cols[small]), rel=1e-4
+    )
+    assert subset.centre is centre
+    subset.smallest_variance(~small)
+    assert subset.centre is not centre

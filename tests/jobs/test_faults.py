@@ -1098,7 +1098,7 @@ def test_a_resume_keeps_only_outputs_this_run_would_make(cluster, model_dir, tmp
     sh.rmtree(tmp_path / "out" / "_report")
     unknown, rows = run(other, strength=0.5)
     assert unknown["ok"] == 3 and all("no earlier report" in r["note"] for r in rows.values())
-    # another engine (bfloat16 where it measures faster on this CPU) makes other pixels: redone
+    # another engine (bfloat16 where the CPU has the units for it) makes other pixels: redone
     from raydenoise.models.engines import fast_bf16_cpu
 
     engine = "torch-bf16" if fast_bf16_cpu() else "torch"

@@ -354,8 +354,8 @@ def test_init_starts_from_a_model_and_ema_is_saved_as_the_model(dataset, tmp_pat
     assert config["train_config"]["init"] == first["model_dir"]  # resolved on the driver
     ckpt = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())[-1]
     assert (ckpt / "train_weights.safetensors").exists()
-    # continuing the EMA run resumes both the weights and their average; where bfloat16
-    # measures faster on this CPU, in bfloat16 (--precision bf16 trains, and the model says how)
+    # continuing the EMA run resumes both the weights and their average; where this CPU has
+    # bfloat16 units, in bfloat16 (--precision bf16 trains, and the model says how)
     from raydenoise.models.engines import fast_bf16_cpu
 
     precision = "bf16" if fast_bf16_cpu() else "auto"

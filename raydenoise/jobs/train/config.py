@@ -118,9 +118,9 @@ class TrainConfig:
     )
     precision: str = opt(
         "auto",
-        "auto: bfloat16 autocast on GPUs, float32 on CPUs; bf16: on CPUs too, where their "
-        "bfloat16 units measure faster than float32 (up to ~1.6x faster steps; refused "
-        "elsewhere); fp32: never",
+        "auto: bfloat16 autocast on GPUs, float32 on CPUs; bf16: on CPUs too, where they have "
+        "bfloat16 units (AMX or AVX-512 BF16: up to ~1.6x faster steps, slower on some: measure "
+        "yours; refused elsewhere); fp32: never",
         choices=PRECISIONS,
     )
     degrade: str | None = opt(
