@@ -182,31 +182,38 @@ class _SubsetCovariance:
                     self.total += sign * x.sum(axis=0)
                 self.mask = mask
                 return self._variance(n)
-        rows = self.cols[mask]
-        self.centre = (np.ones(n, rows.dtype) @ rows).astype(np.float64) / n
-        x = rows - self.centre.astype(rows.dtype)
-        self.gram = (x.T @ x).astype(np.float64)  # float32 products (SGEMM), as _smallest_variance
-        self.total = x.sum(axis=0, dtype=np.float64)
+        self.centre, self.gram = _centred_gram(self.cols[mask])
+        self.total[:] = 0.0  # the rows' own mean is the centre
         self.mask = mask
         return self._variance(n)
 
     def _variance(self, n: int) -> float:
         cov = (self.gram - np.outer(self.total, self.total) / n) / (n - 1)
-        smallest = max(float(np.linalg.eigvalsh(cov)[0]), 0.0)
-        return smallest / (1.0 - math.sqrt(self.cols.shape[1] / n)) ** 2
+        return _noise_variance(cov, n, self.cols.shape[1])
 
 
 def _smallest_variance(cols: np.ndarray) -> float:
-    """The noise variance that explains the smallest eigenvalue of the patches' covariance: a
-    finite sample of n patches of r pixels spreads pure noise's eigenvalues down to
-    sigma^2 (1 - sqrt(r / n))^2 (Marchenko-Pastur), so the smallest is scaled back up by that."""
+    """The noise variance of the patches ``cols`` (one per row): see _noise_variance."""
+    _, gram = _centred_gram(cols)
+    return _noise_variance(gram / (len(cols) - 1), len(cols), cols.shape[1])
+
+
+def _centred_gram(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows' mean, the sum of the outer products of the rows minus it), in float64."""
     # the mean as a BLAS product: 5x numpy's float64 mean, and the covariance does not depend on
     # the centre to within float32's rounding (results equal to numpy's mean on 180 planes)
-    x = cols - (np.ones(len(cols), cols.dtype) @ cols) / len(cols)
+    centre = (np.ones(len(rows), rows.dtype) @ rows) / len(rows)
+    x = rows - centre
     # float32 products (SGEMM, twice as fast): their rounding moves the result by far less than 1%
-    cov = (x.T @ x).astype(np.float64) / (len(x) - 1)
+    return centre.astype(np.float64), (x.T @ x).astype(np.float64)
+
+
+def _noise_variance(cov: np.ndarray, n: int, r: int) -> float:
+    """The noise variance that explains the smallest eigenvalue of the covariance ``cov`` of n
+    patches of r pixels: a finite sample spreads pure noise's eigenvalues down to
+    sigma^2 (1 - sqrt(r / n))^2 (Marchenko-Pastur), so the smallest is scaled back up by that."""
     smallest = max(float(np.linalg.eigvalsh(cov)[0]), 0.0)
-    return smallest / (1.0 - math.sqrt(cols.shape[1] / len(cols))) ** 2
+    return smallest / (1.0 - math.sqrt(r / n)) ** 2
 
 
 # A patch of pure noise with variance 1 has a gradient energy (sum of squared horizontal and

@@ -383,12 +383,13 @@ def deepen_state(
     missing = set(own) - set(state)
     if not missing or set(state) - set(own):
         return None
-    blocks = {name for name, module in model.named_modules() if isinstance(module, _NAFBlock)}
-    new = {k.rsplit(".", 1)[0] for k in missing}
-    new_blocks = {b for b in blocks if any(m == b or m.startswith(b + ".") for m in new)}
-    if any(k.startswith(b + ".") for b in new_blocks for k in state) or not all(
-        any(m == b or m.startswith(b + ".") for b in new_blocks) for m in new
-    ):
+    blocks = [name for name, module in model.named_modules() if isinstance(module, _NAFBlock)]
+
+    def block_of(key: str) -> str | None:
+        return next((b for b in blocks if key.startswith(b + ".")), None)
+
+    new_blocks = {block_of(k) for k in missing}
+    if None in new_blocks or any(block_of(k) in new_blocks for k in state):
         return None
     return {**own, **state}
 

@@ -245,16 +245,11 @@ def check_bf16_cpu(option: str = "--engine torch-bf16", instead: str = "--engine
 
 
 def fast_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (bf16_units). Units do not guarantee a gain:
-    a swift network ran 1.6x faster than float32 on an AMD EPYC with AVX-512 BF16 and 1.13x
-    slower on an Intel Xeon with AVX-512 BF16 and no AMX (BENCHMARKS.md), so bfloat16 stays
-    opt-in. (Timing it once per process was tried: a driver and its workers, on differently
-    loaded cores and thread counts, reached different answers.)"""
-    return bf16_units()
-
-
-def bf16_units() -> bool:
-    """Whether this CPU has bfloat16 instructions (AMX tiles or AVX-512 BF16), as torch sees it."""
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16), as torch sees it.
+    Units do not guarantee a gain: a swift network ran 1.6x faster than float32 on an AMD EPYC
+    with AVX-512 BF16 and 1.13x slower on an Intel Xeon with AVX-512 BF16 and no AMX
+    (BENCHMARKS.md), so bfloat16 stays opt-in. (Timing it once per process was tried: a driver
+    and its workers, on differently loaded cores and thread counts, reached different answers.)"""
     try:
         import torch
 

@@ -452,7 +452,7 @@ def test_precision_bf16_is_refused_where_the_cpu_has_no_bfloat16_units(
 ):
     from raydenoise.models import engines
 
-    monkeypatch.setattr(engines, "bf16_units", lambda: False)
+    monkeypatch.setattr(engines, "fast_bf16_cpu", lambda: False)
     with pytest.raises(
         TrainError, match="--precision bf16: this CPU has no bfloat16 units.*--precision auto"
     ):

@@ -269,7 +269,7 @@ def test_torch_bf16_is_refused_where_it_cannot_run_fast_or_at_all(monkeypatch):
     is never run by torch."""
     from raydenoise.models import engines
 
-    monkeypatch.setattr(engines, "bf16_units", lambda: False)
+    monkeypatch.setattr(engines, "fast_bf16_cpu", lambda: False)
     with pytest.raises(EngineError, match="no bfloat16 units.*--engine auto"):
         engines.choose_engine("torch-bf16", "builtin:denoise", use_gpu=False)
     with pytest.raises(EngineError, match="no bfloat16 units"):
