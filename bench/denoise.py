@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,48 +120,55 @@ def nlm_rate(src: Path, n: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
-def job_figures(run, name: str, engine: str, model_dir: str, src: Path, work: Path, args, r: dict,
-                round_: int) -> dict:  # fmt: skip
-    """One `raydenoise denoise` run of ``engine`` (``run``: its command, environment and extra
-    flags) and the same command again (a resume): the job's figures; ``r``: the plain loops'."""
-    command, run_env, extra = run
-    mp = args.images * 400 * 600 / 1e6
-    out = work / f"ray-{name.replace(':', '-')}-{engine}-{round_}"
+@dataclass(frozen=True)
+class Job:
+    """How to run one `raydenoise denoise` side of the bench: the command, its environment and
+    the flags it adds (``--engine E``; none for the baseline, which runs its own default)."""
+
+    command: list[str]
+    env: dict[str, str]
+    extra: list[str]
+
+
+@dataclass(frozen=True)
+class Files:
+    """What every job of the run shares: the noisy images, the scratch folder, their count and
+    the --workers flag (None: raydenoise's own)."""
+
+    src: Path
+    work: Path
+    images: int
+    workers: int | None
+
+
+def job_figures(job: Job, label: str, model_dir: str, files: Files, plain: dict) -> dict:
+    """One `raydenoise denoise` run of ``job`` and the same command again (a resume): the job's
+    figures, and its speedups over the plain loops' ``plain`` figures. ``label`` names its
+    output folder."""
+    mp = files.images * 400 * 600 / 1e6
+    out = files.work / f"ray-{label}"
+    workers = ["--workers", str(files.workers)] if files.workers else []
+    args = [*job.command, "denoise", "--input", str(files.src), "--output", str(out)]
+    args += ["--model", model_dir, *job.extra, *workers]
+    # cwd: a neutral folder: `python -m` puts the working directory first on sys.path
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            *command,
-            "denoise",
-            "--input",
-            str(src),
-            "--output",
-            str(out),
-            "--model",
-            model_dir,
-            *extra,
-            *(["--workers", str(args.workers)] if args.workers else []),
-        ],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        cwd=work,  # a neutral folder: `python -m` puts the working directory first on sys.path
-    )
+    proc = subprocess.run(args, capture_output=True, text=True, env=job.env, cwd=files.work)
     ray_e2e = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"raydenoise denoise failed for {name} ({engine})")
+        raise SystemExit(f"raydenoise denoise failed for {label}")
     summary = json.loads((out / "_report" / "summary.json").read_text())
-    assert summary["ok"] == args.images, summary
+    assert summary["ok"] == files.images, summary
     # The same command again: every output is vouched for by the report (a resume).
     t1 = time.perf_counter()
-    again = subprocess.run(proc.args, capture_output=True, text=True, env=run_env, cwd=work)
+    again = subprocess.run(args, capture_output=True, text=True, env=job.env, cwd=files.work)
     resume_s = time.perf_counter() - t1
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((out / "_report" / "summary.json").read_text())
-    assert rerun["skipped"] == args.images, rerun
+    assert rerun["skipped"] == files.images, rerun
     e = {
-        "images_per_s_end_to_end": args.images / ray_e2e,
-        "images_per_s_pipeline": args.images / summary["seconds"],
+        "images_per_s_end_to_end": files.images / ray_e2e,
+        "images_per_s_pipeline": files.images / summary["seconds"],
         "megapixels_per_s_pipeline": mp / summary["seconds"],
         "startup_s": summary.get("startup_s"),
         "images_per_s_steady": summary.get("steady_images_per_s"),
@@ -168,10 +176,64 @@ def job_figures(run, name: str, engine: str, model_dir: str, src: Path, work: Pa
         "resume_command_s": resume_s,
         "resume_trusted": rerun.get("trusted"),
     }
-    e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / r["plain_images_per_s"]
-    e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / r["plain_images_per_s"]
-    e["speedup_pipeline_vs_plain_fast"] = e["images_per_s_pipeline"] / r["plain_fast_images_per_s"]
+    e["speedup_pipeline_vs_plain"] = e["images_per_s_pipeline"] / plain["plain_images_per_s"]
+    e["speedup_steady_vs_plain"] = (e["images_per_s_steady"] or 0) / plain["plain_images_per_s"]
+    e["speedup_pipeline_vs_plain_fast"] = (
+        e["images_per_s_pipeline"] / plain["plain_fast_images_per_s"]
+    )
     return e
+
+
+def baseline_job(rev: str, work: Path, env: dict[str, str], stack: contextlib.ExitStack) -> Job:
+    """The denoise command of git revision ``rev`` (a worktree removed when ``stack`` closes),
+    run as a module with its package first on the path (the console script names today's
+    module layout), checked to import that package and not today's."""
+    base = stack.enter_context(checkout(rev, work / "baseline-code"))
+    job = Job([sys.executable, "-m", "raydenoise"], {**env, "PYTHONPATH": str(base)}, [])
+    # Before 2026-12-02 these runs started in the repository, whose own package then came
+    # first on the path: the "baseline" ran today's code. Check which package runs.
+    where = subprocess.run(
+        [sys.executable, "-c", "import raydenoise; print(raydenoise.__file__)"],
+        env=job.env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(where).resolve().is_relative_to(base.resolve()):
+        raise SystemExit(f"the baseline would run {where}, not the code of {rev}")
+    return job
+
+
+def medians(trials: list[dict]) -> dict:
+    """The median of each figure over a job's runs (figures some run lacks left out), the number
+    of runs, and each run's pipeline and steady rates."""
+    m: dict = {
+        k: statistics.median(t[k] for t in trials)
+        for k in trials[0]
+        if all(t[k] is not None for t in trials)
+    }
+    m["runs"] = len(trials)
+    for k in ("pipeline", "steady"):
+        m[f"each_run_images_per_s_{k}"] = [t[f"images_per_s_{k}"] for t in trials]
+    return m
+
+
+def ratios(r: dict, jobs: list[str]) -> None:
+    """Adds to ``r`` (one model's figures) ONNX Runtime's over torch's and each job's over the
+    baseline's, for the pipeline and steady rates."""
+
+    def rate(job: str, k: str) -> float:
+        return r[job][f"images_per_s_{k}"] or 0
+
+    if "torch" in r and "onnxruntime" in r:
+        for k in ("pipeline", "steady"):
+            r[f"onnxruntime_vs_torch_{k}"] = rate("onnxruntime", k) / (rate("torch", k) or 1)
+    if "baseline" in r:
+        for job in jobs:
+            if job != "baseline":
+                for k in ("pipeline", "steady"):
+                    r[f"{job}_vs_baseline_{k}"] = rate(job, k) / (rate("baseline", k) or 1)
 
 
 def main() -> None:
@@ -223,28 +285,10 @@ def main() -> None:
     exe = str(Path(sys.executable).parent / "raydenoise")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with contextlib.ExitStack() as stack:  # the baseline worktree, removed however the run ends
-        runs = {engine: ([exe], env, ["--engine", engine]) for engine in args.engines.split(",")}
+        jobs = {e: Job([exe], env, ["--engine", e]) for e in args.engines.split(",")}
         if args.baseline:
-            base = stack.enter_context(checkout(args.baseline, work / "baseline-code"))
-            # its package first on the path, run as a module (the console script names today's
-            # module layout)
-            runs["baseline"] = (
-                [sys.executable, "-m", "raydenoise"],
-                {**env, "PYTHONPATH": str(base)},
-                [],
-            )
-            # Before 2026-12-02 these runs started in the repository, whose own package then came
-            # first on the path: the "baseline" ran today's code. Check which package runs.
-            where = subprocess.run(
-                [sys.executable, "-c", "import raydenoise; print(raydenoise.__file__)"],
-                env=runs["baseline"][1],
-                cwd=work,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            if not Path(where).resolve().is_relative_to(base.resolve()):
-                raise SystemExit(f"the baseline would run {where}, not the code of {args.baseline}")
+            jobs["baseline"] = baseline_job(args.baseline, work, env, stack)
+        files = Files(src, work, args.images, args.workers)
         for name in args.models.split(","):
             torch.manual_seed(0)
             if name.startswith("builtin:"):
@@ -266,38 +310,15 @@ def main() -> None:
             }
             # Each run --repeats times, the order reversed every other round (a run's figures
             # depend on what ran before it: caches, Ray's leftovers), then the median of each figure.
-            trials: dict[str, list[dict]] = {engine: [] for engine in runs}
+            trials: dict[str, list[dict]] = {job: [] for job in jobs}
             for round_ in range(args.repeats):
-                order = list(runs.items()) if round_ % 2 == 0 else list(runs.items())[::-1]
-                for engine, run in order:
-                    trials[engine].append(
-                        job_figures(run, name, engine, model_dir, src, work, args, r, round_)
-                    )
-            for engine in runs:
-                r[engine] = {
-                    k: statistics.median(t[k] for t in trials[engine])
-                    for k in trials[engine][0]
-                    if all(t[k] is not None for t in trials[engine])
-                }
-                r[engine]["runs"] = len(trials[engine])
-                for k in ("pipeline", "steady"):
-                    r[engine][f"each_run_images_per_s_{k}"] = [
-                        t[f"images_per_s_{k}"] for t in trials[engine]
-                    ]
-            if "torch" in r and "onnxruntime" in r:
-                r["onnxruntime_vs_torch_pipeline"] = (
-                    r["onnxruntime"]["images_per_s_pipeline"] / r["torch"]["images_per_s_pipeline"]
-                )
-                r["onnxruntime_vs_torch_steady"] = (
-                    r["onnxruntime"]["images_per_s_steady"] or 0
-                ) / (r["torch"]["images_per_s_steady"] or 1)
-            if "baseline" in r:
-                for engine in runs:
-                    if engine != "baseline":
-                        for k in ("pipeline", "steady"):
-                            r[f"{engine}_vs_baseline_{k}"] = (
-                                r[engine][f"images_per_s_{k}"] or 0
-                            ) / (r["baseline"][f"images_per_s_{k}"] or 1)
+                order = list(jobs) if round_ % 2 == 0 else list(jobs)[::-1]
+                for job in order:
+                    label = f"{tag}-{job}-{round_}"
+                    trials[job].append(job_figures(jobs[job], label, model_dir, files, r))
+            for job in jobs:
+                r[job] = medians(trials[job])
+            ratios(r, list(jobs))
             results["models"][name] = r
             print(name, json.dumps(r, indent=1), flush=True)
         results["nl_means_images_per_s"] = nlm_rate(src, args.nlm_images)

@@ -4,10 +4,8 @@ joined."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import _free_ports, png_bytes, rgb, write
+from raynodes import kill_group
 
 # Starts a `ray start --head` cluster and runs the CLI in subprocesses: not the quick loop.
 pytestmark = pytest.mark.slow
@@ -129,14 +128,7 @@ def test_a_token_cluster_refuses_jobs_without_the_token_and_raydenoise_joins_it_
         assert r.returncode == 0, r.stdout + r.stderr
         assert (tmp_path / "out" / "a.png").exists() and token not in r.stdout + r.stderr
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)  # anything of that session still there
+        kill_group(head)  # a graceful `ray stop` of the head takes Ray 30 s; nothing here needs it
         shutil.rmtree(short, ignore_errors=True)
     (dead,) = _free_ports(1)
     r = _cli(
