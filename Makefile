@@ -54,16 +54,18 @@ test-fast: check
 # start` nodes, a node killed on purpose) alone, one at a time, since a loaded machine makes
 # Ray's 30 s node registration time out; then every other test on two processes (pytest-xdist,
 # a whole file per process so that a module's fixtures are made once): most of their time is
-# spent waiting on Ray and subprocesses, so two at once take ~60 % of the time on 2 cores.
+# spent waiting on Ray and subprocesses, so two at once took about two thirds of the time on 2 cores.
 # --durations: the slowest tests in every log (the suite's budget is 15 minutes on 2 cores).
 SERIAL_TESTS := $(BIN)/python -m pytest -q --durations=10 tests/cluster
 PARALLEL_TESTS := $(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile --ignore=tests/cluster
+# both passes run; the status fails when either failed
+TESTS := $(SERIAL_TESTS); a=$$?; $(PARALLEL_TESTS); b=$$?; [ $$a = 0 ] && [ $$b = 0 ]
 test: setup browser check
 	@if command -v ip >/dev/null && unshare -rn ip link set lo up 2>/dev/null; then \
 		echo "make test: running in a private network namespace (loopback only)"; \
-		unshare -rn sh -c 'ip link set lo up && { $(SERIAL_TESTS); a=$$?; $(PARALLEL_TESTS); b=$$?; [ $$a = 0 ] && [ $$b = 0 ]; }'; \
+		unshare -rn sh -c 'ip link set lo up && { $(TESTS); }'; \
 	else \
-		$(SERIAL_TESTS); a=$$?; $(PARALLEL_TESTS); b=$$?; [ $$a = 0 ] && [ $$b = 0 ]; \
+		$(TESTS); \
 	fi
 
 bench: setup
